@@ -1,0 +1,2 @@
+//! nexus: an orchestrator for private IPFS (kubo) networks.
+pub mod node;
