@@ -1,1 +1,30 @@
-//! placeholder
+//! Nodes: how one kubo node runs in a container (not when or where — that is the
+//! orchestrator's job).
+//!
+//! - [`spec`]: validated description of a node (names, resources, peers, ports, secrets).
+//! - [`swarm_key`], [`identity`]: the network's key and each node's libp2p identity.
+//! - [`kubo_config`]: the kubo settings nexus owns and the files that carry them in.
+//! - [`labels`]: `io.nexus.*` labels, from which node records are rebuilt.
+//! - [`runtime`]: the [`NodeRuntime`] trait; [`docker`] implements it, [`mock`] fakes it.
+//! - [`rpc`]: the few kubo RPC calls the runtime itself needs (readiness, peer count).
+
+pub mod docker;
+pub mod identity;
+pub mod kubo_config;
+pub mod labels;
+pub mod mock;
+pub mod rpc;
+pub mod runtime;
+pub mod spec;
+pub mod swarm_key;
+
+pub use docker::{DockerRuntime, DockerRuntimeConfig};
+pub use identity::NodeIdentity;
+pub use runtime::{
+    NodeEvent, NodeEventKind, NodePorts, NodeRecord, NodeRuntime, NodeState, NodeStats,
+    RuntimeError,
+};
+pub use spec::{
+    plan_network, NetworkName, NodeRef, NodeSecrets, NodeSpec, Peer, PortRequest, Resources,
+};
+pub use swarm_key::SwarmKey;

@@ -1,0 +1,340 @@
+//! The kubo configuration nexus owns, and how it reaches an unmodified node image.
+//!
+//! Owns: the list of config keys nexus sets on every node (pnet-safe for kubo ≥ 0.37), the
+//! memory split between Docker, Go and libp2p's resource manager, the daemon's command line,
+//! and the files put into a container before its first start (an init script for
+//! `/container-init.d/`, the swarm key, the identity). It must not talk to Docker; the runtime
+//! uploads what this module renders.
+//!
+//! How it works with the official image: the image's own first init creates the repo; on every
+//! start it runs `/container-init.d/*.sh` before `ipfs daemon`. Our script installs the swarm
+//! key, writes the identity into the config file with `sed` (kubo refuses `Identity.PrivKey`
+//! through `ipfs config`), and sets each key below with `ipfs config --json`, leaving every
+//! other key (notably `Datastore.Spec`) as the image's init wrote it.
+
+use serde_json::{json, Value};
+
+use super::spec::{NodeSecrets, NodeSpec, API_PORT, GATEWAY_PORT, SWARM_PORT};
+
+/// Directory in the container holding the node's secrets (mode 0500, owned by the node user).
+pub const SECRETS_DIR: &str = "/nexus";
+/// The init script's path in the container.
+pub const INIT_SCRIPT: &str = "/container-init.d/00-nexus.sh";
+/// uid/gid kubo runs as in the official image (`ipfs:users`).
+pub const NODE_UID: u64 = 1000;
+pub const NODE_GID: u64 = 100;
+
+/// How a node's memory limit is shared out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// Docker's hard limit (`Memory`, `MemorySwap` equal: no swap).
+    pub container_bytes: u64,
+    /// Go's soft limit (`GOMEMLIMIT`): 90% of the container, leaving room for non-heap memory.
+    pub go_limit_bytes: u64,
+    /// libp2p resource manager (`Swarm.ResourceMgr.MaxMemory`): half of the container, the
+    /// same share kubo takes of a whole machine by default — but of the container's memory,
+    /// not the host's, which kubo would otherwise read.
+    pub rcmgr_bytes: u64,
+}
+
+impl MemoryPlan {
+    pub fn for_limit(container_bytes: u64) -> Self {
+        Self {
+            container_bytes,
+            go_limit_bytes: container_bytes / 10 * 9,
+            rcmgr_bytes: container_bytes / 2,
+        }
+    }
+}
+
+/// The daemon's arguments (the image's entrypoint runs `ipfs "$@"`). `--enable-gc` makes
+/// `Datastore.StorageMax` a real limit rather than a number nobody reads.
+pub fn daemon_command() -> Vec<String> {
+    ["daemon", "--migrate=true", "--enable-gc", "--agent-version-suffix=nexus"]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+/// Environment of the node container. Never carries a secret: the swarm key is a file.
+pub fn container_env(spec: &NodeSpec) -> Vec<String> {
+    let mem = MemoryPlan::for_limit(spec.resources.memory_bytes);
+    vec![
+        // Refuse to run without a swarm key rather than join the public network.
+        "LIBP2P_FORCE_PNET=1".into(),
+        format!("GOMEMLIMIT={}", mem.go_limit_bytes),
+        // The image's first init installs the key from this file too (mode 0400).
+        format!("IPFS_SWARM_KEY_FILE={SECRETS_DIR}/swarm.key"),
+    ]
+}
+
+/// Every config key nexus sets, in the order the init script sets them.
+pub fn settings(spec: &NodeSpec) -> Vec<(&'static str, Value)> {
+    let mem = MemoryPlan::for_limit(spec.resources.memory_bytes);
+    let bootstrap: Vec<String> = spec.peers.iter().map(|p| p.bootstrap_addr()).collect();
+    let peering: Vec<Value> = spec
+        .peers
+        .iter()
+        .map(|p| json!({ "ID": p.peer_id, "Addrs": [p.addr] }))
+        .collect();
+    vec![
+        // Where kubo listens inside the container; the host publishes them (RPC and gateway
+        // on 127.0.0.1 only).
+        ("Addresses.API", json!(format!("/ip4/0.0.0.0/tcp/{API_PORT}"))),
+        ("Addresses.Gateway", json!(format!("/ip4/0.0.0.0/tcp/{GATEWAY_PORT}"))),
+        // pnet is TCP-only: QUIC/WebTransport/WebRTC are fatal under a swarm key.
+        ("Addresses.Swarm", json!([format!("/ip4/0.0.0.0/tcp/{SWARM_PORT}")])),
+        ("Addresses.Announce", json!(spec.announce)),
+        // kubo ≥ 0.37 refuses to start a private node with AutoConf on.
+        ("AutoConf.Enabled", json!(false)),
+        // AutoTLS needs the public network; explicit true is fatal under pnet.
+        ("AutoTLS.Enabled", json!(false)),
+        ("Bootstrap", json!(bootstrap)),
+        ("Peering.Peers", json!(peering)),
+        ("Routing.Type", json!("dht")),
+        ("Routing.DelegatedRouters", json!([])),
+        ("Ipns.DelegatedPublishers", json!([])),
+        ("DNS.Resolvers", json!({})),
+        ("Discovery.MDNS.Enabled", json!(false)),
+        ("Swarm.Transports.Network.QUIC", json!(false)),
+        ("Swarm.Transports.Network.WebTransport", json!(false)),
+        ("Swarm.Transports.Network.WebRTCDirect", json!(false)),
+        // WebSocket shares the TCP listener, which logs errors under pnet; nothing needs it.
+        ("Swarm.Transports.Network.Websocket", json!(false)),
+        ("Swarm.RelayClient.Enabled", json!(false)),
+        ("Swarm.RelayService.Enabled", json!(false)),
+        ("Swarm.EnableHolePunching", json!(false)),
+        ("Swarm.ResourceMgr.MaxMemory", json!(mem.rcmgr_bytes.to_string())),
+        ("Datastore.StorageMax", json!(spec.resources.disk_bytes.to_string())),
+        ("Datastore.StorageGCWatermark", json!(90)),
+        ("Datastore.GCPeriod", json!("1h")),
+    ]
+}
+
+/// Single-quotes a string for POSIX sh.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The `/container-init.d/` script. It holds no secret (those are files under
+/// [`SECRETS_DIR`]) and is idempotent: it runs before every daemon start.
+pub fn init_script(spec: &NodeSpec) -> String {
+    let mut s = String::new();
+    s.push_str("#!/bin/sh\n");
+    s.push_str("# Written by nexus. Runs before every start of this node's daemon.\n");
+    s.push_str("set -e\n");
+    s.push_str("repo=\"${IPFS_PATH:-/data/ipfs}\"\n");
+    s.push_str(&format!(
+        "rm -f \"$repo/swarm.key\"\ncat {SECRETS_DIR}/swarm.key > \"$repo/swarm.key\"\nchmod 0400 \"$repo/swarm.key\"\n"
+    ));
+    s.push_str(&format!(
+        "sed -i -f {SECRETS_DIR}/identity.sed \"$repo/config\"\n"
+    ));
+    s.push_str(&format!(
+        "grep -q {} \"$repo/config\" || {{ echo 'nexus: could not install the node identity into the config' >&2; exit 1; }}\n",
+        sh_quote(&format!("\"PeerID\": \"{}\"", spec.peer_id))
+    ));
+    for (key, value) in settings(spec) {
+        s.push_str(&format!("ipfs config --json {key} {}\n", sh_quote(&value.to_string())));
+    }
+    s.push_str(&format!(
+        "echo 'nexus: config applied for {} ({})'\n",
+        spec.node, spec.peer_id
+    ));
+    s
+}
+
+/// A sed script replacing the repo's identity with the node's own. Secret (mode 0400).
+/// kubo writes its config with `MarshalIndent`, one `"Key": value` per line, and
+/// `PeerID`/`PrivKey` appear only under `Identity`.
+pub fn identity_sed(secrets: &NodeSecrets) -> Result<String, super::identity::IdentityError> {
+    let peer_id = secrets.identity.peer_id().to_base58();
+    let key = secrets.identity.kubo_private_key()?;
+    // base58 and base64 never contain `|`, `&` or `\`, so they are safe in a sed replacement.
+    Ok(format!(
+        "s|\"PeerID\": \"[^\"]*\"|\"PeerID\": \"{peer_id}\"|\ns|\"PrivKey\": \"[^\"]*\"|\"PrivKey\": \"{key}\"|\n"
+    ))
+}
+
+/// One file to place in the container before it starts.
+#[derive(Debug)]
+pub struct BundleFile {
+    /// Absolute path in the container.
+    pub path: String,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub contents: Vec<u8>,
+}
+
+/// Everything uploaded into a node container before its first start.
+pub fn bundle(
+    spec: &NodeSpec,
+    secrets: &NodeSecrets,
+) -> Result<Vec<BundleFile>, super::identity::IdentityError> {
+    Ok(vec![
+        BundleFile {
+            path: INIT_SCRIPT.into(),
+            mode: 0o555,
+            uid: 0,
+            gid: 0,
+            contents: init_script(spec).into_bytes(),
+        },
+        BundleFile {
+            path: format!("{SECRETS_DIR}/swarm.key"),
+            mode: 0o400,
+            uid: NODE_UID,
+            gid: NODE_GID,
+            contents: secrets.swarm_key.to_file_contents().into_bytes(),
+        },
+        BundleFile {
+            path: format!("{SECRETS_DIR}/identity.sed"),
+            mode: 0o400,
+            uid: NODE_UID,
+            gid: NODE_GID,
+            contents: identity_sed(secrets)?.into_bytes(),
+        },
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::spec::{plan_network, NetworkName, Resources};
+    use crate::node::swarm_key::SwarmKey;
+
+    fn three_nodes() -> Vec<(NodeSpec, NodeSecrets)> {
+        let key = SwarmKey::generate().unwrap();
+        plan_network(
+            &NetworkName::new("cfg").unwrap(),
+            3,
+            "ipfs/kubo:v0.43.1",
+            Resources {
+                cpu_millis: 500,
+                memory_bytes: 1 << 30,
+                disk_bytes: 5 << 30,
+            },
+            &key,
+        )
+        .unwrap()
+    }
+
+    fn get<'a>(s: &'a [(&'static str, Value)], key: &str) -> &'a Value {
+        &s.iter()
+            .find(|(k, _)| *k == key)
+            .unwrap_or_else(|| panic!("{key} is not set"))
+            .1
+    }
+
+    #[test]
+    fn every_pnet_rule_is_set() {
+        let plan = three_nodes();
+        let (spec, _) = &plan[0];
+        let s = settings(spec);
+        assert_eq!(get(&s, "AutoConf.Enabled"), &json!(false));
+        assert_eq!(get(&s, "AutoTLS.Enabled"), &json!(false));
+        assert_eq!(get(&s, "Routing.Type"), &json!("dht"));
+        assert_eq!(get(&s, "Routing.DelegatedRouters"), &json!([]));
+        assert_eq!(get(&s, "Ipns.DelegatedPublishers"), &json!([]));
+        assert_eq!(get(&s, "DNS.Resolvers"), &json!({}));
+        assert_eq!(get(&s, "Discovery.MDNS.Enabled"), &json!(false));
+        for t in ["QUIC", "WebTransport", "WebRTCDirect", "Websocket"] {
+            assert_eq!(
+                get(&s, &format!("Swarm.Transports.Network.{t}")),
+                &json!(false),
+                "{t}"
+            );
+        }
+        // TCP only, on every interface of the container.
+        assert_eq!(get(&s, "Addresses.Swarm"), &json!(["/ip4/0.0.0.0/tcp/4001"]));
+        // No "auto" placeholder anywhere.
+        assert!(!s.iter().any(|(_, v)| v.to_string().contains("\"auto\"")));
+    }
+
+    #[test]
+    fn bootstrap_and_peering_list_the_other_nodes() {
+        let plan = three_nodes();
+        let (spec, _) = &plan[1];
+        let s = settings(spec);
+        let bootstrap = get(&s, "Bootstrap").as_array().unwrap();
+        let peering = get(&s, "Peering.Peers").as_array().unwrap();
+        assert_eq!(bootstrap.len(), 2);
+        assert_eq!(peering.len(), 2);
+        for (other, _) in plan.iter().filter(|(o, _)| o.node != spec.node) {
+            let want = format!(
+                "/dns4/{}/tcp/4001/p2p/{}",
+                other.node.container_name(),
+                other.peer_id
+            );
+            assert!(bootstrap.contains(&json!(want)), "{want}");
+            assert!(peering.contains(&json!({
+                "ID": other.peer_id,
+                "Addrs": [format!("/dns4/{}/tcp/4001", other.node.container_name())]
+            })));
+        }
+        assert!(!bootstrap.iter().any(|b| b.as_str().unwrap().ends_with(&spec.peer_id)));
+    }
+
+    #[test]
+    fn limits_reach_kubo_and_go() {
+        let plan = three_nodes();
+        let (spec, _) = &plan[0];
+        let s = settings(spec);
+        assert_eq!(get(&s, "Datastore.StorageMax"), &json!((5u64 << 30).to_string()));
+        assert_eq!(get(&s, "Swarm.ResourceMgr.MaxMemory"), &json!((1u64 << 29).to_string()));
+        let env = container_env(spec);
+        assert!(env.contains(&"LIBP2P_FORCE_PNET=1".to_string()));
+        let plan_mem = MemoryPlan::for_limit(1 << 30);
+        assert!(env.contains(&format!("GOMEMLIMIT={}", plan_mem.go_limit_bytes)));
+        assert!(plan_mem.go_limit_bytes < plan_mem.container_bytes);
+        assert!(plan_mem.rcmgr_bytes < plan_mem.go_limit_bytes);
+        assert!(daemon_command().contains(&"--enable-gc".to_string()));
+        assert_eq!(daemon_command()[0], "daemon");
+    }
+
+    #[test]
+    fn no_secret_outside_the_secret_files() {
+        let plan = three_nodes();
+        let (spec, secrets) = &plan[0];
+        let key_hex = secrets.swarm_key.to_file_contents().lines().nth(2).unwrap().to_string();
+        let priv_key = secrets.identity.kubo_private_key().unwrap();
+        let script = init_script(spec);
+        let env = container_env(spec).join("\n");
+        for public in [&script, &env] {
+            assert!(!public.contains(&key_hex));
+            assert!(!public.contains(&priv_key));
+        }
+        let files = bundle(spec, secrets).unwrap();
+        for f in &files {
+            let text = String::from_utf8(f.contents.clone()).unwrap();
+            let secret = text.contains(&key_hex) || text.contains(&priv_key);
+            assert_eq!(secret, f.mode == 0o400, "{}", f.path);
+            if secret {
+                assert_eq!(f.uid, NODE_UID);
+            }
+        }
+        let sed = identity_sed(secrets).unwrap();
+        assert!(sed.contains(&spec.peer_id) && sed.contains(&priv_key));
+    }
+
+    #[test]
+    fn init_script_sets_every_key_and_checks_identity() {
+        let plan = three_nodes();
+        let (spec, _) = &plan[0];
+        let script = init_script(spec);
+        assert!(script.starts_with("#!/bin/sh\n"));
+        assert!(script.contains("set -e"));
+        for (key, value) in settings(spec) {
+            let line = format!("ipfs config --json {key} '{}'", value);
+            assert!(script.contains(&line), "{line}");
+        }
+        assert!(script.contains(&format!("\"PeerID\": \"{}\"", spec.peer_id)));
+        assert!(!script.contains("Identity.PrivKey"));
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+    }
+}

@@ -1,0 +1,246 @@
+//! An in-memory [`NodeRuntime`] for unit tests of the logic above the runtime.
+//!
+//! Owns a map of fake nodes and an event channel, and lets a test make chosen nodes fail to
+//! create. It must never stand in for the Docker runtime in integration tests: it proves the
+//! callers' logic, not that nodes run.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+
+use super::runtime::{
+    NodeEvent, NodeEventKind, NodePorts, NodeRecord, NodeRuntime, NodeState, NodeStats,
+    NotReadyReason, Result, RuntimeError,
+};
+use super::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, SpecError};
+
+#[derive(Default)]
+struct State {
+    nodes: BTreeMap<NodeRef, NodeRecord>,
+    fail_create: HashSet<NodeRef>,
+    next_id: u64,
+    calls: Vec<String>,
+}
+
+/// Fake runtime: nodes are records in memory.
+pub struct MockRuntime {
+    state: Mutex<State>,
+    events: broadcast::Sender<NodeEvent>,
+}
+
+impl Default for MockRuntime {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            events: broadcast::channel(256).0,
+        }
+    }
+}
+
+impl MockRuntime {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the next `create_node` of `node` fail as if it never became ready.
+    pub fn fail_create(&self, node: NodeRef) {
+        self.lock().fail_create.insert(node);
+    }
+
+    /// The runtime methods called so far, e.g. `create nexus-a-0`.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+
+    /// Simulates a container dying (as `docker kill` would).
+    pub fn kill(&self, node: &NodeRef) {
+        let mut st = self.lock();
+        if let Some(r) = st.nodes.get_mut(node) {
+            r.state = NodeState::Exited { code: 137 };
+            let _ = self.events.send(NodeEvent {
+                node: node.clone(),
+                kind: NodeEventKind::Die {
+                    exit_code: Some(137),
+                },
+                time: 0,
+            });
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic in another test thread must not hide this one's result.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, node: &NodeRef, kind: NodeEventKind) {
+        let _ = self.events.send(NodeEvent {
+            node: node.clone(),
+            kind,
+            time: 0,
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl NodeRuntime for MockRuntime {
+    async fn create_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord> {
+        spec.validate()?;
+        secrets.check(spec)?;
+        let mut st = self.lock();
+        st.calls.push(format!("create {}", spec.node.container_name()));
+        if st.nodes.contains_key(&spec.node) {
+            return Err(RuntimeError::AlreadyExists {
+                node: spec.node.clone(),
+            });
+        }
+        if st.fail_create.remove(&spec.node) {
+            return Err(RuntimeError::NotReady {
+                node: spec.node.clone(),
+                reason: NotReadyReason::Exited(1),
+                logs: "mock: injected failure".into(),
+            });
+        }
+        st.next_id += 1;
+        let base = 20000 + (st.next_id as u16) * 3;
+        let record = NodeRecord {
+            spec: spec.clone(),
+            container_id: format!("mock{:08}", st.next_id),
+            state: NodeState::Running,
+            ports: NodePorts {
+                swarm: Some(spec.ports.swarm.unwrap_or(base)),
+                api: Some(spec.ports.api.unwrap_or(base + 1)),
+                gateway: Some(spec.ports.gateway.unwrap_or(base + 2)),
+            },
+            started_at: Some("2026-01-01T00:00:00Z".into()),
+        };
+        st.nodes.insert(spec.node.clone(), record.clone());
+        drop(st);
+        self.emit(&spec.node, NodeEventKind::Start);
+        Ok(record)
+    }
+
+    async fn start_node(&self, node: &NodeRef) -> Result<NodeRecord> {
+        let mut st = self.lock();
+        st.calls.push(format!("start {}", node.container_name()));
+        let r = st
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| RuntimeError::NotFound { node: node.clone() })?;
+        r.state = NodeState::Running;
+        let r = r.clone();
+        drop(st);
+        self.emit(node, NodeEventKind::Start);
+        Ok(r)
+    }
+
+    async fn stop_node(&self, node: &NodeRef) -> Result<()> {
+        let mut st = self.lock();
+        st.calls.push(format!("stop {}", node.container_name()));
+        let r = st
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| RuntimeError::NotFound { node: node.clone() })?;
+        r.state = NodeState::Exited { code: 0 };
+        drop(st);
+        self.emit(node, NodeEventKind::Die { exit_code: Some(0) });
+        Ok(())
+    }
+
+    async fn remove_node(&self, node: &NodeRef) -> Result<()> {
+        let mut st = self.lock();
+        st.calls.push(format!("remove {}", node.container_name()));
+        st.nodes.remove(node);
+        Ok(())
+    }
+
+    async fn remove_network(&self, network: &NetworkName) -> Result<()> {
+        let mut st = self.lock();
+        st.calls.push(format!("remove-network {network}"));
+        st.nodes.retain(|n, _| &n.network != network);
+        Ok(())
+    }
+
+    async fn update_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord> {
+        spec.validate()?;
+        secrets.check(spec)?;
+        let mut st = self.lock();
+        st.calls.push(format!("update {}", spec.node.container_name()));
+        let r = st.nodes.get_mut(&spec.node).ok_or_else(|| RuntimeError::NotFound {
+            node: spec.node.clone(),
+        })?;
+        if r.spec.peer_id != spec.peer_id {
+            return Err(SpecError::IdentityMismatch(r.spec.peer_id.clone()).into());
+        }
+        r.spec = spec.clone();
+        Ok(r.clone())
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        Ok(self.lock().nodes.values().cloned().collect())
+    }
+
+    async fn node_stats(&self, node: &NodeRef) -> Result<NodeStats> {
+        let st = self.lock();
+        let r = st
+            .nodes
+            .get(node)
+            .ok_or_else(|| RuntimeError::NotFound { node: node.clone() })?;
+        let running = r.state == NodeState::Running;
+        Ok(NodeStats {
+            memory_limit_bytes: r.spec.resources.memory_bytes,
+            peer_count: running.then_some(r.spec.peers.len()),
+            ..Default::default()
+        })
+    }
+
+    fn watch(&self) -> BoxStream<'static, Result<NodeEvent>> {
+        let rx = self.events.subscribe();
+        futures_util::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => return Some((Ok(ev), rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::spec::{plan_network, Resources};
+    use crate::node::swarm_key::SwarmKey;
+
+    #[tokio::test]
+    async fn mock_follows_the_trait_contract() {
+        let rt = MockRuntime::new();
+        let net = NetworkName::new("mock").unwrap();
+        let key = SwarmKey::generate().unwrap();
+        let plan = plan_network(&net, 2, "img:1", Resources::default(), &key).unwrap();
+        let mut events = rt.watch();
+        rt.fail_create(plan[1].0.node.clone());
+        let r0 = rt.create_node(&plan[0].0, &plan[0].1).await.unwrap();
+        assert_eq!(r0.state, NodeState::Running);
+        assert!(rt.create_node(&plan[1].0, &plan[1].1).await.is_err());
+        assert!(matches!(
+            rt.create_node(&plan[0].0, &plan[0].1).await,
+            Err(RuntimeError::AlreadyExists { .. })
+        ));
+        assert_eq!(rt.list_nodes().await.unwrap().len(), 1);
+        let ev = events.next().await.unwrap().unwrap();
+        assert_eq!(ev.kind, NodeEventKind::Start);
+        rt.kill(&plan[0].0.node);
+        let ev = events.next().await.unwrap().unwrap();
+        assert!(matches!(ev.kind, NodeEventKind::Die { .. }));
+        // Secrets of another node are refused.
+        assert!(rt.update_node(&plan[0].0, &plan[1].1).await.is_err());
+        rt.remove_network(&net).await.unwrap();
+        assert!(rt.list_nodes().await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,110 @@
+//! A small client for the parts of kubo's RPC API the runtime itself needs.
+//!
+//! Owns HTTP calls to one node's RPC API (`POST /api/v0/...`): `id` for readiness,
+//! `swarm/peers` for stats. It must not be a general kubo client nor proxy user traffic (that
+//! is the delegator's job).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("request failed: {0}")]
+    Http(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("answered HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("answered with unexpected JSON: {0}")]
+    Json(String),
+}
+
+/// `POST /api/v0/id`.
+#[derive(Debug, Deserialize)]
+pub struct IdResponse {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "AgentVersion", default)]
+    pub agent_version: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PeersResponse {
+    #[serde(rename = "Peers", default)]
+    peers: Option<Vec<PeerEntry>>,
+}
+
+/// One entry of `swarm/peers`.
+#[derive(Debug, Deserialize)]
+pub struct PeerEntry {
+    #[serde(rename = "Peer")]
+    pub peer: String,
+    #[serde(rename = "Addr", default)]
+    pub addr: String,
+}
+
+/// Client for kubo RPC APIs reachable over plain HTTP.
+#[derive(Clone)]
+pub struct KuboRpc {
+    client: Client<HttpConnector, Empty<Bytes>>,
+    timeout: Duration,
+}
+
+impl KuboRpc {
+    pub fn new(timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(timeout));
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            timeout,
+        }
+    }
+
+    async fn post(&self, addr: SocketAddr, path_and_query: &str) -> Result<Bytes, RpcError> {
+        let req = hyper::Request::post(format!("http://{addr}/api/v0/{path_and_query}"))
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| RpcError::Http(e.to_string()))?;
+        let fut = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| RpcError::Http(e.to_string()))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| RpcError::Http(e.to_string()))?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(RpcError::Status {
+                    status: status.as_u16(),
+                    body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+                });
+            }
+            Ok(body)
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| RpcError::Timeout(self.timeout))?
+    }
+
+    pub async fn id(&self, addr: SocketAddr) -> Result<IdResponse, RpcError> {
+        let body = self.post(addr, "id").await?;
+        serde_json::from_slice(&body).map_err(|e| RpcError::Json(e.to_string()))
+    }
+
+    pub async fn swarm_peers(&self, addr: SocketAddr) -> Result<Vec<PeerEntry>, RpcError> {
+        let body = self.post(addr, "swarm/peers").await?;
+        let parsed: PeersResponse =
+            serde_json::from_slice(&body).map_err(|e| RpcError::Json(e.to_string()))?;
+        Ok(parsed.peers.unwrap_or_default())
+    }
+}

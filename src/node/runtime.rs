@@ -1,0 +1,171 @@
+//! The node-runtime interface: what "run this node" means, independent of Docker.
+//!
+//! Owns the [`NodeRuntime`] trait, the records, stats and events it returns, and its error
+//! type. Implementations: [`super::docker::DockerRuntime`] (real) and
+//! [`super::mock::MockRuntime`] (for unit tests of the logic above). The runtime knows *how* a
+//! node runs; it must not decide *when* or *where* (that is the orchestrator's job) and keeps no
+//! state of its own beyond what Docker holds.
+
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+use serde::Serialize;
+
+use super::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, SpecError};
+
+/// Host ports a node's container ports are published on (`None` while not running with
+/// Docker-chosen ports).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NodePorts {
+    pub swarm: Option<u16>,
+    pub api: Option<u16>,
+    pub gateway: Option<u16>,
+}
+
+/// Container state, as Docker reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum NodeState {
+    Created,
+    Running,
+    Restarting,
+    Paused,
+    Exited { code: i64 },
+    Dead,
+    Unknown,
+}
+
+/// What the runtime knows about one node: its spec (rebuilt from labels) and live facts.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeRecord {
+    pub spec: NodeSpec,
+    pub container_id: String,
+    pub state: NodeState,
+    pub ports: NodePorts,
+    /// RFC 3339 time of the last start, if it ever started.
+    pub started_at: Option<String>,
+}
+
+/// A point-in-time view of a node's resource use.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NodeStats {
+    /// Share of one core, in percent (150.0 = one and a half cores busy).
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    /// Bytes used in the node's data volume (`None` when the node is not running).
+    pub disk_used_bytes: Option<u64>,
+    /// Time since the last start (`None` when not running).
+    pub uptime: Option<Duration>,
+    /// Connected swarm peers (`None` when the RPC API did not answer).
+    pub peer_count: Option<usize>,
+}
+
+/// What happened to a node container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum NodeEventKind {
+    Start,
+    Die { exit_code: Option<i64> },
+    Oom,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeEvent {
+    pub node: NodeRef,
+    pub kind: NodeEventKind,
+    /// Unix time in seconds.
+    pub time: i64,
+}
+
+/// Why a node became ready or did not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReadyReason {
+    Timeout(Duration),
+    Exited(i64),
+    WrongPeer { expected: String, got: String },
+}
+
+impl std::fmt::Display for NotReadyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout(d) => write!(f, "its RPC API did not answer within {d:?}"),
+            Self::Exited(code) => write!(f, "its container exited with code {code}"),
+            Self::WrongPeer { expected, got } => {
+                write!(f, "it runs as peer {got}, not the expected {expected}")
+            }
+        }
+    }
+}
+
+/// Errors of a node runtime. Each says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "cannot reach the Docker daemon ({detail}). Start it (`sudo systemctl start docker`, or \
+         `sudo dockerd &`), or point DOCKER_HOST at a running daemon"
+    )]
+    DockerUnavailable { detail: String },
+    #[error(
+        "node image `{image}` is not present on this Docker host. Pull it with `docker pull \
+         {image}`, or build the offline test image with `scripts/build-test-image.sh` and use \
+         that image instead"
+    )]
+    ImageMissing { image: String },
+    #[error(
+        "`{name}` already exists in Docker but was not created by nexus; nexus never touches it. \
+         Remove or rename it, or use another network name"
+    )]
+    NameTaken { name: String },
+    #[error("node {node} already exists")]
+    AlreadyExists { node: NodeRef },
+    #[error("node {node} does not exist")]
+    NotFound { node: NodeRef },
+    #[error("node {node} did not become ready: {reason}. Its last log lines:\n{logs}")]
+    NotReady {
+        node: NodeRef,
+        reason: NotReadyReason,
+        logs: String,
+    },
+    #[error("invalid node: {0}")]
+    Spec(#[from] SpecError),
+    #[error("node {node} has damaged nexus labels: {detail}")]
+    BadLabels { node: String, detail: String },
+    #[error("node {node}'s RPC API failed: {detail}")]
+    Rpc { node: NodeRef, detail: String },
+    #[error("Docker refused the request: {0}")]
+    Docker(String),
+    #[error("could not prepare node files: {0}")]
+    Bundle(String),
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// Runs nodes. Every method is safe to call concurrently for different nodes; creating all
+/// nodes of a network in parallel is the expected use.
+#[async_trait::async_trait]
+pub trait NodeRuntime: Send + Sync {
+    /// Creates the node's container (and its network and volume if missing), installs its
+    /// config, identity and swarm key, starts it and waits until its RPC API answers as the
+    /// expected peer. On any failure, nothing this call created is left behind.
+    async fn create_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord>;
+    /// Starts an existing, stopped node and waits until it is ready.
+    async fn start_node(&self, node: &NodeRef) -> Result<NodeRecord>;
+    /// Stops a node; its container and data stay.
+    async fn stop_node(&self, node: &NodeRef) -> Result<()>;
+    /// Removes a node's container and data volume.
+    async fn remove_node(&self, node: &NodeRef) -> Result<()>;
+    /// Removes every node of a network and the network's Docker network.
+    async fn remove_network(&self, network: &NetworkName) -> Result<()>;
+    /// Brings a node to `spec`: CPU changes apply live; memory, disk, image, peers or ports
+    /// re-create the container on the same volume (a restart), keeping labels true.
+    async fn update_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord>;
+    /// Every nexus-managed node, rebuilt from Docker alone.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
+    /// Resource use of one node.
+    async fn node_stats(&self, node: &NodeRef) -> Result<NodeStats>;
+    /// Start, die and OOM events of nexus-managed containers, as they happen.
+    fn watch(&self) -> BoxStream<'static, Result<NodeEvent>>;
+}
