@@ -1,0 +1,170 @@
+//! Helpers shared by the integration tests: the test image, unique names, cleanup, and a tiny
+//! kubo RPC client (multipart add, cat) that talks to real nodes.
+#![allow(dead_code)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use nexus::node::{DockerRuntime, DockerRuntimeConfig, NetworkName};
+
+/// The node image under test. The test command (`scripts/test.sh`) builds it and sets this.
+pub fn image() -> String {
+    std::env::var("NEXUS_TEST_IMAGE").unwrap_or_else(|_| {
+        panic!(
+            "NEXUS_TEST_IMAGE is not set: run the suite with scripts/test.sh, or build the image \
+             with scripts/build-test-image.sh and export NEXUS_TEST_IMAGE=<its last line>"
+        )
+    })
+}
+
+/// A network name unique to this test run.
+pub fn unique_network(prefix: &str) -> NetworkName {
+    let mut b = [0u8; 3];
+    getrandom::fill(&mut b).expect("rng");
+    NetworkName::new(&format!("{prefix}-{}", hex::encode(b))).expect("valid name")
+}
+
+pub async fn runtime() -> DockerRuntime {
+    runtime_with(DockerRuntimeConfig::default()).await
+}
+
+pub async fn runtime_with(cfg: DockerRuntimeConfig) -> DockerRuntime {
+    DockerRuntime::connect(cfg)
+        .await
+        .expect("Docker must be running: scripts/test.sh starts it")
+}
+
+/// Runs `docker` and returns stdout (panics on failure).
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Runs `docker` and reports whether it succeeded.
+pub fn docker_ok(args: &[&str]) -> bool {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Removes everything labelled with this network when dropped, even if the test failed.
+pub struct Cleanup(pub String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let label = format!("label=io.nexus.network={}", self.0);
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker ps -aq --filter {label} | xargs -r docker rm -f >/dev/null 2>&1; \
+                 docker volume ls -q --filter {label} | xargs -r docker volume rm -f >/dev/null 2>&1; \
+                 docker network rm nexus-{} >/dev/null 2>&1; true",
+                self.0
+            ))
+            .status();
+    }
+}
+
+fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// POSTs to a node's RPC API on 127.0.0.1; returns status and body.
+pub async fn rpc(port: u16, path_and_query: &str) -> (u16, Bytes) {
+    let req = hyper::Request::post(format!("http://127.0.0.1:{port}/api/v0/{path_and_query}"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    send(req).await
+}
+
+async fn send(req: hyper::Request<Full<Bytes>>) -> (u16, Bytes) {
+    let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
+        .await
+        .expect("RPC timed out")
+        .expect("RPC request");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, body)
+}
+
+pub async fn rpc_json(port: u16, path_and_query: &str) -> serde_json::Value {
+    let (status, body) = rpc(port, path_and_query).await;
+    assert_eq!(status, 200, "{path_and_query}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).expect("JSON answer")
+}
+
+/// `ipfs add` through the RPC API (multipart upload); returns the CID.
+pub async fn add(port: u16, data: &[u8]) -> String {
+    let boundary = "nexus-test-boundary-7d1f";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let req = hyper::Request::post(format!("http://127.0.0.1:{port}/api/v0/add"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let (status, body) = send(req).await;
+    assert_eq!(status, 200, "add: {}", String::from_utf8_lossy(&body));
+    let text = String::from_utf8_lossy(&body);
+    let last = text.lines().filter(|l| !l.trim().is_empty()).last().expect("add output");
+    let v: serde_json::Value = serde_json::from_str(last).expect("add JSON");
+    v["Hash"].as_str().expect("Hash").to_string()
+}
+
+/// Peer ids a node is connected to.
+pub async fn peers(port: u16) -> Vec<String> {
+    let v = rpc_json(port, "swarm/peers").await;
+    v["Peers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["Peer"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `check` until it holds or `limit` passes; returns whether it held. A bound on
+/// waiting for the network, not a performance assertion.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `docker inspect -f TEMPLATE target`.
+pub fn inspect(target: &str, template: &str) -> String {
+    docker(&["inspect", "-f", template, target])
+}

@@ -1,0 +1,430 @@
+//! The Docker node runtime against a real Docker daemon and real kubo nodes (the test image
+//! from `scripts/build-test-image.sh`, named by `NEXUS_TEST_IMAGE`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use nexus::node::{
+    plan_network, DockerRuntimeConfig, NodeEventKind, NodeRuntime, NodeSecrets, NodeSpec,
+    NodeState, Resources, RuntimeError, SwarmKey,
+};
+
+const MIB: u64 = 1024 * 1024;
+
+fn small() -> Resources {
+    Resources {
+        cpu_millis: 500,
+        memory_bytes: 256 * MIB,
+        disk_bytes: 512 * MIB,
+    }
+}
+
+async fn create_all(
+    rt: &nexus::node::DockerRuntime,
+    plan: &[(NodeSpec, NodeSecrets)],
+) -> Vec<nexus::node::NodeRecord> {
+    let futs = plan.iter().map(|(spec, secrets)| rt.create_node(spec, secrets));
+    futures_util::future::join_all(futs)
+        .await
+        .into_iter()
+        .map(|r| r.expect("node created and ready"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_mesh_without_any_post_start_step_and_share_content() {
+    let net = unique_network("mesh");
+    let _cleanup = Cleanup(net.to_string());
+    let rt = runtime().await;
+    let key = SwarmKey::generate().unwrap();
+    let plan = plan_network(&net, 3, &image(), small(), &key).unwrap();
+    let records = create_all(&rt, &plan).await;
+
+    // Each node runs as the identity nexus generated for it.
+    for (rec, (spec, _)) in records.iter().zip(&plan) {
+        let id = rpc_json(rec.ports.api.unwrap(), "id").await;
+        assert_eq!(id["ID"], spec.peer_id);
+        assert_eq!(rec.state, NodeState::Running);
+    }
+    // Every node sees the two others, with no swarm/connect from us.
+    for (rec, (spec, _)) in records.iter().zip(&plan) {
+        let port = rec.ports.api.unwrap();
+        let want: Vec<String> = spec.peers.iter().map(|p| p.peer_id.clone()).collect();
+        let meshed = eventually(Duration::from_secs(30), || {
+            let want = want.clone();
+            async move {
+                let got = peers(port).await;
+                want.iter().all(|w| got.contains(w))
+            }
+        })
+        .await;
+        assert!(meshed, "{} did not see {want:?}: {:?}", spec.node, peers(port).await);
+    }
+    // Content added on node 0 is read from nodes 1 and 2 (bitswap over the private swarm).
+    let data = format!("hello from {net} {}", hex::encode(key.to_file_contents().len().to_be_bytes()));
+    let cid = add(records[0].ports.api.unwrap(), data.as_bytes()).await;
+    for rec in &records[1..] {
+        let (status, body) = rpc(rec.ports.api.unwrap(), &format!("cat?arg={cid}")).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(body.as_ref(), data.as_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_another_key_gets_no_peers() {
+    let net = unique_network("pnet");
+    let _cleanup = Cleanup(net.to_string());
+    let rt = runtime().await;
+    let key = SwarmKey::generate().unwrap();
+    let mut plan = plan_network(&net, 3, &image(), small(), &key).unwrap();
+    // Node 2 is on the same Docker network and knows the others' addresses, but has its own key.
+    plan[2].1.swarm_key = SwarmKey::generate().unwrap();
+    let records = create_all(&rt, &plan).await;
+    let outsider = plan[2].0.peer_id.clone();
+    let (a, b, c) = (
+        records[0].ports.api.unwrap(),
+        records[1].ports.api.unwrap(),
+        records[2].ports.api.unwrap(),
+    );
+    // The insiders find each other...
+    let meshed = eventually(Duration::from_secs(30), || async move {
+        peers(a).await.contains(&plan_peer(b).await)
+    })
+    .await;
+    assert!(meshed, "nodes 0 and 1 share a key and should mesh");
+    // ...and, given time to try, never the outsider.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(peers(c).await, Vec::<String>::new(), "outsider has peers");
+    assert!(!peers(a).await.contains(&outsider));
+    assert!(!peers(b).await.contains(&outsider));
+    // An explicit dial is refused too.
+    let target = format!("/dns4/{}/tcp/4001/p2p/{}", plan[0].0.node.container_name(), plan[0].0.peer_id);
+    let (status, _) = rpc(c, &format!("swarm/connect?arg={target}")).await;
+    assert_ne!(status, 200, "outsider connected to an insider");
+}
+
+async fn plan_peer(port: u16) -> String {
+    rpc_json(port, "id").await["ID"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_reach_docker_and_kubo_and_secrets_stay_files() {
+    let net = unique_network("lim");
+    let _cleanup = Cleanup(net.to_string());
+    let rt = runtime().await;
+    let key = SwarmKey::generate().unwrap();
+    let resources = Resources {
+        cpu_millis: 750,
+        memory_bytes: 384 * MIB,
+        disk_bytes: 2048 * MIB,
+    };
+    let plan = plan_network(&net, 1, &image(), resources, &key).unwrap();
+    let rec = rt.create_node(&plan[0].0, &plan[0].1).await.unwrap();
+    let name = plan[0].0.node.container_name();
+
+    assert_eq!(inspect(&name, "{{.HostConfig.NanoCpus}}"), "750000000");
+    assert_eq!(inspect(&name, "{{.HostConfig.Memory}}"), (384 * MIB).to_string());
+    assert_eq!(inspect(&name, "{{.HostConfig.MemorySwap}}"), (384 * MIB).to_string());
+    assert_eq!(inspect(&name, "{{.HostConfig.RestartPolicy.Name}}"), "unless-stopped");
+    assert_eq!(
+        inspect(&name, r#"{{(index (index .HostConfig.PortBindings "5001/tcp") 0).HostIp}}"#),
+        "127.0.0.1"
+    );
+    assert_eq!(
+        inspect(&name, r#"{{(index (index .HostConfig.PortBindings "8080/tcp") 0).HostIp}}"#),
+        "127.0.0.1"
+    );
+    assert_eq!(
+        inspect(&name, r#"{{(index (index .HostConfig.PortBindings "4001/tcp") 0).HostIp}}"#),
+        "0.0.0.0"
+    );
+    assert_eq!(inspect(&name, "{{.HostConfig.NetworkMode}}"), format!("nexus-{net}"));
+    let env = inspect(&name, "{{json .Config.Env}}");
+    assert!(env.contains("LIBP2P_FORCE_PNET=1"), "{env}");
+    assert!(env.contains(&format!("GOMEMLIMIT={}", 384 * MIB / 10 * 9)), "{env}");
+    let key_hex = key.to_file_contents().lines().nth(2).unwrap().to_string();
+    let everything = docker(&["inspect", &name]);
+    assert!(!everything.contains(&key_hex), "swarm key visible in docker inspect");
+    assert!(!everything.contains(&plan[0].1.identity.kubo_private_key().unwrap()));
+    // The data volume is a named volume mounted at the repo.
+    assert_eq!(
+        inspect(&name, r#"{{range .Mounts}}{{.Name}}:{{.Destination}}{{end}}"#),
+        format!("{}:/data/ipfs", plan[0].0.node.volume_name())
+    );
+
+    // kubo's own config carries the limits and the pnet settings.
+    let config: serde_json::Value =
+        serde_json::from_str(&docker(&["exec", &name, "cat", "/data/ipfs/config"])).unwrap();
+    assert_eq!(config["Datastore"]["StorageMax"], (2048 * MIB).to_string());
+    assert_eq!(config["Swarm"]["ResourceMgr"]["MaxMemory"], (192 * MIB).to_string());
+    assert_eq!(config["AutoConf"]["Enabled"], false);
+    assert_eq!(config["Identity"]["PeerID"], plan[0].0.peer_id);
+    assert_eq!(config["Swarm"]["Transports"]["Network"]["QUIC"], false);
+    // The swarm key is a file readable by its owner only.
+    let mode = docker(&["exec", &name, "stat", "-c", "%a", "/data/ipfs/swarm.key"]);
+    assert_eq!(mode, "400");
+    assert_eq!(
+        docker(&["exec", &name, "cat", "/data/ipfs/swarm.key"]),
+        key.to_file_contents().trim_end()
+    );
+    // RPC answers on the loopback port only.
+    assert!(rec.ports.api.is_some() && rec.ports.gateway.is_some() && rec.ports.swarm.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_gives_a_die_event_and_state_is_rebuilt_from_labels() {
+    let net = unique_network("evt");
+    let _cleanup = Cleanup(net.to_string());
+    let rt = runtime().await;
+    let key = SwarmKey::generate().unwrap();
+    let plan = plan_network(&net, 2, &image(), small(), &key).unwrap();
+    let mut events = rt.watch();
+    let created = create_all(&rt, &plan).await;
+
+    let victim = &plan[1].0.node;
+    docker(&["kill", &victim.container_name()]);
+    let got_die = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = events.next().await {
+            let ev = ev.expect("event stream");
+            if &ev.node == victim && matches!(ev.kind, NodeEventKind::Die { .. }) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(got_die, "no die event for the killed node");
+
+    // Drop every bit of in-memory state: a new runtime rebuilds the nodes from Docker alone.
+    drop(events);
+    drop(rt);
+    let fresh = runtime().await;
+    let mut listed: Vec<_> = fresh
+        .list_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.spec.node.network == net)
+        .collect();
+    listed.sort_by_key(|r| r.spec.node.index);
+    assert_eq!(listed.len(), 2);
+    for (rec, (spec, _)) in listed.iter().zip(&plan) {
+        assert_eq!(&rec.spec, spec);
+    }
+    assert_eq!(listed[0].container_id, created[0].container_id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_containers_are_never_touched() {
+    let net = unique_network("foreign");
+    let _cleanup = Cleanup(net.to_string());
+    let rt = runtime().await;
+    let key = SwarmKey::generate().unwrap();
+    let plan = plan_network(&net, 2, &image(), small(), &key).unwrap();
+    // A container squatting node 0's exact name, and one with a similar name; no nexus labels.
+    let squatter = plan[0].0.node.container_name();
+    let lookalike = format!("{squatter}x");
+    let img = image();
+    for name in [&squatter, &lookalike] {
+        docker(&["create", "--name", name, "--entrypoint", "/bin/sh", &img, "-c", "sleep 600"]);
+    }
+    let _foreign = ForeignGuard(vec![squatter.clone(), lookalike.clone()]);
+
+    let err = rt.create_node(&plan[0].0, &plan[0].1).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::NameTaken { .. }), "{err}");
+    assert!(err.to_string().contains("not created by nexus"), "{err}");
+    rt.create_node(&plan[1].0, &plan[1].1).await.unwrap();
+    assert!(rt.list_nodes().await.unwrap().iter().all(|r| r.spec.node != plan[0].0.node));
+    assert!(matches!(
+        rt.stop_node(&plan[0].0.node).await,
+        Err(RuntimeError::NameTaken { .. })
+    ));
+    rt.remove_network(&net).await.unwrap();
+    // Ours are gone; the foreign ones are exactly as they were.
+    assert!(!docker_ok(&["inspect", &plan[1].0.node.container_name()]));
+    for name in [&squatter, &lookalike] {
+        assert_eq!(inspect(name, "{{.State.Status}}"), "created");
+    }
+}
+
+struct ForeignGuard(Vec<String>);
+impl Drop for ForeignGuard {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = std::process::Command::new("docker").args(["rm", "-f", n]).output();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_keeps_data_and_remove_leaves_nothing() {
+    let net = unique_network("life");
+    let _cleanup = Cleanup(net.to_string());
+    let rt = runtime().await;
+    let key = SwarmKey::generate().unwrap();
+    let plan = plan_network(&net, 1, &image(), small(), &key).unwrap();
+    let (spec, secrets) = &plan[0];
+    let rec = rt.create_node(spec, secrets).await.unwrap();
+    let cid = add(rec.ports.api.unwrap(), b"kept across restarts").await;
+
+    rt.stop_node(&spec.node).await.unwrap();
+    let stopped = rt.list_nodes().await.unwrap();
+    let stopped = stopped.iter().find(|r| r.spec.node == spec.node).unwrap();
+    assert!(matches!(stopped.state, NodeState::Exited { .. }), "{:?}", stopped.state);
+
+    let again = rt.start_node(&spec.node).await.unwrap();
+    assert_eq!(again.container_id, rec.container_id);
+    let api = again.ports.api.unwrap();
+    assert_eq!(rpc_json(api, "id").await["ID"], spec.peer_id);
+    let (status, body) = rpc(api, &format!("cat?arg={cid}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.as_ref(), b"kept across restarts");
+
+    rt.remove_network(&net).await.unwrap();
+    let label = format!("label=io.nexus.network={net}");
+    assert_eq!(docker(&["ps", "-aq", "--filter", &label]), "");
+    assert_eq!(docker(&["volume", "ls", "-q", "--filter", &label]), "");
+    assert!(!docker_ok(&["network", "inspect", &net.docker_network()]));
+    // Removing again is a no-op, not an error.
+    rt.remove_network(&net).await.unwrap();
+}
+
+/// An image whose entrypoint fails at once, built locally from the test image.
+fn broken_image() -> String {
+    let base = image();
+    let tag = format!("nexus-test-broken:{}", base.rsplit(':').next().unwrap_or("x"));
+    if !docker_ok(&["image", "inspect", &tag]) {
+        let dockerfile = format!(
+            "FROM {base}\nENTRYPOINT [\"/bin/sh\", \"-c\", \"echo nexus-test: exiting on purpose >&2; exit 3\"]\n"
+        );
+        let mut child = std::process::Command::new("docker")
+            .args(["build", "-q", "-t", &tag, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("docker build");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(dockerfile.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "could not build {tag}");
+    }
+    tag
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_nodes_leave_nothing_behind_and_say_why() {
+    let net = unique_network("fail");
+    let _cleanup = Cleanup(net.to_string());
+    let key = SwarmKey::generate().unwrap();
+    let plan = plan_network(&net, 1, &image(), small(), &key).unwrap();
+    let (spec, secrets) = &plan[0];
+    let label = format!("label=io.nexus.network={net}");
+    let nothing_left = || {
+        assert_eq!(docker(&["ps", "-aq", "--filter", &label]), "");
+        assert_eq!(docker(&["volume", "ls", "-q", "--filter", &label]), "");
+        assert!(!docker_ok(&["network", "inspect", &net.docker_network()]));
+    };
+    let rt = runtime().await;
+
+    // A missing image is refused before anything is created, with a way forward.
+    let mut missing = spec.clone();
+    missing.image = "nexus-no-such-image:v0".into();
+    let err = rt.create_node(&missing, secrets).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::ImageMissing { .. }), "{err}");
+    assert!(err.to_string().contains("build-test-image.sh"), "{err}");
+    nothing_left();
+
+    // A node that exits at once: the error has its exit code and its last log lines.
+    let mut broken = spec.clone();
+    broken.image = broken_image();
+    let err = rt.create_node(&broken, secrets).await.unwrap_err();
+    match &err {
+        RuntimeError::NotReady { reason, logs, .. } => {
+            assert_eq!(reason, &nexus::node::runtime::NotReadyReason::Exited(3), "{err}");
+            assert!(logs.contains("exiting on purpose"), "{err}");
+        }
+        other => panic!("expected NotReady, got {other}"),
+    }
+    nothing_left();
+
+    // A node that does not answer in time is rolled back completely.
+    let impatient = runtime_with(DockerRuntimeConfig {
+        ready_timeout: Duration::from_millis(1),
+        ..Default::default()
+    })
+    .await;
+    let err = impatient.create_node(spec, secrets).await.unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::NotReady { reason: nexus::node::runtime::NotReadyReason::Timeout(_), .. }),
+        "{err}"
+    );
+    nothing_left();
+
+    // After all that, the same node can be created for real.
+    rt.create_node(spec, secrets).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_updates_live_and_memory_recreates_on_the_same_volume() {
+    let net = unique_network("upd");
+    let _cleanup = Cleanup(net.to_string());
+    let rt = runtime().await;
+    let key = SwarmKey::generate().unwrap();
+    let plan = plan_network(&net, 1, &image(), small(), &key).unwrap();
+    let (spec, secrets) = &plan[0];
+    let name = spec.node.container_name();
+    let first = rt.create_node(spec, secrets).await.unwrap();
+    let cid = add(first.ports.api.unwrap(), b"survives updates").await;
+
+    let mut cpu = spec.clone();
+    cpu.resources.cpu_millis = 1500;
+    let live = rt.update_node(&cpu, secrets).await.unwrap();
+    assert_eq!(live.container_id, first.container_id, "CPU change must not re-create");
+    assert_eq!(inspect(&name, "{{.HostConfig.NanoCpus}}"), "1500000000");
+    assert_eq!(live.spec.resources.cpu_millis, 1500);
+
+    let mut mem = cpu.clone();
+    mem.resources.memory_bytes = 320 * MIB;
+    let recreated = rt.update_node(&mem, secrets).await.unwrap();
+    assert_ne!(recreated.container_id, first.container_id);
+    assert_eq!(recreated.spec, mem);
+    assert_eq!(inspect(&name, "{{.HostConfig.Memory}}"), (320 * MIB).to_string());
+    assert!(inspect(&name, "{{json .Config.Env}}").contains(&format!("GOMEMLIMIT={}", 320 * MIB / 10 * 9)));
+    let api = recreated.ports.api.unwrap();
+    assert_eq!(rpc_json(api, "id").await["ID"], spec.peer_id);
+    let (status, body) = rpc(api, &format!("cat?arg={cid}")).await;
+    assert_eq!((status, body.as_ref()), (200, b"survives updates".as_ref()));
+    // Labels were rewritten: a fresh read of Docker gives the new spec.
+    let listed = runtime().await.list_nodes().await.unwrap();
+    assert_eq!(listed.iter().find(|r| r.spec.node == spec.node).unwrap().spec, mem);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_report_real_use() {
+    let net = unique_network("stats");
+    let _cleanup = Cleanup(net.to_string());
+    let rt = runtime().await;
+    let key = SwarmKey::generate().unwrap();
+    let plan = plan_network(&net, 2, &image(), small(), &key).unwrap();
+    let records = create_all(&rt, &plan).await;
+    add(records[0].ports.api.unwrap(), &vec![7u8; 256 * 1024]).await;
+    let port = records[0].ports.api.unwrap();
+    assert!(eventually(Duration::from_secs(30), || async move { !peers(port).await.is_empty() }).await);
+
+    let s = rt.node_stats(&plan[0].0.node).await.unwrap();
+    assert_eq!(s.memory_limit_bytes, 256 * MIB);
+    assert!(s.memory_bytes > 0 && s.memory_bytes < 256 * MIB, "{s:?}");
+    assert!(s.cpu_percent >= 0.0, "{s:?}");
+    assert!(s.net_rx_bytes > 0, "{s:?}");
+    assert!(s.disk_used_bytes.unwrap_or(0) >= 256 * 1024, "{s:?}");
+    assert!(s.uptime.is_some(), "{s:?}");
+    assert_eq!(s.peer_count, Some(1), "{s:?}");
+
+    rt.stop_node(&plan[1].0.node).await.unwrap();
+    let stopped = rt.node_stats(&plan[1].0.node).await.unwrap();
+    assert_eq!(stopped.uptime, None);
+    assert_eq!(stopped.peer_count, None);
+}
