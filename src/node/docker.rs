@@ -538,54 +538,78 @@ impl DockerRuntime {
         let created_volume = match self.ensure_volume(&spec.node).await {
             Ok(v) => v,
             Err(e) => {
-                if created_network {
-                    let _ = self.remove_network_if_unused(&spec.node.network).await;
-                }
+                self.rollback(spec, None, false, created_network).await;
                 return Err(e);
             }
         };
-        let result = self.create_and_start(spec, secrets, &name).await;
+        let container_id = match self.create_container(spec, &name).await {
+            Ok(id) => id,
+            Err(e) => {
+                self.rollback(spec, None, created_volume, created_network).await;
+                return Err(e);
+            }
+        };
+        let result = self.install_and_start(spec, secrets, &container_id).await;
         if result.is_err() {
-            tracing::warn!(node = %spec.node, "node failed to start; removing what was created");
-            if let Err(e) = self.remove_container(&name).await {
-                tracing::error!(node = %spec.node, error = %e, "rollback: container not removed");
-            }
-            if created_volume {
-                if let Err(e) = self.remove_volume(&spec.node.volume_name()).await {
-                    tracing::error!(node = %spec.node, error = %e, "rollback: volume not removed");
-                }
-            }
-            if created_network {
-                let _ = self.remove_network_if_unused(&spec.node.network).await;
-            }
+            self.rollback(spec, Some(&container_id), created_volume, created_network)
+                .await;
         }
         result
     }
 
-    async fn create_and_start(
+    /// Removes what a failed create made: only objects this call created, the container by id.
+    async fn rollback(
         &self,
         spec: &NodeSpec,
-        secrets: &NodeSecrets,
-        name: &str,
-    ) -> Result<NodeRecord> {
+        container_id: Option<&str>,
+        created_volume: bool,
+        created_network: bool,
+    ) {
+        tracing::warn!(node = %spec.node, "node failed to start; removing what was created");
+        if let Some(id) = container_id {
+            if let Err(e) = self.remove_container(id).await {
+                tracing::error!(node = %spec.node, error = %e, "rollback: container not removed");
+            }
+        }
+        if created_volume {
+            if let Err(e) = self.remove_volume(&spec.node.volume_name()).await {
+                tracing::error!(node = %spec.node, error = %e, "rollback: volume not removed");
+            }
+        }
+        if created_network {
+            if let Err(e) = self.remove_network_if_unused(&spec.node.network).await {
+                tracing::error!(node = %spec.node, error = %e, "rollback: network not removed");
+            }
+        }
+    }
+
+    /// Creates the container; returns its id.
+    async fn create_container(&self, spec: &NodeSpec, name: &str) -> Result<String> {
         let opts = CreateContainerOptionsBuilder::default().name(name).build();
         match self
             .docker
             .create_container(Some(opts), self.container_body(spec))
             .await
         {
-            Ok(_) => {}
-            Err(e) if is_status(&e, 409) => {
-                // Lost a race, or a foreign container took the name meanwhile.
-                return Err(match self.inspect_managed(name).await {
-                    Ok(Some(_)) => RuntimeError::AlreadyExists {
-                        node: spec.node.clone(),
-                    },
-                    _ => RuntimeError::NameTaken { name: name.into() },
-                });
-            }
-            Err(e) => return Err(docker_err(e)),
+            Ok(resp) => Ok(resp.id),
+            // Lost a race, or a foreign container took the name meanwhile.
+            Err(e) if is_status(&e, 409) => Err(match self.inspect_managed(name).await {
+                Ok(Some(_)) => RuntimeError::AlreadyExists {
+                    node: spec.node.clone(),
+                },
+                _ => RuntimeError::NameTaken { name: name.into() },
+            }),
+            Err(e) => Err(docker_err(e)),
         }
+    }
+
+    /// Uploads the node's files into the created container, starts it and waits until ready.
+    async fn install_and_start(
+        &self,
+        spec: &NodeSpec,
+        secrets: &NodeSecrets,
+        container_id: &str,
+    ) -> Result<NodeRecord> {
         let files = kubo_config::bundle(spec, secrets)
             .map_err(|e| RuntimeError::Bundle(e.to_string()))?;
         let archive = tar_of(&files).map_err(|e| RuntimeError::Bundle(e.to_string()))?;
@@ -594,11 +618,11 @@ impl DockerRuntime {
             ..Default::default()
         };
         self.docker
-            .upload_to_container(name, Some(upload), bollard::body_full(archive.into()))
+            .upload_to_container(container_id, Some(upload), bollard::body_full(archive.into()))
             .await
             .map_err(docker_err)?;
         self.docker
-            .start_container(name, None)
+            .start_container(container_id, None)
             .await
             .map_err(docker_err)?;
         tracing::info!(node = %spec.node, peer = %spec.peer_id, "node container started");
