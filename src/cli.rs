@@ -20,7 +20,11 @@ use nexus::node::{
 pub const DEFAULT_IMAGE: &str = "ipfs/kubo:v0.43.1";
 
 #[derive(Parser, Debug)]
-#[command(name = "nexus", version, about = "Run private IPFS (kubo) networks on a Docker host")]
+#[command(
+    name = "nexus",
+    version,
+    about = "Run private IPFS (kubo) networks on a Docker host"
+)]
 pub struct Args {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
@@ -103,7 +107,9 @@ enum SwarmKeyCmd {
 /// Parses `512MiB`, `2GiB`, `10GB`, `1024` (bytes).
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
@@ -118,7 +124,9 @@ pub fn parse_size(s: &str) -> Result<u64> {
         "gib" => 1 << 30,
         "t" | "tb" => 1_000_000_000_000,
         "tib" => 1 << 40,
-        other => bail!("unknown size unit `{other}` in `{s}`: use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"),
+        other => bail!(
+            "unknown size unit `{other}` in `{s}`: use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"
+        ),
     };
     let bytes = n * mult as f64;
     if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
@@ -276,7 +284,12 @@ pub async fn run(args: Args) -> Result<()> {
             let key = load_or_create_key(&swarm_key_file)?;
             let plan = plan_network(&name, nodes, &image, resources, &key)?;
             let rt = connect(Duration::from_secs(ready_timeout)).await?;
-            if rt.list_nodes().await?.iter().any(|r| r.spec.node.network == name) {
+            if rt
+                .list_nodes()
+                .await?
+                .iter()
+                .any(|r| r.spec.node.network == name)
+            {
                 bail!("network `{name}` already exists: remove it with `nexus network rm {name}` or pick another name");
             }
             if pull && rt.ensure_image(&image).await.is_err() {
@@ -337,10 +350,9 @@ pub async fn run(args: Args) -> Result<()> {
             let rt = connect(Duration::from_secs(60)).await?;
             let nodes = network_nodes(&rt, &name).await?;
             eprintln!("starting {} node(s) of `{name}`…", nodes.len());
-            let results = futures_util::future::join_all(
-                nodes.iter().map(|r| rt.start_node(&r.spec.node)),
-            )
-            .await;
+            let results =
+                futures_util::future::join_all(nodes.iter().map(|r| rt.start_node(&r.spec.node)))
+                    .await;
             let records = results.into_iter().collect::<Result<Vec<_>, _>>()?;
             print_nodes(&records, json)
         }
@@ -362,20 +374,37 @@ pub async fn run(args: Args) -> Result<()> {
                     vec!["CPU".into(), format!("{:.1}%", s.cpu_percent)],
                     vec![
                         "MEMORY".into(),
-                        format!("{} / {}", human_bytes(s.memory_bytes), human_bytes(s.memory_limit_bytes)),
+                        format!(
+                            "{} / {}",
+                            human_bytes(s.memory_bytes),
+                            human_bytes(s.memory_limit_bytes)
+                        ),
                     ],
                     vec![
                         "NET RX/TX".into(),
-                        format!("{} / {}", human_bytes(s.net_rx_bytes), human_bytes(s.net_tx_bytes)),
+                        format!(
+                            "{} / {}",
+                            human_bytes(s.net_rx_bytes),
+                            human_bytes(s.net_tx_bytes)
+                        ),
                     ],
-                    vec!["DISK".into(), s.disk_used_bytes.map(human_bytes).unwrap_or("-".into())],
+                    vec![
+                        "DISK".into(),
+                        s.disk_used_bytes.map(human_bytes).unwrap_or("-".into()),
+                    ],
                     vec![
                         "UPTIME".into(),
                         s.uptime
-                            .map(|u| humantime::format_duration(Duration::from_secs(u.as_secs())).to_string())
+                            .map(|u| {
+                                humantime::format_duration(Duration::from_secs(u.as_secs()))
+                                    .to_string()
+                            })
                             .unwrap_or("-".into()),
                     ],
-                    vec!["PEERS".into(), s.peer_count.map(|p| p.to_string()).unwrap_or("-".into())],
+                    vec![
+                        "PEERS".into(),
+                        s.peer_count.map(|p| p.to_string()).unwrap_or("-".into()),
+                    ],
                 ];
                 print_table(&rows);
             }

@@ -26,7 +26,9 @@ async fn create_all(
     rt: &nexus::node::DockerRuntime,
     plan: &[(NodeSpec, NodeSecrets)],
 ) -> Vec<nexus::node::NodeRecord> {
-    let futs = plan.iter().map(|(spec, secrets)| rt.create_node(spec, secrets));
+    let futs = plan
+        .iter()
+        .map(|(spec, secrets)| rt.create_node(spec, secrets));
     futures_util::future::join_all(futs)
         .await
         .into_iter()
@@ -61,10 +63,18 @@ async fn three_nodes_mesh_without_any_post_start_step_and_share_content() {
             }
         })
         .await;
-        assert!(meshed, "{} did not see {want:?}: {:?}", spec.node, peers(port).await);
+        assert!(
+            meshed,
+            "{} did not see {want:?}: {:?}",
+            spec.node,
+            peers(port).await
+        );
     }
     // Content added on node 0 is read from nodes 1 and 2 (bitswap over the private swarm).
-    let data = format!("hello from {net} {}", hex::encode(key.to_file_contents().len().to_be_bytes()));
+    let data = format!(
+        "hello from {net} {}",
+        hex::encode(key.to_file_contents().len().to_be_bytes())
+    );
     let cid = add(records[0].ports.api.unwrap(), data.as_bytes()).await;
     for rec in &records[1..] {
         let (status, body) = rpc(rec.ports.api.unwrap(), &format!("cat?arg={cid}")).await;
@@ -101,13 +111,20 @@ async fn a_node_with_another_key_gets_no_peers() {
     assert!(!peers(a).await.contains(&outsider));
     assert!(!peers(b).await.contains(&outsider));
     // An explicit dial is refused too.
-    let target = format!("/dns4/{}/tcp/4001/p2p/{}", plan[0].0.node.container_name(), plan[0].0.peer_id);
+    let target = format!(
+        "/dns4/{}/tcp/4001/p2p/{}",
+        plan[0].0.node.container_name(),
+        plan[0].0.peer_id
+    );
     let (status, _) = rpc(c, &format!("swarm/connect?arg={target}")).await;
     assert_ne!(status, 200, "outsider connected to an insider");
 }
 
 async fn plan_peer(port: u16) -> String {
-    rpc_json(port, "id").await["ID"].as_str().unwrap().to_string()
+    rpc_json(port, "id").await["ID"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -126,32 +143,62 @@ async fn limits_reach_docker_and_kubo_and_secrets_stay_files() {
     let name = plan[0].0.node.container_name();
 
     assert_eq!(inspect(&name, "{{.HostConfig.NanoCpus}}"), "750000000");
-    assert_eq!(inspect(&name, "{{.HostConfig.Memory}}"), (384 * MIB).to_string());
-    assert_eq!(inspect(&name, "{{.HostConfig.MemorySwap}}"), (384 * MIB).to_string());
-    assert_eq!(inspect(&name, "{{.HostConfig.RestartPolicy.Name}}"), "unless-stopped");
     assert_eq!(
-        inspect(&name, r#"{{(index (index .HostConfig.PortBindings "5001/tcp") 0).HostIp}}"#),
+        inspect(&name, "{{.HostConfig.Memory}}"),
+        (384 * MIB).to_string()
+    );
+    assert_eq!(
+        inspect(&name, "{{.HostConfig.MemorySwap}}"),
+        (384 * MIB).to_string()
+    );
+    assert_eq!(
+        inspect(&name, "{{.HostConfig.RestartPolicy.Name}}"),
+        "unless-stopped"
+    );
+    assert_eq!(
+        inspect(
+            &name,
+            r#"{{(index (index .HostConfig.PortBindings "5001/tcp") 0).HostIp}}"#
+        ),
         "127.0.0.1"
     );
     assert_eq!(
-        inspect(&name, r#"{{(index (index .HostConfig.PortBindings "8080/tcp") 0).HostIp}}"#),
+        inspect(
+            &name,
+            r#"{{(index (index .HostConfig.PortBindings "8080/tcp") 0).HostIp}}"#
+        ),
         "127.0.0.1"
     );
     assert_eq!(
-        inspect(&name, r#"{{(index (index .HostConfig.PortBindings "4001/tcp") 0).HostIp}}"#),
+        inspect(
+            &name,
+            r#"{{(index (index .HostConfig.PortBindings "4001/tcp") 0).HostIp}}"#
+        ),
         "0.0.0.0"
     );
-    assert_eq!(inspect(&name, "{{.HostConfig.NetworkMode}}"), format!("nexus-{net}"));
+    assert_eq!(
+        inspect(&name, "{{.HostConfig.NetworkMode}}"),
+        format!("nexus-{net}")
+    );
     let env = inspect(&name, "{{json .Config.Env}}");
     assert!(env.contains("LIBP2P_FORCE_PNET=1"), "{env}");
-    assert!(env.contains(&format!("GOMEMLIMIT={}", 384 * MIB / 10 * 9)), "{env}");
+    assert!(
+        env.contains(&format!("GOMEMLIMIT={}", 384 * MIB / 10 * 9)),
+        "{env}"
+    );
     let key_hex = key.to_file_contents().lines().nth(2).unwrap().to_string();
     let everything = docker(&["inspect", &name]);
-    assert!(!everything.contains(&key_hex), "swarm key visible in docker inspect");
+    assert!(
+        !everything.contains(&key_hex),
+        "swarm key visible in docker inspect"
+    );
     assert!(!everything.contains(&plan[0].1.identity.kubo_private_key().unwrap()));
     // The data volume is a named volume mounted at the repo.
     assert_eq!(
-        inspect(&name, r#"{{range .Mounts}}{{.Name}}:{{.Destination}}{{end}}"#),
+        inspect(
+            &name,
+            r#"{{range .Mounts}}{{.Name}}:{{.Destination}}{{end}}"#
+        ),
         format!("{}:/data/ipfs", plan[0].0.node.volume_name())
     );
 
@@ -159,7 +206,10 @@ async fn limits_reach_docker_and_kubo_and_secrets_stay_files() {
     let config: serde_json::Value =
         serde_json::from_str(&docker(&["exec", &name, "cat", "/data/ipfs/config"])).unwrap();
     assert_eq!(config["Datastore"]["StorageMax"], (2048 * MIB).to_string());
-    assert_eq!(config["Swarm"]["ResourceMgr"]["MaxMemory"], (192 * MIB).to_string());
+    assert_eq!(
+        config["Swarm"]["ResourceMgr"]["MaxMemory"],
+        (192 * MIB).to_string()
+    );
     assert_eq!(config["AutoConf"]["Enabled"], false);
     assert_eq!(config["Identity"]["PeerID"], plan[0].0.peer_id);
     assert_eq!(config["Swarm"]["Transports"]["Network"]["QUIC"], false);
@@ -230,7 +280,16 @@ async fn foreign_containers_are_never_touched() {
     let lookalike = format!("{squatter}x");
     let img = image();
     for name in [&squatter, &lookalike] {
-        docker(&["create", "--name", name, "--entrypoint", "/bin/sh", &img, "-c", "sleep 600"]);
+        docker(&[
+            "create",
+            "--name",
+            name,
+            "--entrypoint",
+            "/bin/sh",
+            &img,
+            "-c",
+            "sleep 600",
+        ]);
     }
     let _foreign = ForeignGuard(vec![squatter.clone(), lookalike.clone()]);
 
@@ -238,7 +297,12 @@ async fn foreign_containers_are_never_touched() {
     assert!(matches!(err, RuntimeError::NameTaken { .. }), "{err}");
     assert!(err.to_string().contains("not created by nexus"), "{err}");
     rt.create_node(&plan[1].0, &plan[1].1).await.unwrap();
-    assert!(rt.list_nodes().await.unwrap().iter().all(|r| r.spec.node != plan[0].0.node));
+    assert!(rt
+        .list_nodes()
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.spec.node != plan[0].0.node));
     assert!(matches!(
         rt.stop_node(&plan[0].0.node).await,
         Err(RuntimeError::NameTaken { .. })
@@ -255,7 +319,9 @@ struct ForeignGuard(Vec<String>);
 impl Drop for ForeignGuard {
     fn drop(&mut self) {
         for n in &self.0 {
-            let _ = std::process::Command::new("docker").args(["rm", "-f", n]).output();
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", n])
+                .output();
         }
     }
 }
@@ -274,7 +340,11 @@ async fn stop_keeps_data_and_remove_leaves_nothing() {
     rt.stop_node(&spec.node).await.unwrap();
     let stopped = rt.list_nodes().await.unwrap();
     let stopped = stopped.iter().find(|r| r.spec.node == spec.node).unwrap();
-    assert!(matches!(stopped.state, NodeState::Exited { .. }), "{:?}", stopped.state);
+    assert!(
+        matches!(stopped.state, NodeState::Exited { .. }),
+        "{:?}",
+        stopped.state
+    );
 
     let again = rt.start_node(&spec.node).await.unwrap();
     assert_eq!(again.container_id, rec.container_id);
@@ -296,7 +366,10 @@ async fn stop_keeps_data_and_remove_leaves_nothing() {
 /// An image whose entrypoint fails at once, built locally from the test image.
 fn broken_image() -> String {
     let base = image();
-    let tag = format!("nexus-test-broken:{}", base.rsplit(':').next().unwrap_or("x"));
+    let tag = format!(
+        "nexus-test-broken:{}",
+        base.rsplit(':').next().unwrap_or("x")
+    );
     if !docker_ok(&["image", "inspect", &tag]) {
         let dockerfile = format!(
             "FROM {base}\nENTRYPOINT [\"/bin/sh\", \"-c\", \"echo nexus-test: exiting on purpose >&2; exit 3\"]\n"
@@ -308,7 +381,12 @@ fn broken_image() -> String {
             .spawn()
             .expect("docker build");
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(dockerfile.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dockerfile.as_bytes())
+            .unwrap();
         assert!(child.wait().unwrap().success(), "could not build {tag}");
     }
     tag
@@ -343,7 +421,11 @@ async fn failed_nodes_leave_nothing_behind_and_say_why() {
     let err = rt.create_node(&broken, secrets).await.unwrap_err();
     match &err {
         RuntimeError::NotReady { reason, logs, .. } => {
-            assert_eq!(reason, &nexus::node::runtime::NotReadyReason::Exited(3), "{err}");
+            assert_eq!(
+                reason,
+                &nexus::node::runtime::NotReadyReason::Exited(3),
+                "{err}"
+            );
             assert!(logs.contains("exiting on purpose"), "{err}");
         }
         other => panic!("expected NotReady, got {other}"),
@@ -358,7 +440,13 @@ async fn failed_nodes_leave_nothing_behind_and_say_why() {
     .await;
     let err = impatient.create_node(spec, secrets).await.unwrap_err();
     assert!(
-        matches!(&err, RuntimeError::NotReady { reason: nexus::node::runtime::NotReadyReason::Timeout(_), .. }),
+        matches!(
+            &err,
+            RuntimeError::NotReady {
+                reason: nexus::node::runtime::NotReadyReason::Timeout(_),
+                ..
+            }
+        ),
         "{err}"
     );
     nothing_left();
@@ -382,7 +470,10 @@ async fn cpu_updates_live_and_memory_recreates_on_the_same_volume() {
     let mut cpu = spec.clone();
     cpu.resources.cpu_millis = 1500;
     let live = rt.update_node(&cpu, secrets).await.unwrap();
-    assert_eq!(live.container_id, first.container_id, "CPU change must not re-create");
+    assert_eq!(
+        live.container_id, first.container_id,
+        "CPU change must not re-create"
+    );
     assert_eq!(inspect(&name, "{{.HostConfig.NanoCpus}}"), "1500000000");
     assert_eq!(live.spec.resources.cpu_millis, 1500);
 
@@ -391,15 +482,26 @@ async fn cpu_updates_live_and_memory_recreates_on_the_same_volume() {
     let recreated = rt.update_node(&mem, secrets).await.unwrap();
     assert_ne!(recreated.container_id, first.container_id);
     assert_eq!(recreated.spec, mem);
-    assert_eq!(inspect(&name, "{{.HostConfig.Memory}}"), (320 * MIB).to_string());
-    assert!(inspect(&name, "{{json .Config.Env}}").contains(&format!("GOMEMLIMIT={}", 320 * MIB / 10 * 9)));
+    assert_eq!(
+        inspect(&name, "{{.HostConfig.Memory}}"),
+        (320 * MIB).to_string()
+    );
+    assert!(inspect(&name, "{{json .Config.Env}}")
+        .contains(&format!("GOMEMLIMIT={}", 320 * MIB / 10 * 9)));
     let api = recreated.ports.api.unwrap();
     assert_eq!(rpc_json(api, "id").await["ID"], spec.peer_id);
     let (status, body) = rpc(api, &format!("cat?arg={cid}")).await;
     assert_eq!((status, body.as_ref()), (200, b"survives updates".as_ref()));
     // Labels were rewritten: a fresh read of Docker gives the new spec.
     let listed = runtime().await.list_nodes().await.unwrap();
-    assert_eq!(listed.iter().find(|r| r.spec.node == spec.node).unwrap().spec, mem);
+    assert_eq!(
+        listed
+            .iter()
+            .find(|r| r.spec.node == spec.node)
+            .unwrap()
+            .spec,
+        mem
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -412,7 +514,12 @@ async fn stats_report_real_use() {
     let records = create_all(&rt, &plan).await;
     add(records[0].ports.api.unwrap(), &vec![7u8; 256 * 1024]).await;
     let port = records[0].ports.api.unwrap();
-    assert!(eventually(Duration::from_secs(30), || async move { !peers(port).await.is_empty() }).await);
+    assert!(
+        eventually(Duration::from_secs(30), || async move {
+            !peers(port).await.is_empty()
+        })
+        .await
+    );
 
     let s = rt.node_stats(&plan[0].0.node).await.unwrap();
     assert_eq!(s.memory_limit_bytes, 256 * MIB);

@@ -17,9 +17,9 @@ use bollard::models::{
     PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptions,
-    ListContainersOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions,
-    RemoveVolumeOptions, StatsOptions, StopContainerOptions, UploadToContainerOptions,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptions, ListContainersOptions,
+    ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions, StatsOptions,
+    StopContainerOptions, UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures_util::stream::BoxStream;
@@ -92,9 +92,10 @@ fn is_status(e: &DockerError, code: u16) -> bool {
 /// Maps a bollard error: transport failures mean the daemon is unreachable.
 fn docker_err(e: DockerError) -> RuntimeError {
     match e {
-        DockerError::DockerResponseServerError { status_code, message } => {
-            RuntimeError::Docker(format!("HTTP {status_code}: {message}"))
-        }
+        DockerError::DockerResponseServerError {
+            status_code,
+            message,
+        } => RuntimeError::Docker(format!("HTTP {status_code}: {message}")),
         DockerError::SocketNotFoundError(_)
         | DockerError::HyperLegacyError { .. }
         | DockerError::IOError { .. }
@@ -219,7 +220,9 @@ impl DockerRuntime {
     /// Pulls `image`, reading the progress stream to its end so the image is complete before
     /// anything uses it. `progress` receives one line per status change.
     pub async fn pull_image(&self, image: &str, mut progress: impl FnMut(&str)) -> Result<()> {
-        let opts = CreateImageOptionsBuilder::default().from_image(image).build();
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
         let mut stream = self.docker.create_image(Some(opts), None, None);
         let mut last = String::new();
         while let Some(item) = stream.next().await {
@@ -436,12 +439,11 @@ impl DockerRuntime {
 
     fn record_from(&self, info: ContainerInspectResponse) -> Result<NodeRecord> {
         let name = info.name.clone().unwrap_or_default();
-        let mut spec = labels::spec_from_labels(&labels_of(&info)).map_err(|e| {
-            RuntimeError::BadLabels {
+        let mut spec =
+            labels::spec_from_labels(&labels_of(&info)).map_err(|e| RuntimeError::BadLabels {
                 node: name.trim_start_matches('/').to_owned(),
                 detail: e.to_string(),
-            }
-        })?;
+            })?;
         // Live limits win over the labels written at creation (CPU is updated in place).
         if let Some(hc) = info.host_config.as_ref() {
             if let Some(n) = hc.nano_cpus.filter(|n| *n > 0) {
@@ -494,7 +496,10 @@ impl DockerRuntime {
     async fn remove_network_if_unused(&self, network: &NetworkName) -> Result<()> {
         let filters = HashMap::from([(
             "label".to_string(),
-            vec![labels::managed_filter(), format!("{}={network}", labels::NETWORK)],
+            vec![
+                labels::managed_filter(),
+                format!("{}={network}", labels::NETWORK),
+            ],
         )]);
         let remaining = self
             .docker
@@ -545,7 +550,8 @@ impl DockerRuntime {
         let container_id = match self.create_container(spec, &name).await {
             Ok(id) => id,
             Err(e) => {
-                self.rollback(spec, None, created_volume, created_network).await;
+                self.rollback(spec, None, created_volume, created_network)
+                    .await;
                 return Err(e);
             }
         };
@@ -610,15 +616,19 @@ impl DockerRuntime {
         secrets: &NodeSecrets,
         container_id: &str,
     ) -> Result<NodeRecord> {
-        let files = kubo_config::bundle(spec, secrets)
-            .map_err(|e| RuntimeError::Bundle(e.to_string()))?;
+        let files =
+            kubo_config::bundle(spec, secrets).map_err(|e| RuntimeError::Bundle(e.to_string()))?;
         let archive = tar_of(&files).map_err(|e| RuntimeError::Bundle(e.to_string()))?;
         let upload = UploadToContainerOptions {
             path: "/".into(),
             ..Default::default()
         };
         self.docker
-            .upload_to_container(container_id, Some(upload), bollard::body_full(archive.into()))
+            .upload_to_container(
+                container_id,
+                Some(upload),
+                bollard::body_full(archive.into()),
+            )
             .await
             .map_err(docker_err)?;
         self.docker
@@ -687,7 +697,11 @@ impl NodeRuntime for DockerRuntime {
     async fn start_node(&self, node: &NodeRef) -> Result<NodeRecord> {
         let info = self.inspect_node(node).await?;
         let spec = self.record_from(info)?.spec;
-        match self.docker.start_container(&node.container_name(), None).await {
+        match self
+            .docker
+            .start_container(&node.container_name(), None)
+            .await
+        {
             Ok(()) => {}
             Err(e) if is_status(&e, 304) => {}
             Err(e) => return Err(docker_err(e)),
@@ -732,7 +746,10 @@ impl NodeRuntime for DockerRuntime {
     async fn remove_network(&self, network: &NetworkName) -> Result<()> {
         let filters = HashMap::from([(
             "label".to_string(),
-            vec![labels::managed_filter(), format!("{}={network}", labels::NETWORK)],
+            vec![
+                labels::managed_filter(),
+                format!("{}={network}", labels::NETWORK),
+            ],
         )]);
         let containers = self
             .docker
@@ -998,8 +1015,16 @@ mod tests {
         };
         let ev = event_from(msg(attrs.clone(), "die")).unwrap();
         assert_eq!(ev.node, node);
-        assert_eq!(ev.kind, NodeEventKind::Die { exit_code: Some(137) });
-        assert_eq!(event_from(msg(attrs.clone(), "start")).unwrap().kind, NodeEventKind::Start);
+        assert_eq!(
+            ev.kind,
+            NodeEventKind::Die {
+                exit_code: Some(137)
+            }
+        );
+        assert_eq!(
+            event_from(msg(attrs.clone(), "start")).unwrap().kind,
+            NodeEventKind::Start
+        );
         assert!(event_from(msg(attrs.clone(), "pause")).is_none());
         attrs.remove(MANAGED);
         assert!(event_from(msg(attrs, "die")).is_none());

@@ -38,7 +38,8 @@ impl NodeIdentity {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text.trim())
             .map_err(|_| IdentityError::Base64)?;
-        let keypair = Keypair::from_protobuf_encoding(&bytes).map_err(|_| IdentityError::Protobuf)?;
+        let keypair =
+            Keypair::from_protobuf_encoding(&bytes).map_err(|_| IdentityError::Protobuf)?;
         Ok(Self { keypair })
     }
 
@@ -59,7 +60,11 @@ impl NodeIdentity {
 
 impl std::fmt::Debug for NodeIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "NodeIdentity({}, <private key redacted>)", self.peer_id())
+        write!(
+            f,
+            "NodeIdentity({}, <private key redacted>)",
+            self.peer_id()
+        )
     }
 }
 

@@ -50,10 +50,15 @@ impl MemoryPlan {
 /// The daemon's arguments (the image's entrypoint runs `ipfs "$@"`). `--enable-gc` makes
 /// `Datastore.StorageMax` a real limit rather than a number nobody reads.
 pub fn daemon_command() -> Vec<String> {
-    ["daemon", "--migrate=true", "--enable-gc", "--agent-version-suffix=nexus"]
-        .into_iter()
-        .map(String::from)
-        .collect()
+    [
+        "daemon",
+        "--migrate=true",
+        "--enable-gc",
+        "--agent-version-suffix=nexus",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
 }
 
 /// Environment of the node container. Never carries a secret: the swarm key is a file.
@@ -80,10 +85,19 @@ pub fn settings(spec: &NodeSpec) -> Vec<(&'static str, Value)> {
     vec![
         // Where kubo listens inside the container; the host publishes them (RPC and gateway
         // on 127.0.0.1 only).
-        ("Addresses.API", json!(format!("/ip4/0.0.0.0/tcp/{API_PORT}"))),
-        ("Addresses.Gateway", json!(format!("/ip4/0.0.0.0/tcp/{GATEWAY_PORT}"))),
+        (
+            "Addresses.API",
+            json!(format!("/ip4/0.0.0.0/tcp/{API_PORT}")),
+        ),
+        (
+            "Addresses.Gateway",
+            json!(format!("/ip4/0.0.0.0/tcp/{GATEWAY_PORT}")),
+        ),
         // pnet is TCP-only: QUIC/WebTransport/WebRTC are fatal under a swarm key.
-        ("Addresses.Swarm", json!([format!("/ip4/0.0.0.0/tcp/{SWARM_PORT}")])),
+        (
+            "Addresses.Swarm",
+            json!([format!("/ip4/0.0.0.0/tcp/{SWARM_PORT}")]),
+        ),
         ("Addresses.Announce", json!(spec.announce)),
         // kubo ≥ 0.37 refuses to start a private node with AutoConf on.
         ("AutoConf.Enabled", json!(false)),
@@ -104,8 +118,14 @@ pub fn settings(spec: &NodeSpec) -> Vec<(&'static str, Value)> {
         ("Swarm.RelayClient.Enabled", json!(false)),
         ("Swarm.RelayService.Enabled", json!(false)),
         ("Swarm.EnableHolePunching", json!(false)),
-        ("Swarm.ResourceMgr.MaxMemory", json!(mem.rcmgr_bytes.to_string())),
-        ("Datastore.StorageMax", json!(spec.resources.disk_bytes.to_string())),
+        (
+            "Swarm.ResourceMgr.MaxMemory",
+            json!(mem.rcmgr_bytes.to_string()),
+        ),
+        (
+            "Datastore.StorageMax",
+            json!(spec.resources.disk_bytes.to_string()),
+        ),
         ("Datastore.StorageGCWatermark", json!(90)),
         ("Datastore.GCPeriod", json!("1h")),
     ]
@@ -135,7 +155,10 @@ pub fn init_script(spec: &NodeSpec) -> String {
         sh_quote(&format!("\"PeerID\": \"{}\"", spec.peer_id))
     ));
     for (key, value) in settings(spec) {
-        s.push_str(&format!("ipfs config --json {key} {}\n", sh_quote(&value.to_string())));
+        s.push_str(&format!(
+            "ipfs config --json {key} {}\n",
+            sh_quote(&value.to_string())
+        ));
     }
     s.push_str(&format!(
         "echo 'nexus: config applied for {} ({})'\n",
@@ -246,7 +269,10 @@ mod tests {
             );
         }
         // TCP only, on every interface of the container.
-        assert_eq!(get(&s, "Addresses.Swarm"), &json!(["/ip4/0.0.0.0/tcp/4001"]));
+        assert_eq!(
+            get(&s, "Addresses.Swarm"),
+            &json!(["/ip4/0.0.0.0/tcp/4001"])
+        );
         // No "auto" placeholder anywhere.
         assert!(!s.iter().any(|(_, v)| v.to_string().contains("\"auto\"")));
     }
@@ -272,7 +298,9 @@ mod tests {
                 "Addrs": [format!("/dns4/{}/tcp/4001", other.node.container_name())]
             })));
         }
-        assert!(!bootstrap.iter().any(|b| b.as_str().unwrap().ends_with(&spec.peer_id)));
+        assert!(!bootstrap
+            .iter()
+            .any(|b| b.as_str().unwrap().ends_with(&spec.peer_id)));
     }
 
     #[test]
@@ -280,8 +308,14 @@ mod tests {
         let plan = three_nodes();
         let (spec, _) = &plan[0];
         let s = settings(spec);
-        assert_eq!(get(&s, "Datastore.StorageMax"), &json!((5u64 << 30).to_string()));
-        assert_eq!(get(&s, "Swarm.ResourceMgr.MaxMemory"), &json!((1u64 << 29).to_string()));
+        assert_eq!(
+            get(&s, "Datastore.StorageMax"),
+            &json!((5u64 << 30).to_string())
+        );
+        assert_eq!(
+            get(&s, "Swarm.ResourceMgr.MaxMemory"),
+            &json!((1u64 << 29).to_string())
+        );
         let env = container_env(spec);
         assert!(env.contains(&"LIBP2P_FORCE_PNET=1".to_string()));
         let plan_mem = MemoryPlan::for_limit(1 << 30);
@@ -296,7 +330,13 @@ mod tests {
     fn no_secret_outside_the_secret_files() {
         let plan = three_nodes();
         let (spec, secrets) = &plan[0];
-        let key_hex = secrets.swarm_key.to_file_contents().lines().nth(2).unwrap().to_string();
+        let key_hex = secrets
+            .swarm_key
+            .to_file_contents()
+            .lines()
+            .nth(2)
+            .unwrap()
+            .to_string();
         let priv_key = secrets.identity.kubo_private_key().unwrap();
         let script = init_script(spec);
         let env = container_env(spec).join("\n");

@@ -66,8 +66,14 @@ pub fn node_labels(spec: &NodeSpec) -> HashMap<String, String> {
     l.insert(MEMORY_BYTES.into(), spec.resources.memory_bytes.to_string());
     l.insert(DISK_BYTES.into(), spec.resources.disk_bytes.to_string());
     // serde_json cannot fail on these plain types.
-    l.insert(PORTS.into(), serde_json::to_string(&spec.ports).unwrap_or_default());
-    l.insert(PEERS.into(), serde_json::to_string(&spec.peers).unwrap_or_default());
+    l.insert(
+        PORTS.into(),
+        serde_json::to_string(&spec.ports).unwrap_or_default(),
+    );
+    l.insert(
+        PEERS.into(),
+        serde_json::to_string(&spec.peers).unwrap_or_default(),
+    );
     l.insert(
         ANNOUNCE.into(),
         serde_json::to_string(&spec.announce).unwrap_or_default(),
@@ -182,31 +188,55 @@ mod tests {
         let spec = spec();
         let mut labels = node_labels(&spec);
         labels.remove(MANAGED);
-        assert!(matches!(spec_from_labels(&labels), Err(LabelError::NotManaged)));
+        assert!(matches!(
+            spec_from_labels(&labels),
+            Err(LabelError::NotManaged)
+        ));
 
         let mut labels = node_labels(&spec);
         labels.insert(MANAGED.into(), "false".into());
-        assert!(matches!(spec_from_labels(&labels), Err(LabelError::NotManaged)));
+        assert!(matches!(
+            spec_from_labels(&labels),
+            Err(LabelError::NotManaged)
+        ));
 
         let mut labels = node_labels(&spec);
         labels.remove(PEER_ID);
-        assert!(matches!(spec_from_labels(&labels), Err(LabelError::Missing(PEER_ID))));
+        assert!(matches!(
+            spec_from_labels(&labels),
+            Err(LabelError::Missing(PEER_ID))
+        ));
 
         let mut labels = node_labels(&spec);
         labels.insert(CPU_MILLIS.into(), "lots".into());
-        assert!(matches!(spec_from_labels(&labels), Err(LabelError::Bad(CPU_MILLIS, _))));
+        assert!(matches!(
+            spec_from_labels(&labels),
+            Err(LabelError::Bad(CPU_MILLIS, _))
+        ));
 
         let mut labels = node_labels(&spec);
         labels.insert(NETWORK.into(), "../etc".into());
-        assert!(matches!(spec_from_labels(&labels), Err(LabelError::Spec(_))));
+        assert!(matches!(
+            spec_from_labels(&labels),
+            Err(LabelError::Spec(_))
+        ));
 
         let mut labels = node_labels(&spec);
-        labels.insert(PEERS.into(), r#"[{"peer_id":"nope","addr":"/dns4/x/tcp/1"}]"#.into());
-        assert!(matches!(spec_from_labels(&labels), Err(LabelError::Spec(_))));
+        labels.insert(
+            PEERS.into(),
+            r#"[{"peer_id":"nope","addr":"/dns4/x/tcp/1"}]"#.into(),
+        );
+        assert!(matches!(
+            spec_from_labels(&labels),
+            Err(LabelError::Spec(_))
+        ));
 
         let mut labels = node_labels(&spec);
         labels.insert(VERSION.into(), "99".into());
-        assert!(matches!(spec_from_labels(&labels), Err(LabelError::Bad(VERSION, _))));
+        assert!(matches!(
+            spec_from_labels(&labels),
+            Err(LabelError::Bad(VERSION, _))
+        ));
     }
 
     #[test]

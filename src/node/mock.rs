@@ -90,7 +90,8 @@ impl NodeRuntime for MockRuntime {
         spec.validate()?;
         secrets.check(spec)?;
         let mut st = self.lock();
-        st.calls.push(format!("create {}", spec.node.container_name()));
+        st.calls
+            .push(format!("create {}", spec.node.container_name()));
         if st.nodes.contains_key(&spec.node) {
             return Err(RuntimeError::AlreadyExists {
                 node: spec.node.clone(),
@@ -167,10 +168,14 @@ impl NodeRuntime for MockRuntime {
         spec.validate()?;
         secrets.check(spec)?;
         let mut st = self.lock();
-        st.calls.push(format!("update {}", spec.node.container_name()));
-        let r = st.nodes.get_mut(&spec.node).ok_or_else(|| RuntimeError::NotFound {
-            node: spec.node.clone(),
-        })?;
+        st.calls
+            .push(format!("update {}", spec.node.container_name()));
+        let r = st
+            .nodes
+            .get_mut(&spec.node)
+            .ok_or_else(|| RuntimeError::NotFound {
+                node: spec.node.clone(),
+            })?;
         if r.spec.peer_id != spec.peer_id {
             return Err(SpecError::IdentityMismatch(r.spec.peer_id.clone()).into());
         }

@@ -418,7 +418,11 @@ mod tests {
 
     #[test]
     fn multiaddrs() {
-        for good in ["/dns4/nexus-a-0/tcp/4001", "/ip4/10.0.0.1/tcp/4001", "/ip6/::1/tcp/1"] {
+        for good in [
+            "/dns4/nexus-a-0/tcp/4001",
+            "/ip4/10.0.0.1/tcp/4001",
+            "/ip6/::1/tcp/1",
+        ] {
             assert!(validate_multiaddr(good).is_ok(), "{good}");
         }
         for bad in [
@@ -460,11 +464,9 @@ mod tests {
             assert_eq!(spec.peers.len(), 2);
             assert!(spec.peers.iter().all(|p| p.peer_id != spec.peer_id));
             for (other, _) in plan.iter().filter(|(o, _)| o.node != spec.node) {
-                assert!(spec
-                    .peers
-                    .iter()
-                    .any(|p| p.peer_id == other.peer_id
-                        && p.addr == other.node.internal_multiaddr()));
+                assert!(spec.peers.iter().any(
+                    |p| p.peer_id == other.peer_id && p.addr == other.node.internal_multiaddr()
+                ));
             }
         }
         assert!(plan_network(&net, 0, "img", Resources::default(), &key).is_err());

@@ -40,7 +40,10 @@ pub async fn runtime_with(cfg: DockerRuntimeConfig) -> DockerRuntime {
 
 /// Runs `docker` and returns stdout (panics on failure).
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker CLI");
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
     assert!(
         out.status.success(),
         "docker {args:?} failed: {}",
@@ -100,7 +103,12 @@ async fn send(req: hyper::Request<Full<Bytes>>) -> (u16, Bytes) {
 
 pub async fn rpc_json(port: u16, path_and_query: &str) -> serde_json::Value {
     let (status, body) = rpc(port, path_and_query).await;
-    assert_eq!(status, 200, "{path_and_query}: {}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        200,
+        "{path_and_query}: {}",
+        String::from_utf8_lossy(&body)
+    );
     serde_json::from_slice(&body).expect("JSON answer")
 }
 
@@ -127,7 +135,11 @@ pub async fn add(port: u16, data: &[u8]) -> String {
     let (status, body) = send(req).await;
     assert_eq!(status, 200, "add: {}", String::from_utf8_lossy(&body));
     let text = String::from_utf8_lossy(&body);
-    let last = text.lines().filter(|l| !l.trim().is_empty()).last().expect("add output");
+    let last = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .last()
+        .expect("add output");
     let v: serde_json::Value = serde_json::from_str(last).expect("add JSON");
     v["Hash"].as_str().expect("Hash").to_string()
 }
