@@ -39,7 +39,8 @@ compute_tag() {
     cd "$ROOT"
     {
       find test-image -type f \
-        -not -path '*/target/*' -not -name '*.pyc' -not -path '*/__pycache__/*' \
+        -not -path '*/target/*' -not -path 'test-image/kubo-shim/tests/*' \
+        -not -name '*.pyc' -not -path '*/__pycache__/*' \
         | LC_ALL=C sort | while read -r f; do
           printf '%s\n' "$f"
           sha256sum "$f" | cut -d' ' -f1

