@@ -4,6 +4,7 @@
 #
 #   scripts/build-test-image.sh              build if needed; LAST stdout line = image reference
 #   scripts/build-test-image.sh --print-tag  print the reference without building
+#   scripts/build-test-image.sh --prune      also remove other nexus-kubo-test:<tag> images
 #
 # Env: NEXUS_CACHE_DIR (default ~/.cache/nexus) holds the wheel and the extracted .so;
 #      CARGO_TARGET_DIR is honoured. Progress goes to stderr. See docs/test-image.md.
@@ -23,9 +24,11 @@ log() { echo "build-test-image: $*" >&2; }
 die() { echo "build-test-image: ERROR: $*" >&2; exit 1; }
 
 PRINT_TAG=0
+PRUNE=0
 for arg in "$@"; do
   case "$arg" in
     --print-tag) PRINT_TAG=1 ;;
+    --prune) PRUNE=1 ;;
     -h|--help) sed -n '2,10p' "$0" >&2; exit 0 ;;
     *) die "unknown argument: $arg" ;;
   esac
@@ -59,9 +62,19 @@ if [ "$PRINT_TAG" = 1 ]; then
 fi
 
 command -v docker >/dev/null || die "docker CLI not found"
+prune_old() {
+  [ "$PRUNE" = 1 ] || return 0
+  docker image ls "$IMAGE" --format '{{.Tag}}' | while read -r t; do
+    if [ "$t" != "$TAG" ] && [ "$t" != latest ]; then
+      log "removing stale $IMAGE:$t"
+      docker rmi "$IMAGE:$t" >/dev/null 2>&1 || true
+    fi
+  done
+}
 if docker image inspect "$REF" >/dev/null 2>&1; then
   log "$REF already exists; nothing to do"
   docker tag "$REF" "$IMAGE:latest" >&2 || true
+  prune_old
   echo "$REF"
   exit 0
 fi
@@ -129,7 +142,7 @@ fi
 
 # 3. The shim.
 log "cargo build --release -p kubo-shim"
-(cd "$ROOT" && cargo build --release --locked -p kubo-shim >&2)
+(cd "$ROOT" && cargo build --release -p kubo-shim >&2)
 SHIM="$TARGET_DIR/release/ipfs"
 GOSU="$TARGET_DIR/release/gosu"
 [ -x "$SHIM" ] && [ -x "$GOSU" ] || die "shim binaries not found in $TARGET_DIR/release"
@@ -158,4 +171,5 @@ log "docker build $REF"
 docker build --quiet --label "org.nexus.test-image.wheel-sha256=$WHEEL_SHA256" \
   -t "$REF" -t "$IMAGE:latest" "$CTX" >&2
 log "built $REF ($(docker image inspect -f '{{.Size}}' "$REF") bytes)"
+prune_old
 echo "$REF"

@@ -42,6 +42,80 @@ pub struct Node {
     pub api_port: u16,
     pub fetch_timeout: Duration,
     pub shutting_down: AtomicBool,
+    /// `API.HTTPHeaders.Access-Control-Allow-Origin` as read at start-up.
+    pub allowed_origins: Option<Vec<String>>,
+    /// `API.Authorizations` as (expected Authorization header, AllowedPaths), read at start-up.
+    pub authorizations: Vec<AuthScope>,
+}
+
+/// (expected Authorization header, AllowedPaths) for one `API.Authorizations` entry.
+pub type AuthScope = (String, Vec<String>);
+
+/// kubo's `config.ConvertAuthSecret`: `bearer:T` → `Bearer T`, `basic:U:P` → `Basic b64(U:P)`,
+/// `basic:B64` → `Basic B64`, no prefix → bearer.
+pub fn auth_header(secret: &str) -> String {
+    use base64::Engine;
+    if let Some(t) = secret.strip_prefix("bearer:") {
+        format!("Bearer {t}")
+    } else if let Some(b) = secret.strip_prefix("basic:") {
+        if b.contains(':') {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(b)
+            )
+        } else {
+            format!("Basic {b}")
+        }
+    } else {
+        format!("Bearer {secret}")
+    }
+}
+
+/// Start-up snapshot of the API's access settings from the config.
+pub fn access_settings(cfg: &Value) -> (Option<Vec<String>>, Vec<AuthScope>) {
+    let origins = cfg
+        .pointer("/API/HTTPHeaders/Access-Control-Allow-Origin")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        });
+    let mut auths = Vec::new();
+    if let Some(Value::Object(m)) = cfg.pointer("/API/Authorizations") {
+        for scope in m.values() {
+            let Some(secret) = scope.get("AuthSecret").and_then(Value::as_str) else {
+                continue;
+            };
+            if secret.is_empty() {
+                continue;
+            }
+            let paths = scope
+                .get("AllowedPaths")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            auths.push((auth_header(secret), paths));
+        }
+    }
+    (origins, auths)
+}
+
+/// kubo's `withAuthSecrets`: a known Authorization header, and a path under its AllowedPaths
+/// (`/api/v0/version` is implicitly allowed for any known header).
+fn authorized(node: &Node, path: &str, header: Option<&str>) -> bool {
+    if node.authorizations.is_empty() {
+        return true;
+    }
+    let Some(h) = header else { return false };
+    node.authorizations.iter().any(|(expected, paths)| {
+        expected == h
+            && (path == "/api/v0/version" || paths.iter().any(|p| path.starts_with(p.as_str())))
+    })
 }
 
 pub type Shared = Arc<Node>;
@@ -235,16 +309,8 @@ impl Params {
 }
 
 fn origin_allowed(node: &Node, origin: &str) -> bool {
-    let configured = config::load(&node.repo).ok().and_then(|c| {
-        c.pointer("/API/HTTPHeaders/Access-Control-Allow-Origin")
-            .and_then(Value::as_array)
-            .cloned()
-    });
-    match configured {
-        Some(list) => list
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|o| o == "*" || o == origin),
+    match &node.allowed_origins {
+        Some(list) => list.iter().any(|o| o == "*" || o == origin),
         None => {
             // kubo's defaults allow only the API's own localhost origins.
             let p = node.api_port;
@@ -269,6 +335,16 @@ pub async fn rpc(State(node): State<Shared>, req: Request) -> Response {
         return plain(StatusCode::NOT_FOUND, "404 page not found\n");
     };
     let cmd = cmd.trim_end_matches('/').to_string();
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !authorized(&node, &path, auth) {
+        return plain(
+            StatusCode::FORBIDDEN,
+            "Kubo RPC Access Denied: Please provide a valid authorization token as defined in the API.Authorizations configuration.\n",
+        );
+    }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let o = origin.to_str().unwrap_or("");
         if !origin_allowed(&node, o) {
@@ -982,5 +1058,27 @@ pub async fn gateway(
         )
             .into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn auth_secrets_convert_like_kubo() {
+        assert_eq!(auth_header("bearer:tok"), "Bearer tok");
+        assert_eq!(auth_header("tok"), "Bearer tok");
+        assert_eq!(auth_header("basic:u:p"), "Basic dTpw");
+        assert_eq!(auth_header("basic:dTpw"), "Basic dTpw");
+        let cfg = json!({"API": {"Authorizations": {"nexus": {"AuthSecret": "bearer:s3cret", "AllowedPaths": ["/api/v0/id"]}},
+                                 "HTTPHeaders": {"Access-Control-Allow-Origin": ["https://ok.example"]}}});
+        let (origins, auths) = access_settings(&cfg);
+        assert_eq!(origins, Some(vec!["https://ok.example".to_string()]));
+        assert_eq!(
+            auths,
+            vec![("Bearer s3cret".to_string(), vec!["/api/v0/id".to_string()])]
+        );
     }
 }

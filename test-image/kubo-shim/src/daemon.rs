@@ -244,6 +244,7 @@ async fn run_async(opts: DaemonOpts) -> i32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
+    let (allowed_origins, authorizations) = api::access_settings(&cfg);
     let mut node = Node {
         repo: repo.clone(),
         lib,
@@ -253,6 +254,8 @@ async fn run_async(opts: DaemonOpts) -> i32 {
         api_port: 0,
         fetch_timeout: Duration::from_secs(timeout_secs),
         shutting_down: AtomicBool::new(false),
+        allowed_origins,
+        authorizations,
     };
 
     let mut api_listeners = Vec::new();

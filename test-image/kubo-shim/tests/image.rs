@@ -457,7 +457,7 @@ fn node_with_other_key_gets_no_peers() {
 fn rpc_rejects_get_and_foreign_origin_and_answers_like_kubo() {
     let mut g = Guard::default();
     let net = g.network();
-    let n = g.create(&net, &[]);
+    let n = g.create(&net, &["KUBO_SHIM_FETCH_TIMEOUT=2"]);
     docker_ok(&["start", &n]);
     wait_ready(&n);
     let api = host_port(&n, "5001");
@@ -486,6 +486,31 @@ fn rpc_rejects_get_and_foreign_origin_and_answers_like_kubo() {
 
     let gw = host_port(&n, "8080");
     assert_eq!(http("GET", &gw, "/ipfs/not-a-cid", &[], b"").status, 400);
+    // A well-formed CID nobody has: the gateway gives up with 504.
+    let mut mh = vec![0x12, 0x20];
+    mh.extend(random_bytes(32));
+    let missing = libp2p_identity::PeerId::from_bytes(&mh)
+        .expect("sha256 multihash")
+        .to_base58();
+    assert!(missing.starts_with("Qm"));
+    let t = Instant::now();
+    let r = http("GET", &gw, &format!("/ipfs/{missing}"), &[], b"");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let added = add(&api, "hello.txt", b"hello world\n");
+    assert_eq!(
+        added,
+        serde_json::json!({"Name": "hello.txt", "Hash": "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o", "Size": "20"})
+    );
+    let r = http(
+        "HEAD",
+        &gw,
+        "/ipfs/QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
 
     // The image's HEALTHCHECK command.
     let out = docker(&[
