@@ -623,3 +623,50 @@ fn stop_is_fast_and_restart_keeps_identity_and_data() {
     let pins = rpc(&api, "pin/ls").json();
     assert!(pins["Keys"].get(&cid).is_some(), "{pins}");
 }
+
+#[test]
+fn peering_peers_alone_connects_nodes() {
+    let mut g = Guard::default();
+    let dir = g.tempdir();
+    let net = g.network();
+    let key = swarm_key();
+    let env = ["IPFS_SWARM_KEY_FILE=/run/swarm.key"];
+    let a = g.create(&net, &env);
+    let b = g.create(&net, &env);
+    let (ida, idb) = (identity(), identity());
+    copy_in(&dir, &a, "/run/swarm.key", &key, 0o644);
+    copy_in(&dir, &b, "/run/swarm.key", &key, 0o644);
+    copy_in(
+        &dir,
+        &a,
+        "/container-init.d/10-nexus.sh",
+        &init_script(&ida, "[]"),
+        0o755,
+    );
+    // b: no Bootstrap, only Peering.Peers naming a by DNS name.
+    let peering = format!(
+        "{}ipfs config --json Peering.Peers '[{{\"ID\": \"{}\", \"Addrs\": [\"/dns4/{a}/tcp/4001\"]}}]'\n",
+        init_script(&idb, "[]"),
+        ida.0
+    );
+    copy_in(&dir, &b, "/container-init.d/10-nexus.sh", &peering, 0o755);
+    docker_ok(&["start", &a]);
+    wait_ready(&a);
+    let t0 = Instant::now();
+    docker_ok(&["start", &b]);
+    wait_ready(&b);
+    let api_b = host_port(&b, "5001");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !peers_of(&api_b).contains(&ida.0) {
+        assert!(
+            Instant::now() < deadline,
+            "Peering.Peers did not connect in 60 s:\n{}",
+            logs(&b)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "Peering.Peers connected {:?} after docker start",
+        t0.elapsed()
+    );
+}
