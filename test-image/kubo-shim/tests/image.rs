@@ -670,3 +670,141 @@ fn peering_peers_alone_connects_nodes() {
         t0.elapsed()
     );
 }
+
+/// Upload `dir`'s contents to `/` of a created container as a tar whose entries are owned by
+/// `uid:gid` (`docker cp -a` keeps the tar's owners, like Docker's archive API).
+fn upload_owned(dir: &std::path::Path, container: &str, uid: u32, gid: u32) {
+    let tar = Command::new("tar")
+        .args([
+            "-C",
+            dir.to_str().expect("utf-8 path"),
+            &format!("--owner={uid}"),
+            &format!("--group={gid}"),
+            "--numeric-owner",
+            "-cf",
+            "-",
+            ".",
+        ])
+        .output()
+        .expect("run tar");
+    assert!(tar.status.success(), "tar failed");
+    let mut child = Command::new("docker")
+        .args(["cp", "-a", "-", &format!("{container}:/")])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker cp");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&tar.stdout)
+        .expect("write tar");
+    assert!(
+        child.wait().expect("docker cp").success(),
+        "docker cp -a failed"
+    );
+}
+
+#[test]
+fn nexus_style_provisioning_with_force_pnet() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut g = Guard::default();
+    let net = g.network();
+    let id = identity();
+    let env = [
+        "LIBP2P_FORCE_PNET=1",
+        "IPFS_SWARM_KEY_FILE=/nexus/swarm.key",
+        "GOMEMLIMIT=200MiB",
+    ];
+    let n = g.create(&net, &env);
+    // Files owned by uid 1000 with mode 0400 in a 0500 directory, as nexus uploads them.
+    let owned = g.tempdir();
+    let nexus = owned.join("nexus");
+    std::fs::create_dir(&nexus).expect("mkdir");
+    std::fs::write(nexus.join("swarm.key"), swarm_key()).expect("write key");
+    std::fs::write(
+        nexus.join("identity.sed"),
+        format!(
+            "s|\"PeerID\": \"[^\"]*\"|\"PeerID\": \"{}\"|\ns|\"PrivKey\": \"[^\"]*\"|\"PrivKey\": \"{}\"|\n",
+            id.0, id.1
+        ),
+    )
+    .expect("write sed");
+    for f in ["swarm.key", "identity.sed"] {
+        std::fs::set_permissions(nexus.join(f), std::fs::Permissions::from_mode(0o400))
+            .expect("chmod");
+    }
+    std::fs::set_permissions(&nexus, std::fs::Permissions::from_mode(0o500)).expect("chmod");
+    upload_owned(&owned, &n, 1000, 100);
+    std::fs::set_permissions(&nexus, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+
+    let root_owned = g.tempdir();
+    let initd = root_owned.join("container-init.d");
+    std::fs::create_dir(&initd).expect("mkdir");
+    let script = format!(
+        r#"#!/bin/sh
+set -e
+rm -f "$IPFS_PATH/swarm.key"
+cat /nexus/swarm.key > "$IPFS_PATH/swarm.key"
+chmod 0400 "$IPFS_PATH/swarm.key"
+sed -i -f /nexus/identity.sed "$IPFS_PATH/config"
+grep -q '"PeerID": "{pid}"' "$IPFS_PATH/config"
+ipfs config --json AutoConf.Enabled false
+ipfs config --json AutoTLS.Enabled false
+ipfs config --json Bootstrap '[]'
+ipfs config --json Routing.Type '"dht"'
+ipfs config --json DNS.Resolvers '{{}}'
+ipfs config --json Addresses.Swarm '["/ip4/0.0.0.0/tcp/4001"]'
+ipfs config --json Swarm.Transports.Network.QUIC false
+ipfs config --json Swarm.Transports.Network.Websocket false
+ipfs config --json Swarm.ResourceMgr.MaxMemory '"128MB"'
+ipfs config --json Datastore.StorageMax '"1GB"'
+du -s "$IPFS_PATH" >/dev/null
+stat "$IPFS_PATH/config" >/dev/null
+"#,
+        pid = id.0
+    );
+    std::fs::write(initd.join("00-nexus.sh"), script).expect("write script");
+    std::fs::set_permissions(
+        initd.join("00-nexus.sh"),
+        std::fs::Permissions::from_mode(0o555),
+    )
+    .expect("chmod");
+    upload_owned(&root_owned, &n, 0, 0);
+
+    docker_ok(&["start", &n]);
+    wait_ready(&n);
+    let l = logs(&n);
+    assert!(
+        l.contains("Executing '/container-init.d/00-nexus.sh'..."),
+        "{l}"
+    );
+    assert!(l.contains("Swarm is limited to private network"), "{l}");
+    let api = host_port(&n, "5001");
+    assert_eq!(rpc(&api, "id").json()["ID"], id.0);
+    assert_eq!(
+        rpc(&api, "repo/stat").json()["StorageMax"],
+        1_000_000_000u64
+    );
+    let cfg = rpc(&api, "config/show").json();
+    assert_eq!(cfg["Swarm"]["ResourceMgr"]["MaxMemory"], "128MB");
+
+    // The same provisioning without a key: LIBP2P_FORCE_PNET makes the daemon refuse to start.
+    let m = g.create(&net, &["LIBP2P_FORCE_PNET=1"]);
+    let script = "#!/bin/sh\nset -e\nipfs config --json AutoConf.Enabled false\nipfs config --json Bootstrap '[]'\n";
+    let d = g.tempdir();
+    copy_in(&d, &m, "/container-init.d/00-nexus.sh", script, 0o755);
+    docker_ok(&["start", &m]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(&m) {
+        assert!(Instant::now() < deadline, "{}", logs(&m));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &m]),
+        "1"
+    );
+    assert!(
+        logs(&m).contains("private network was not configured but is enforced by the environment")
+    );
+}
