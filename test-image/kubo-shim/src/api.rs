@@ -616,10 +616,16 @@ async fn add(node: &Shared, params: &Params, req: Request) -> ApiResult {
         .await?
         .map_err(server_err)?;
         let shown = if name.is_empty() { cid.clone() } else { name };
+        // Exact: read the root block back from flatfs; only-hash stores nothing, so fall back
+        // to the importer arithmetic.
+        let size = unixfs::flatfs_block_path(&node.repo, &cid)
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| unixfs::dagpb_cumulative_size(&b))
+            .unwrap_or_else(|| unixfs::cumulative_size(len));
         let line = AddOut {
             name: shown,
             hash: cid,
-            size: unixfs::cumulative_size(len).to_string(),
+            size: size.to_string(),
         };
         lines.push_str(&json_body(&line));
     }

@@ -288,6 +288,7 @@ async fn run_async(opts: DaemonOpts) -> i32 {
         }
         let app = axum::Router::new()
             .fallback(api::rpc)
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(node.clone());
         tokio::spawn(async move {
             let _ = axum::serve(l, app).await;
