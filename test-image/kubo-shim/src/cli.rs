@@ -319,10 +319,48 @@ pub fn diag_healthy(g: &Globals) -> Result<(), String> {
 }
 
 pub fn id(g: &Globals) -> Result<(), String> {
-    let body = call(g, "/api/v0/id")?;
-    let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-    println!("{}", config::to_go_json(&v));
+    let body = match post(g, "/api/v0/id") {
+        Ok((200, body)) => body,
+        Ok((status, body)) => return Err(api_error(status, &body)),
+        // No daemon: answer from the config, as kubo's offline `ipfs id` does.
+        Err(_) if g.api.is_none() => return offline_id(),
+        Err(e) => return Err(e),
+    };
+    let v: IdJson = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    print_id(&v)
+}
+
+/// `ipfs id` output, in kubo's field order.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct IdJson {
+    #[serde(rename = "ID")]
+    id: String,
+    public_key: String,
+    addresses: Option<Vec<String>>,
+    agent_version: String,
+    protocols: Option<Vec<String>>,
+}
+
+fn print_id(v: &IdJson) -> Result<(), String> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
+    println!("{s}");
     Ok(())
+}
+
+fn offline_id() -> Result<(), String> {
+    let cfg = config::load(&config::repo_path())?;
+    print_id(&IdJson {
+        id: cfg
+            .pointer("/Identity/PeerID")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        public_key: crate::daemon::public_key_from_config(&cfg),
+        addresses: None,
+        agent_version: api::agent_version(""),
+        protocols: None,
+    })
 }
 
 pub fn swarm_peers(g: &Globals) -> Result<(), String> {

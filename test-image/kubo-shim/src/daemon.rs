@@ -110,7 +110,7 @@ pub fn runtime_config(cfg: &Value) -> Option<Value> {
     changed.then_some(out)
 }
 
-fn public_key_from_config(cfg: &Value) -> String {
+pub fn public_key_from_config(cfg: &Value) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
     cfg.pointer("/Identity/PrivKey")
