@@ -76,6 +76,9 @@ pub struct DockerRuntime {
     docker: Docker,
     rpc: KuboRpc,
     cfg: DockerRuntimeConfig,
+    /// Serializes creating and removing Docker networks: Docker does not enforce unique
+    /// network names, so parallel node creates would otherwise make one network each.
+    network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 fn status_of(e: &DockerError) -> Option<u16> {
@@ -203,7 +206,12 @@ impl DockerRuntime {
         let docker = docker.negotiate_version().await.map_err(unavailable)?;
         docker.ping().await.map_err(unavailable)?;
         let rpc = KuboRpc::new(Duration::from_secs(3));
-        Ok(Self { docker, rpc, cfg })
+        Ok(Self {
+            docker,
+            rpc,
+            cfg,
+            network_lock: Default::default(),
+        })
     }
 
     /// Fails with [`RuntimeError::ImageMissing`] unless `image` is present locally.
@@ -262,6 +270,7 @@ impl DockerRuntime {
 
     /// Creates the network's bridge network unless it exists. Returns whether it created it.
     async fn ensure_network(&self, network: &NetworkName) -> Result<bool> {
+        let _guard = self.network_lock.lock().await;
         let name = network.docker_network();
         match self.docker.inspect_network(&name, None).await {
             Ok(n) if n.labels.as_ref().is_some_and(labels::is_managed) => return Ok(false),
@@ -494,6 +503,7 @@ impl DockerRuntime {
 
     /// Removes the network's bridge network if it is ours and no node container uses it.
     async fn remove_network_if_unused(&self, network: &NetworkName) -> Result<()> {
+        let _guard = self.network_lock.lock().await;
         let filters = HashMap::from([(
             "label".to_string(),
             vec![
@@ -939,7 +949,14 @@ impl NodeRuntime for DockerRuntime {
                 vec!["start".into(), "die".into(), "oom".into()],
             ),
         ]);
+        // The request goes out when the stream is first polled; `since` makes the stream
+        // start at the moment `watch` was called, so nothing in between is lost.
+        let since = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs().to_string())
+            .ok();
         let opts = EventsOptions {
+            since,
             filters: Some(filters),
             ..Default::default()
         };

@@ -166,6 +166,7 @@ pub trait NodeRuntime: Send + Sync {
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
     /// Resource use of one node.
     async fn node_stats(&self, node: &NodeRef) -> Result<NodeStats>;
-    /// Start, die and OOM events of nexus-managed containers, as they happen.
+    /// Start, die and OOM events of nexus-managed containers from the moment this is called
+    /// (to the second), whenever the stream is first polled.
     fn watch(&self) -> BoxStream<'static, Result<NodeEvent>>;
 }
