@@ -194,6 +194,10 @@ fn print_nodes(records: &[NodeRecord], json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(records)?);
         return Ok(());
     }
+    if records.is_empty() {
+        eprintln!("no nexus nodes on this host (create a network with `nexus network up NAME`)");
+        return Ok(());
+    }
     let mut rows = vec![[
         "NODE", "STATE", "PEER ID", "SWARM", "API", "GATEWAY", "CPU", "MEMORY", "DISK",
     ]
