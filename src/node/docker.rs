@@ -109,6 +109,17 @@ fn docker_err(e: DockerError) -> RuntimeError {
     }
 }
 
+/// Docker filter selecting a network's nexus-managed objects.
+fn network_filter(network: &NetworkName) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        vec![
+            labels::managed_filter(),
+            format!("{}={network}", labels::NETWORK),
+        ],
+    )])
+}
+
 fn labels_of(info: &ContainerInspectResponse) -> HashMap<String, String> {
     info.config
         .as_ref()
@@ -501,26 +512,25 @@ impl DockerRuntime {
         }
     }
 
-    /// Removes the network's bridge network if it is ours and no node container uses it.
-    async fn remove_network_if_unused(&self, network: &NetworkName) -> Result<()> {
-        let _guard = self.network_lock.lock().await;
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                labels::managed_filter(),
-                format!("{}={network}", labels::NETWORK),
-            ],
-        )]);
-        let remaining = self
-            .docker
+    /// Every nexus container of a network, running or not.
+    async fn network_containers(
+        &self,
+        network: &NetworkName,
+    ) -> Result<Vec<bollard::models::ContainerSummary>> {
+        self.docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
-                filters: Some(filters),
+                filters: Some(network_filter(network)),
                 ..Default::default()
             }))
             .await
-            .map_err(docker_err)?;
-        if !remaining.is_empty() {
+            .map_err(docker_err)
+    }
+
+    /// Removes the network's bridge network if it is ours and no node container uses it.
+    async fn remove_network_if_unused(&self, network: &NetworkName) -> Result<()> {
+        let _guard = self.network_lock.lock().await;
+        if !self.network_containers(network).await?.is_empty() {
             return Ok(());
         }
         let name = network.docker_network();
@@ -754,23 +764,7 @@ impl NodeRuntime for DockerRuntime {
     }
 
     async fn remove_network(&self, network: &NetworkName) -> Result<()> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                labels::managed_filter(),
-                format!("{}={network}", labels::NETWORK),
-            ],
-        )]);
-        let containers = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters.clone()),
-                ..Default::default()
-            }))
-            .await
-            .map_err(docker_err)?;
-        for c in containers {
+        for c in self.network_containers(network).await? {
             if let Some(id) = c.id {
                 self.remove_container(&id).await?;
             }
@@ -778,7 +772,7 @@ impl NodeRuntime for DockerRuntime {
         let volumes = self
             .docker
             .list_volumes(Some(ListVolumesOptions {
-                filters: Some(filters),
+                filters: Some(network_filter(network)),
             }))
             .await
             .map_err(docker_err)?;

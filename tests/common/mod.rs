@@ -137,8 +137,7 @@ pub async fn add(port: u16, data: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body);
     let last = text
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .expect("add output");
     let v: serde_json::Value = serde_json::from_str(last).expect("add JSON");
     v["Hash"].as_str().expect("Hash").to_string()
