@@ -929,7 +929,14 @@ impl NodeRuntime for DockerRuntime {
         stats.disk_used_bytes = self.disk_used(&name).await;
         if let Some(port) = host_port(&info, API_PORT) {
             let addr = SocketAddr::new(self.private_connect_ip(), port);
-            stats.peer_count = self.rpc.swarm_peers(addr).await.ok().map(|p| p.len());
+            // `swarm/peers` lists connections; two nodes that dial each other at once have two.
+            stats.peer_count = self.rpc.swarm_peers(addr).await.ok().map(|conns| {
+                conns
+                    .iter()
+                    .map(|c| c.peer.as_str())
+                    .collect::<std::collections::HashSet<_>>()
+                    .len()
+            });
         }
         Ok(stats)
     }

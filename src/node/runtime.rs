@@ -59,7 +59,7 @@ pub struct NodeStats {
     pub disk_used_bytes: Option<u64>,
     /// Time since the last start (`None` when not running).
     pub uptime: Option<Duration>,
-    /// Connected swarm peers (`None` when the RPC API did not answer).
+    /// Distinct connected swarm peers (`None` when the RPC API did not answer).
     pub peer_count: Option<usize>,
 }
 

@@ -143,7 +143,7 @@ pub async fn add(port: u16, data: &[u8]) -> String {
     v["Hash"].as_str().expect("Hash").to_string()
 }
 
-/// Peer ids a node is connected to.
+/// Peer ids a node is connected to (one entry per connection, as kubo lists them).
 pub async fn peers(port: u16) -> Vec<String> {
     let v = rpc_json(port, "swarm/peers").await;
     v["Peers"]
