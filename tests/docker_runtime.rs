@@ -320,7 +320,7 @@ impl Drop for ForeignGuard {
     fn drop(&mut self) {
         for n in &self.0 {
             let _ = std::process::Command::new("docker")
-                .args(["rm", "-f", n])
+                .args(["rm", "-f", "-v", n])
                 .output();
         }
     }
