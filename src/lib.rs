@@ -1,2 +1,3 @@
 //! nexus: an orchestrator for private IPFS (kubo) networks.
 pub mod node;
+pub mod store;

@@ -1,0 +1,180 @@
+//! The store: every network's record and its nodes' records, persisted.
+//!
+//! Owns the data model of what nexus has been asked to run ([`NetworkRecord`], [`NodeRow`]),
+//! the [`Store`] trait, and its sqlx implementation ([`sql::SqlStore`]: SQLite as the embedded
+//! default, Postgres for production, chosen by URL, one schema and one set of migrations). It
+//! stores and returns records; it must not decide anything (the orchestrator does) nor talk to
+//! Docker. Secrets (swarm keys, node private keys) are stored here and only here; they never
+//! appear in `Debug` output or errors.
+
+pub mod sql;
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::{NetworkName, NodeIdentity, Resources, SwarmKey};
+
+/// What the operator asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DesiredState {
+    Running,
+    Stopped,
+}
+
+/// What the reconciler last observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkStatus {
+    Pending,
+    Starting,
+    Running,
+    Degraded,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+impl DesiredState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "running" => Some(Self::Running),
+            "stopped" => Some(Self::Stopped),
+            _ => None,
+        }
+    }
+}
+
+impl NetworkStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Degraded => "degraded",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "starting" => Self::Starting,
+            "running" => Self::Running,
+            "degraded" => Self::Degraded,
+            "stopping" => Self::Stopping,
+            "stopped" => Self::Stopped,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// One private network as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetworkRecord {
+    pub name: NetworkName,
+    /// Number of nodes wanted (≥ 1).
+    pub replicas: u16,
+    /// Limits of each node.
+    pub resources: Resources,
+    /// User ids allowed through the delegator.
+    pub users: Vec<String>,
+    /// Whether the gateway is served without a token.
+    pub gateway_public: bool,
+    /// CORS origins allowed on the delegator for this network.
+    pub allowed_origins: Vec<String>,
+    /// The network's pre-shared key. Secret.
+    pub swarm_key: SwarmKey,
+    /// Extra bootstrap peers outside nexus (`…/p2p/<id>` multiaddrs).
+    pub bootstrap_peers: Vec<String>,
+    pub desired: DesiredState,
+    pub status: NetworkStatus,
+    /// Why the status is what it is (e.g. the error that made it `failed`).
+    pub status_reason: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// When it last reached `running`; `None` while it never did or is stopped.
+    pub activated_at: Option<i64>,
+}
+
+/// Allocated host ports of one node (`None` = not allocated).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPorts {
+    pub swarm: Option<u16>,
+    pub api: Option<u16>,
+    pub gateway: Option<u16>,
+}
+
+/// One node of a network as stored.
+#[derive(Clone, Debug)]
+pub struct NodeRow {
+    pub network: NetworkName,
+    pub index: u16,
+    /// The node's identity (peer id and private key). Secret.
+    pub identity: NodeIdentity,
+    pub ports: StoredPorts,
+    pub container_id: Option<String>,
+    pub last_error: Option<String>,
+}
+
+impl PartialEq for NodeRow {
+    fn eq(&self, other: &Self) -> bool {
+        self.network == other.network
+            && self.index == other.index
+            && self.identity.peer_id() == other.identity.peer_id()
+            && self.ports == other.ports
+            && self.container_id == other.container_id
+            && self.last_error == other.last_error
+    }
+}
+
+/// Store failures. None carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a network named `{0}` already exists")]
+    Duplicate(String),
+    #[error("no network named `{0}`")]
+    NotFound(String),
+    #[error("cannot open the store at {url}: {detail}")]
+    Open { url: String, detail: String },
+    #[error("store migration failed: {0}")]
+    Migrate(String),
+    #[error("store query failed: {0}")]
+    Query(String),
+    #[error("stored record for `{name}` is damaged: {detail}")]
+    Corrupt { name: String, detail: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Persistence of networks and nodes. Implementations must be safe to share between tasks.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Inserts a new network; [`StoreError::Duplicate`] if the name exists.
+    async fn create_network(&self, network: &NetworkRecord) -> Result<()>;
+    async fn get_network(&self, name: &NetworkName) -> Result<Option<NetworkRecord>>;
+    /// All networks, ordered by name.
+    async fn list_networks(&self) -> Result<Vec<NetworkRecord>>;
+    /// Replaces a network's row; [`StoreError::NotFound`] if absent.
+    async fn update_network(&self, network: &NetworkRecord) -> Result<()>;
+    /// Deletes a network and all its nodes (absent is not an error).
+    async fn delete_network(&self, name: &NetworkName) -> Result<()>;
+    /// Inserts or replaces a node; [`StoreError::NotFound`] if its network is absent.
+    async fn put_node(&self, node: &NodeRow) -> Result<()>;
+    /// A network's nodes, ordered by index.
+    async fn list_nodes(&self, network: &NetworkName) -> Result<Vec<NodeRow>>;
+    /// Every node of every network (e.g. to rebuild the port allocator).
+    async fn all_nodes(&self) -> Result<Vec<NodeRow>>;
+    /// Deletes one node (absent is not an error).
+    async fn delete_node(&self, network: &NetworkName, index: u16) -> Result<()>;
+}

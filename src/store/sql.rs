@@ -1,0 +1,1 @@
+//! sqlx implementation of the [`super::Store`] trait (SQLite and Postgres). Being written.
