@@ -1,3 +1,4 @@
 //! nexus: an orchestrator for private IPFS (kubo) networks.
 pub mod node;
+pub mod orchestrator;
 pub mod store;
