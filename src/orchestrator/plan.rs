@@ -1,0 +1,391 @@
+//! The reconciler's decisions, as pure functions.
+//!
+//! Owns turning stored intent into node specs ([`desired_nodes`]) and comparing them with what
+//! the runtime observes ([`plan`] → a list of [`Action`]s, [`observed_status`] → the network's
+//! status). No I/O here: the async reconciler executes the actions, which keeps every state
+//! transition testable without Docker. It must not allocate ports or generate identities (the
+//! store rows already carry them).
+
+use crate::node::{NodeRecord, NodeSecrets, NodeSpec, NodeState, Peer, PortRequest};
+use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow};
+
+/// One step towards the desired state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// No container for this wanted node: create it.
+    Create { index: u16 },
+    /// Its container exists but does not run: start it.
+    Start { index: u16 },
+    /// It runs with another spec (resources, peers, image, ports): bring it to the new one.
+    Update { index: u16 },
+    /// Not wanted any more (scaled down, or unknown to the store): remove container and data.
+    Remove { index: u16 },
+    /// The network is stopped: stop this node, keeping its data.
+    Stop { index: u16 },
+}
+
+/// The node specs and secrets a network's store rows describe, with the full mesh of peers.
+pub fn desired_nodes(
+    network: &NetworkRecord,
+    rows: &[NodeRow],
+    image: &str,
+) -> Vec<(NodeSpec, NodeSecrets)> {
+    let wanted: Vec<&NodeRow> = rows
+        .iter()
+        .filter(|r| r.index < network.replicas && r.network == network.name)
+        .collect();
+    wanted
+        .iter()
+        .map(|row| {
+            let node = crate::node::NodeRef {
+                network: network.name.clone(),
+                index: row.index,
+            };
+            let peers = wanted
+                .iter()
+                .filter(|o| o.index != row.index)
+                .map(|o| Peer {
+                    peer_id: o.identity.peer_id().to_base58(),
+                    addr: crate::node::NodeRef {
+                        network: network.name.clone(),
+                        index: o.index,
+                    }
+                    .internal_multiaddr(),
+                })
+                .collect();
+            let spec = NodeSpec {
+                node,
+                image: image.to_owned(),
+                peer_id: row.identity.peer_id().to_base58(),
+                resources: network.resources,
+                ports: PortRequest {
+                    swarm: row.ports.swarm,
+                    api: row.ports.api,
+                    gateway: row.ports.gateway,
+                },
+                peers,
+                announce: Vec::new(),
+            };
+            let secrets = NodeSecrets {
+                swarm_key: network.swarm_key.clone(),
+                identity: row.identity.clone(),
+            };
+            (spec, secrets)
+        })
+        .collect()
+}
+
+fn is_up(state: &NodeState) -> bool {
+    matches!(state, NodeState::Running | NodeState::Restarting)
+}
+
+/// What to do so that `observed` (the runtime's records of this network) matches `desired`.
+/// Removals come first (they free ports and names), then creates/starts/updates by index.
+pub fn plan(
+    desired_state: DesiredState,
+    desired: &[NodeSpec],
+    observed: &[NodeRecord],
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for rec in observed {
+        let index = rec.spec.node.index;
+        let wanted = desired.iter().any(|d| d.node.index == index);
+        if !wanted {
+            actions.push(Action::Remove { index });
+        }
+    }
+    for spec in desired {
+        let index = spec.node.index;
+        let rec = observed.iter().find(|r| r.spec.node.index == index);
+        match (desired_state, rec) {
+            (DesiredState::Stopped, Some(r)) if is_up(&r.state) => {
+                actions.push(Action::Stop { index })
+            }
+            (DesiredState::Stopped, _) => {}
+            (DesiredState::Running, None) => actions.push(Action::Create { index }),
+            (DesiredState::Running, Some(r)) if same_node(&r.spec, spec) => {
+                if !is_up(&r.state) {
+                    actions.push(Action::Start { index });
+                }
+            }
+            (DesiredState::Running, Some(_)) => actions.push(Action::Update { index }),
+        }
+    }
+    actions
+}
+
+/// Whether a running node already is what `want` describes. Ports the store left to Docker
+/// (`None`) match whatever Docker chose; the identity must match exactly.
+fn same_node(have: &NodeSpec, want: &NodeSpec) -> bool {
+    let ports_match = |h: Option<u16>, w: Option<u16>| w.is_none() || h == w;
+    have.peer_id == want.peer_id
+        && have.image == want.image
+        && have.resources == want.resources
+        && have.announce == want.announce
+        && ports_match(have.ports.swarm, want.ports.swarm)
+        && ports_match(have.ports.api, want.ports.api)
+        && ports_match(have.ports.gateway, want.ports.gateway)
+        && {
+            let mut a = have.peers.clone();
+            let mut b = want.peers.clone();
+            a.sort_by(|x, y| x.peer_id.cmp(&y.peer_id));
+            b.sort_by(|x, y| x.peer_id.cmp(&y.peer_id));
+            a == b
+        }
+}
+
+/// The network's status from what is observed (before any failure reason is considered).
+pub fn observed_status(
+    desired_state: DesiredState,
+    desired: &[NodeSpec],
+    observed: &[NodeRecord],
+) -> NetworkStatus {
+    let up = desired
+        .iter()
+        .filter(|d| {
+            observed
+                .iter()
+                .any(|r| r.spec.node.index == d.node.index && r.state == NodeState::Running)
+        })
+        .count();
+    let any_up = observed.iter().any(|r| is_up(&r.state));
+    match desired_state {
+        DesiredState::Stopped if any_up => NetworkStatus::Stopping,
+        DesiredState::Stopped => NetworkStatus::Stopped,
+        DesiredState::Running if !desired.is_empty() && up == desired.len() => {
+            NetworkStatus::Running
+        }
+        DesiredState::Running if up > 0 => NetworkStatus::Degraded,
+        DesiredState::Running => NetworkStatus::Starting,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{NetworkName, NodeIdentity, NodePorts, Resources, SwarmKey};
+    use crate::store::StoredPorts;
+
+    fn record(replicas: u16) -> NetworkRecord {
+        NetworkRecord {
+            name: NetworkName::new("plan").unwrap(),
+            replicas,
+            resources: Resources::default(),
+            users: vec![],
+            gateway_public: false,
+            allowed_origins: vec![],
+            swarm_key: SwarmKey::generate().unwrap(),
+            bootstrap_peers: vec![],
+            desired: DesiredState::Running,
+            status: NetworkStatus::Pending,
+            status_reason: None,
+            created_at: 0,
+            updated_at: 0,
+            activated_at: None,
+        }
+    }
+
+    fn rows(net: &NetworkRecord, n: u16) -> Vec<NodeRow> {
+        (0..n)
+            .map(|i| NodeRow {
+                network: net.name.clone(),
+                index: i,
+                identity: NodeIdentity::generate(),
+                ports: StoredPorts {
+                    swarm: Some(4001 + i),
+                    api: Some(5001 + i),
+                    gateway: Some(8001 + i),
+                },
+                container_id: None,
+                last_error: None,
+            })
+            .collect()
+    }
+
+    fn running(spec: &NodeSpec) -> NodeRecord {
+        NodeRecord {
+            spec: spec.clone(),
+            container_id: format!("c{}", spec.node.index),
+            state: NodeState::Running,
+            ports: NodePorts {
+                swarm: spec.ports.swarm,
+                api: spec.ports.api,
+                gateway: spec.ports.gateway,
+            },
+            started_at: None,
+        }
+    }
+
+    fn specs(net: &NetworkRecord, rows: &[NodeRow]) -> Vec<NodeSpec> {
+        desired_nodes(net, rows, "img:1")
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    }
+
+    #[test]
+    fn desired_nodes_form_a_full_mesh_of_the_wanted_replicas() {
+        let net = record(3);
+        let rows = rows(&net, 4); // one row beyond replicas (scaled down, not yet removed)
+        let nodes = desired_nodes(&net, &rows, "img:1");
+        assert_eq!(nodes.len(), 3);
+        for (spec, secrets) in &nodes {
+            spec.validate().unwrap();
+            secrets.check(spec).unwrap();
+            assert_eq!(spec.peers.len(), 2);
+            assert!(spec
+                .peers
+                .iter()
+                .all(|p| p.peer_id != rows[3].identity.peer_id().to_base58()));
+            assert_eq!(spec.ports.api, rows[spec.node.index as usize].ports.api);
+        }
+    }
+
+    #[test]
+    fn fresh_network_creates_every_node() {
+        let net = record(3);
+        let want = specs(&net, &rows(&net, 3));
+        assert_eq!(
+            plan(DesiredState::Running, &want, &[]),
+            vec![
+                Action::Create { index: 0 },
+                Action::Create { index: 1 },
+                Action::Create { index: 2 }
+            ]
+        );
+        assert_eq!(
+            observed_status(DesiredState::Running, &want, &[]),
+            NetworkStatus::Starting
+        );
+    }
+
+    #[test]
+    fn converged_network_needs_nothing_and_is_running() {
+        let net = record(2);
+        let want = specs(&net, &rows(&net, 2));
+        let obs: Vec<_> = want.iter().map(running).collect();
+        assert!(plan(DesiredState::Running, &want, &obs).is_empty());
+        assert_eq!(
+            observed_status(DesiredState::Running, &want, &obs),
+            NetworkStatus::Running
+        );
+    }
+
+    #[test]
+    fn a_dead_node_is_started_and_the_network_is_degraded() {
+        let net = record(3);
+        let want = specs(&net, &rows(&net, 3));
+        let mut obs: Vec<_> = want.iter().map(running).collect();
+        obs[1].state = NodeState::Exited { code: 137 };
+        assert_eq!(
+            plan(DesiredState::Running, &want, &obs),
+            vec![Action::Start { index: 1 }]
+        );
+        assert_eq!(
+            observed_status(DesiredState::Running, &want, &obs),
+            NetworkStatus::Degraded
+        );
+    }
+
+    #[test]
+    fn scaling_up_creates_and_updates_peers_of_the_others() {
+        let net3 = record(3);
+        let all = rows(&net3, 5);
+        let before = specs(&net3, &all);
+        let obs: Vec<_> = before.iter().map(running).collect();
+        let net5 = NetworkRecord {
+            replicas: 5,
+            ..net3.clone()
+        };
+        let after = specs(&net5, &all);
+        let actions = plan(DesiredState::Running, &after, &obs);
+        // Existing nodes learn the new peers; the new ones are created.
+        assert_eq!(
+            actions,
+            vec![
+                Action::Update { index: 0 },
+                Action::Update { index: 1 },
+                Action::Update { index: 2 },
+                Action::Create { index: 3 },
+                Action::Create { index: 4 },
+            ]
+        );
+    }
+
+    #[test]
+    fn scaling_down_removes_first() {
+        let net5 = record(5);
+        let all = rows(&net5, 5);
+        let obs: Vec<_> = specs(&net5, &all).iter().map(running).collect();
+        let net2 = NetworkRecord {
+            replicas: 2,
+            ..net5
+        };
+        let actions = plan(DesiredState::Running, &specs(&net2, &all), &obs);
+        assert_eq!(
+            actions,
+            vec![
+                Action::Remove { index: 2 },
+                Action::Remove { index: 3 },
+                Action::Remove { index: 4 },
+                Action::Update { index: 0 },
+                Action::Update { index: 1 },
+            ]
+        );
+    }
+
+    #[test]
+    fn resource_or_identity_changes_are_updates_and_docker_chosen_ports_match() {
+        let mut net = record(1);
+        let mut r = rows(&net, 1);
+        r[0].ports = StoredPorts::default();
+        let want = specs(&net, &r);
+        let mut obs = vec![running(&want[0])];
+        obs[0].spec.ports = PortRequest {
+            swarm: Some(32768),
+            api: Some(32769),
+            gateway: Some(32770),
+        };
+        assert!(plan(DesiredState::Running, &want, &obs).is_empty());
+        net.resources.cpu_millis = 2000;
+        let want2 = specs(&net, &r);
+        assert_eq!(
+            plan(DesiredState::Running, &want2, &obs),
+            vec![Action::Update { index: 0 }]
+        );
+    }
+
+    #[test]
+    fn stopping_stops_running_nodes_and_unknown_nodes_are_removed() {
+        let net = record(2);
+        let want = specs(&net, &rows(&net, 2));
+        let mut obs: Vec<_> = want.iter().map(running).collect();
+        obs[1].state = NodeState::Exited { code: 0 };
+        // A nexus container of this network that the store does not know (index 7).
+        let stranger_rows = rows(&record(8), 8);
+        let mut stranger = running(&specs(&record(8), &stranger_rows)[7]);
+        stranger.spec.node.network = net.name.clone();
+        obs.push(stranger);
+        assert_eq!(
+            plan(DesiredState::Stopped, &want, &obs),
+            vec![Action::Remove { index: 7 }, Action::Stop { index: 0 }]
+        );
+        assert_eq!(
+            observed_status(DesiredState::Stopped, &want, &obs),
+            NetworkStatus::Stopping
+        );
+        let all_down: Vec<_> = obs[..2]
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                r.state = NodeState::Exited { code: 0 };
+                r
+            })
+            .collect();
+        assert!(plan(DesiredState::Stopped, &want, &all_down).is_empty());
+        assert_eq!(
+            observed_status(DesiredState::Stopped, &want, &all_down),
+            NetworkStatus::Stopped
+        );
+    }
+}
