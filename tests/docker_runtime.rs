@@ -354,6 +354,18 @@ async fn stop_keeps_data_and_remove_leaves_nothing() {
     assert_eq!(status, 200);
     assert_eq!(body.as_ref(), b"kept across restarts");
 
+    // Container gone, data kept: a re-created node finds its repo again.
+    rt.remove_container(&spec.node).await.unwrap();
+    assert!(!docker_ok(&["inspect", &spec.node.container_name()]));
+    assert!(docker_ok(&["volume", "inspect", &spec.node.volume_name()]));
+    let recreated = rt.create_node(spec, secrets).await.unwrap();
+    assert_ne!(recreated.container_id, rec.container_id);
+    let (status, body) = rpc(recreated.ports.api.unwrap(), &format!("cat?arg={cid}")).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (200, b"kept across restarts".as_ref())
+    );
+
     rt.remove_network(&net).await.unwrap();
     let label = format!("label=io.nexus.network={net}");
     assert_eq!(docker(&["ps", "-aq", "--filter", &label]), "");

@@ -487,7 +487,7 @@ impl DockerRuntime {
     }
 
     /// Removes a container by name if it is ours (force: stops it first).
-    async fn remove_container(&self, name: &str) -> Result<()> {
+    async fn remove_container_by_name(&self, name: &str) -> Result<()> {
         let opts = RemoveContainerOptions {
             force: true,
             v: false,
@@ -593,7 +593,7 @@ impl DockerRuntime {
     ) {
         tracing::warn!(node = %spec.node, "node failed to start; removing what was created");
         if let Some(id) = container_id {
-            if let Err(e) = self.remove_container(id).await {
+            if let Err(e) = self.remove_container_by_name(id).await {
                 tracing::error!(node = %spec.node, error = %e, "rollback: container not removed");
             }
         }
@@ -747,10 +747,19 @@ impl NodeRuntime for DockerRuntime {
         }
     }
 
+    async fn remove_container(&self, node: &NodeRef) -> Result<()> {
+        let name = node.container_name();
+        if self.inspect_managed(&name).await?.is_some() {
+            self.remove_container_by_name(&name).await?;
+            tracing::info!(%node, "node container removed; data kept");
+        }
+        Ok(())
+    }
+
     async fn remove_node(&self, node: &NodeRef) -> Result<()> {
         let name = node.container_name();
         if self.inspect_managed(&name).await?.is_some() {
-            self.remove_container(&name).await?;
+            self.remove_container_by_name(&name).await?;
         }
         let volume = node.volume_name();
         match self.docker.inspect_volume(&volume).await {
@@ -766,7 +775,7 @@ impl NodeRuntime for DockerRuntime {
     async fn remove_network(&self, network: &NetworkName) -> Result<()> {
         for c in self.network_containers(network).await? {
             if let Some(id) = c.id {
-                self.remove_container(&id).await?;
+                self.remove_container_by_name(&id).await?;
             }
         }
         let volumes = self
@@ -813,7 +822,8 @@ impl NodeRuntime for DockerRuntime {
         // kubo reads GOMEMLIMIT, its config and the swarm key only at start: re-create the
         // container on the same volume so env, config and labels all agree.
         self.ensure_image(&spec.image).await?;
-        self.remove_container(&spec.node.container_name()).await?;
+        self.remove_container_by_name(&spec.node.container_name())
+            .await?;
         match self.create_inner(spec, secrets).await {
             Ok(record) => Ok(record),
             Err(e) => {

@@ -150,6 +150,14 @@ impl NodeRuntime for MockRuntime {
         Ok(())
     }
 
+    async fn remove_container(&self, node: &NodeRef) -> Result<()> {
+        let mut st = self.lock();
+        st.calls
+            .push(format!("remove-container {}", node.container_name()));
+        st.nodes.remove(node);
+        Ok(())
+    }
+
     async fn remove_node(&self, node: &NodeRef) -> Result<()> {
         let mut st = self.lock();
         st.calls.push(format!("remove {}", node.container_name()));

@@ -155,6 +155,9 @@ pub trait NodeRuntime: Send + Sync {
     async fn start_node(&self, node: &NodeRef) -> Result<NodeRecord>;
     /// Stops a node; its container and data stay.
     async fn stop_node(&self, node: &NodeRef) -> Result<()>;
+    /// Removes a node's container but keeps its data volume: a later `create_node` of the same
+    /// node finds its repo again. Frees the node's host ports. Absent is not an error.
+    async fn remove_container(&self, node: &NodeRef) -> Result<()>;
     /// Removes a node's container and data volume.
     async fn remove_node(&self, node: &NodeRef) -> Result<()>;
     /// Removes every node of a network and the network's Docker network.
