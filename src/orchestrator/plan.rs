@@ -20,7 +20,7 @@ pub enum Action {
     Update { index: u16 },
     /// Not wanted any more (scaled down, or unknown to the store): remove container and data.
     Remove { index: u16 },
-    /// The network is stopped: stop this node, keeping its data.
+    /// The network is stopped: remove this node's container, keeping its data (frees ports).
     Stop { index: u16 },
 }
 
@@ -98,10 +98,8 @@ pub fn plan(
         let index = spec.node.index;
         let rec = observed.iter().find(|r| r.spec.node.index == index);
         match (desired_state, rec) {
-            (DesiredState::Stopped, Some(r)) if is_up(&r.state) => {
-                actions.push(Action::Stop { index })
-            }
-            (DesiredState::Stopped, _) => {}
+            (DesiredState::Stopped, Some(_)) => actions.push(Action::Stop { index }),
+            (DesiredState::Stopped, None) => {}
             (DesiredState::Running, None) => actions.push(Action::Create { index }),
             (DesiredState::Running, Some(r)) if same_node(&r.spec, spec) => {
                 if !is_up(&r.state) {
@@ -148,9 +146,8 @@ pub fn observed_status(
                 .any(|r| r.spec.node.index == d.node.index && r.state == NodeState::Running)
         })
         .count();
-    let any_up = observed.iter().any(|r| is_up(&r.state));
     match desired_state {
-        DesiredState::Stopped if any_up => NetworkStatus::Stopping,
+        DesiredState::Stopped if !observed.is_empty() => NetworkStatus::Stopping,
         DesiredState::Stopped => NetworkStatus::Stopped,
         DesiredState::Running if !desired.is_empty() && up == desired.len() => {
             NetworkStatus::Running
@@ -366,25 +363,22 @@ mod tests {
         let mut stranger = running(&specs(&record(8), &stranger_rows)[7]);
         stranger.spec.node.network = net.name.clone();
         obs.push(stranger);
+        // Every container goes, running or not; the stranger with its data.
         assert_eq!(
             plan(DesiredState::Stopped, &want, &obs),
-            vec![Action::Remove { index: 7 }, Action::Stop { index: 0 }]
+            vec![
+                Action::Remove { index: 7 },
+                Action::Stop { index: 0 },
+                Action::Stop { index: 1 }
+            ]
         );
         assert_eq!(
             observed_status(DesiredState::Stopped, &want, &obs),
             NetworkStatus::Stopping
         );
-        let all_down: Vec<_> = obs[..2]
-            .iter()
-            .cloned()
-            .map(|mut r| {
-                r.state = NodeState::Exited { code: 0 };
-                r
-            })
-            .collect();
-        assert!(plan(DesiredState::Stopped, &want, &all_down).is_empty());
+        assert!(plan(DesiredState::Stopped, &want, &[]).is_empty());
         assert_eq!(
-            observed_status(DesiredState::Stopped, &want, &all_down),
+            observed_status(DesiredState::Stopped, &want, &[]),
             NetworkStatus::Stopped
         );
     }
