@@ -1,12 +1,19 @@
-//! The orchestrator: *when* and *where* nodes run (issue 3, in progress).
+//! The orchestrator: *when* and *where* nodes run.
 //!
 //! - [`plan`]: the reconciler's pure decisions (desired specs, actions, status).
 //! - [`ports`]: host port ranges and allocation.
 //! - [`registry`]: the in-memory view of ready nodes the delegator reads.
 //!
-//! Still to come here: the desired-state reconciler that reads the [`crate::store`] and drives
-//! the [`crate::node::NodeRuntime`]. It must not talk to Docker directly.
+//! - [`controller`]: the [`Orchestrator`]: operations, the level-triggered reconciler,
+//!   recovery, events and resync. It reads the [`crate::store`] and drives the
+//!   [`crate::node::NodeRuntime`]; it never talks to Docker directly.
 
+pub mod controller;
 pub mod plan;
 pub mod ports;
 pub mod registry;
+
+pub use controller::{
+    CreateNetwork, NetworkView, NodeView, Orchestrator, OrchestratorConfig, OrchestratorError,
+    UpdateNetwork,
+};
