@@ -1,0 +1,682 @@
+//! The store's test suite, run against every backend: SQLite in a temporary file, SQLite in
+//! memory (where that makes sense: it cannot be reopened nor reached by a second connection),
+//! and Postgres (`NEXUS_TEST_POSTGRES_URL`, set by scripts/test.sh; each test gets its own
+//! database, created through that admin URL and dropped at the end, so tests run in parallel).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use nexus::node::{NetworkName, NodeIdentity, Resources, SwarmKey};
+use nexus::store::sql::SqlStore;
+use nexus::store::{
+    DesiredState, NetworkRecord, NetworkStatus, NodeRow, Store, StoreError, StoredPorts,
+};
+use sqlx::{AnyConnection, Connection as _, Executor as _};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    SqliteFile,
+    SqliteMemory,
+    Postgres,
+}
+
+/// One test's database and a store open on it.
+struct TestDb {
+    kind: Kind,
+    url: String,
+    store: Arc<SqlStore>,
+    dir: Option<PathBuf>,
+    /// (admin URL, database name) of a Postgres test database.
+    pg: Option<(String, String)>,
+}
+
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).expect("rng");
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        hex::encode(b)
+    )
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("NEXUS_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "NEXUS_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh (it starts a \
+             throwaway Postgres), or export an admin-capable URL such as \
+             postgres://nexus@127.0.0.1:5432/postgres"
+        )
+    })
+}
+
+/// `url` pointing at database `db` instead (query string kept).
+fn with_database(url: &str, db: &str) -> String {
+    let scheme_end = url.find("://").expect("URL has a scheme") + 3;
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let after_authority = &rest[authority_end..];
+    let query = after_authority
+        .find('?')
+        .map(|q| &after_authority[q..])
+        .unwrap_or("");
+    format!(
+        "{}{}/{db}{query}",
+        &url[..scheme_end],
+        &rest[..authority_end]
+    )
+}
+
+impl TestDb {
+    async fn new(kind: Kind) -> Self {
+        sqlx::any::install_default_drivers();
+        let (url, dir, pg) = match kind {
+            Kind::SqliteFile => {
+                let dir = std::env::temp_dir().join(format!("nexus-store-{}", unique_suffix()));
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                let url = format!("sqlite://{}?mode=rwc", dir.join("nexus.db").display());
+                (url, Some(dir), None)
+            }
+            Kind::SqliteMemory => ("sqlite::memory:".to_string(), None, None),
+            Kind::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("nexus_test_{}", unique_suffix());
+                let mut conn = AnyConnection::connect(&admin)
+                    .await
+                    .expect("connect to the Postgres admin URL");
+                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .await
+                    .expect("create test database");
+                conn.close().await.ok();
+                (with_database(&admin, &name), None, Some((admin, name)))
+            }
+        };
+        let store = SqlStore::connect(&url).await.expect("open store");
+        Self {
+            kind,
+            url,
+            store: Arc::new(store),
+            dir,
+            pg,
+        }
+    }
+
+    /// A second, independent connection for raw SQL (not for in-memory SQLite).
+    async fn raw(&self) -> AnyConnection {
+        assert_ne!(self.kind, Kind::SqliteMemory);
+        AnyConnection::connect(&self.url)
+            .await
+            .expect("raw connection")
+    }
+
+    async fn finish(self) {
+        self.store.close().await;
+        if let Some((admin, name)) = &self.pg {
+            let mut conn = AnyConnection::connect(admin).await.expect("admin");
+            conn.execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )))
+            .await
+            .expect("drop test database");
+            conn.close().await.ok();
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn name(s: &str) -> NetworkName {
+    NetworkName::new(s).expect("valid network name")
+}
+
+/// A record with every field set to something unusual.
+fn full_record(n: &str) -> NetworkRecord {
+    NetworkRecord {
+        name: name(n),
+        replicas: u16::MAX,
+        resources: Resources {
+            cpu_millis: 256_000,
+            memory_bytes: 4096 << 30,
+            disk_bytes: 5 << 40,
+        },
+        users: vec![
+            "alice".into(),
+            "bob \"o'neil\" ✓".into(),
+            String::new(),
+            "x,y;DROP TABLE networks;--".into(),
+        ],
+        gateway_public: true,
+        allowed_origins: vec!["https://a.example".into(), "http://localhost:3000".into()],
+        swarm_key: SwarmKey::generate().expect("key"),
+        bootstrap_peers: vec![
+            "/ip4/203.0.113.7/tcp/4001/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"
+                .into(),
+        ],
+        desired: DesiredState::Stopped,
+        status: NetworkStatus::Degraded,
+        status_reason: Some("node 2: exited with 137 (OOM) — 'quoted'".into()),
+        created_at: 1_700_000_000_123,
+        updated_at: 1_700_000_999_456,
+        activated_at: Some(-1),
+    }
+}
+
+/// A record with the defaults and every optional field empty.
+fn plain_record(n: &str) -> NetworkRecord {
+    NetworkRecord {
+        name: name(n),
+        replicas: 1,
+        resources: Resources::default(),
+        users: vec![],
+        gateway_public: false,
+        allowed_origins: vec![],
+        swarm_key: SwarmKey::generate().expect("key"),
+        bootstrap_peers: vec![],
+        desired: DesiredState::Running,
+        status: NetworkStatus::Pending,
+        status_reason: None,
+        created_at: 0,
+        updated_at: 0,
+        activated_at: None,
+    }
+}
+
+fn node(network: &str, index: u16) -> NodeRow {
+    NodeRow {
+        network: name(network),
+        index,
+        identity: NodeIdentity::generate(),
+        ports: StoredPorts {
+            swarm: Some(4001 + index),
+            api: Some(u16::MAX),
+            gateway: None,
+        },
+        container_id: Some(format!("c0ffee{index:04}")),
+        last_error: None,
+    }
+}
+
+fn private_key(n: &NodeRow) -> String {
+    n.identity.kubo_private_key().expect("encode key")
+}
+
+fn assert_same_nodes(got: &[NodeRow], want: &[NodeRow]) {
+    assert_eq!(got, want);
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(
+            private_key(g),
+            private_key(w),
+            "private key of node {}",
+            w.index
+        );
+    }
+}
+
+// ---- the tests, each run on every backend (see the macro at the end) ----
+
+async fn round_trip_every_field(db: &TestDb) {
+    let s = &db.store;
+    let full = full_record("full");
+    let plain = plain_record("plain");
+    s.create_network(&full).await.unwrap();
+    s.create_network(&plain).await.unwrap();
+
+    let got = s.get_network(&full.name).await.unwrap().expect("stored");
+    assert_eq!(got, full);
+    assert_eq!(got.swarm_key, full.swarm_key);
+    assert_eq!(
+        got.swarm_key.to_file_contents(),
+        full.swarm_key.to_file_contents()
+    );
+    assert_eq!(
+        s.get_network(&plain.name).await.unwrap(),
+        Some(plain.clone())
+    );
+    assert_eq!(s.get_network(&name("absent")).await.unwrap(), None);
+
+    // Every enum value survives.
+    let mut r = plain.clone();
+    for desired in [DesiredState::Running, DesiredState::Stopped] {
+        for status in [
+            NetworkStatus::Pending,
+            NetworkStatus::Starting,
+            NetworkStatus::Running,
+            NetworkStatus::Degraded,
+            NetworkStatus::Stopping,
+            NetworkStatus::Stopped,
+            NetworkStatus::Failed,
+        ] {
+            r.desired = desired;
+            r.status = status;
+            s.update_network(&r).await.unwrap();
+            assert_eq!(s.get_network(&r.name).await.unwrap(), Some(r.clone()));
+        }
+    }
+
+    let nodes = vec![node("full", 0), node("full", 1)];
+    let mut n2 = node("full", 2);
+    n2.ports = StoredPorts::default();
+    n2.container_id = None;
+    n2.last_error = Some("create failed: image missing\nsecond line".into());
+    for n in nodes.iter().chain([&n2]) {
+        s.put_node(n).await.unwrap();
+    }
+    let want: Vec<NodeRow> = nodes.into_iter().chain([n2]).collect();
+    assert_same_nodes(&s.list_nodes(&full.name).await.unwrap(), &want);
+}
+
+async fn duplicate_create_is_refused(db: &TestDb) {
+    let s = &db.store;
+    let first = plain_record("dup");
+    s.create_network(&first).await.unwrap();
+    let err = s.create_network(&full_record("dup")).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Duplicate(n) if n == "dup"),
+        "{err:?}"
+    );
+    // The first one is untouched.
+    assert_eq!(s.get_network(&first.name).await.unwrap(), Some(first));
+}
+
+async fn update_replaces_and_missing_is_not_found(db: &TestDb) {
+    let s = &db.store;
+    let err = s.update_network(&plain_record("ghost")).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound(n) if n == "ghost"),
+        "{err:?}"
+    );
+    assert_eq!(s.get_network(&name("ghost")).await.unwrap(), None);
+
+    let mut r = plain_record("upd");
+    s.create_network(&r).await.unwrap();
+    let other = plain_record("other");
+    s.create_network(&other).await.unwrap();
+    let mut replacement = full_record("upd");
+    replacement.swarm_key = SwarmKey::generate().unwrap();
+    s.update_network(&replacement).await.unwrap();
+    assert_eq!(
+        s.get_network(&r.name).await.unwrap(),
+        Some(replacement.clone())
+    );
+    // Back to empty optionals.
+    r.updated_at = 42;
+    s.update_network(&r).await.unwrap();
+    assert_eq!(s.get_network(&r.name).await.unwrap(), Some(r));
+    assert_eq!(s.get_network(&other.name).await.unwrap(), Some(other));
+}
+
+async fn delete_cascades_to_nodes(db: &TestDb) {
+    let s = &db.store;
+    s.create_network(&plain_record("gone")).await.unwrap();
+    s.create_network(&plain_record("kept")).await.unwrap();
+    for i in 0..3 {
+        s.put_node(&node("gone", i)).await.unwrap();
+    }
+    let kept = node("kept", 0);
+    s.put_node(&kept).await.unwrap();
+
+    s.delete_network(&name("gone")).await.unwrap();
+    assert_eq!(s.get_network(&name("gone")).await.unwrap(), None);
+    assert!(s.list_nodes(&name("gone")).await.unwrap().is_empty());
+    assert_same_nodes(&s.all_nodes().await.unwrap(), std::slice::from_ref(&kept));
+    // Absent is not an error.
+    s.delete_network(&name("gone")).await.unwrap();
+    // The name can be used again, with no nodes left over.
+    s.create_network(&plain_record("gone")).await.unwrap();
+    assert!(s.list_nodes(&name("gone")).await.unwrap().is_empty());
+}
+
+async fn put_node_upserts(db: &TestDb) {
+    let s = &db.store;
+    s.create_network(&plain_record("up")).await.unwrap();
+    let first = node("up", 0);
+    s.put_node(&first).await.unwrap();
+    assert_same_nodes(
+        &s.list_nodes(&name("up")).await.unwrap(),
+        std::slice::from_ref(&first),
+    );
+
+    let replaced = NodeRow {
+        identity: NodeIdentity::generate(),
+        ports: StoredPorts {
+            swarm: None,
+            api: Some(5001),
+            gateway: Some(8080),
+        },
+        container_id: None,
+        last_error: Some("restarted 3 times".into()),
+        ..first.clone()
+    };
+    s.put_node(&replaced).await.unwrap();
+    let got = s.list_nodes(&name("up")).await.unwrap();
+    assert_same_nodes(&got, std::slice::from_ref(&replaced));
+    assert_ne!(private_key(&got[0]), private_key(&first));
+
+    // delete_node: present, then absent (not an error).
+    s.delete_node(&name("up"), 0).await.unwrap();
+    assert!(s.list_nodes(&name("up")).await.unwrap().is_empty());
+    s.delete_node(&name("up"), 0).await.unwrap();
+    s.delete_node(&name("nonet"), 7).await.unwrap();
+}
+
+async fn node_of_missing_network_is_not_found(db: &TestDb) {
+    let s = &db.store;
+    let err = s.put_node(&node("nonet", 0)).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound(n) if n == "nonet"),
+        "{err:?}"
+    );
+    assert!(s.all_nodes().await.unwrap().is_empty());
+}
+
+async fn lists_are_ordered(db: &TestDb) {
+    let s = &db.store;
+    // Byte order: '-' < '0'-'9' < 'a'-'z', whatever the database's collation says.
+    let names = ["b", "ab", "a-b", "a1", "a", "a-a", "b0"];
+    for n in names {
+        s.create_network(&plain_record(n)).await.unwrap();
+    }
+    let mut want: Vec<&str> = names.to_vec();
+    want.sort();
+    let got: Vec<String> = s
+        .list_networks()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name.as_str().to_string())
+        .collect();
+    assert_eq!(got, want);
+
+    for i in [10, 2, 0, 1, 300] {
+        s.put_node(&node("ab", i)).await.unwrap();
+    }
+    let idx: Vec<u16> = s
+        .list_nodes(&name("ab"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n.index)
+        .collect();
+    assert_eq!(idx, [0, 1, 2, 10, 300]);
+}
+
+async fn all_nodes_spans_networks(db: &TestDb) {
+    let s = &db.store;
+    assert!(s.all_nodes().await.unwrap().is_empty());
+    for n in ["net-b", "net-a", "neta"] {
+        s.create_network(&plain_record(n)).await.unwrap();
+    }
+    let mut want = vec![];
+    for (n, i) in [
+        ("neta", 0),
+        ("net-b", 1),
+        ("net-a", 2),
+        ("net-b", 0),
+        ("net-a", 0),
+    ] {
+        let row = node(n, i);
+        s.put_node(&row).await.unwrap();
+        want.push(row);
+    }
+    want.sort_by(|a, b| (a.network.as_str(), a.index).cmp(&(b.network.as_str(), b.index)));
+    assert_same_nodes(&s.all_nodes().await.unwrap(), &want);
+}
+
+async fn concurrent_creates_one_wins(db: &TestDb) {
+    let mut tasks = vec![];
+    for _ in 0..16 {
+        let store = db.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.create_network(&plain_record("race")).await
+        }));
+    }
+    let mut ok = 0;
+    let mut dup = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::Duplicate(n)) if n == "race" => dup += 1,
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    assert_eq!((ok, dup), (1, 15));
+    assert_eq!(db.store.list_networks().await.unwrap().len(), 1);
+}
+
+async fn memory_stores_are_private(_db: &TestDb) {
+    let a = SqlStore::connect("sqlite::memory:").await.unwrap();
+    let b = SqlStore::connect("sqlite::memory:").await.unwrap();
+    a.create_network(&plain_record("mine")).await.unwrap();
+    assert_eq!(a.list_networks().await.unwrap().len(), 1);
+    assert!(b.list_networks().await.unwrap().is_empty());
+}
+
+// ---- persistent backends only ----
+
+async fn reopen_keeps_data_and_migrations_are_idempotent(db: &TestDb) {
+    let full = full_record("persist");
+    db.store.create_network(&full).await.unwrap();
+    let n = node("persist", 3);
+    db.store.put_node(&n).await.unwrap();
+    db.store.close().await;
+
+    for _ in 0..2 {
+        let again = SqlStore::connect(&db.url).await.expect("reopen");
+        assert_eq!(
+            again.get_network(&full.name).await.unwrap(),
+            Some(full.clone())
+        );
+        assert_same_nodes(&again.all_nodes().await.unwrap(), std::slice::from_ref(&n));
+        again.close().await;
+    }
+    let mut raw = db.raw().await;
+    let (applied,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+    raw.close().await.ok();
+}
+
+async fn damaged_rows_are_corrupt_without_leaking(db: &TestDb) {
+    let s = &db.store;
+    let good = plain_record("good");
+    s.create_network(&good).await.unwrap();
+    s.create_network(&plain_record("bad")).await.unwrap();
+    s.put_node(&node("good", 0)).await.unwrap();
+
+    let leaked_key = "/key/swarm/psk/1.0.0/\n/base16/\nSECRETSECRETd00d";
+    let mut raw = db.raw().await;
+    sqlx::query("UPDATE networks SET swarm_key = $1 WHERE name = $2")
+        .bind(leaked_key)
+        .bind("bad")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+
+    let check = |err: StoreError, secret: &str| {
+        let shown = format!("{err} | {err:?}");
+        assert!(matches!(&err, StoreError::Corrupt { .. }), "{shown}");
+        assert!(!shown.contains(secret), "error leaks the secret: {shown}");
+        assert!(!shown.contains("SECRET"), "error leaks the secret: {shown}");
+        shown
+    };
+    let shown = check(s.get_network(&name("bad")).await.unwrap_err(), leaked_key);
+    assert!(shown.contains("bad"), "{shown}");
+    check(s.list_networks().await.unwrap_err(), leaked_key);
+    // Other rows still read.
+    assert_eq!(s.get_network(&good.name).await.unwrap(), Some(good));
+
+    // A swarm key with a bad header (the whole key on one line) is not quoted either.
+    let one_line = "SECRETSECRET0123456789abcdef0123456789abcdef0123456789abcdef0123";
+    sqlx::query("UPDATE networks SET swarm_key = $1 WHERE name = $2")
+        .bind(one_line)
+        .bind("bad")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    check(s.get_network(&name("bad")).await.unwrap_err(), one_line);
+
+    // A damaged private key, and a peer id that does not match its key.
+    let bad_priv = "SECRETSECRET+not/a/key==";
+    sqlx::query("UPDATE nodes SET private_key = $1 WHERE network = $2 AND idx = 0")
+        .bind(bad_priv)
+        .bind("good")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    check(s.list_nodes(&name("good")).await.unwrap_err(), bad_priv);
+    check(s.all_nodes().await.unwrap_err(), bad_priv);
+
+    let other = NodeIdentity::generate();
+    sqlx::query("UPDATE nodes SET private_key = $1 WHERE network = $2 AND idx = 0")
+        .bind(other.kubo_private_key().unwrap())
+        .bind("good")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let shown = format!("{:?}", s.list_nodes(&name("good")).await.unwrap_err());
+    assert!(shown.contains("peer_id"), "{shown}");
+    assert!(
+        !shown.contains(&other.kubo_private_key().unwrap()),
+        "{shown}"
+    );
+
+    // Out-of-range and unknown values.
+    sqlx::query("UPDATE networks SET swarm_key = $1, replicas = $2 WHERE name = $3")
+        .bind(SwarmKey::generate().unwrap().to_file_contents())
+        .bind(70_000_i64)
+        .bind("bad")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let shown = format!("{}", s.get_network(&name("bad")).await.unwrap_err());
+    assert!(shown.contains("replicas"), "{shown}");
+    sqlx::query("UPDATE networks SET replicas = 1, status = 'sideways' WHERE name = $1")
+        .bind("bad")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let shown = format!("{}", s.get_network(&name("bad")).await.unwrap_err());
+    assert!(shown.contains("sideways"), "{shown}");
+    raw.close().await.ok();
+}
+
+async fn debug_and_errors_hide_the_url_password(db: &TestDb) {
+    let shown = format!("{:?}", db.store);
+    assert!(shown.starts_with("SqlStore"), "{shown}");
+    if db.kind == Kind::Postgres {
+        // Same server and database, with a password the trust auth ignores.
+        let url = db.url.replacen("://nexus@", "://nexus:hunter2-pw@", 1);
+        if url != db.url {
+            let store = SqlStore::connect(&url)
+                .await
+                .expect("connect with password");
+            let shown = format!("{store:?}");
+            assert!(!shown.contains("hunter2-pw"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+            store.close().await;
+        }
+        let bad = with_database(&url, "no_such_database_here");
+        let err = SqlStore::connect(&bad).await.unwrap_err();
+        let shown = format!("{err} | {err:?}");
+        assert!(matches!(err, StoreError::Open { .. }), "{shown}");
+        assert!(!shown.contains("hunter2-pw"), "{shown}");
+    }
+}
+
+macro_rules! backend_tests {
+    (
+        kind = $kind:ident,
+        tests = [$($test:ident),* $(,)?]
+    ) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() {
+                let db = super::TestDb::new(super::Kind::$kind).await;
+                super::$test(&db).await;
+                db.finish().await;
+            }
+        )*
+    };
+}
+
+mod sqlite_file {
+    backend_tests!(
+        kind = SqliteFile,
+        tests = [
+            round_trip_every_field,
+            duplicate_create_is_refused,
+            update_replaces_and_missing_is_not_found,
+            delete_cascades_to_nodes,
+            put_node_upserts,
+            node_of_missing_network_is_not_found,
+            lists_are_ordered,
+            all_nodes_spans_networks,
+            concurrent_creates_one_wins,
+            reopen_keeps_data_and_migrations_are_idempotent,
+            damaged_rows_are_corrupt_without_leaking,
+            debug_and_errors_hide_the_url_password,
+        ]
+    );
+}
+
+mod sqlite_memory {
+    backend_tests!(
+        kind = SqliteMemory,
+        tests = [
+            round_trip_every_field,
+            duplicate_create_is_refused,
+            update_replaces_and_missing_is_not_found,
+            delete_cascades_to_nodes,
+            put_node_upserts,
+            node_of_missing_network_is_not_found,
+            lists_are_ordered,
+            all_nodes_spans_networks,
+            concurrent_creates_one_wins,
+            memory_stores_are_private,
+        ]
+    );
+}
+
+mod postgres {
+    backend_tests!(
+        kind = Postgres,
+        tests = [
+            round_trip_every_field,
+            duplicate_create_is_refused,
+            update_replaces_and_missing_is_not_found,
+            delete_cascades_to_nodes,
+            put_node_upserts,
+            node_of_missing_network_is_not_found,
+            lists_are_ordered,
+            all_nodes_spans_networks,
+            concurrent_creates_one_wins,
+            reopen_keeps_data_and_migrations_are_idempotent,
+            damaged_rows_are_corrupt_without_leaking,
+            debug_and_errors_hide_the_url_password,
+        ]
+    );
+}
+
+#[test]
+fn with_database_replaces_only_the_path() {
+    assert_eq!(
+        with_database("postgres://nexus@127.0.0.1:5432/postgres", "t1"),
+        "postgres://nexus@127.0.0.1:5432/t1"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h:1/postgres?sslmode=disable", "t2"),
+        "postgres://u:p@h:1/t2?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h", "t3"), "postgres://h/t3");
+}
