@@ -603,20 +603,47 @@ impl Orchestrator {
         }
         rows.sort_by_key(|r| r.index);
         if rec.desired == DesiredState::Running {
+            let mut allocated = Vec::new();
+            let mut failure = None;
             for row in rows.iter_mut().filter(|r| r.index < rec.replicas) {
-                if row.ports.swarm.is_none() {
-                    let ports = lock(&self.inner.ports)
-                        .allocate()
-                        .map_err(|e| e.to_string())?;
-                    row.ports = ports;
-                    if let Err(e) = store.put_node(row).await {
-                        lock(&self.inner.ports).release(&ports);
-                        return Err(e.to_string());
+                if row.ports.swarm.is_some() {
+                    continue;
+                }
+                let result = lock(&self.inner.ports).allocate();
+                match result {
+                    Ok(ports) => {
+                        row.ports = ports;
+                        allocated.push(row.index);
+                        if let Err(e) = store.put_node(row).await {
+                            failure = Some(e.to_string());
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
                     }
                 }
             }
+            if let Some(reason) = failure {
+                // Give back what this pass took; nothing was started yet.
+                for row in rows.iter_mut().filter(|r| allocated.contains(&r.index)) {
+                    lock(&self.inner.ports).release(&row.ports);
+                    row.ports = StoredPorts::default();
+                    let _ = store.put_node(row).await;
+                }
+                return Err(reason);
+            }
         }
         let observed = self.observe(&name).await.map_err(|e| e.to_string())?;
+        // Before acting: was anything of this network running, and which nodes ever had a
+        // container (their volumes hold data that a rollback must keep)?
+        let fresh_start = observed.is_empty();
+        let had_container: Vec<u16> = rows
+            .iter()
+            .filter(|r| r.container_id.is_some())
+            .map(|r| r.index)
+            .collect();
         let desired = desired_nodes(rec, &rows, &self.inner.cfg.image);
         let specs: Vec<_> = desired.iter().map(|(s, _)| s.clone()).collect();
         let actions = plan(rec.desired, &specs, &observed);
@@ -650,9 +677,9 @@ impl Orchestrator {
                         .await
                         .map_err(|e| e.to_string())?;
                     if let Some(row) = rows.iter_mut().find(|r| r.index == index) {
+                        // `container_id` stays: it records that this node has data.
                         lock(&self.inner.ports).release(&row.ports);
                         row.ports = StoredPorts::default();
-                        row.container_id = None;
                         store.put_node(row).await.map_err(|e| e.to_string())?;
                     }
                 }
@@ -683,11 +710,9 @@ impl Orchestrator {
             }))
             .await;
             let mut failure = None;
-            let mut made = Vec::new();
             for (index, result) in results {
                 match result {
                     Ok(r) => {
-                        made.push(index);
                         self.note_container(&mut rows, index, &r.container_id).await;
                     }
                     Err(e) => {
@@ -698,7 +723,14 @@ impl Orchestrator {
                 }
             }
             if let Some(reason) = failure {
-                self.roll_back(rec, &mut rows, &made).await;
+                // A fresh start is undone whole; a scale-up only loses its new nodes.
+                let undo: Vec<u16> = if fresh_start {
+                    rows.iter().map(|r| r.index).collect()
+                } else {
+                    creates.clone()
+                };
+                self.roll_back(&name, &mut rows, &undo, &had_container)
+                    .await;
                 return Err(reason);
             }
         }
@@ -706,31 +738,36 @@ impl Orchestrator {
         Ok(observed_status(rec.desired, &specs, &observed))
     }
 
-    /// Undoes a start that failed part-way: removes the containers this pass created (and
-    /// their data if the network never ran), releases every port of the network.
-    async fn roll_back(&self, rec: &NetworkRecord, rows: &mut [NodeRow], made: &[u16]) {
-        tracing::warn!(network = %rec.name, "start failed; rolling back");
-        let never_ran = rec.activated_at.is_none();
-        let observed = self.observe(&rec.name).await.unwrap_or_default();
-        for row in rows.iter_mut() {
+    /// Undoes a start that failed part-way for the nodes `undo`: removes their containers (and
+    /// their volumes when they never had a container before, i.e. hold no data of the user's),
+    /// and releases their ports.
+    async fn roll_back(
+        &self,
+        name: &NetworkName,
+        rows: &mut [NodeRow],
+        undo: &[u16],
+        had_container: &[u16],
+    ) {
+        tracing::warn!(network = %name, nodes = ?undo, "start failed; rolling back");
+        for row in rows.iter_mut().filter(|r| undo.contains(&r.index)) {
             let node = NodeRef {
-                network: rec.name.clone(),
+                network: name.clone(),
                 index: row.index,
             };
-            let has_container = observed.iter().any(|o| o.spec.node == node);
-            if made.contains(&row.index) || has_container {
-                let result = if never_ran {
-                    self.inner.runtime.remove_node(&node).await
-                } else {
-                    self.inner.runtime.remove_container(&node).await
-                };
-                if let Err(e) = result {
-                    tracing::error!(%node, error = %e, "rollback: node not removed");
-                }
+            let keeps_data = had_container.contains(&row.index);
+            let result = if keeps_data {
+                self.inner.runtime.remove_container(&node).await
+            } else {
+                self.inner.runtime.remove_node(&node).await
+            };
+            if let Err(e) = result {
+                tracing::error!(%node, error = %e, "rollback: node not removed");
             }
             lock(&self.inner.ports).release(&row.ports);
             row.ports = StoredPorts::default();
-            row.container_id = None;
+            if !keeps_data {
+                row.container_id = None;
+            }
             if let Err(e) = self.inner.store.put_node(row).await {
                 tracing::error!(%node, error = %e, "rollback: node row not saved");
             }
@@ -855,19 +892,8 @@ impl Orchestrator {
                         events = self.inner.runtime.watch();
                     }
                     Some(Ok(ev)) => {
-                        if let NodeEventKind::Die { .. } | NodeEventKind::Oom = ev.kind {
-                            if let Some(reason) = self.record_death(&ev.node) {
-                                self.fail(&ev.node.network, reason).await;
-                                continue;
-                            }
-                        }
                         let this = self.clone();
-                        let name = ev.node.network.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = this.reconcile(&name).await {
-                                tracing::warn!(network = %name, error = %e, "reconcile after event failed");
-                            }
-                        });
+                        tokio::spawn(async move { this.on_event(ev).await });
                     }
                 },
                 _ = tick.tick() => {
@@ -875,6 +901,31 @@ impl Orchestrator {
                     tokio::spawn(async move { this.resync().await });
                 }
             }
+        }
+    }
+
+    async fn on_event(&self, ev: crate::node::NodeEvent) {
+        let name = ev.node.network.clone();
+        let rec = match self.inner.store.get_network(&name).await {
+            Ok(rec) => rec,
+            Err(e) => {
+                tracing::warn!(network = %name, error = %e, "event ignored: store unavailable");
+                return;
+            }
+        };
+        let counts = matches!(ev.kind, NodeEventKind::Die { .. } | NodeEventKind::Oom)
+            && rec.as_ref().is_some_and(|r| {
+                // Our own stops (and the stops of a failed network) are not deaths.
+                r.desired == DesiredState::Running && r.status != NetworkStatus::Failed
+            });
+        if counts {
+            if let Some(reason) = self.record_death(&ev.node) {
+                self.fail(&name, reason).await;
+                return;
+            }
+        }
+        if let Err(e) = self.reconcile(&name).await {
+            tracing::warn!(network = %name, error = %e, "reconcile after event failed");
         }
     }
 
@@ -898,6 +949,9 @@ impl Orchestrator {
         let Ok(Some(mut rec)) = self.inner.store.get_network(name).await else {
             return;
         };
+        if rec.status == NetworkStatus::Failed {
+            return;
+        }
         tracing::error!(network = %name, %reason, "network failed");
         for index in 0..rec.replicas {
             let node = NodeRef {

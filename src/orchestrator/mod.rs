@@ -17,3 +17,6 @@ pub use controller::{
     CreateNetwork, NetworkView, NodeView, Orchestrator, OrchestratorConfig, OrchestratorError,
     UpdateNetwork,
 };
+
+#[cfg(test)]
+mod tests;

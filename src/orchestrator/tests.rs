@@ -1,0 +1,526 @@
+//! Unit tests of the orchestrator's logic: the mock runtime stands in for Docker, the store is
+//! the real SQLite store (in memory).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ports::{PortConfig, PortProbe, PortRange};
+use super::*;
+use crate::node::mock::MockRuntime;
+use crate::node::{NetworkName, NodeRef, NodeRuntime, NodeState, Resources, SwarmKey};
+use crate::store::sql::SqlStore;
+use crate::store::{DesiredState, NetworkStatus, Store};
+
+struct AllFree;
+impl PortProbe for AllFree {
+    fn is_free(&self, _: IpAddr, _: u16) -> bool {
+        true
+    }
+}
+
+fn cfg() -> OrchestratorConfig {
+    OrchestratorConfig {
+        image: "nexus-test:1".into(),
+        op_timeout: Duration::from_secs(5),
+        restart_backoff: Duration::from_millis(1),
+        restart_backoff_max: Duration::from_millis(5),
+        ..Default::default()
+    }
+}
+
+struct Fixture {
+    orch: Orchestrator,
+    rt: Arc<MockRuntime>,
+    store: Arc<SqlStore>,
+}
+
+async fn fixture_with(cfg: OrchestratorConfig) -> Fixture {
+    let store = Arc::new(SqlStore::connect("sqlite::memory:").await.unwrap());
+    let rt = Arc::new(MockRuntime::new());
+    let orch = Orchestrator::new(store.clone(), rt.clone(), cfg, Box::new(AllFree))
+        .await
+        .unwrap();
+    Fixture { orch, rt, store }
+}
+
+async fn fixture() -> Fixture {
+    fixture_with(cfg()).await
+}
+
+fn req(name: &str, replicas: u16) -> CreateNetwork {
+    CreateNetwork {
+        name: name.into(),
+        replicas,
+        users: vec!["alice".into()],
+        ..Default::default()
+    }
+}
+
+fn creates(rt: &MockRuntime) -> usize {
+    rt.calls()
+        .iter()
+        .filter(|c| c.starts_with("create "))
+        .count()
+}
+
+fn name(s: &str) -> NetworkName {
+    NetworkName::new(s).unwrap()
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let f = fixture().await;
+    let bad = [
+        CreateNetwork {
+            name: "Bad_Name".into(),
+            ..req("x", 1)
+        },
+        req("zero", 0),
+        req("huge", 1000),
+        CreateNetwork {
+            swarm_key: Some("not a key".into()),
+            ..req("key", 1)
+        },
+        CreateNetwork {
+            resources: Some(Resources {
+                cpu_millis: 0,
+                ..Resources::default()
+            }),
+            ..req("cpu", 1)
+        },
+        CreateNetwork {
+            allowed_origins: vec!["ftp://x".into()],
+            ..req("origin", 1)
+        },
+        CreateNetwork {
+            bootstrap_peers: vec!["/ip4/1.2.3.4/tcp/1".into()],
+            ..req("boot", 1)
+        },
+        CreateNetwork {
+            users: vec!["a,b".into()],
+            ..req("users", 1)
+        },
+    ];
+    for r in bad {
+        let label = r.name.clone();
+        assert!(
+            matches!(f.orch.create(r).await, Err(OrchestratorError::Invalid(_))),
+            "{label}"
+        );
+    }
+    assert!(f.store.list_networks().await.unwrap().is_empty());
+    assert!(f.rt.calls().is_empty());
+
+    f.orch.create(req("dup", 1)).await.unwrap();
+    assert!(matches!(
+        f.orch.create(req("dup", 2)).await,
+        Err(OrchestratorError::AlreadyExists(_))
+    ));
+    assert_eq!(
+        f.store
+            .get_network(&name("dup"))
+            .await
+            .unwrap()
+            .unwrap()
+            .replicas,
+        1
+    );
+    assert!(matches!(
+        f.orch.start("nope").await,
+        Err(OrchestratorError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_supplied_swarm_key_is_kept() {
+    let f = fixture().await;
+    let key = SwarmKey::generate().unwrap();
+    f.orch
+        .create(CreateNetwork {
+            swarm_key: Some(key.to_file_contents()),
+            ..req("own", 1)
+        })
+        .await
+        .unwrap();
+    assert_eq!(f.orch.swarm_key("own").await.unwrap(), key);
+}
+
+#[tokio::test]
+async fn start_runs_every_node_with_distinct_ports_and_fills_the_registry() {
+    let f = fixture().await;
+    f.orch.create(req("web", 3)).await.unwrap();
+    let view = f.orch.start("web").await.unwrap();
+    assert_eq!(view.status, NetworkStatus::Running);
+    assert!(view.activated_at.is_some());
+    assert_eq!(creates(&f.rt), 3);
+    let mut ports = std::collections::HashSet::new();
+    for n in &view.nodes {
+        assert_eq!(n.state, Some(NodeState::Running));
+        for p in [n.ports.swarm, n.ports.api, n.ports.gateway] {
+            assert!(ports.insert(p.unwrap()), "port reused");
+        }
+        let cfg = PortConfig::default();
+        assert!((cfg.swarm[0].low..=cfg.swarm[0].high).contains(&n.ports.swarm.unwrap()));
+    }
+    let entry = f.orch.registry().get(&name("web")).unwrap();
+    assert_eq!(entry.nodes.len(), 3);
+    assert_eq!(entry.users, vec!["alice".to_string()]);
+    // A second start is a no-op.
+    f.orch.start("web").await.unwrap();
+    assert_eq!(creates(&f.rt), 3);
+}
+
+#[tokio::test]
+async fn concurrent_starts_create_nodes_once() {
+    let f = fixture().await;
+    f.orch.create(req("race", 3)).await.unwrap();
+    let (a, b) = tokio::join!(f.orch.start("race"), f.orch.start("race"));
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(creates(&f.rt), 3);
+}
+
+#[tokio::test]
+async fn stop_removes_containers_keeps_identities_and_releases_ports() {
+    let f = fixture().await;
+    f.orch.create(req("pause", 2)).await.unwrap();
+    let running = f.orch.start("pause").await.unwrap();
+    let stopped = f.orch.stop("pause").await.unwrap();
+    assert_eq!(stopped.status, NetworkStatus::Stopped);
+    assert_eq!(stopped.activated_at, None);
+    assert!(f.rt.list_nodes().await.unwrap().is_empty());
+    for (a, b) in running.nodes.iter().zip(&stopped.nodes) {
+        assert_eq!(a.peer_id, b.peer_id, "identity must survive a stop");
+        assert_eq!(b.ports.swarm, None, "ports must be released");
+    }
+    assert!(f
+        .orch
+        .registry()
+        .get(&name("pause"))
+        .unwrap()
+        .nodes
+        .is_empty());
+    let again = f.orch.start("pause").await.unwrap();
+    assert_eq!(again.status, NetworkStatus::Running);
+    assert_eq!(again.nodes[0].peer_id, running.nodes[0].peer_id);
+}
+
+#[tokio::test]
+async fn a_failed_start_rolls_back_and_says_why() {
+    let f = fixture().await;
+    f.orch.create(req("flaky", 3)).await.unwrap();
+    f.rt.fail_create(NodeRef {
+        network: name("flaky"),
+        index: 1,
+    });
+    let err = f.orch.start("flaky").await.unwrap_err();
+    match &err {
+        OrchestratorError::Failed { reason, .. } => assert!(reason.contains("node 1"), "{reason}"),
+        other => panic!("expected Failed, got {other}"),
+    }
+    assert!(
+        f.rt.list_nodes().await.unwrap().is_empty(),
+        "half-created nodes left"
+    );
+    let view = f.orch.get("flaky").await.unwrap();
+    assert_eq!(view.status, NetworkStatus::Failed);
+    assert!(view.status_reason.unwrap().contains("node 1"));
+    assert!(
+        view.nodes.iter().all(|n| n.ports.swarm.is_none()),
+        "ports leaked"
+    );
+    assert!(view.nodes[1].last_error.is_some());
+    // The background reconciler leaves a failed network alone...
+    assert_eq!(
+        f.orch.reconcile(&name("flaky")).await.unwrap(),
+        NetworkStatus::Failed
+    );
+    assert!(f.rt.list_nodes().await.unwrap().is_empty());
+    // ...until the operator starts it again.
+    assert_eq!(
+        f.orch.start("flaky").await.unwrap().status,
+        NetworkStatus::Running
+    );
+}
+
+#[tokio::test]
+async fn port_exhaustion_is_a_clear_failure_with_nothing_left() {
+    let mut c = cfg();
+    c.ports = PortConfig {
+        swarm: vec![PortRange {
+            low: 100,
+            high: 101,
+        }],
+        api: vec![PortRange {
+            low: 200,
+            high: 201,
+        }],
+        gateway: vec![PortRange {
+            low: 300,
+            high: 301,
+        }],
+    };
+    let f = fixture_with(c).await;
+    f.orch.create(req("big", 3)).await.unwrap();
+    let err = f.orch.start("big").await.unwrap_err();
+    assert!(
+        err.to_string().contains("widen the swarm port range"),
+        "{err}"
+    );
+    assert!(f.rt.list_nodes().await.unwrap().is_empty());
+    // The two ports it got were released: a 2-node network fits.
+    f.orch.create(req("fits", 2)).await.unwrap();
+    f.orch.start("fits").await.unwrap();
+}
+
+#[tokio::test]
+async fn scale_up_and_down() {
+    let f = fixture().await;
+    f.orch.create(req("scale", 3)).await.unwrap();
+    f.orch.start("scale").await.unwrap();
+    let up = UpdateNetwork {
+        replicas: Some(5),
+        ..Default::default()
+    };
+    let v = f.orch.update("scale", up).await.unwrap();
+    assert_eq!(v.nodes.len(), 5);
+    assert_eq!(f.rt.list_nodes().await.unwrap().len(), 5);
+    // Every node lists all four others.
+    for r in f.rt.list_nodes().await.unwrap() {
+        assert_eq!(r.spec.peers.len(), 4);
+    }
+    let down = UpdateNetwork {
+        replicas: Some(2),
+        ..Default::default()
+    };
+    let v = f.orch.update("scale", down).await.unwrap();
+    assert_eq!(v.status, NetworkStatus::Running);
+    assert_eq!(v.nodes.len(), 2);
+    let nodes = f.rt.list_nodes().await.unwrap();
+    assert_eq!(
+        nodes.iter().map(|r| r.spec.node.index).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    assert_eq!(f.store.list_nodes(&name("scale")).await.unwrap().len(), 2);
+    assert!(matches!(
+        f.orch
+            .update(
+                "scale",
+                UpdateNetwork {
+                    replicas: Some(0),
+                    ..Default::default()
+                }
+            )
+            .await,
+        Err(OrchestratorError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn access_changes_reach_the_registry_without_touching_nodes() {
+    let f = fixture().await;
+    f.orch.create(req("acl", 2)).await.unwrap();
+    f.orch.start("acl").await.unwrap();
+    let before = f.rt.calls().len();
+    let change = UpdateNetwork {
+        users: Some(vec!["bob".into()]),
+        gateway_public: Some(true),
+        allowed_origins: Some(vec!["https://app.example".into()]),
+        ..Default::default()
+    };
+    f.orch.update("acl", change).await.unwrap();
+    let e = f.orch.registry().get(&name("acl")).unwrap();
+    assert_eq!(e.users, vec!["bob".to_string()]);
+    assert!(e.gateway_public);
+    assert_eq!(e.allowed_origins, vec!["https://app.example".to_string()]);
+    assert_eq!(f.rt.calls().len(), before, "no node should change");
+}
+
+#[tokio::test]
+async fn remove_needs_stop_or_force() {
+    let f = fixture().await;
+    f.orch.create(req("gone", 2)).await.unwrap();
+    f.orch.start("gone").await.unwrap();
+    let err = f.orch.remove("gone", false).await.unwrap_err();
+    assert!(
+        matches!(err, OrchestratorError::FailedPrecondition(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--force"));
+    assert_eq!(
+        f.rt.list_nodes().await.unwrap().len(),
+        2,
+        "nothing may change"
+    );
+    f.orch.remove("gone", true).await.unwrap();
+    assert!(f.rt.list_nodes().await.unwrap().is_empty());
+    assert!(f.store.get_network(&name("gone")).await.unwrap().is_none());
+    assert!(f.store.list_nodes(&name("gone")).await.unwrap().is_empty());
+    assert!(f.orch.registry().get(&name("gone")).is_none());
+
+    f.orch.create(req("tidy", 1)).await.unwrap();
+    f.orch.start("tidy").await.unwrap();
+    f.orch.stop("tidy").await.unwrap();
+    f.orch.remove("tidy", false).await.unwrap();
+}
+
+#[tokio::test]
+async fn recovery_adopts_running_nodes_and_removes_orphans() {
+    let f = fixture().await;
+    f.orch.create(req("keep", 3)).await.unwrap();
+    f.orch.start("keep").await.unwrap();
+    // A nexus-labelled network no record owns.
+    let key = SwarmKey::generate().unwrap();
+    let orphan =
+        crate::node::plan_network(&name("orphan"), 1, "img:1", Resources::default(), &key).unwrap();
+    f.rt.create_node(&orphan[0].0, &orphan[0].1).await.unwrap();
+    let calls_before = f.rt.calls().len();
+
+    // Drop the orchestrator without shutdown; a new one on the same store and runtime.
+    drop(f.orch);
+    let fresh = Orchestrator::new(f.store.clone(), f.rt.clone(), cfg(), Box::new(AllFree))
+        .await
+        .unwrap();
+    fresh.recover().await.unwrap();
+    let new_calls: Vec<String> = f.rt.calls()[calls_before..].to_vec();
+    assert!(
+        !new_calls.iter().any(|c| c.starts_with("create ")
+            || c.starts_with("start ")
+            || c.starts_with("update ")),
+        "running nodes must be adopted untouched: {new_calls:?}"
+    );
+    assert!(
+        new_calls.contains(&"remove-network orphan".to_string()),
+        "{new_calls:?}"
+    );
+    assert_eq!(
+        fresh.get("keep").await.unwrap().status,
+        NetworkStatus::Running
+    );
+    assert_eq!(fresh.registry().get(&name("keep")).unwrap().nodes.len(), 3);
+    // Ports recorded in the store are reserved: a new network gets other ones.
+    fresh.create(req("next", 1)).await.unwrap();
+    let next = fresh.start("next").await.unwrap();
+    let keep = fresh.get("keep").await.unwrap();
+    assert!(keep
+        .nodes
+        .iter()
+        .all(|n| n.ports.swarm != next.nodes[0].ports.swarm));
+}
+
+#[tokio::test]
+async fn a_dead_node_comes_back_and_a_crash_loop_fails_the_network() {
+    let mut c = cfg();
+    c.crash_limit = 3;
+    let f = fixture_with(c).await;
+    f.orch.create(req("phoenix", 2)).await.unwrap();
+    f.orch.start("phoenix").await.unwrap();
+    let runner = {
+        let o = f.orch.clone();
+        tokio::spawn(async move { o.run().await })
+    };
+    let victim = NodeRef {
+        network: name("phoenix"),
+        index: 1,
+    };
+    let up = |rt: Arc<MockRuntime>| async move {
+        rt.list_nodes()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.spec.node.index == 1 && r.state == NodeState::Running)
+    };
+    tokio::task::yield_now().await;
+    // Deaths 1 and 2: the reconciler restarts the node (after a short backoff).
+    for _ in 0..2 {
+        f.rt.kill(&victim);
+        let mut back = false;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if up(f.rt.clone()).await {
+                back = true;
+                break;
+            }
+        }
+        assert!(back, "dead node was not restarted");
+    }
+    // Death 3 within the window: the network fails with a reason and is left alone.
+    f.rt.kill(&victim);
+    let mut failed = false;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let v = f.orch.get("phoenix").await.unwrap();
+        if v.status == NetworkStatus::Failed {
+            let reason = v.status_reason.unwrap();
+            assert!(reason.contains("died 3 times"), "{reason}");
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "crash loop not detected");
+    runner.abort();
+    let rec = f
+        .store
+        .get_network(&name("phoenix"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.desired, DesiredState::Running);
+}
+
+#[tokio::test]
+async fn a_failed_scale_up_only_undoes_the_new_nodes() {
+    let f = fixture().await;
+    f.orch.create(req("grow", 2)).await.unwrap();
+    f.orch.start("grow").await.unwrap();
+    f.rt.fail_create(NodeRef {
+        network: name("grow"),
+        index: 3,
+    });
+    let up = UpdateNetwork {
+        replicas: Some(4),
+        ..Default::default()
+    };
+    let err = f.orch.update("grow", up).await.unwrap_err();
+    assert!(err.to_string().contains("node 3"), "{err}");
+    let left: Vec<u16> =
+        f.rt.list_nodes()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.spec.node.index)
+            .collect();
+    // The original nodes keep serving (re-created with the new peer list or not, they exist);
+    // node 2, made in the failed pass, is gone with its data.
+    assert!(left.contains(&0) && left.contains(&1), "{left:?}");
+    assert!(!left.contains(&2) && !left.contains(&3), "{left:?}");
+    assert!(
+        f.rt.calls().contains(&"remove nexus-grow-2".to_string()),
+        "{:?}",
+        f.rt.calls()
+    );
+    assert_eq!(f.orch.registry().get(&name("grow")).unwrap().nodes.len(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_restart_never_deletes_data() {
+    let f = fixture().await;
+    f.orch.create(req("precious", 2)).await.unwrap();
+    f.orch.start("precious").await.unwrap();
+    f.orch.stop("precious").await.unwrap();
+    f.rt.fail_create(NodeRef {
+        network: name("precious"),
+        index: 1,
+    });
+    assert!(f.orch.start("precious").await.is_err());
+    let calls = f.rt.calls();
+    assert!(
+        calls.contains(&"remove-container nexus-precious-0".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("remove nexus-precious")),
+        "{calls:?}"
+    );
+}
