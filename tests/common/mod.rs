@@ -91,6 +91,20 @@ pub async fn rpc(port: u16, path_and_query: &str) -> (u16, Bytes) {
     send(req).await
 }
 
+/// Like [`rpc`], but `None` when the node does not answer (for polling while nodes restart).
+pub async fn try_rpc(port: u16, path_and_query: &str) -> Option<(u16, Bytes)> {
+    let req = hyper::Request::post(format!("http://127.0.0.1:{port}/api/v0/{path_and_query}"))
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), client().request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, body))
+}
+
 async fn send(req: hyper::Request<Full<Bytes>>) -> (u16, Bytes) {
     let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
         .await
