@@ -484,6 +484,13 @@ async fn reopen_keeps_data_and_migrations_are_idempotent(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(applied, 1);
+    if db.kind == Kind::SqliteFile {
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(mode.to_ascii_lowercase(), "wal");
+    }
     raw.close().await.ok();
 }
 
