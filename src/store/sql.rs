@@ -161,17 +161,27 @@ pub fn redact_url(url: &str) -> String {
         return url.to_string();
     };
     let (head, rest) = url.split_at(scheme_end + 3);
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rfind('@') {
+    // The userinfo ends at the last `@` before the query: a password may hold an unencoded `/`
+    // or `@`; if the path held an `@`, we redact too much, never too little.
+    let (authority, tail) = match userinfo_end(rest) {
         Some(at) => {
-            let (userinfo, host) = authority.split_at(at);
-            match userinfo.find(':') {
-                Some(colon) => format!("{}:<redacted>{host}", &userinfo[..colon]),
-                None => authority.to_string(),
-            }
+            let (userinfo, after) = rest.split_at(at);
+            let userinfo = match userinfo.find(':') {
+                Some(colon) => format!("{}:<redacted>", &userinfo[..colon]),
+                None => userinfo.to_string(),
+            };
+            let host_end = after[1..]
+                .find(['/', '?', '#'])
+                .map_or(after.len(), |i| i + 1);
+            (
+                format!("{userinfo}{}", &after[..host_end]),
+                &after[host_end..],
+            )
         }
-        None => authority.to_string(),
+        None => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            (rest[..end].to_string(), &rest[end..])
+        }
     };
     let tail = match tail.find('?') {
         Some(q) => {
@@ -196,6 +206,11 @@ pub fn redact_url(url: &str) -> String {
     format!("{head}{authority}{tail}")
 }
 
+/// Where the userinfo of `rest` (the URL after `://`) ends: its last `@` before any `?`.
+fn userinfo_end(rest: &str) -> Option<usize> {
+    rest[..rest.find('?').unwrap_or(rest.len())].rfind('@')
+}
+
 /// Removes the URL's password from a driver message, in case a driver quotes the URL.
 fn scrub(detail: &str, url: &str) -> String {
     let mut out = detail.replace(url, &redact_url(url));
@@ -211,9 +226,8 @@ fn url_passwords(url: &str) -> Vec<String> {
     let mut found = Vec::new();
     if let Some(scheme_end) = url.find("://") {
         let rest = &url[scheme_end + 3..];
-        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-        if let Some(at) = authority.rfind('@') {
-            if let Some((_, pw)) = authority[..at].split_once(':') {
+        if let Some(at) = userinfo_end(rest) {
+            if let Some((_, pw)) = rest[..at].split_once(':') {
                 found.push(pw.to_string());
             }
         }
@@ -562,6 +576,15 @@ mod tests {
         assert_eq!(
             redact_url("postgres://u:pw@host"),
             "postgres://u:<redacted>@host"
+        );
+        // Unencoded `/` and `#` in the password.
+        assert_eq!(
+            redact_url("postgres://u:pa/ss#x@host:5432/db"),
+            "postgres://u:<redacted>@host:5432/db"
+        );
+        assert_eq!(
+            redact_url("postgres://:onlypw@host/db"),
+            "postgres://:<redacted>@host/db"
         );
     }
 
