@@ -547,3 +547,52 @@ async fn stats_report_real_use() {
     assert_eq!(stopped.uptime, None);
     assert_eq!(stopped.peer_count, None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_instances_nodes_are_invisible_and_untouchable() {
+    let net = unique_network("inst");
+    let _cleanup = Cleanup(net.to_string());
+    let mine = runtime_with(DockerRuntimeConfig {
+        instance: format!("a-{net}"),
+        ..Default::default()
+    })
+    .await;
+    let theirs = runtime_with(DockerRuntimeConfig {
+        instance: format!("b-{net}"),
+        ..Default::default()
+    })
+    .await;
+    let key = SwarmKey::generate().unwrap();
+    let plan = plan_network(&net, 1, &image(), small(), &key).unwrap();
+    let rec = mine.create_node(&plan[0].0, &plan[0].1).await.unwrap();
+
+    assert!(theirs
+        .list_nodes()
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.spec.node.network != net));
+    theirs.remove_network(&net).await.unwrap();
+    assert!(matches!(
+        theirs.create_node(&plan[0].0, &plan[0].1).await,
+        Err(RuntimeError::NameTaken { .. })
+    ));
+    assert!(matches!(
+        theirs.stop_node(&plan[0].0.node).await,
+        Err(RuntimeError::NameTaken { .. })
+    ));
+    // Still running, still listed by its owner.
+    assert_eq!(inspect(&rec.container_id, "{{.State.Status}}"), "running");
+    assert!(mine
+        .list_nodes()
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.spec.node.network == net));
+    let bad = nexus::node::DockerRuntime::connect(DockerRuntimeConfig {
+        instance: "Bad Name".into(),
+        ..Default::default()
+    })
+    .await;
+    assert!(matches!(bad, Err(RuntimeError::Spec(_))));
+}

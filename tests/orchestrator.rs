@@ -42,9 +42,21 @@ fn config(port_base: u16) -> OrchestratorConfig {
     }
 }
 
-async fn orchestrator(url: &str, port_base: u16) -> (Orchestrator, tokio::task::JoinHandle<()>) {
+async fn orchestrator(
+    url: &str,
+    port_base: u16,
+    instance: &str,
+) -> (Orchestrator, tokio::task::JoinHandle<()>) {
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(url).await.expect("store"));
-    let runtime: Arc<dyn NodeRuntime> = Arc::new(runtime().await);
+    // Its own owner scope: recovery removes unknown nexus nodes, but only of this instance,
+    // so the other tests sharing the Docker daemon are safe.
+    let runtime: Arc<dyn NodeRuntime> = Arc::new(
+        runtime_with(nexus::node::DockerRuntimeConfig {
+            instance: instance.to_owned(),
+            ..Default::default()
+        })
+        .await,
+    );
     let orch = Orchestrator::new(store, runtime, config(port_base), Box::new(BindProbe))
         .await
         .expect("orchestrator");
@@ -112,7 +124,8 @@ async fn scenario(url: &str, port_base: u16) {
     let net = unique_network("orch");
     let name = net.to_string();
     let _cleanup = Cleanup(name.clone());
-    let (orch, runner) = orchestrator(url, port_base).await;
+    let instance = format!("test-{name}");
+    let (orch, runner) = orchestrator(url, port_base, &instance).await;
 
     // Create and start three nodes: all ready, all meshed.
     orch.create(CreateNetwork {
@@ -145,7 +158,7 @@ async fn scenario(url: &str, port_base: u16) {
         .collect();
     runner.abort();
     drop(orch);
-    let (orch, runner) = orchestrator(url, port_base).await;
+    let (orch, runner) = orchestrator(url, port_base, &instance).await;
     assert_eq!(container_ids(&name), before, "containers were replaced");
     let after: Vec<String> = before
         .iter()

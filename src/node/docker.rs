@@ -26,7 +26,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::kubo_config::{self, BundleFile};
-use super::labels::{self, MANAGED};
+use super::labels::{self, INSTANCE};
 use super::rpc::KuboRpc;
 use super::runtime::{
     NodeEvent, NodeEventKind, NodePorts, NodeRecord, NodeRuntime, NodeState, NodeStats,
@@ -55,6 +55,10 @@ pub struct DockerRuntimeConfig {
     pub log_tail: usize,
     /// Docker's `PidsLimit` per node container.
     pub pids_limit: i64,
+    /// Owner scope: this runtime creates, lists, watches and removes only objects labelled
+    /// `io.nexus.instance=<instance>`, so several nexus installations (or test runs) can
+    /// share one Docker host without touching each other's nodes.
+    pub instance: String,
 }
 
 impl Default for DockerRuntimeConfig {
@@ -66,6 +70,7 @@ impl Default for DockerRuntimeConfig {
             private_host_ip: "127.0.0.1".into(),
             log_tail: 40,
             pids_limit: 4096,
+            instance: "default".into(),
         }
     }
 }
@@ -107,17 +112,6 @@ fn docker_err(e: DockerError) -> RuntimeError {
         },
         other => RuntimeError::Docker(other.to_string()),
     }
-}
-
-/// Docker filter selecting a network's nexus-managed objects.
-fn network_filter(network: &NetworkName) -> HashMap<String, Vec<String>> {
-    HashMap::from([(
-        "label".to_string(),
-        vec![
-            labels::managed_filter(),
-            format!("{}={network}", labels::NETWORK),
-        ],
-    )])
 }
 
 fn labels_of(info: &ContainerInspectResponse) -> HashMap<String, String> {
@@ -208,11 +202,46 @@ fn tar_of(files: &[BundleFile]) -> std::io::Result<Vec<u8>> {
 }
 
 impl DockerRuntime {
+    /// Whether a Docker object's labels say it is a node object of this instance.
+    fn ours(&self, labels: &HashMap<String, String>) -> bool {
+        labels::is_managed(labels) && labels.get(INSTANCE) == Some(&self.cfg.instance)
+    }
+
+    /// Adds this instance's owner label.
+    fn stamp(&self, mut labels: HashMap<String, String>) -> HashMap<String, String> {
+        labels.insert(INSTANCE.into(), self.cfg.instance.clone());
+        labels
+    }
+
+    /// Docker label filters selecting this instance's objects.
+    fn owner_labels(&self) -> Vec<String> {
+        vec![
+            labels::managed_filter(),
+            format!("{INSTANCE}={}", self.cfg.instance),
+        ]
+    }
+
+    /// Docker filter selecting one network's objects of this instance.
+    fn network_filter(&self, network: &NetworkName) -> HashMap<String, Vec<String>> {
+        let mut l = self.owner_labels();
+        l.push(format!("{}={network}", labels::NETWORK));
+        HashMap::from([("label".to_string(), l)])
+    }
+
     /// Connects to the local Docker daemon (honours `DOCKER_HOST`) and checks it answers.
     pub async fn connect(cfg: DockerRuntimeConfig) -> Result<Self> {
         let unavailable = |e: DockerError| RuntimeError::DockerUnavailable {
             detail: e.to_string(),
         };
+        let valid = !cfg.instance.is_empty()
+            && cfg.instance.len() <= 63
+            && cfg
+                .instance
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(RuntimeError::Spec(SpecError::BadName(cfg.instance.clone())));
+        }
         let docker = Docker::connect_with_defaults().map_err(unavailable)?;
         let docker = docker.negotiate_version().await.map_err(unavailable)?;
         docker.ping().await.map_err(unavailable)?;
@@ -266,7 +295,7 @@ impl DockerRuntime {
     /// Inspects a container by name: `None` if absent, an error if it exists but is not ours.
     async fn inspect_managed(&self, name: &str) -> Result<Option<ContainerInspectResponse>> {
         match self.docker.inspect_container(name, None).await {
-            Ok(info) if labels::is_managed(&labels_of(&info)) => Ok(Some(info)),
+            Ok(info) if self.ours(&labels_of(&info)) => Ok(Some(info)),
             Ok(_) => Err(RuntimeError::NameTaken { name: name.into() }),
             Err(e) if is_status(&e, 404) => Ok(None),
             Err(e) => Err(docker_err(e)),
@@ -284,7 +313,7 @@ impl DockerRuntime {
         let _guard = self.network_lock.lock().await;
         let name = network.docker_network();
         match self.docker.inspect_network(&name, None).await {
-            Ok(n) if n.labels.as_ref().is_some_and(labels::is_managed) => return Ok(false),
+            Ok(n) if n.labels.as_ref().is_some_and(|l| self.ours(l)) => return Ok(false),
             Ok(_) => return Err(RuntimeError::NameTaken { name }),
             Err(e) if is_status(&e, 404) => {}
             Err(e) => return Err(docker_err(e)),
@@ -292,7 +321,7 @@ impl DockerRuntime {
         let req = NetworkCreateRequest {
             name: name.clone(),
             driver: Some("bridge".into()),
-            labels: Some(labels::network_labels(network)),
+            labels: Some(self.stamp(labels::network_labels(network))),
             ..Default::default()
         };
         match self.docker.create_network(req).await {
@@ -307,7 +336,10 @@ impl DockerRuntime {
     async fn ensure_volume(&self, node: &NodeRef) -> Result<bool> {
         let name = node.volume_name();
         match self.docker.inspect_volume(&name).await {
-            Ok(v) if labels::node_ref_from_labels(&v.labels).ok().as_ref() == Some(node) => {
+            Ok(v)
+                if self.ours(&v.labels)
+                    && labels::node_ref_from_labels(&v.labels).ok().as_ref() == Some(node) =>
+            {
                 return Ok(false)
             }
             Ok(_) => return Err(RuntimeError::NameTaken { name }),
@@ -316,7 +348,7 @@ impl DockerRuntime {
         }
         let req = VolumeCreateRequest {
             name: Some(name),
-            labels: Some(labels::volume_labels(node)),
+            labels: Some(self.stamp(labels::volume_labels(node))),
             ..Default::default()
         };
         self.docker.create_volume(req).await.map_err(docker_err)?;
@@ -350,7 +382,7 @@ impl DockerRuntime {
             image: Some(spec.image.clone()),
             cmd: Some(kubo_config::daemon_command()),
             env: Some(kubo_config::container_env(spec)),
-            labels: Some(labels::node_labels(spec)),
+            labels: Some(self.stamp(labels::node_labels(spec))),
             hostname: Some(spec.node.container_name()),
             exposed_ports: Some(vec![
                 format!("{SWARM_PORT}/tcp"),
@@ -520,7 +552,7 @@ impl DockerRuntime {
         self.docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
-                filters: Some(network_filter(network)),
+                filters: Some(self.network_filter(network)),
                 ..Default::default()
             }))
             .await
@@ -535,7 +567,7 @@ impl DockerRuntime {
         }
         let name = network.docker_network();
         match self.docker.inspect_network(&name, None).await {
-            Ok(n) if n.labels.as_ref().is_some_and(labels::is_managed) => {
+            Ok(n) if n.labels.as_ref().is_some_and(|l| self.ours(l)) => {
                 match self.docker.remove_network(&name).await {
                     Ok(()) => Ok(()),
                     Err(e) if is_status(&e, 404) => Ok(()),
@@ -763,7 +795,7 @@ impl NodeRuntime for DockerRuntime {
         }
         let volume = node.volume_name();
         match self.docker.inspect_volume(&volume).await {
-            Ok(v) if labels::is_managed(&v.labels) => self.remove_volume(&volume).await?,
+            Ok(v) if self.ours(&v.labels) => self.remove_volume(&volume).await?,
             Ok(_) => return Err(RuntimeError::NameTaken { name: volume }),
             Err(e) if is_status(&e, 404) => {}
             Err(e) => return Err(docker_err(e)),
@@ -781,12 +813,12 @@ impl NodeRuntime for DockerRuntime {
         let volumes = self
             .docker
             .list_volumes(Some(ListVolumesOptions {
-                filters: Some(network_filter(network)),
+                filters: Some(self.network_filter(network)),
             }))
             .await
             .map_err(docker_err)?;
         for v in volumes.volumes.unwrap_or_default() {
-            if labels::is_managed(&v.labels) {
+            if self.ours(&v.labels) {
                 self.remove_volume(&v.name).await?;
             }
         }
@@ -837,7 +869,7 @@ impl NodeRuntime for DockerRuntime {
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
-        let filters = HashMap::from([("label".to_string(), vec![labels::managed_filter()])]);
+        let filters = HashMap::from([("label".to_string(), self.owner_labels())]);
         let containers = self
             .docker
             .list_containers(Some(ListContainersOptions {
@@ -855,7 +887,7 @@ impl NodeRuntime for DockerRuntime {
                 Err(e) if is_status(&e, 404) => continue, // removed meanwhile
                 Err(e) => return Err(docker_err(e)),
             };
-            if !labels::is_managed(&labels_of(&info)) {
+            if !self.ours(&labels_of(&info)) {
                 continue;
             }
             match self.record_from(info) {
@@ -954,7 +986,7 @@ impl NodeRuntime for DockerRuntime {
     fn watch(&self) -> BoxStream<'static, Result<NodeEvent>> {
         let filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
-            ("label".to_string(), vec![format!("{MANAGED}=true")]),
+            ("label".to_string(), self.owner_labels()),
             (
                 "event".to_string(),
                 vec!["start".into(), "die".into(), "oom".into()],
@@ -1054,7 +1086,7 @@ mod tests {
             NodeEventKind::Start
         );
         assert!(event_from(msg(attrs.clone(), "pause")).is_none());
-        attrs.remove(MANAGED);
+        attrs.remove(labels::MANAGED);
         assert!(event_from(msg(attrs, "die")).is_none());
     }
 }

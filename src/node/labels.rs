@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use super::spec::{NetworkName, NodeRef, NodeSpec, Peer, PortRequest, Resources, SpecError};
 
 pub const MANAGED: &str = "io.nexus.managed";
+/// Which nexus installation owns the object (several may share one Docker host).
+pub const INSTANCE: &str = "io.nexus.instance";
 pub const NETWORK: &str = "io.nexus.network";
 pub const INDEX: &str = "io.nexus.node-index";
 pub const PEER_ID: &str = "io.nexus.peer-id";
