@@ -64,7 +64,8 @@ impl std::fmt::Debug for SqlStore {
 impl SqlStore {
     /// Opens the store at `url` and brings its schema up to date.
     ///
-    /// URLs: `sqlite://path/to/nexus.db?mode=rwc` (the file is created if missing),
+    /// URLs: `sqlite://path/to/nexus.db` (the file is created if missing unless the URL gives
+    /// another `mode=`),
     /// `sqlite::memory:` (private to this store, gone when it is dropped), or
     /// `postgres://user:password@host:port/database`.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -101,8 +102,12 @@ impl SqlStore {
                 })
             });
         }
+        let connect_url = match backend {
+            Backend::Sqlite if !in_memory => sqlite_create_if_missing(url),
+            _ => Cow::Borrowed(url),
+        };
         let pool = options
-            .connect(url)
+            .connect(&connect_url)
             .await
             .map_err(|e| open_err(e.to_string()))?;
         if backend == Backend::Sqlite && !in_memory {
@@ -132,6 +137,17 @@ impl SqlStore {
     /// Closes every connection (waits for queries in flight). Dropping the store also closes it.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// A SQLite file URL that creates the file if missing: adds `mode=rwc` unless a mode is given.
+fn sqlite_create_if_missing(url: &str) -> Cow<'_, str> {
+    let query = url.split_once('?').map(|(_, q)| q);
+    let has_mode = query.is_some_and(|q| q.split('&').any(|p| p.starts_with("mode=")));
+    match (has_mode, query) {
+        (true, _) => Cow::Borrowed(url),
+        (false, Some(_)) => Cow::Owned(format!("{url}&mode=rwc")),
+        (false, None) => Cow::Owned(format!("{url}?mode=rwc")),
     }
 }
 
@@ -620,6 +636,37 @@ mod tests {
         let out = scrub(&msg, url);
         assert!(!out.contains("hunter22"), "{out}");
         assert!(out.contains("postgres://u:<redacted>@host/db"), "{out}");
+    }
+
+    #[test]
+    fn sqlite_files_are_created_unless_a_mode_is_given() {
+        assert_eq!(
+            sqlite_create_if_missing("sqlite:///d/n.db"),
+            "sqlite:///d/n.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_create_if_missing("sqlite://n.db?cache=shared"),
+            "sqlite://n.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            sqlite_create_if_missing("sqlite://n.db?mode=ro"),
+            "sqlite://n.db?mode=ro"
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_is_created_without_mode_parameter() {
+        let dir = std::env::temp_dir().join(format!("nexus-sql-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fresh.db");
+        let _ = std::fs::remove_file(&path);
+        let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        assert!(store.list_networks().await.unwrap().is_empty());
+        store.close().await;
+        assert!(path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
