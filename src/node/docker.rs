@@ -29,8 +29,8 @@ use super::kubo_config::{self, BundleFile};
 use super::labels::{self, INSTANCE};
 use super::rpc::KuboRpc;
 use super::runtime::{
-    NodeEvent, NodeEventKind, NodePorts, NodeRecord, NodeRuntime, NodeState, NodeStats,
-    NotReadyReason, Result, RuntimeError,
+    NodeDiagnostics, NodeEvent, NodeEventKind, NodePorts, NodeRecord, NodeRuntime, NodeState,
+    NodeStats, NotReadyReason, Result, RuntimeError,
 };
 use super::spec::{
     NetworkName, NodeRef, NodeSecrets, NodeSpec, SpecError, API_PORT, GATEWAY_PORT, SWARM_PORT,
@@ -452,10 +452,13 @@ impl DockerRuntime {
                 state.status,
                 Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
             );
-            if exited || state.restarting == Some(true) || restarts > initial {
-                return Err(self
-                    .not_ready(node, NotReadyReason::Exited(state.exit_code.unwrap_or(-1)))
-                    .await);
+            if exited || state.restarting == Some(true) {
+                let reason = NotReadyReason::Exited(state.exit_code.unwrap_or(-1));
+                return Err(self.not_ready(node, reason).await);
+            }
+            if restarts > initial {
+                let reason = NotReadyReason::Restarted(restarts - initial);
+                return Err(self.not_ready(node, reason).await);
             }
             if state.running == Some(true) {
                 if let Some(port) = host_port(&info, API_PORT) {
@@ -691,15 +694,15 @@ impl DockerRuntime {
         self.wait_ready(&spec.node, &spec.peer_id).await
     }
 
-    /// Bytes used under the repo path, measured inside the running container.
-    async fn disk_used(&self, name: &str) -> Option<u64> {
+    /// Runs a command in a running container and returns its stdout (`None` on any failure).
+    async fn exec_output(&self, name: &str, cmd: Vec<&str>) -> Option<String> {
         use bollard::exec::{CreateExecOptions, StartExecResults};
         let exec = self
             .docker
             .create_exec(
                 name,
                 CreateExecOptions {
-                    cmd: Some(vec!["du", "-s", "-k", REPO_PATH]),
+                    cmd: Some(cmd),
                     attach_stdout: Some(true),
                     attach_stderr: Some(false),
                     ..Default::default()
@@ -715,9 +718,31 @@ impl DockerRuntime {
         let mut text = String::new();
         while let Some(Ok(chunk)) = output.next().await {
             text.push_str(&chunk.to_string());
+            if text.len() > 4 << 20 {
+                return None;
+            }
         }
+        Some(text)
+    }
+
+    /// Bytes used under the repo path, measured inside the running container.
+    async fn disk_used(&self, name: &str) -> Option<u64> {
+        let text = self
+            .exec_output(name, vec!["du", "-s", "-k", REPO_PATH])
+            .await?;
         let kib: u64 = text.split_whitespace().next()?.parse().ok()?;
         Some(kib * 1024)
+    }
+
+    /// kubo's config file with the private key removed.
+    async fn public_config(&self, name: &str) -> Option<serde_json::Value> {
+        let path = format!("{REPO_PATH}/config");
+        let text = self.exec_output(name, vec!["cat", &path]).await?;
+        let mut config: serde_json::Value = serde_json::from_str(&text).ok()?;
+        if let Some(identity) = config.get_mut("Identity").and_then(|i| i.as_object_mut()) {
+            identity.remove("PrivKey");
+        }
+        Some(config)
     }
 }
 
@@ -981,6 +1006,30 @@ impl NodeRuntime for DockerRuntime {
             });
         }
         Ok(stats)
+    }
+
+    async fn node_diagnostics(&self, node: &NodeRef) -> Result<NodeDiagnostics> {
+        let info = self.inspect_node(node).await?;
+        let name = node.container_name();
+        let running = info.state.as_ref().and_then(|s| s.running) == Some(true);
+        let mut d = NodeDiagnostics {
+            state: Some(state_of(&info)),
+            logs: self.log_tail(&name).await,
+            ..Default::default()
+        };
+        if running {
+            d.config = self.public_config(&name).await;
+            if let Some(port) = host_port(&info, API_PORT) {
+                let addr = SocketAddr::new(self.private_connect_ip(), port);
+                d.peers = self.rpc.swarm_peers(addr).await.ok().map(|conns| {
+                    let mut ids: Vec<String> = conns.into_iter().map(|c| c.peer).collect();
+                    ids.sort();
+                    ids.dedup();
+                    ids
+                });
+            }
+        }
+        Ok(d)
     }
 
     fn watch(&self) -> BoxStream<'static, Result<NodeEvent>> {

@@ -12,8 +12,8 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::runtime::{
-    NodeEvent, NodeEventKind, NodePorts, NodeRecord, NodeRuntime, NodeState, NodeStats,
-    NotReadyReason, Result, RuntimeError,
+    NodeDiagnostics, NodeEvent, NodeEventKind, NodePorts, NodeRecord, NodeRuntime, NodeState,
+    NodeStats, NotReadyReason, Result, RuntimeError,
 };
 use super::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, SpecError};
 
@@ -206,6 +206,20 @@ impl NodeRuntime for MockRuntime {
             memory_limit_bytes: r.spec.resources.memory_bytes,
             peer_count: running.then_some(r.spec.peers.len()),
             ..Default::default()
+        })
+    }
+
+    async fn node_diagnostics(&self, node: &NodeRef) -> Result<NodeDiagnostics> {
+        let st = self.lock();
+        let r = st
+            .nodes
+            .get(node)
+            .ok_or_else(|| RuntimeError::NotFound { node: node.clone() })?;
+        Ok(NodeDiagnostics {
+            state: Some(r.state),
+            logs: format!("mock: {} runs as {}\n", node, r.spec.peer_id),
+            peers: Some(r.spec.peers.iter().map(|p| p.peer_id.clone()).collect()),
+            config: None,
         })
     }
 

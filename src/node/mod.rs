@@ -21,8 +21,8 @@ pub mod swarm_key;
 pub use docker::{DockerRuntime, DockerRuntimeConfig};
 pub use identity::NodeIdentity;
 pub use runtime::{
-    NodeEvent, NodeEventKind, NodePorts, NodeRecord, NodeRuntime, NodeState, NodeStats,
-    RuntimeError,
+    NodeDiagnostics, NodeEvent, NodeEventKind, NodePorts, NodeRecord, NodeRuntime, NodeState,
+    NodeStats, RuntimeError,
 };
 pub use spec::{
     plan_network, NetworkName, NodeRef, NodeSecrets, NodeSpec, Peer, PortRequest, Resources,

@@ -63,6 +63,18 @@ pub struct NodeStats {
     pub peer_count: Option<usize>,
 }
 
+/// What an operator needs to see why a node misbehaves. Never carries a secret.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NodeDiagnostics {
+    pub state: Option<NodeState>,
+    /// The container's last log lines (stdout and stderr).
+    pub logs: String,
+    /// Distinct peer ids it is connected to (`None` when the RPC API did not answer).
+    pub peers: Option<Vec<String>>,
+    /// kubo's config file with `Identity.PrivKey` removed (`None` when not running).
+    pub config: Option<serde_json::Value>,
+}
+
 /// What happened to a node container.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -85,7 +97,12 @@ pub struct NodeEvent {
 pub enum NotReadyReason {
     Timeout(Duration),
     Exited(i64),
-    WrongPeer { expected: String, got: String },
+    /// It exited and Docker's restart policy already started it again (the exit code is gone).
+    Restarted(i64),
+    WrongPeer {
+        expected: String,
+        got: String,
+    },
 }
 
 impl std::fmt::Display for NotReadyReason {
@@ -93,6 +110,7 @@ impl std::fmt::Display for NotReadyReason {
         match self {
             Self::Timeout(d) => write!(f, "its RPC API did not answer within {d:?}"),
             Self::Exited(code) => write!(f, "its container exited with code {code}"),
+            Self::Restarted(n) => write!(f, "its container exited and was restarted {n} time(s)"),
             Self::WrongPeer { expected, got } => {
                 write!(f, "it runs as peer {got}, not the expected {expected}")
             }
@@ -169,6 +187,8 @@ pub trait NodeRuntime: Send + Sync {
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
     /// Resource use of one node.
     async fn node_stats(&self, node: &NodeRef) -> Result<NodeStats>;
+    /// State, last log lines, peers and config (without secrets) of one node.
+    async fn node_diagnostics(&self, node: &NodeRef) -> Result<NodeDiagnostics>;
     /// Start, die and OOM events of nexus-managed containers from the moment this is called
     /// (to the second), whenever the stream is first polled.
     fn watch(&self) -> BoxStream<'static, Result<NodeEvent>>;

@@ -148,6 +148,17 @@ pub struct NodeView {
     pub last_error: Option<String>,
 }
 
+/// One node's diagnostics: what the store knows plus what the runtime shows. No secrets.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeDiagnosis {
+    pub index: u16,
+    pub peer_id: String,
+    pub ports: StoredPorts,
+    pub last_error: Option<String>,
+    /// `None` when the node has no container (stopped network, failed start).
+    pub runtime: Option<crate::node::NodeDiagnostics>,
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -445,6 +456,35 @@ impl Orchestrator {
                 Err(RuntimeError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+        Ok(out)
+    }
+
+    /// Per node: status, last log lines, peers and kubo config without secrets.
+    pub async fn diagnostics(&self, name: &str) -> Result<Vec<NodeDiagnosis>> {
+        let name = Self::parse_name(name)?;
+        let rec = self.record(&name).await?;
+        let mut out = Vec::new();
+        for row in self.inner.store.list_nodes(&name).await? {
+            if row.index >= rec.replicas {
+                continue;
+            }
+            let node = NodeRef {
+                network: name.clone(),
+                index: row.index,
+            };
+            let runtime = match self.inner.runtime.node_diagnostics(&node).await {
+                Ok(d) => Some(d),
+                Err(RuntimeError::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+            out.push(NodeDiagnosis {
+                index: row.index,
+                peer_id: row.identity.peer_id().to_base58(),
+                ports: row.ports,
+                last_error: row.last_error,
+                runtime,
+            });
         }
         Ok(out)
     }

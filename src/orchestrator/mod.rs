@@ -14,8 +14,8 @@ pub mod ports;
 pub mod registry;
 
 pub use controller::{
-    CreateNetwork, NetworkView, NodeView, Orchestrator, OrchestratorConfig, OrchestratorError,
-    UpdateNetwork,
+    CreateNetwork, NetworkView, NodeDiagnosis, NodeView, Orchestrator, OrchestratorConfig,
+    OrchestratorError, UpdateNetwork,
 };
 
 #[cfg(test)]

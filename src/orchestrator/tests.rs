@@ -524,3 +524,29 @@ async fn a_failed_restart_never_deletes_data() {
         "{calls:?}"
     );
 }
+
+#[tokio::test]
+async fn diagnostics_show_each_node_without_secrets() {
+    let f = fixture().await;
+    f.orch.create(req("diag", 2)).await.unwrap();
+    f.orch.start("diag").await.unwrap();
+    let d = f.orch.diagnostics("diag").await.unwrap();
+    assert_eq!(d.len(), 2);
+    assert_eq!(
+        d[0].runtime.as_ref().unwrap().peers.as_ref().unwrap(),
+        &vec![d[1].peer_id.clone()]
+    );
+    let text = serde_json::to_string(&d).unwrap();
+    let rows = f.store.list_nodes(&name("diag")).await.unwrap();
+    let key = f.orch.swarm_key("diag").await.unwrap().to_file_contents();
+    assert!(!text.contains(&rows[0].identity.kubo_private_key().unwrap()));
+    assert!(!text.contains(key.lines().nth(2).unwrap()));
+    f.orch.stop("diag").await.unwrap();
+    assert!(f
+        .orch
+        .diagnostics("diag")
+        .await
+        .unwrap()
+        .iter()
+        .all(|n| n.runtime.is_none()));
+}
