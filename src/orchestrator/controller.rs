@@ -830,7 +830,7 @@ impl Orchestrator {
     }
 
     /// Records a node's death; returns the reason if it now dies too often.
-    fn record_death(&self, node: &NodeRef) -> Option<String> {
+    pub(super) fn record_death(&self, node: &NodeRef) -> Option<String> {
         let cfg = &self.inner.cfg;
         let mut crashes = lock(&self.inner.crashes);
         let c = crashes.entry(node.clone()).or_default();
@@ -850,7 +850,7 @@ impl Orchestrator {
     }
 
     /// How long to wait before restarting a node that died recently (`None`: now).
-    fn restart_delay(&self, node: &NodeRef) -> Option<Duration> {
+    pub(super) fn restart_delay(&self, node: &NodeRef) -> Option<Duration> {
         let cfg = &self.inner.cfg;
         let crashes = lock(&self.inner.crashes);
         let c = crashes.get(node)?;

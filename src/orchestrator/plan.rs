@@ -41,7 +41,7 @@ pub fn desired_nodes(
                 network: network.name.clone(),
                 index: row.index,
             };
-            let peers = wanted
+            let mut peers: Vec<Peer> = wanted
                 .iter()
                 .filter(|o| o.index != row.index)
                 .map(|o| Peer {
@@ -53,6 +53,11 @@ pub fn desired_nodes(
                     .internal_multiaddr(),
                 })
                 .collect();
+            // The operator's extra peers outside nexus (validated when they entered).
+            peers.extend(network.bootstrap_peers.iter().filter_map(|full| {
+                let (addr, id) = full.rsplit_once("/p2p/")?;
+                Peer::new(id, addr).ok()
+            }));
             let spec = NodeSpec {
                 node,
                 image: image.to_owned(),
@@ -235,6 +240,21 @@ mod tests {
                 .iter()
                 .all(|p| p.peer_id != rows[3].identity.peer_id().to_base58()));
             assert_eq!(spec.ports.api, rows[spec.node.index as usize].ports.api);
+        }
+    }
+
+    #[test]
+    fn extra_bootstrap_peers_reach_every_node() {
+        let outside = NodeIdentity::generate().peer_id().to_base58();
+        let mut net = record(2);
+        net.bootstrap_peers = vec![format!("/ip4/203.0.113.9/tcp/4001/p2p/{outside}")];
+        for (spec, _) in desired_nodes(&net, &rows(&net, 2), "img:1") {
+            spec.validate().unwrap();
+            assert_eq!(spec.peers.len(), 2);
+            assert!(spec
+                .peers
+                .iter()
+                .any(|p| p.peer_id == outside && p.addr == "/ip4/203.0.113.9/tcp/4001"));
         }
     }
 

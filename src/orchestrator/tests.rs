@@ -550,3 +550,28 @@ async fn diagnostics_show_each_node_without_secrets() {
         .iter()
         .all(|n| n.runtime.is_none()));
 }
+
+#[tokio::test]
+async fn restart_backoff_doubles_and_is_capped() {
+    let mut c = cfg();
+    c.restart_backoff = Duration::from_secs(10);
+    c.restart_backoff_max = Duration::from_secs(35);
+    c.crash_limit = 100;
+    let f = fixture_with(c).await;
+    let node = NodeRef {
+        network: name("bo"),
+        index: 0,
+    };
+    assert_eq!(
+        f.orch.restart_delay(&node),
+        None,
+        "never died: restart at once"
+    );
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        assert!(f.orch.record_death(&node).is_none());
+        // Rounded to seconds: the delay is measured from "now".
+        delays.push(f.orch.restart_delay(&node).unwrap().as_secs_f64().round() as u64);
+    }
+    assert_eq!(delays, vec![10, 20, 35, 35]);
+}
