@@ -21,6 +21,8 @@ use super::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, SpecError};
 struct State {
     nodes: BTreeMap<NodeRef, NodeRecord>,
     fail_create: HashSet<NodeRef>,
+    /// Calls (by prefix, e.g. `list`) that fail once as if Docker were unreachable.
+    fail_once: Vec<String>,
     next_id: u64,
     calls: Vec<String>,
 }
@@ -50,6 +52,12 @@ impl MockRuntime {
         self.lock().fail_create.insert(node);
     }
 
+    /// Makes the next call whose name starts with `prefix` (`list`, `remove-container …`) fail
+    /// as if the Docker daemon were briefly unreachable.
+    pub fn fail_once(&self, prefix: &str) {
+        self.lock().fail_once.push(prefix.to_owned());
+    }
+
     /// The runtime methods called so far, e.g. `create nexus-a-0`.
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
@@ -68,6 +76,20 @@ impl MockRuntime {
                 time: 0,
             });
         }
+    }
+
+    fn injected(st: &mut State, call: &str) -> Result<()> {
+        if let Some(i) = st
+            .fail_once
+            .iter()
+            .position(|p| call.starts_with(p.as_str()))
+        {
+            st.fail_once.remove(i);
+            return Err(RuntimeError::DockerUnavailable {
+                detail: format!("mock: injected failure of `{call}`"),
+            });
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -152,8 +174,9 @@ impl NodeRuntime for MockRuntime {
 
     async fn remove_container(&self, node: &NodeRef) -> Result<()> {
         let mut st = self.lock();
-        st.calls
-            .push(format!("remove-container {}", node.container_name()));
+        let call = format!("remove-container {}", node.container_name());
+        Self::injected(&mut st, &call)?;
+        st.calls.push(call);
         st.nodes.remove(node);
         Ok(())
     }
@@ -192,7 +215,9 @@ impl NodeRuntime for MockRuntime {
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
-        Ok(self.lock().nodes.values().cloned().collect())
+        let mut st = self.lock();
+        Self::injected(&mut st, "list")?;
+        Ok(st.nodes.values().cloned().collect())
     }
 
     async fn node_stats(&self, node: &NodeRef) -> Result<NodeStats> {

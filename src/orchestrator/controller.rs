@@ -170,6 +170,32 @@ fn invalid(e: impl std::fmt::Display) -> OrchestratorError {
     OrchestratorError::Invalid(e.to_string())
 }
 
+/// Why a reconcile pass stopped early.
+enum PassError {
+    /// The operator must act (a node would not start, ports ran out): the network fails.
+    Fatal(String),
+    /// Docker or the store hiccuped: keep the status, retry on the next event or resync.
+    Transient(OrchestratorError),
+}
+
+impl From<OrchestratorError> for PassError {
+    fn from(e: OrchestratorError) -> Self {
+        Self::Transient(e)
+    }
+}
+
+impl From<RuntimeError> for PassError {
+    fn from(e: RuntimeError) -> Self {
+        Self::Transient(e.into())
+    }
+}
+
+impl From<StoreError> for PassError {
+    fn from(e: StoreError) -> Self {
+        Self::Transient(e.into())
+    }
+}
+
 /// Recent deaths of one node.
 #[derive(Default)]
 struct Crashes {
@@ -576,7 +602,11 @@ impl Orchestrator {
         }
         let (status, reason) = match self.reconcile_once(&mut rec).await {
             Ok(status) => (status, None),
-            Err(reason) => (NetworkStatus::Failed, Some(reason)),
+            Err(PassError::Fatal(reason)) => (NetworkStatus::Failed, Some(reason)),
+            Err(PassError::Transient(e)) => {
+                tracing::warn!(network = %name, error = %e, "reconcile interrupted; will retry");
+                return Err(e);
+            }
         };
         let observed = self.observe(name).await?;
         rec.status = status;
@@ -629,15 +659,15 @@ impl Orchestrator {
     }
 
     /// One pass: store rows and ports, plan, act. `Err` is the reason the network failed.
-    async fn reconcile_once(&self, rec: &mut NetworkRecord) -> Result<NetworkStatus, String> {
+    async fn reconcile_once(&self, rec: &mut NetworkRecord) -> Result<NetworkStatus, PassError> {
         let name = rec.name.clone();
         let store = &self.inner.store;
         let runtime = &self.inner.runtime;
-        let mut rows = store.list_nodes(&name).await.map_err(|e| e.to_string())?;
+        let mut rows = store.list_nodes(&name).await?;
         for index in 0..rec.replicas {
             if !rows.iter().any(|r| r.index == index) {
                 let row = new_row(&name, index);
-                store.put_node(&row).await.map_err(|e| e.to_string())?;
+                store.put_node(&row).await?;
                 rows.push(row);
             }
         }
@@ -655,27 +685,27 @@ impl Orchestrator {
                         row.ports = ports;
                         allocated.push(row.index);
                         if let Err(e) = store.put_node(row).await {
-                            failure = Some(e.to_string());
+                            failure = Some(PassError::Transient(e.into()));
                             break;
                         }
                     }
                     Err(e) => {
-                        failure = Some(e.to_string());
+                        failure = Some(PassError::Fatal(e.to_string()));
                         break;
                     }
                 }
             }
-            if let Some(reason) = failure {
+            if let Some(failure) = failure {
                 // Give back what this pass took; nothing was started yet.
                 for row in rows.iter_mut().filter(|r| allocated.contains(&r.index)) {
                     lock(&self.inner.ports).release(&row.ports);
                     row.ports = StoredPorts::default();
                     let _ = store.put_node(row).await;
                 }
-                return Err(reason);
+                return Err(failure);
             }
         }
-        let observed = self.observe(&name).await.map_err(|e| e.to_string())?;
+        let observed = self.observe(&name).await?;
         // Before acting: was anything of this network running, and which nodes ever had a
         // container (their volumes hold data that a rollback must keep)?
         let fresh_start = observed.is_empty();
@@ -697,30 +727,21 @@ impl Orchestrator {
         for action in &actions {
             match *action {
                 Action::Remove { index } => {
-                    runtime
-                        .remove_node(&node(index))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    runtime.remove_node(&node(index)).await?;
                     if let Some(row) = rows.iter().find(|r| r.index == index) {
                         lock(&self.inner.ports).release(&row.ports);
                     }
                     if index >= rec.replicas {
-                        store
-                            .delete_node(&name, index)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        store.delete_node(&name, index).await?;
                     }
                 }
                 Action::Stop { index } => {
-                    runtime
-                        .remove_container(&node(index))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    runtime.remove_container(&node(index)).await?;
                     if let Some(row) = rows.iter_mut().find(|r| r.index == index) {
                         // `container_id` stays: it records that this node has data.
                         lock(&self.inner.ports).release(&row.ports);
                         row.ports = StoredPorts::default();
-                        store.put_node(row).await.map_err(|e| e.to_string())?;
+                        store.put_node(row).await?;
                     }
                 }
                 Action::Start { index } => {
@@ -736,7 +757,9 @@ impl Orchestrator {
                     if let Some((spec, secrets)) = find(index) {
                         match runtime.update_node(spec, secrets).await {
                             Ok(r) => self.note_container(&mut rows, index, &r.container_id).await,
-                            Err(e) => return Err(format!("updating node {index}: {e}")),
+                            Err(e) => {
+                                return Err(PassError::Fatal(format!("updating node {index}: {e}")))
+                            }
                         }
                     }
                 }
@@ -771,10 +794,10 @@ impl Orchestrator {
                 };
                 self.roll_back(&name, &mut rows, &undo, &had_container)
                     .await;
-                return Err(reason);
+                return Err(PassError::Fatal(reason));
             }
         }
-        let observed = self.observe(&name).await.map_err(|e| e.to_string())?;
+        let observed = self.observe(&name).await?;
         Ok(observed_status(rec.desired, &specs, &observed))
     }
 

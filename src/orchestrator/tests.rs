@@ -575,3 +575,25 @@ async fn restart_backoff_doubles_and_is_capped() {
     }
     assert_eq!(delays, vec![10, 20, 35, 35]);
 }
+
+#[tokio::test]
+async fn a_docker_hiccup_is_retried_not_a_failure() {
+    let f = fixture().await;
+    f.orch.create(req("hiccup", 2)).await.unwrap();
+    f.orch.start("hiccup").await.unwrap();
+    f.rt.fail_once("remove-container nexus-hiccup-1");
+    let err = f.orch.stop("hiccup").await.unwrap_err();
+    assert!(matches!(err, OrchestratorError::Runtime(_)), "{err}");
+    let rec = f.store.get_network(&name("hiccup")).await.unwrap().unwrap();
+    assert_ne!(
+        rec.status,
+        NetworkStatus::Failed,
+        "a transient error must not fail the network"
+    );
+    // The next reconcile (event, resync, or the operator's retry) finishes the job.
+    assert_eq!(
+        f.orch.reconcile(&name("hiccup")).await.unwrap(),
+        NetworkStatus::Stopped
+    );
+    assert!(f.rt.list_nodes().await.unwrap().is_empty());
+}
