@@ -996,14 +996,7 @@ impl NodeRuntime for DockerRuntime {
         stats.disk_used_bytes = self.disk_used(&name).await;
         if let Some(port) = host_port(&info, API_PORT) {
             let addr = SocketAddr::new(self.private_connect_ip(), port);
-            // `swarm/peers` lists connections; two nodes that dial each other at once have two.
-            stats.peer_count = self.rpc.swarm_peers(addr).await.ok().map(|conns| {
-                conns
-                    .iter()
-                    .map(|c| c.peer.as_str())
-                    .collect::<std::collections::HashSet<_>>()
-                    .len()
-            });
+            stats.peer_count = self.rpc.peer_ids(addr).await.ok().map(|ids| ids.len());
         }
         Ok(stats)
     }
@@ -1021,12 +1014,7 @@ impl NodeRuntime for DockerRuntime {
             d.config = self.public_config(&name).await;
             if let Some(port) = host_port(&info, API_PORT) {
                 let addr = SocketAddr::new(self.private_connect_ip(), port);
-                d.peers = self.rpc.swarm_peers(addr).await.ok().map(|conns| {
-                    let mut ids: Vec<String> = conns.into_iter().map(|c| c.peer).collect();
-                    ids.sort();
-                    ids.dedup();
-                    ids
-                });
+                d.peers = self.rpc.peer_ids(addr).await.ok();
             }
         }
         Ok(d)

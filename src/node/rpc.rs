@@ -101,6 +101,20 @@ impl KuboRpc {
         serde_json::from_slice(&body).map_err(|e| RpcError::Json(e.to_string()))
     }
 
+    /// Distinct connected peer ids, sorted. `swarm/peers` lists connections, and two nodes
+    /// that dial each other at once have two.
+    pub async fn peer_ids(&self, addr: SocketAddr) -> Result<Vec<String>, RpcError> {
+        let mut ids: Vec<String> = self
+            .swarm_peers(addr)
+            .await?
+            .into_iter()
+            .map(|c| c.peer)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
     pub async fn swarm_peers(&self, addr: SocketAddr) -> Result<Vec<PeerEntry>, RpcError> {
         let body = self.post(addr, "swarm/peers").await?;
         let parsed: PeersResponse =

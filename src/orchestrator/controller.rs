@@ -600,15 +600,19 @@ impl Orchestrator {
             self.publish(&rec, &self.observe(name).await?);
             return Ok(NetworkStatus::Failed);
         }
-        let (status, reason) = match self.reconcile_once(&mut rec).await {
-            Ok(status) => (status, None),
-            Err(PassError::Fatal(reason)) => (NetworkStatus::Failed, Some(reason)),
+        let (status, reason, observed) = match self.reconcile_once(&mut rec).await {
+            Ok((status, observed)) => (status, None, observed),
+            // The rollback changed what runs: look again.
+            Err(PassError::Fatal(reason)) => (
+                NetworkStatus::Failed,
+                Some(reason),
+                self.observe(name).await?,
+            ),
             Err(PassError::Transient(e)) => {
                 tracing::warn!(network = %name, error = %e, "reconcile interrupted; will retry");
                 return Err(e);
             }
         };
-        let observed = self.observe(name).await?;
         rec.status = status;
         rec.status_reason = reason;
         match status {
@@ -659,7 +663,11 @@ impl Orchestrator {
     }
 
     /// One pass: store rows and ports, plan, act. `Err` is the reason the network failed.
-    async fn reconcile_once(&self, rec: &mut NetworkRecord) -> Result<NetworkStatus, PassError> {
+    /// On success, also returns what it observed last, so the caller need not list again.
+    async fn reconcile_once(
+        &self,
+        rec: &mut NetworkRecord,
+    ) -> Result<(NetworkStatus, Vec<NodeRecord>), PassError> {
         let name = rec.name.clone();
         let store = &self.inner.store;
         let runtime = &self.inner.runtime;
@@ -798,7 +806,7 @@ impl Orchestrator {
             }
         }
         let observed = self.observe(&name).await?;
-        Ok(observed_status(rec.desired, &specs, &observed))
+        Ok((observed_status(rec.desired, &specs, &observed), observed))
     }
 
     /// Undoes a start that failed part-way for the nodes `undo`: removes their containers (and
