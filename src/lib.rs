@@ -1,4 +1,5 @@
 //! nexus: an orchestrator for private IPFS (kubo) networks.
+pub mod api;
 pub mod node;
 pub mod orchestrator;
 pub mod store;

@@ -161,6 +161,8 @@ fn full_record(n: &str) -> NetworkRecord {
             "/ip4/203.0.113.7/tcp/4001/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"
                 .into(),
         ],
+        api_allow: vec!["key/list".into(), "\"quoted\"".into()],
+        api_deny: vec!["pin/rm".into()],
         desired: DesiredState::Stopped,
         status: NetworkStatus::Degraded,
         status_reason: Some("node 2: exited with 137 (OOM) — 'quoted'".into()),
@@ -181,6 +183,8 @@ fn plain_record(n: &str) -> NetworkRecord {
         allowed_origins: vec![],
         swarm_key: SwarmKey::generate().expect("key"),
         bootstrap_peers: vec![],
+        api_allow: vec![],
+        api_deny: vec![],
         desired: DesiredState::Running,
         status: NetworkStatus::Pending,
         status_reason: None,

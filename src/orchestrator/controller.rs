@@ -78,16 +78,22 @@ pub struct CreateNetwork {
     /// A swarm key in kubo's file format; generated when absent.
     pub swarm_key: Option<String>,
     pub bootstrap_peers: Vec<String>,
+    pub api_allow: Vec<String>,
+    pub api_deny: Vec<String>,
 }
 
 /// Changes to an existing network; `None` leaves a field as it is.
 #[derive(Clone, Debug, Default)]
 pub struct UpdateNetwork {
     pub replicas: Option<u16>,
-    pub resources: Option<Resources>,
+    pub cpu_millis: Option<u32>,
+    pub memory_bytes: Option<u64>,
+    pub disk_bytes: Option<u64>,
     pub users: Option<Vec<String>>,
     pub gateway_public: Option<bool>,
     pub allowed_origins: Option<Vec<String>>,
+    pub api_allow: Option<Vec<String>>,
+    pub api_deny: Option<Vec<String>>,
 }
 
 /// Errors of orchestrator operations; each maps to one gRPC status class.
@@ -130,6 +136,8 @@ pub struct NetworkView {
     pub gateway_public: bool,
     pub allowed_origins: Vec<String>,
     pub bootstrap_peers: Vec<String>,
+    pub api_allow: Vec<String>,
+    pub api_deny: Vec<String>,
     pub desired: DesiredState,
     pub status: NetworkStatus,
     pub status_reason: Option<String>,
@@ -317,6 +325,31 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// kubo RPC command paths for the delegator's policy: `pin/ls`, `key` (a command and its
+    /// subcommands); lowercase letters, digits and `-`, segments joined by `/`.
+    fn check_commands(field: &str, commands: &[String]) -> Result<()> {
+        if commands.len() > 256 {
+            return Err(invalid(format!("{field}: at most 256 commands")));
+        }
+        for c in commands {
+            let ok = !c.is_empty()
+                && c.len() <= 64
+                && c.split('/').all(|seg| {
+                    !seg.is_empty()
+                        && seg
+                            .chars()
+                            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+                });
+            if !ok {
+                return Err(invalid(format!(
+                    "{field}: `{}` is not a kubo RPC command path; write it like `pin/ls` or `key` (no /api/v0/ prefix)",
+                    c.chars().take(60).collect::<String>()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Records a new network (stopped) with fresh node identities. Changes nothing on error.
     pub async fn create(&self, req: CreateNetwork) -> Result<NetworkView> {
         let name = Self::parse_name(&req.name)?;
@@ -325,6 +358,8 @@ impl Orchestrator {
         resources.validate().map_err(invalid)?;
         Self::check_users(&req.users)?;
         Self::check_origins(&req.allowed_origins)?;
+        Self::check_commands("api_allow", &req.api_allow)?;
+        Self::check_commands("api_deny", &req.api_deny)?;
         for p in &req.bootstrap_peers {
             validate_bootstrap(p)?;
         }
@@ -344,6 +379,8 @@ impl Orchestrator {
             allowed_origins: req.allowed_origins,
             swarm_key,
             bootstrap_peers: req.bootstrap_peers,
+            api_allow: req.api_allow,
+            api_deny: req.api_deny,
             desired: DesiredState::Stopped,
             status: NetworkStatus::Stopped,
             status_reason: None,
@@ -383,14 +420,17 @@ impl Orchestrator {
         if let Some(r) = changes.replicas {
             self.check_replicas(r)?;
         }
-        if let Some(res) = &changes.resources {
-            res.validate().map_err(invalid)?;
-        }
         if let Some(u) = &changes.users {
             Self::check_users(u)?;
         }
         if let Some(o) = &changes.allowed_origins {
             Self::check_origins(o)?;
+        }
+        if let Some(c) = &changes.api_allow {
+            Self::check_commands("api_allow", c)?;
+        }
+        if let Some(c) = &changes.api_deny {
+            Self::check_commands("api_deny", c)?;
         }
         let desired = {
             let guard = self.network_lock(&name);
@@ -399,9 +439,18 @@ impl Orchestrator {
             if let Some(r) = changes.replicas {
                 rec.replicas = r;
             }
-            if let Some(res) = changes.resources {
-                rec.resources = res;
+            let mut resources = rec.resources;
+            if let Some(c) = changes.cpu_millis {
+                resources.cpu_millis = c;
             }
+            if let Some(m) = changes.memory_bytes {
+                resources.memory_bytes = m;
+            }
+            if let Some(d) = changes.disk_bytes {
+                resources.disk_bytes = d;
+            }
+            resources.validate().map_err(invalid)?;
+            rec.resources = resources;
             if let Some(u) = changes.users {
                 rec.users = u;
             }
@@ -410,6 +459,12 @@ impl Orchestrator {
             }
             if let Some(o) = changes.allowed_origins {
                 rec.allowed_origins = o;
+            }
+            if let Some(c) = changes.api_allow {
+                rec.api_allow = c;
+            }
+            if let Some(c) = changes.api_deny {
+                rec.api_deny = c;
             }
             if rec.status == NetworkStatus::Failed {
                 rec.status_reason = None;
@@ -658,6 +713,8 @@ impl Orchestrator {
             users: rec.users.clone(),
             gateway_public: rec.gateway_public,
             allowed_origins: rec.allowed_origins.clone(),
+            api_allow: rec.api_allow.clone(),
+            api_deny: rec.api_deny.clone(),
             nodes,
         });
     }
@@ -1088,6 +1145,8 @@ fn make_view(rec: NetworkRecord, rows: Vec<NodeRow>, observed: &[NodeRecord]) ->
         gateway_public: rec.gateway_public,
         allowed_origins: rec.allowed_origins,
         bootstrap_peers: rec.bootstrap_peers,
+        api_allow: rec.api_allow,
+        api_deny: rec.api_deny,
         desired: rec.desired,
         status: rec.status,
         status_reason: rec.status_reason,

@@ -178,6 +178,8 @@ mod tests {
             allowed_origins: vec![],
             swarm_key: SwarmKey::generate().unwrap(),
             bootstrap_peers: vec![],
+            api_allow: vec![],
+            api_deny: vec![],
             desired: DesiredState::Running,
             status: NetworkStatus::Pending,
             status_reason: None,

@@ -27,6 +27,9 @@ pub struct NetworkEntry {
     pub users: Vec<String>,
     pub gateway_public: bool,
     pub allowed_origins: Vec<String>,
+    /// Per-network RPC policy on top of the delegator's defaults.
+    pub api_allow: Vec<String>,
+    pub api_deny: Vec<String>,
     /// Ready nodes, ordered by index (empty while none is ready).
     pub nodes: Vec<ReadyNode>,
 }
@@ -92,6 +95,8 @@ mod tests {
             users: vec!["alice".into()],
             gateway_public: false,
             allowed_origins: vec![],
+            api_allow: vec![],
+            api_deny: vec![],
             nodes: vec![node(2), node(0)],
         });
         let snap = reg.get(&name).unwrap();
@@ -124,6 +129,8 @@ mod tests {
                         users: vec![],
                         gateway_public: true,
                         allowed_origins: vec![],
+                        api_allow: vec![],
+                        api_deny: vec![],
                         nodes: (0..(i % 4)).map(node).collect(),
                     });
                 }

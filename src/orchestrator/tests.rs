@@ -101,6 +101,14 @@ async fn bad_input_is_refused_and_changes_nothing() {
             users: vec!["a,b".into()],
             ..req("users", 1)
         },
+        CreateNetwork {
+            api_allow: vec!["/api/v0/config".into()],
+            ..req("allow", 1)
+        },
+        CreateNetwork {
+            api_deny: vec!["pin//ls".into()],
+            ..req("deny", 1)
+        },
     ];
     for r in bad {
         let label = r.name.clone();
@@ -327,13 +335,35 @@ async fn access_changes_reach_the_registry_without_touching_nodes() {
         users: Some(vec!["bob".into()]),
         gateway_public: Some(true),
         allowed_origins: Some(vec!["https://app.example".into()]),
+        api_allow: Some(vec!["key/list".into()]),
+        api_deny: Some(vec!["pin/rm".into()]),
         ..Default::default()
     };
     f.orch.update("acl", change).await.unwrap();
+    let bad = UpdateNetwork {
+        api_deny: Some(vec!["Pin".into()]),
+        users: Some(vec![]),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.orch.update("acl", bad).await,
+        Err(OrchestratorError::Invalid(_))
+    ));
+    let bad = UpdateNetwork {
+        memory_bytes: Some(1),
+        users: Some(vec![]),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.orch.update("acl", bad).await,
+        Err(OrchestratorError::Invalid(_))
+    ));
     let e = f.orch.registry().get(&name("acl")).unwrap();
     assert_eq!(e.users, vec!["bob".to_string()]);
     assert!(e.gateway_public);
     assert_eq!(e.allowed_origins, vec!["https://app.example".to_string()]);
+    assert_eq!(e.api_allow, vec!["key/list".to_string()]);
+    assert_eq!(e.api_deny, vec!["pin/rm".to_string()]);
     assert_eq!(f.rt.calls().len(), before, "no node should change");
 }
 

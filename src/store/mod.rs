@@ -92,6 +92,10 @@ pub struct NetworkRecord {
     pub gateway_public: bool,
     /// CORS origins allowed on the delegator for this network.
     pub allowed_origins: Vec<String>,
+    /// kubo RPC commands tenants may call beyond the delegator's default allow-list.
+    pub api_allow: Vec<String>,
+    /// kubo RPC commands tenants may not call, on top of the default deny-list.
+    pub api_deny: Vec<String>,
     /// The network's pre-shared key. Secret.
     pub swarm_key: SwarmKey,
     /// Extra bootstrap peers outside nexus (`…/p2p/<id>` multiaddrs).

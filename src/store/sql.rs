@@ -20,11 +20,18 @@ use super::{
 use crate::node::{NetworkName, NodeIdentity, Resources, SwarmKey};
 
 /// The schema, in order. Append new files; never edit an applied one (sqlx checks checksums).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "api policy",
+        include_str!("../../migrations/0002_api_policy.sql"),
+    ),
+];
 
 /// Which database a URL points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -293,7 +300,7 @@ fn to_json(list: &[String]) -> Result<String> {
 /// The columns of `networks`, in the order [`bind_network`] binds them.
 const NETWORK_COLUMNS: &str = "name, replicas, cpu_millis, memory_bytes, disk_bytes, users, \
      gateway_public, allowed_origins, swarm_key, bootstrap_peers, desired, status, status_reason, \
-     created_at, updated_at, activated_at";
+     created_at, updated_at, activated_at, api_allow, api_deny";
 
 const NODE_COLUMNS: &str = "network, idx, private_key, peer_id, swarm_port, api_port, \
      gateway_port, container_id, last_error";
@@ -317,7 +324,9 @@ fn bind_network<'q>(query: AnyQuery<'q>, n: &NetworkRecord) -> Result<AnyQuery<'
         .bind(n.status_reason.clone())
         .bind(n.created_at)
         .bind(n.updated_at)
-        .bind(n.activated_at))
+        .bind(n.activated_at)
+        .bind(to_json(&n.api_allow)?)
+        .bind(to_json(&n.api_deny)?))
 }
 
 /// Reads one column; a type mismatch is damage. The message names the column, never its value.
@@ -392,6 +401,8 @@ fn network_from_row(row: &AnyRow) -> Result<NetworkRecord> {
         users: list(row, n, "users")?,
         gateway_public,
         allowed_origins: list(row, n, "allowed_origins")?,
+        api_allow: list(row, n, "api_allow")?,
+        api_deny: list(row, n, "api_deny")?,
         swarm_key,
         bootstrap_peers: list(row, n, "bootstrap_peers")?,
         desired,
@@ -448,7 +459,7 @@ impl Store for SqlStore {
     async fn create_network(&self, network: &NetworkRecord) -> Result<()> {
         let sql = format!(
             "INSERT INTO networks ({NETWORK_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         );
         let query = bind_network(sqlx::query(sqlx::AssertSqlSafe(sql)), network)?;
         match query.execute(&self.pool).await {
@@ -489,7 +500,8 @@ impl Store for SqlStore {
         let sql = "UPDATE networks SET replicas = $2, cpu_millis = $3, memory_bytes = $4, \
                    disk_bytes = $5, users = $6, gateway_public = $7, allowed_origins = $8, \
                    swarm_key = $9, bootstrap_peers = $10, desired = $11, status = $12, \
-                   status_reason = $13, created_at = $14, updated_at = $15, activated_at = $16 \
+                   status_reason = $13, created_at = $14, updated_at = $15, activated_at = $16, \
+                   api_allow = $17, api_deny = $18 \
                    WHERE name = $1";
         let result = bind_network(sqlx::query(sql), network)?
             .execute(&self.pool)
