@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use super::events::{Event, EventBus, EventKind};
 use super::plan::{desired_nodes, observed_status, plan, Action};
 use super::ports::{PortAllocator, PortConfig, PortError, PortProbe};
 use super::registry::{NetworkEntry, ReadyNode, Registry};
@@ -218,6 +219,7 @@ struct Inner {
     registry: Registry,
     locks: Mutex<HashMap<NetworkName, Arc<tokio::sync::Mutex<()>>>>,
     crashes: Mutex<HashMap<NodeRef, Crashes>>,
+    events: EventBus,
 }
 
 /// Cheaply cloneable handle to the orchestrator.
@@ -259,8 +261,50 @@ impl Orchestrator {
                 registry: Registry::new(),
                 locks: Mutex::default(),
                 crashes: Mutex::default(),
+                events: EventBus::default(),
             }),
         })
+    }
+
+    /// Per-node resources a request gets when it gives none.
+    pub fn default_resources(&self) -> Resources {
+        self.inner.cfg.default_resources
+    }
+
+    /// Every network and node event from now on (for `WatchEvents`).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    fn emit(
+        &self,
+        network: &NetworkName,
+        kind: EventKind,
+        status: NetworkStatus,
+        node_index: Option<u16>,
+        message: String,
+    ) {
+        self.inner.events.publish(Event {
+            time_ms: now_ms(),
+            network: network.to_string(),
+            kind,
+            status,
+            node_index,
+            message,
+        });
+    }
+
+    /// Publishes a status event when `rec`'s status differs from `before`.
+    fn emit_status(&self, rec: &NetworkRecord, before: NetworkStatus) {
+        if rec.status != before {
+            self.emit(
+                &rec.name,
+                EventKind::Status,
+                rec.status,
+                None,
+                rec.status_reason.clone().unwrap_or_default(),
+            );
+        }
     }
 
     /// The registry the delegator reads.
@@ -396,7 +440,13 @@ impl Orchestrator {
         for index in 0..record.replicas {
             self.inner.store.put_node(&new_row(&name, index)).await?;
         }
-        tracing::info!(network = %name, replicas = record.replicas, "network created");
+        self.emit(
+            &name,
+            EventKind::Created,
+            record.status,
+            None,
+            format!("{} node(s)", record.replicas),
+        );
         self.view(&name).await
     }
 
@@ -466,12 +516,14 @@ impl Orchestrator {
             if let Some(c) = changes.api_deny {
                 rec.api_deny = c;
             }
+            let before = rec.status;
             if rec.status == NetworkStatus::Failed {
                 rec.status_reason = None;
                 rec.status = NetworkStatus::Pending;
             }
             rec.updated_at = now_ms();
             self.inner.store.update_network(&rec).await?;
+            self.emit_status(&rec, before);
             rec.desired
         };
         self.converge(&name, desired).await
@@ -501,7 +553,13 @@ impl Orchestrator {
         self.inner.store.delete_network(&name).await?;
         self.inner.registry.remove(&name);
         lock(&self.inner.crashes).retain(|n, _| n.network != name);
-        tracing::info!(network = %name, "network removed");
+        self.emit(
+            &name,
+            EventKind::Removed,
+            NetworkStatus::Stopped,
+            None,
+            String::new(),
+        );
         Ok(())
     }
 
@@ -594,6 +652,7 @@ impl Orchestrator {
         let guard = self.network_lock(name);
         let _guard = guard.lock().await;
         let mut rec = self.record(name).await?;
+        let before = rec.status;
         rec.desired = desired;
         // An explicit operation clears a failure: the operator asked to try again.
         if rec.status == NetworkStatus::Failed || desired == DesiredState::Running {
@@ -605,6 +664,7 @@ impl Orchestrator {
         };
         rec.updated_at = now_ms();
         self.inner.store.update_network(&rec).await?;
+        self.emit_status(&rec, before);
         Ok(())
     }
 
@@ -668,6 +728,7 @@ impl Orchestrator {
                 return Err(e);
             }
         };
+        let before = rec.status;
         rec.status = status;
         rec.status_reason = reason;
         match status {
@@ -680,6 +741,7 @@ impl Orchestrator {
         rec.updated_at = now_ms();
         self.inner.store.update_network(&rec).await?;
         self.publish(&rec, &observed);
+        self.emit_status(&rec, before);
         Ok(status)
     }
 
@@ -1041,6 +1103,22 @@ impl Orchestrator {
                 return;
             }
         };
+        if let Some(r) = &rec {
+            let (kind, message) = match &ev.kind {
+                NodeEventKind::Start => (EventKind::NodeStart, String::new()),
+                NodeEventKind::Die { exit_code } => (
+                    EventKind::NodeDie,
+                    exit_code
+                        .map(|c| format!("exit code {c}"))
+                        .unwrap_or_default(),
+                ),
+                NodeEventKind::Oom => (
+                    EventKind::NodeOom,
+                    "killed: out of memory (raise the network's memory)".into(),
+                ),
+            };
+            self.emit(&name, kind, r.status, Some(ev.node.index), message);
+        }
         let counts = matches!(ev.kind, NodeEventKind::Die { .. } | NodeEventKind::Oom)
             && rec.as_ref().is_some_and(|r| {
                 // Our own stops (and the stops of a failed network) are not deaths.
@@ -1088,10 +1166,12 @@ impl Orchestrator {
             };
             let _ = self.inner.runtime.stop_node(&node).await;
         }
+        let before = rec.status;
         rec.status = NetworkStatus::Failed;
         rec.status_reason = Some(reason);
         rec.updated_at = now_ms();
         let _ = self.inner.store.update_network(&rec).await;
+        self.emit_status(&rec, before);
         if let Ok(observed) = self.observe(name).await {
             self.publish(&rec, &observed);
         }
