@@ -4,3 +4,4 @@ pub mod client;
 pub mod node;
 pub mod orchestrator;
 pub mod store;
+pub mod daemon;

@@ -1,10 +1,8 @@
 //! The `nexus` binary: the command line, and the only place errors become `anyhow`.
 //!
-//! Until the daemon and its gRPC API exist, the commands drive the node runtime directly on
-//! the local Docker host: create a private network, list what nexus runs (rebuilt from Docker
-//! labels), stop, start, remove, show stats, follow events. It parses and validates input,
-//! prints tables or `--json`, and must not hold any logic the runtime or (later) the
-//! orchestrator owns.
+//! `nexus daemon` runs the daemon (see `nexus::daemon`); every other command but `init`,
+//! `token` and `swarm-key` is a client of its gRPC API. This file only parses and reports the
+//! final error; `cli` owns the commands.
 
 mod cli;
 
@@ -15,13 +13,6 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = cli::Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match cli::run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -59,6 +59,9 @@ pub struct DockerRuntimeConfig {
     /// `io.nexus.instance=<instance>`, so several nexus installations (or test runs) can
     /// share one Docker host without touching each other's nodes.
     pub instance: String,
+    /// Docker endpoint (`unix:///path`, `tcp://host:port`, `http://host:port`); `None` uses
+    /// `DOCKER_HOST` or the local socket.
+    pub endpoint: Option<String>,
 }
 
 impl Default for DockerRuntimeConfig {
@@ -71,6 +74,7 @@ impl Default for DockerRuntimeConfig {
             log_tail: 40,
             pids_limit: 4096,
             instance: "default".into(),
+            endpoint: None,
         }
     }
 }
@@ -242,7 +246,29 @@ impl DockerRuntime {
         if !valid {
             return Err(RuntimeError::Spec(SpecError::BadName(cfg.instance.clone())));
         }
-        let docker = Docker::connect_with_defaults().map_err(unavailable)?;
+        let docker = match cfg.endpoint.as_deref() {
+            None | Some("") => Docker::connect_with_defaults(),
+            Some(e) if e.starts_with("unix://") => Docker::connect_with_unix(
+                e,
+                120,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            Some(e) if e.starts_with("tcp://") || e.starts_with("http://") => {
+                Docker::connect_with_http(
+                    &e.replacen("tcp://", "http://", 1),
+                    120,
+                    bollard::API_DEFAULT_VERSION,
+                )
+            }
+            Some(e) => {
+                return Err(RuntimeError::DockerUnavailable {
+                    detail: format!(
+                        "`{e}` is not a Docker endpoint: use unix:///var/run/docker.sock or tcp://HOST:PORT"
+                    ),
+                })
+            }
+        }
+        .map_err(unavailable)?;
         let docker = docker.negotiate_version().await.map_err(unavailable)?;
         docker.ping().await.map_err(unavailable)?;
         let rpc = KuboRpc::new(Duration::from_secs(3));

@@ -9,6 +9,8 @@
 
 pub mod sql;
 
+pub use sql::{redact_url, SqlStore};
+
 use serde::{Deserialize, Serialize};
 
 use crate::node::{NetworkName, NodeIdentity, Resources, SwarmKey};

@@ -1,0 +1,337 @@
+//! The `nexus` command line: clap definitions and dispatch.
+//!
+//! Owns parsing (flags → requests, with errors that name the flag), choosing between the
+//! daemon and the client commands, and output (tables for people, one JSON document for
+//! programs with `--json`, progress on a terminal while an operation waits). Every client
+//! command is a gRPC call; it must not hold logic the daemon or the orchestrator owns.
+
+mod commands;
+mod ctl;
+mod render;
+mod settings;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nexus",
+    version,
+    about = "Run private IPFS (kubo) networks on a Docker host",
+    after_help = "Start with `nexus daemon`, then `nexus network create demo --replicas 3 --start`."
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(ClapArgs, Debug, Clone)]
+pub struct Global {
+    /// Configuration file (default: $XDG_CONFIG_HOME/nexus/nexus.toml, then /etc/nexus/nexus.toml).
+    #[arg(long, global = true, env = "NEXUS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON document (or JSON lines for streams) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Daemon address, e.g. http://127.0.0.1:7700 (default: from the configuration).
+    #[arg(long, global = true)]
+    pub address: Option<String>,
+    /// API key (default: from the configuration or the daemon's data directory).
+    #[arg(long, global = true, hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// PEM CA certificate that signed the daemon's TLS certificate.
+    #[arg(long, global = true)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write a commented configuration file with fresh secrets (mode 0600).
+    Init {
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the daemon: the gRPC API, the orchestrator and the delegator.
+    Daemon(DaemonFlags),
+    /// Print the CLI's and the daemon's versions.
+    Version,
+    /// Create, start, change, stop and remove private networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Follow network and node events until interrupted.
+    Events {
+        /// Only this network's events.
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Delegator tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Call any RPC by name: `nexus ctl CreateNetwork name=demo replicas=3`; `nexus ctl help`.
+    Ctl {
+        /// An RPC name, or `help` [RPC].
+        method: String,
+        /// Request fields as Field=Value (a.b=V for nested fields, a,b,c for lists).
+        fields: Vec<String>,
+        /// Indent the JSON output.
+        #[arg(long)]
+        pretty: bool,
+    },
+    /// Swarm key tools (offline).
+    #[command(subcommand)]
+    SwarmKey(SwarmKeyCmd),
+}
+
+/// Flags of `nexus daemon`; each overrides the configuration file and `NEXUS_…` variables.
+#[derive(ClapArgs, Debug, Clone, Default)]
+pub struct DaemonFlags {
+    /// gRPC listen address (grpc.listen).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Data directory (daemon.data_dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Store URL: sqlite://PATH or postgres://… (store.url).
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Node image (node.image).
+    #[arg(long)]
+    pub node_image: Option<String>,
+    /// Address advertised in join kits (node.public_address).
+    #[arg(long)]
+    pub public_address: Option<String>,
+    /// Delegator listen address (delegator.listen).
+    #[arg(long)]
+    pub delegator_listen: Option<String>,
+    /// Delegator domain (delegator.domain).
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Metrics listen address, empty for off (metrics.listen).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Log format: text or json (log.format).
+    #[arg(long)]
+    pub log_format: Option<String>,
+    /// Log level, an EnvFilter directive such as info or nexus=debug (log.level).
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// Record a new network (add --start to start it and wait until it is ready).
+    Create(CreateFlags),
+    /// Start a network and wait until every node is ready and meshed.
+    Start { name: String },
+    /// Change a network; a running one converges node by node.
+    Update(UpdateFlags),
+    /// Stop a network's nodes, keeping data and identities.
+    Stop { name: String },
+    /// Remove a network and its data.
+    #[command(alias = "rm")]
+    Remove {
+        name: String,
+        /// Remove even if it is running.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show one network and its nodes.
+    Get { name: String },
+    /// List networks.
+    #[command(alias = "ls")]
+    List,
+    /// Live resource use of a network's nodes.
+    Stats { name: String },
+    /// Each node's state, last logs, peers and config (without private key).
+    Diagnostics { name: String },
+    /// What an outside kubo needs to join: the swarm key and bootstrap addresses.
+    JoinKit {
+        name: String,
+        /// Write the swarm key to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        swarm_key_out: Option<PathBuf>,
+    },
+}
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct CreateFlags {
+    /// Network name: lowercase letters, digits and `-` (a DNS label, at most 40 characters).
+    pub name: String,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
+    /// CPU cores per node (e.g. 0.5); default from the daemon's configuration.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Memory per node (e.g. 512MiB).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Datastore size per node (e.g. 10GiB).
+    #[arg(long)]
+    pub disk: Option<String>,
+    /// A user (JWT `sub`) allowed through the delegator; repeat for several.
+    #[arg(long = "user")]
+    pub users: Vec<String>,
+    /// Serve the gateway without a token.
+    #[arg(long)]
+    pub gateway_public: bool,
+    /// A CORS origin allowed by the delegator; repeat for several.
+    #[arg(long = "allowed-origin")]
+    pub allowed_origins: Vec<String>,
+    /// Use the swarm key in this file (kubo's swarm.key format) instead of a new one.
+    #[arg(long)]
+    pub swarm_key_file: Option<PathBuf>,
+    /// An extra bootstrap peer (/ip4/…/tcp/…/p2p/…); repeat for several.
+    #[arg(long = "bootstrap")]
+    pub bootstrap: Vec<String>,
+    /// An RPC command tenants may call beyond the defaults (e.g. pin/remote); repeatable.
+    #[arg(long = "api-allow")]
+    pub api_allow: Vec<String>,
+    /// An RPC command tenants may not call (e.g. pin/rm); repeatable.
+    #[arg(long = "api-deny")]
+    pub api_deny: Vec<String>,
+    /// Start the network after creating it, and wait until it is ready.
+    #[arg(long)]
+    pub start: bool,
+}
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct UpdateFlags {
+    pub name: String,
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    #[arg(long)]
+    pub cpus: Option<String>,
+    #[arg(long)]
+    pub memory: Option<String>,
+    #[arg(long)]
+    pub disk: Option<String>,
+    /// Replace the users with these (repeat); see --clear-users.
+    #[arg(long = "user")]
+    pub users: Vec<String>,
+    /// Remove every user.
+    #[arg(long, conflicts_with = "users")]
+    pub clear_users: bool,
+    /// true or false.
+    #[arg(long)]
+    pub gateway_public: Option<bool>,
+    /// Replace the allowed origins with these (repeat).
+    #[arg(long = "allowed-origin")]
+    pub allowed_origins: Vec<String>,
+    #[arg(long, conflicts_with = "allowed_origins")]
+    pub clear_allowed_origins: bool,
+    /// Replace the extra allowed RPC commands with these (repeat).
+    #[arg(long = "api-allow")]
+    pub api_allow: Vec<String>,
+    #[arg(long, conflicts_with = "api_allow")]
+    pub clear_api_allow: bool,
+    /// Replace the extra denied RPC commands with these (repeat).
+    #[arg(long = "api-deny")]
+    pub api_deny: Vec<String>,
+    #[arg(long, conflicts_with = "api_deny")]
+    pub clear_api_deny: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Mint a delegator token (JWT) for a user with the configured HS256 secret.
+    Issue {
+        /// The user (`sub` claim); must be in a network's users to reach it.
+        #[arg(long)]
+        user: String,
+        /// Lifetime, e.g. 1h, 30m, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SwarmKeyCmd {
+    /// Print a new random swarm key (kubo's swarm.key format).
+    Generate,
+    /// Check that a swarm.key file is valid.
+    Check { file: PathBuf },
+}
+
+/// Runs a parsed command line. Logging is set up here: the daemon from its configuration,
+/// client commands quietly (warnings only, `NEXUS_LOG` to change).
+pub async fn run(args: Args) -> Result<()> {
+    match args.command {
+        Command::Init { force } => settings::init(&args.global, force),
+        Command::Daemon(flags) => settings::daemon(&args.global, &flags).await,
+        Command::SwarmKey(cmd) => {
+            init_client_logging();
+            commands::swarm_key(cmd)
+        }
+        Command::Token(TokenCmd::Issue { user, ttl }) => {
+            init_client_logging();
+            settings::issue_token(&args.global, &user, &ttl)
+        }
+        Command::Version => {
+            init_client_logging();
+            commands::version(&args.global).await
+        }
+        Command::Network(cmd) => {
+            init_client_logging();
+            commands::network(&args.global, cmd).await
+        }
+        Command::Events { network } => {
+            init_client_logging();
+            commands::events(&args.global, network).await
+        }
+        Command::Ctl {
+            method,
+            fields,
+            pretty,
+        } => {
+            init_client_logging();
+            ctl::run(&args.global, &method, &fields, pretty).await
+        }
+    }
+}
+
+fn init_client_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse() {
+        let a = Args::try_parse_from([
+            "nexus", "--json", "network", "create", "n1", "--replicas", "3", "--user", "a",
+            "--user", "b", "--start",
+        ])
+        .unwrap();
+        assert!(a.global.json);
+        let Command::Network(NetworkCmd::Create(c)) = a.command else {
+            panic!("not create")
+        };
+        assert_eq!(c.users, vec!["a", "b"]);
+        assert!(c.start);
+        assert!(Args::try_parse_from([
+            "nexus", "network", "update", "n", "--user", "a", "--clear-users"
+        ])
+        .is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! The daemon: wires store, runtime, orchestrator and the API together and runs them until a
+//! signal.
+//!
+//! Owns start-up order (store → Docker → orchestrator → listeners → recovery in the
+//! background), the node image check, and graceful shutdown: on SIGINT/SIGTERM the listeners
+//! stop accepting, in-flight calls finish, and nodes are left running (the next start adopts
+//! them). It must not hold logic of its own about networks; it only assembles.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::api::{self, ApiKeys, NexusService, ServiceConfig};
+use crate::node::{DockerRuntime, DockerRuntimeConfig, NodeRuntime, RuntimeError};
+use crate::orchestrator::ports::BindProbe;
+use crate::orchestrator::{Orchestrator, OrchestratorConfig, OrchestratorError};
+use crate::store::{SqlStore, Store, StoreError};
+
+/// Everything the daemon needs, already validated (see [`crate::config`]).
+#[derive(Clone)]
+pub struct DaemonOptions {
+    pub store_url: String,
+    pub docker: DockerRuntimeConfig,
+    pub orchestrator: OrchestratorConfig,
+    pub grpc_listen: SocketAddr,
+    pub api_keys: Vec<String>,
+    /// PEM certificate chain and key files.
+    pub grpc_tls: Option<(PathBuf, PathBuf)>,
+    /// Host advertised in join kits.
+    pub public_address: String,
+    /// Pull the node image at start-up when it is missing.
+    pub pull_image: bool,
+}
+
+impl std::fmt::Debug for DaemonOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonOptions")
+            .field("store_url", &crate::store::redact_url(&self.store_url))
+            .field("grpc_listen", &self.grpc_listen)
+            .field("api_keys", &format!("{} key(s)", self.api_keys.len()))
+            .field("grpc_tls", &self.grpc_tls)
+            .field("public_address", &self.public_address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the daemon could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Orchestrator(#[from] OrchestratorError),
+    #[error("cannot listen on {addr} ({what}): {detail}. Is another daemon running? Choose another address in the configuration")]
+    Listen {
+        what: &'static str,
+        addr: SocketAddr,
+        detail: String,
+    },
+    #[error("cannot read {path}: {detail}")]
+    ReadFile { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Server(#[from] api::ServerError),
+    #[error("no API key configured: the gRPC API would accept nobody")]
+    NoApiKey,
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received: shutting down"),
+        _ = term => tracing::info!("SIGTERM received: shutting down"),
+    }
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, DaemonError> {
+    std::fs::read(path).map_err(|e| DaemonError::ReadFile {
+        path: path.clone(),
+        detail: e.to_string(),
+    })
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(
+    opts: DaemonOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    if opts.api_keys.is_empty() {
+        return Err(DaemonError::NoApiKey);
+    }
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&opts.store_url).await?);
+    tracing::info!(url = %crate::store::redact_url(&opts.store_url), "store open");
+
+    let docker = DockerRuntime::connect(opts.docker.clone()).await?;
+    match docker.ensure_image(&opts.orchestrator.image).await {
+        Ok(()) => {}
+        Err(RuntimeError::ImageMissing { image }) if opts.pull_image => {
+            tracing::info!(%image, "node image missing: pulling it");
+            if let Err(e) = docker
+                .pull_image(&image, |s| tracing::debug!(status = s, "pull"))
+                .await
+            {
+                tracing::warn!(%image, error = %e, "could not pull the node image; starting networks will fail until it is present");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "node image check failed"),
+    }
+    let runtime: Arc<dyn NodeRuntime> = Arc::new(docker);
+
+    let orch = Orchestrator::new(
+        store,
+        runtime,
+        opts.orchestrator.clone(),
+        Box::new(BindProbe),
+    )
+    .await?;
+
+    let grpc_listener = tokio::net::TcpListener::bind(opts.grpc_listen)
+        .await
+        .map_err(|e| DaemonError::Listen {
+            what: "gRPC",
+            addr: opts.grpc_listen,
+            detail: e.to_string(),
+        })?;
+    let tls = match &opts.grpc_tls {
+        Some((cert, key)) => Some((read(cert)?, read(key)?)),
+        None => None,
+    };
+
+    // Recovery and the reconciler run in the background: the API answers meanwhile, and
+    // operations on a network wait for its lock.
+    let background = {
+        let orch = orch.clone();
+        tokio::spawn(async move {
+            if let Err(e) = orch.recover().await {
+                tracing::error!(error = %e, "recovery failed; the periodic resync will retry");
+            }
+            orch.run().await;
+        })
+    };
+
+    let service = NexusService::new(
+        orch.clone(),
+        ServiceConfig {
+            public_address: opts.public_address.clone(),
+            node_image: opts.orchestrator.image.clone(),
+        },
+    );
+    tracing::info!(
+        grpc = %grpc_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        tls = opts.grpc_tls.is_some(),
+        "nexus daemon listening"
+    );
+    let result = api::serve(
+        grpc_listener,
+        service,
+        ApiKeys::new(&opts.api_keys),
+        tls,
+        shutdown,
+    )
+    .await;
+    background.abort();
+    result?;
+    tracing::info!("nexus daemon stopped; nodes keep running and are adopted on the next start");
+    Ok(())
+}

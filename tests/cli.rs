@@ -1,0 +1,727 @@
+//! End-to-end: the real `nexus daemon` process on free ports, real Docker, the test image, the
+//! real SQLite store, driven through the `nexus` CLI exactly as an operator would.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{docker, image};
+use serde_json::Value;
+
+const KEY_A: &str = "test-key-a-0123456789abcdefghijklmnopqrstuvwxyz";
+const KEY_B: &str = "test-key-b-0123456789abcdefghijklmnopqrstuvwxyz";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_nexus")
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).expect("rng");
+    hex::encode(b)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A daemon process with its own directory, configuration, ports and Docker owner scope.
+struct Daemon {
+    dir: PathBuf,
+    config: PathBuf,
+    instance: String,
+    grpc: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Writes a configuration; `extra` is appended verbatim (more sections or keys).
+    fn configure(port_base: u16, grpc_section_extra: &str) -> Daemon {
+        let id = random_hex(3);
+        let dir = std::env::temp_dir().join(format!("nexus-e2e-{id}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let instance = format!("e2e-{id}");
+        let grpc = free_port();
+        let delegator = free_port();
+        let config = dir.join("nexus.toml");
+        let text = format!(
+            r#"
+[daemon]
+data_dir = "{data}"
+
+[docker]
+instance = "{instance}"
+
+[node]
+image = "{image}"
+public_address = "127.0.0.1"
+cpus = "0.5"
+memory = "256MiB"
+disk = "512MiB"
+
+[ports]
+swarm = "{s0}-{s1}"
+api = "{a0}-{a1}"
+gateway = "{g0}-{g1}"
+
+[grpc]
+listen = "127.0.0.1:{grpc}"
+api_keys = ["{KEY_A}", "{KEY_B}"]
+{grpc_section_extra}
+
+[delegator]
+listen = "127.0.0.1:{delegator}"
+
+[metrics]
+listen = ""
+
+[log]
+level = "info,nexus=debug"
+"#,
+            data = dir.join("data").display(),
+            image = image(),
+            s0 = port_base,
+            s1 = port_base + 19,
+            a0 = port_base + 20,
+            a1 = port_base + 39,
+            g0 = port_base + 40,
+            g1 = port_base + 59,
+        );
+        std::fs::write(&config, text).expect("config");
+        Daemon {
+            log: dir.join("daemon.log"),
+            dir,
+            config,
+            instance,
+            grpc,
+            child: None,
+        }
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::File::create(&self.log).expect("log file");
+        let child = Command::new(bin())
+            .args(["--config"])
+            .arg(&self.config)
+            .arg("daemon")
+            .env_remove("NEXUS_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("daemon exited at start ({status}):\n{}", self.logs());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.grpc)).is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "daemon did not listen:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits; returns whether it exited successfully.
+    fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs the CLI against this daemon (configuration file only: no flags, no env).
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("NEXUS_CONFIG")
+            .env_remove("NEXUS_CLIENT_API_KEY")
+            .env_remove("NEXUS_CLIENT_ADDRESS")
+            .output()
+            .expect("run cli")
+    }
+
+    /// Runs the CLI with `--json`, asserts success and parses stdout as one JSON document.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "nexus {args:?} failed: {}\n--- daemon log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "nexus {args:?}: stdout is not one JSON document ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Runs the CLI expecting failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            !out.status.success(),
+            "nexus {args:?} should fail but printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn containers(&self, state: &str) -> usize {
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.nexus.instance={}", self.instance),
+            "--filter",
+            &format!("status={state}"),
+        ])
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Whatever the test left: this instance's containers, volumes and networks.
+        let filter = format!("label=io.nexus.instance={}", self.instance);
+        for (kind, list) in [
+            ("container", vec!["ps", "-aq", "--filter", &filter]),
+            ("volume", vec!["volume", "ls", "-q", "--filter", &filter]),
+            ("network", vec!["network", "ls", "-q", "--filter", &filter]),
+        ] {
+            for id in docker(&list).split_whitespace() {
+                let _ = match kind {
+                    "container" => Command::new("docker").args(["rm", "-fv", id]).output(),
+                    "volume" => Command::new("docker").args(["volume", "rm", "-f", id]).output(),
+                    _ => Command::new("docker").args(["network", "rm", id]).output(),
+                };
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list["networks"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn operator_drives_a_network_through_the_cli() {
+    let mut d = Daemon::configure(43000, "");
+    d.start();
+    let net = format!("e2e-{}", random_hex(2));
+
+    let v = d.json(&["version"]);
+    assert_eq!(v["api"], "nexus.v1");
+    assert_eq!(v["node_image"], image());
+
+    // Bad input at the CLI's flags and at the RPC fields: clear errors, nothing recorded.
+    let err = d.fails(&["network", "create", "Bad_Name"]);
+    assert!(err.contains("Bad_Name") || err.contains("name"), "{err}");
+    let err = d.fails(&["network", "create", &net, "--memory", "lots"]);
+    assert!(err.contains("--memory"), "{err}");
+    let err = d.fails(&["network", "create", &net, "--replicas", "100"]);
+    assert!(err.contains("InvalidArgument"), "{err}");
+    let err = d.fails(&["network", "create", &net, "--allowed-origin", "ftp://x"]);
+    assert!(err.contains("origin"), "{err}");
+    let err = d.fails(&["network", "get", "nope"]);
+    assert!(err.contains("NotFound"), "{err}");
+    assert!(names(&d.json(&["network", "list"])).is_empty());
+
+    // create → start
+    let n = d.json(&[
+        "network", "create", &net, "--replicas", "3", "--user", "alice", "--api-deny", "pin/rm",
+    ]);
+    assert_eq!(n["status"], "stopped");
+    assert_eq!(n["replicas"], 3);
+    assert_eq!(n["users"], serde_json::json!(["alice"]));
+    assert_eq!(n["resources"]["cpu_millis"], 500);
+    let err = d.fails(&["network", "create", &net]);
+    assert!(err.contains("AlreadyExists"), "{err}");
+
+    let n = d.json(&["network", "start", &net]);
+    assert_eq!(n["status"], "running", "{n}");
+    let nodes = n["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3);
+    assert!(nodes.iter().all(|x| x["state"] == "running"));
+    assert_eq!(d.containers("running"), 3);
+    let text = String::from_utf8_lossy(&d.cli(&["network", "list"]).stdout).into_owned();
+    assert!(text.contains("NAME") && text.contains(&net) && text.contains("3/3"), "{text}");
+
+    // stats
+    let s = d.json(&["network", "stats", &net]);
+    let stats = s["nodes"].as_array().expect("stats");
+    assert_eq!(stats.len(), 3);
+    for st in stats {
+        assert!(st["memory_bytes"].as_u64().unwrap_or(0) > 0, "{st}");
+        assert_eq!(st["memory_limit_bytes"], 256 * 1024 * 1024);
+    }
+
+    // join kit: the swarm key and one bootstrap address per ready node, on the public address
+    let kit = d.json(&["network", "join-kit", &net]);
+    assert!(kit["swarm_key"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("/key/swarm/psk/1.0.0/"));
+    let boot = kit["bootstrap"].as_array().expect("bootstrap");
+    assert_eq!(boot.len(), 3);
+    for (b, node) in boot.iter().zip(nodes) {
+        let b = b.as_str().unwrap_or("");
+        assert!(b.starts_with("/ip4/127.0.0.1/tcp/"), "{b}");
+        assert!(b.ends_with(node["peer_id"].as_str().unwrap_or("?")), "{b}");
+    }
+    let key_file = d.dir.join("swarm.key");
+    let kit2 = d.json(&[
+        "network",
+        "join-kit",
+        &net,
+        "--swarm-key-out",
+        key_file.to_str().unwrap_or(""),
+    ]);
+    assert_eq!(kit2["swarm_key"], "", "the key went to the file, not stdout");
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap_or_default(),
+        kit["swarm_key"].as_str().unwrap_or("-")
+    );
+    // No other answer carries the swarm key or any private key.
+    let get = d.cli(&["--json", "network", "get", &net]);
+    let get_text = String::from_utf8_lossy(&get.stdout);
+    let key_line = kit["swarm_key"].as_str().unwrap_or("").lines().last().unwrap_or("x");
+    assert!(!get_text.contains(key_line));
+    assert!(!get_text.contains("PrivKey"));
+    let diag = d.json(&["network", "diagnostics", &net]);
+    let diag_text = diag.to_string();
+    assert!(!diag_text.contains("PrivKey") && !diag_text.contains(key_line));
+    assert_eq!(diag["nodes"].as_array().map(Vec::len), Some(3));
+
+    // events follow a change
+    let mut events = Command::new(bin())
+        .arg("--config")
+        .arg(&d.config)
+        .args(["--json", "events", "--network", &net])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("events");
+    std::thread::sleep(Duration::from_millis(500));
+
+    // update: scale down and change access
+    let n = d.json(&[
+        "network", "update", &net, "--replicas", "2", "--user", "bob", "--gateway-public", "true",
+    ]);
+    assert_eq!(n["replicas"], 2);
+    assert_eq!(n["users"], serde_json::json!(["bob"]));
+    assert_eq!(n["gateway_public"], true);
+    assert_eq!(n["status"], "running");
+    assert_eq!(d.containers("running"), 2);
+    let err = d.fails(&["network", "update", &net]);
+    assert!(err.contains("nothing to change"), "{err}");
+
+    // Graceful shutdown leaves nodes running; the next daemon adopts them.
+    let ids_before = docker(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=io.nexus.instance={}", d.instance),
+    ]);
+    assert!(d.terminate(), "daemon did not exit cleanly:\n{}", d.logs());
+    let _ = events.wait();
+    let lines: Vec<Value> = BufReader::new(events.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect();
+    assert!(
+        lines.iter().all(|e| e["network"] == net.as_str()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|e| e["kind"] == "status" || e["kind"] == "node_die"),
+        "no event seen: {lines:?}"
+    );
+    assert_eq!(d.containers("running"), 2, "shutdown must leave nodes running");
+    d.start();
+    let n = d.json(&["network", "get", &net]);
+    assert_eq!(n["status"], "running");
+    let ids_after = docker(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=io.nexus.instance={}", d.instance),
+    ]);
+    assert_eq!(sorted(&ids_before), sorted(&ids_after), "nodes were re-created");
+
+    // stop → remove
+    let err = d.fails(&["network", "remove", &net]);
+    assert!(err.contains("--force"), "{err}");
+    let n = d.json(&["network", "stop", &net]);
+    assert_eq!(n["status"], "stopped");
+    assert_eq!(d.containers("running"), 0);
+    d.json(&["network", "remove", &net]);
+    assert!(names(&d.json(&["network", "list"])).is_empty());
+    assert_eq!(d.containers("exited") + d.containers("running"), 0);
+    assert!(d.terminate());
+}
+
+fn sorted(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s.split_whitespace().map(String::from).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn ctl_reaches_every_rpc_through_reflection() {
+    let mut d = Daemon::configure(43100, "");
+    d.start();
+    let net = format!("ctl-{}", random_hex(2));
+
+    let help = d.json(&["ctl", "help"]);
+    let rpcs: Vec<&str> = help
+        .as_array()
+        .expect("help")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(rpcs.len(), 13, "{rpcs:?}");
+
+    let ctl = |args: &[&str]| -> Value {
+        let mut all = vec!["ctl"];
+        all.extend_from_slice(args);
+        let out = d.cli(&all);
+        assert!(
+            out.status.success(),
+            "ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("ctl prints JSON")
+    };
+    assert!(ctl(&["Ping"])["time_ms"].as_i64().unwrap_or(0) > 0);
+    assert_eq!(ctl(&["Version"])["api"], "nexus.v1");
+    let n = ctl(&[
+        "CreateNetwork",
+        &format!("name={net}"),
+        "replicas=1",
+        "users=alice,bob",
+        "resources.memory_bytes=268435456",
+    ]);
+    assert_eq!(n["users"], serde_json::json!(["alice", "bob"]));
+    assert_eq!(n["resources"]["memory_bytes"], 268435456u64);
+    assert_eq!(ctl(&["StartNetwork", &format!("name={net}")])["status"], "running");
+    assert_eq!(ctl(&["GetNetwork", &format!("name={net}")])["name"], net.as_str());
+    assert_eq!(names(&ctl(&["ListNetworks"])), vec![net.clone()]);
+    assert_eq!(ctl(&["NetworkStats", &format!("name={net}")])["nodes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        ctl(&["NetworkDiagnostics", &format!("name={net}")])["nodes"][0]["state"],
+        "running"
+    );
+    assert_eq!(ctl(&["GetJoinKit", &format!("name={net}")])["bootstrap"].as_array().map(Vec::len), Some(1));
+    let n = ctl(&["UpdateNetwork", &format!("name={net}"), "users=", "api_deny=pin/rm"]);
+    assert_eq!(n["users"], serde_json::json!([]));
+    assert_eq!(n["api_deny"], serde_json::json!(["pin/rm"]));
+    // WatchEvents streams: read the first event, caused by a stop.
+    let mut watch = Command::new(bin())
+        .arg("--config")
+        .arg(&d.config)
+        .args(["ctl", "WatchEvents", &format!("network={net}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("watch");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ctl(&["StopNetwork", &format!("name={net}")])["status"], "stopped");
+    let mut first = String::new();
+    BufReader::new(watch.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let ev: Value = serde_json::from_str(&first).expect("event JSON");
+    assert_eq!(ev["network"], net.as_str());
+    ctl(&["RemoveNetwork", &format!("name={net}")]);
+    assert!(names(&ctl(&["ListNetworks"])).is_empty());
+
+    // Bad fields name the field.
+    let err = d.fails(&["ctl", "GetNetwork", "nmae=x"]);
+    assert!(err.contains("nmae") && err.contains("name"), "{err}");
+    let err = d.fails(&["ctl", "NoSuchRpc"]);
+    assert!(err.contains("CreateNetwork"), "{err}");
+    let err = d.fails(&["ctl", "CreateNetwork", "name=x", "replicas=lots"]);
+    assert!(err.contains("replicas") || err.contains("invalid"), "{err}");
+}
+
+/// Calls Ping with a typed client over `channel`, with `key` if any.
+async fn ping(address: &str, key: Option<&str>, ca: Option<Vec<u8>>) -> Result<(), String> {
+    let cfg = nexus::client::ClientConfig {
+        address: address.to_string(),
+        api_key: key.map(String::from),
+        tls_ca: ca,
+        connect_timeout: Duration::from_secs(5),
+    };
+    let conn = nexus::client::connect(&cfg).await.map_err(|e| e.to_string())?;
+    conn.client()
+        .ping(nexus::api::pb::PingRequest {})
+        .await
+        .map(|_| ())
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+}
+
+#[tokio::test]
+async fn api_keys_are_required_and_rotate() {
+    let mut d = Daemon::configure(43200, "");
+    d.start();
+    let addr = format!("http://127.0.0.1:{}", d.grpc);
+    let e = ping(&addr, None, None).await.unwrap_err();
+    assert!(e.starts_with("Unauthenticated"), "{e}");
+    let e = ping(&addr, Some("wrong-key-0123456789abcdefghijklmnopqrstuvwxyz"), None)
+        .await
+        .unwrap_err();
+    assert!(e.starts_with("Unauthenticated") && !e.contains("wrong-key"), "{e}");
+    ping(&addr, Some(KEY_A), None).await.expect("first key");
+    ping(&addr, Some(KEY_B), None).await.expect("second key (rotation)");
+
+    // Health needs no key.
+    let conn = nexus::client::connect(&nexus::client::ClientConfig {
+        address: addr.clone(),
+        api_key: None,
+        tls_ca: None,
+        connect_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(conn.channel.clone());
+    let h = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "nexus.v1.Nexus".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(h.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    // A generic client using only reflection lists the service and calls Ping.
+    let keyed = nexus::client::connect(&nexus::client::ClientConfig {
+        address: addr.clone(),
+        api_key: Some(KEY_B.into()),
+        tls_ca: None,
+        connect_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("connect");
+    let mut refl = tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+        keyed.channel.clone(),
+    );
+    let mut req = tonic::Request::new(futures_util::stream::iter([
+        tonic_reflection::pb::v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                    String::new(),
+                ),
+            ),
+        },
+    ]));
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {KEY_B}").parse().expect("header"));
+    let mut stream = refl.server_reflection_info(req).await.expect("reflection").into_inner();
+    let resp = stream.message().await.expect("answer").expect("one answer");
+    let listed = format!("{:?}", resp.message_response);
+    assert!(listed.contains("nexus.v1.Nexus"), "{listed}");
+    let schema = nexus::client::dynamic::fetch_schema(&keyed, "nexus.v1.Nexus")
+        .await
+        .expect("schema by reflection");
+    let m = schema.method("Ping").expect("Ping");
+    let req = nexus::client::dynamic::build_request(&m.input(), &[]).expect("request");
+    let mut answers = vec![];
+    nexus::client::dynamic::call(&keyed, &m, req, |msg| {
+        answers.push(nexus::client::dynamic::to_json(&msg))
+    })
+    .await
+    .expect("dynamic Ping");
+    assert!(answers[0]["time_ms"].as_i64().unwrap_or(0) > 0);
+    assert!(d.terminate());
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write");
+}
+
+#[tokio::test]
+async fn tls_on_the_grpc_api() {
+    let ca = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("cert");
+    let tmp = std::env::temp_dir().join(format!("nexus-tls-{}", random_hex(3)));
+    std::fs::create_dir_all(&tmp).expect("dir");
+    let cert = tmp.join("cert.pem");
+    let key = tmp.join("key.pem");
+    write(&cert, &ca.cert.pem());
+    write(&key, &ca.signing_key.serialize_pem());
+    let extra = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let mut d = Daemon::configure(43300, &extra);
+    d.start();
+    let https = format!("https://localhost:{}", d.grpc);
+    ping(&https, Some(KEY_A), Some(ca.cert.pem().into_bytes()))
+        .await
+        .expect("TLS ping with the CA");
+    let e = ping(&https, Some(KEY_A), None).await.unwrap_err();
+    assert!(e.contains("CA"), "{e}");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    assert!(
+        ping(&https, Some(KEY_A), Some(other.cert.pem().into_bytes()))
+            .await
+            .is_err(),
+        "an unknown CA must not be trusted"
+    );
+    assert!(
+        ping(&format!("http://127.0.0.1:{}", d.grpc), Some(KEY_A), None)
+            .await
+            .is_err(),
+        "plain text must not reach a TLS listener"
+    );
+    // The CLI with the CA from a flag.
+    let out = d.cli(&[
+        "--address",
+        &https,
+        "--tls-ca",
+        cert.to_str().unwrap_or(""),
+        "--json",
+        "network",
+        "list",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(d.terminate());
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn bad_configuration_is_refused_naming_the_key() {
+    let d = Daemon::configure(43400, "");
+    let run = |extra_env: &[(&str, &str)], config: &Path| -> (bool, String) {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(config)
+            .arg("daemon")
+            .envs(extra_env.iter().copied())
+            .output()
+            .expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let text = std::fs::read_to_string(&d.config).expect("config");
+
+    let typo = d.dir.join("typo.toml");
+    write(&typo, &text.replace("[grpc]\n", "[grpc]\nlistn = \"x\"\n"));
+    let (ok, err) = run(&[], &typo);
+    assert!(!ok && err.contains("listn"), "{err}");
+
+    let (ok, err) = run(&[("NEXUS_GRPC_LISTEN", "not-an-address")], &d.config);
+    assert!(!ok && err.contains("NEXUS_GRPC_LISTEN"), "{err}");
+
+    let (ok, err) = run(&[("NEXUS_GRPC_LISTNE", "127.0.0.1:1")], &d.config);
+    assert!(!ok && err.contains("NEXUS_GRPC_LISTNE"), "{err}");
+
+    let bad_size = d.dir.join("size.toml");
+    write(&bad_size, &text.replace("memory = \"256MiB\"", "memory = \"lots\""));
+    let (ok, err) = run(&[], &bad_size);
+    assert!(!ok && err.contains("node.memory"), "{err}");
+
+    let (ok, err) = run(&[], &d.dir.join("missing.toml"));
+    assert!(!ok && err.contains("missing.toml"), "{err}");
+
+    // Nothing was started and nothing was created in Docker.
+    assert_eq!(d.containers("running") + d.containers("exited"), 0);
+}
+
+#[test]
+fn init_writes_a_private_config_that_runs() {
+    let dir = std::env::temp_dir().join(format!("nexus-init-{}", random_hex(3)));
+    let path = dir.join("conf").join("nexus.toml");
+    let init = |force: bool| {
+        let mut c = Command::new(bin());
+        c.arg("--config").arg(&path).arg("init");
+        if force {
+            c.arg("--force");
+        }
+        c.output().expect("init")
+    };
+    let out = init(false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let first = std::fs::read_to_string(&path).expect("read");
+    let out = init(false);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), first);
+    let out = init(true);
+    assert!(out.status.success());
+    assert_ne!(std::fs::read_to_string(&path).expect("read"), first, "fresh secrets");
+    // A token can be minted with the file's secret.
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&path)
+        .args(["token", "issue", "--user", "alice", "--ttl", "10m"])
+        .output()
+        .expect("token");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
