@@ -59,6 +59,9 @@ pub struct DockerRuntimeConfig {
     /// `io.nexus.instance=<instance>`, so several nexus installations (or test runs) can
     /// share one Docker host without touching each other's nodes.
     pub instance: String,
+    /// Docker Engine endpoint (`unix://…`, `tcp://…`, `http://…`); `None` honours
+    /// `DOCKER_HOST`, else the local socket.
+    pub endpoint: Option<String>,
 }
 
 impl Default for DockerRuntimeConfig {
@@ -71,6 +74,7 @@ impl Default for DockerRuntimeConfig {
             log_tail: 40,
             pids_limit: 4096,
             instance: "default".into(),
+            endpoint: None,
         }
     }
 }
@@ -228,7 +232,8 @@ impl DockerRuntime {
         HashMap::from([("label".to_string(), l)])
     }
 
-    /// Connects to the local Docker daemon (honours `DOCKER_HOST`) and checks it answers.
+    /// Connects to the Docker daemon at `cfg.endpoint` (else `DOCKER_HOST`, else the local
+    /// socket) and checks it answers.
     pub async fn connect(cfg: DockerRuntimeConfig) -> Result<Self> {
         let unavailable = |e: DockerError| RuntimeError::DockerUnavailable {
             detail: e.to_string(),
@@ -242,7 +247,11 @@ impl DockerRuntime {
         if !valid {
             return Err(RuntimeError::Spec(SpecError::BadName(cfg.instance.clone())));
         }
-        let docker = Docker::connect_with_defaults().map_err(unavailable)?;
+        let docker = match &cfg.endpoint {
+            Some(host) => Docker::connect_with_host(host),
+            None => Docker::connect_with_defaults(),
+        }
+        .map_err(unavailable)?;
         let docker = docker.negotiate_version().await.map_err(unavailable)?;
         docker.ping().await.map_err(unavailable)?;
         let rpc = KuboRpc::new(Duration::from_secs(3));
