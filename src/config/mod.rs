@@ -702,13 +702,17 @@ fn assign(slot: Slot<'_>, v: Incoming<'_>) -> std::result::Result<(), String> {
 
 /// Line and column of a byte offset, for syntax errors.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
 }
 
-/// Whether a TLS pair is complete, for messages.
+/// A PEM certificate chain and its private key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
     pub cert: PathBuf,

@@ -313,22 +313,24 @@ impl Orchestrator {
         disk_bytes: Option<u64>,
     ) -> Result<()> {
         let max = &self.inner.cfg.max_resources;
+        let cores = |m: u32| f64::from(m) / 1000.0;
         if let Some(c) = cpu_millis.filter(|c| *c > max.cpu_millis) {
             return Err(invalid(format!(
-                "resources.cpu: {} cores is above the maximum of {} cores per node",
-                f64::from(c) / 1000.0,
-                f64::from(max.cpu_millis) / 1000.0
+                "resources.cpu_millis: {c} ({} cores) is above the per-node maximum of {} ({} cores)",
+                cores(c),
+                max.cpu_millis,
+                cores(max.cpu_millis)
             )));
         }
         if let Some(m) = memory_bytes.filter(|m| *m > max.memory_bytes) {
             return Err(invalid(format!(
-                "resources.memory: {m} bytes is above the maximum of {} bytes per node",
+                "resources.memory_bytes: {m} is above the per-node maximum of {}",
                 max.memory_bytes
             )));
         }
         if let Some(d) = disk_bytes.filter(|d| *d > max.disk_bytes) {
             return Err(invalid(format!(
-                "resources.disk: {d} bytes is above the maximum of {} bytes per node",
+                "resources.disk_bytes: {d} is above the per-node maximum of {}",
                 max.disk_bytes
             )));
         }

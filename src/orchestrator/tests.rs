@@ -654,7 +654,10 @@ async fn resources_above_the_per_node_maximum_are_refused() {
             ..max
         },
     ];
-    for (r, field) in too_much.into_iter().zip(["cpu", "memory", "disk"]) {
+    for (r, field) in too_much
+        .into_iter()
+        .zip(["cpu_millis", "memory_bytes", "disk_bytes"])
+    {
         let e = f
             .orch
             .create(CreateNetwork {
@@ -689,7 +692,7 @@ async fn resources_above_the_per_node_maximum_are_refused() {
         )
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("2 cores"), "{e}");
+    assert!(e.to_string().contains("maximum of 2000 (2 cores)"), "{e}");
     let view = f
         .orch
         .update(
