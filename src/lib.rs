@@ -1,6 +1,7 @@
 //! nexus: an orchestrator for private IPFS (kubo) networks.
 pub mod api;
 pub mod client;
+pub mod config;
 pub mod node;
 pub mod orchestrator;
 pub mod store;

@@ -59,8 +59,8 @@ pub struct DockerRuntimeConfig {
     /// `io.nexus.instance=<instance>`, so several nexus installations (or test runs) can
     /// share one Docker host without touching each other's nodes.
     pub instance: String,
-    /// Docker endpoint (`unix:///path`, `tcp://host:port`, `http://host:port`); `None` uses
-    /// `DOCKER_HOST` or the local socket.
+    /// Docker Engine endpoint (`unix://…`, `tcp://…`, `http://…`); `None` honours
+    /// `DOCKER_HOST`, else the local socket.
     pub endpoint: Option<String>,
 }
 
@@ -232,7 +232,8 @@ impl DockerRuntime {
         HashMap::from([("label".to_string(), l)])
     }
 
-    /// Connects to the local Docker daemon (honours `DOCKER_HOST`) and checks it answers.
+    /// Connects to the Docker daemon at `cfg.endpoint` (else `DOCKER_HOST`, else the local
+    /// socket) and checks it answers.
     pub async fn connect(cfg: DockerRuntimeConfig) -> Result<Self> {
         let unavailable = |e: DockerError| RuntimeError::DockerUnavailable {
             detail: e.to_string(),
@@ -246,27 +247,9 @@ impl DockerRuntime {
         if !valid {
             return Err(RuntimeError::Spec(SpecError::BadName(cfg.instance.clone())));
         }
-        let docker = match cfg.endpoint.as_deref() {
-            None | Some("") => Docker::connect_with_defaults(),
-            Some(e) if e.starts_with("unix://") => Docker::connect_with_unix(
-                e,
-                120,
-                bollard::API_DEFAULT_VERSION,
-            ),
-            Some(e) if e.starts_with("tcp://") || e.starts_with("http://") => {
-                Docker::connect_with_http(
-                    &e.replacen("tcp://", "http://", 1),
-                    120,
-                    bollard::API_DEFAULT_VERSION,
-                )
-            }
-            Some(e) => {
-                return Err(RuntimeError::DockerUnavailable {
-                    detail: format!(
-                        "`{e}` is not a Docker endpoint: use unix:///var/run/docker.sock or tcp://HOST:PORT"
-                    ),
-                })
-            }
+        let docker = match &cfg.endpoint {
+            Some(host) => Docker::connect_with_host(host),
+            None => Docker::connect_with_defaults(),
         }
         .map_err(unavailable)?;
         let docker = docker.negotiate_version().await.map_err(unavailable)?;

@@ -37,6 +37,8 @@ pub struct OrchestratorConfig {
     pub max_replicas: u16,
     /// Resources of a node when a request gives none.
     pub default_resources: Resources,
+    /// The most CPU, memory and disk a request may give one node (create and update).
+    pub max_resources: Resources,
     pub ports: PortConfig,
     /// How long start/update/stop may take before the caller gets a timeout.
     pub op_timeout: Duration,
@@ -56,6 +58,11 @@ impl Default for OrchestratorConfig {
             image: "ipfs/kubo:v0.43.1".into(),
             max_replicas: 16,
             default_resources: Resources::default(),
+            max_resources: Resources {
+                cpu_millis: 4000,
+                memory_bytes: 8 << 30,
+                disk_bytes: 1 << 40,
+            },
             ports: PortConfig::default(),
             op_timeout: Duration::from_secs(180),
             resync_interval: Duration::from_secs(30),
@@ -341,6 +348,39 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// Refuses resources above the configured per-node maximum. Only the fields a request
+    /// sets are checked, so lowering a maximum never blocks unrelated updates.
+    fn check_max_resources(
+        &self,
+        cpu_millis: Option<u32>,
+        memory_bytes: Option<u64>,
+        disk_bytes: Option<u64>,
+    ) -> Result<()> {
+        let max = &self.inner.cfg.max_resources;
+        let cores = |m: u32| f64::from(m) / 1000.0;
+        if let Some(c) = cpu_millis.filter(|c| *c > max.cpu_millis) {
+            return Err(invalid(format!(
+                "resources.cpu_millis: {c} ({} cores) is above the per-node maximum of {} ({} cores)",
+                cores(c),
+                max.cpu_millis,
+                cores(max.cpu_millis)
+            )));
+        }
+        if let Some(m) = memory_bytes.filter(|m| *m > max.memory_bytes) {
+            return Err(invalid(format!(
+                "resources.memory_bytes: {m} is above the per-node maximum of {}",
+                max.memory_bytes
+            )));
+        }
+        if let Some(d) = disk_bytes.filter(|d| *d > max.disk_bytes) {
+            return Err(invalid(format!(
+                "resources.disk_bytes: {d} is above the per-node maximum of {}",
+                max.disk_bytes
+            )));
+        }
+        Ok(())
+    }
+
     fn check_users(users: &[String]) -> Result<()> {
         for u in users {
             if u.is_empty() || u.len() > 128 || u.chars().any(|c| c.is_control() || c == ',') {
@@ -400,6 +440,9 @@ impl Orchestrator {
         self.check_replicas(req.replicas)?;
         let resources = req.resources.unwrap_or(self.inner.cfg.default_resources);
         resources.validate().map_err(invalid)?;
+        if let Some(r) = &req.resources {
+            self.check_max_resources(Some(r.cpu_millis), Some(r.memory_bytes), Some(r.disk_bytes))?;
+        }
         Self::check_users(&req.users)?;
         Self::check_origins(&req.allowed_origins)?;
         Self::check_commands("api_allow", &req.api_allow)?;
@@ -470,6 +513,7 @@ impl Orchestrator {
         if let Some(r) = changes.replicas {
             self.check_replicas(r)?;
         }
+        self.check_max_resources(changes.cpu_millis, changes.memory_bytes, changes.disk_bytes)?;
         if let Some(u) = &changes.users {
             Self::check_users(u)?;
         }

@@ -627,3 +627,82 @@ async fn a_docker_hiccup_is_retried_not_a_failure() {
     );
     assert!(f.rt.list_nodes().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn resources_above_the_per_node_maximum_are_refused() {
+    let max = Resources {
+        cpu_millis: 2000,
+        memory_bytes: 2 << 30,
+        disk_bytes: 20 << 30,
+    };
+    let f = fixture_with(OrchestratorConfig {
+        max_resources: max,
+        ..cfg()
+    })
+    .await;
+    let too_much = [
+        Resources {
+            cpu_millis: 2500,
+            ..max
+        },
+        Resources {
+            memory_bytes: (2 << 30) + 1,
+            ..max
+        },
+        Resources {
+            disk_bytes: 21 << 30,
+            ..max
+        },
+    ];
+    for (r, field) in too_much
+        .into_iter()
+        .zip(["cpu_millis", "memory_bytes", "disk_bytes"])
+    {
+        let e = f
+            .orch
+            .create(CreateNetwork {
+                resources: Some(r),
+                ..req("big", 1)
+            })
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, OrchestratorError::Invalid(_)), "{text}");
+        assert!(text.contains(&format!("resources.{field}")), "{text}");
+        assert!(text.contains("maximum"), "{text}");
+    }
+    assert!(f.store.list_networks().await.unwrap().is_empty());
+
+    // Exactly the maximum is fine; an update may not go above it.
+    f.orch
+        .create(CreateNetwork {
+            resources: Some(max),
+            ..req("edge", 1)
+        })
+        .await
+        .unwrap();
+    let e = f
+        .orch
+        .update(
+            "edge",
+            UpdateNetwork {
+                cpu_millis: Some(4000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("maximum of 2000 (2 cores)"), "{e}");
+    let view = f
+        .orch
+        .update(
+            "edge",
+            UpdateNetwork {
+                cpu_millis: Some(1500),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(view.resources.cpu_millis, 1500);
+}
