@@ -388,8 +388,9 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 }
 
 /// Sends the request to the first node that takes it. A node is skipped when the connection
-/// could not be made (nothing was sent), or when the request failed before any answer, its body
-/// was never read and it only reads (`retry_safe`). A timeout is never retried.
+/// could not be made (nothing was sent), or, once per request, when the request failed before
+/// any answer, its body was never read and it only reads (`retry_safe`). A timeout is never
+/// retried.
 async fn forward(
     shared: &Shared,
     nodes: &[SocketAddr],
@@ -403,6 +404,7 @@ async fn forward(
     let hint = body.size_hint();
     let slot = Arc::new(Mutex::new(Some(body)));
     let mut timed_out = false;
+    let mut retried = false;
     for (i, &node) in nodes.iter().enumerate() {
         let uri = format!("http://{node}{path_and_query}");
         let mut req = Request::new(ReplayBody {
@@ -433,7 +435,10 @@ async fn forward(
                 timed_out |= connect && is_timeout(&e);
                 let more = i + 1 < nodes.len();
                 tracing::warn!(node = %node, connect, error = %error_chain(&e), "upstream request failed");
-                if more && (connect || (untouched && retry_safe)) {
+                // A request that broke a node must not break the next one as well: a
+                // non-connect failure is retried once at most.
+                if more && (connect || (untouched && retry_safe && !retried)) {
+                    retried |= !connect;
                     continue;
                 }
                 return Err(if timed_out {
