@@ -369,4 +369,119 @@ mod tests {
         };
         assert!(!err.to_string().contains("junk"));
     }
+
+    /// Over TLS (HTTP/1.1 by ALPN), an unknown host gets a JSON 404 with a request id; then
+    /// shutdown waits for a slow in-flight request before `serve` returns.
+    #[tokio::test]
+    async fn serves_tls_and_shuts_down_gracefully() {
+        use http_body_util::{BodyExt, Empty};
+        use tokio_rustls::rustls;
+
+        let ck = rcgen::generate_simple_self_signed(vec!["nexus.test".into()]).unwrap();
+        let acceptor = tls_acceptor_from_pem(
+            ck.cert.pem().as_bytes(),
+            ck.signing_key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        // A node that answers slowly: the in-flight request during shutdown.
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up_addr = upstream.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = upstream.accept().await {
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"slow")),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        let reg = Registry::new();
+        let name = crate::node::NetworkName::new("tls").unwrap();
+        reg.publish(crate::orchestrator::registry::NetworkEntry {
+            name,
+            users: vec![],
+            gateway_public: true,
+            allowed_origins: vec![],
+            api_allow: vec![],
+            api_deny: vec![],
+            nodes: vec![crate::orchestrator::registry::ReadyNode {
+                index: 0,
+                peer_id: "p".into(),
+                api: up_addr,
+                gateway: up_addr,
+            }],
+        });
+        let d = Delegator::new(reg, DelegatorConfig::new("nexus.test", jwt())).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(d.serve(listener, Some(acceptor), async move {
+            let _ = stop_rx.await;
+        }));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ck.cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cc = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cc.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cc));
+        let connect = || async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let sn = rustls::pki_types::ServerName::try_from("nexus.test").unwrap();
+            let tls = connector.connect(sn, tcp).await.unwrap();
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            send
+        };
+        let get = |host: &str, path: &str| {
+            hyper::Request::get(path)
+                .header("host", host)
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap()
+        };
+        let mut send = connect().await;
+        let resp = send.send_request(get("evil.example", "/")).await.unwrap();
+        assert_eq!(resp.status(), 404);
+        assert!(resp.headers().contains_key("x-request-id"));
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"].as_str().unwrap().contains("unknown host"));
+
+        // Start a slow request, then shut down while it is in flight.
+        let mut send2 = connect().await;
+        let inflight = tokio::spawn(async move {
+            let resp = send2
+                .send_request(get("tls.gateway.nexus.test", "/ipfs/x"))
+                .await
+                .unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, body)
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop_tx.send(()).unwrap();
+        let (status, body) = inflight.await.unwrap();
+        assert_eq!((status.as_u16(), body.as_ref()), (200, b"slow".as_ref()));
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "still accepting"
+        );
+    }
 }
