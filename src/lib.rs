@@ -2,7 +2,8 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod daemon;
+pub mod delegator;
 pub mod node;
 pub mod orchestrator;
 pub mod store;
-pub mod daemon;

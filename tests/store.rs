@@ -487,7 +487,17 @@ async fn reopen_keeps_data_and_migrations_are_idempotent(db: &TestDb) {
         .fetch_one(&mut raw)
         .await
         .unwrap();
-    assert_eq!(applied, 1);
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .expect("migrations dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql"))
+        })
+        .count();
+    assert_eq!(
+        applied as usize, migrations,
+        "each migration applied exactly once"
+    );
     if db.kind == Kind::SqliteFile {
         let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
             .fetch_one(&mut raw)

@@ -1,0 +1,520 @@
+//! Tenant tokens: the JWT configuration, verification and minting (HS256).
+//!
+//! Owns the key material for checking `Authorization: Bearer <JWT>` and the claim rules:
+//! algorithm pinned to the configured key (HS256 secret, RS256 or EdDSA public key), `exp`
+//! required, optional `aud` and `iss`, a small leeway, `nbf` checked when present; the user is
+//! `sub`, or the Go original's `id` claim. It must not decide network membership or RPC policy,
+//! and it never puts a token or a secret in an error, a log line or `Debug` output.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// The smallest HS256 secret accepted (RFC 7518 §3.2: at least the hash size).
+pub const MIN_HS256_SECRET: usize = 32;
+
+/// Leeway applied to `exp` and `nbf` unless configured otherwise.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
+/// The key tokens are checked against. Exactly one algorithm is accepted per key.
+#[derive(Clone)]
+pub enum JwtKey {
+    /// HS256 with a shared secret (also used by `nexus token issue`).
+    Hs256(Vec<u8>),
+    /// RS256 with an RSA public key (PEM, SPKI or PKCS#1).
+    Rs256(String),
+    /// EdDSA (Ed25519) with a public key (PEM, SPKI).
+    EdDsa(String),
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwtKey::Hs256(s) => write!(f, "Hs256(<{} byte secret>)", s.len()),
+            JwtKey::Rs256(_) => f.write_str("Rs256(<public key>)"),
+            JwtKey::EdDsa(_) => f.write_str("EdDsa(<public key>)"),
+        }
+    }
+}
+
+impl JwtKey {
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            JwtKey::Hs256(_) => Algorithm::HS256,
+            JwtKey::Rs256(_) => Algorithm::RS256,
+            JwtKey::EdDsa(_) => Algorithm::EdDSA,
+        }
+    }
+}
+
+/// Asymmetric algorithms accepted by [`JwtConfig::from_public_key_pem`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublicKeyAlg {
+    Rs256,
+    EdDsa,
+}
+
+impl std::str::FromStr for PublicKeyAlg {
+    type Err = JwtConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "RS256" => Ok(PublicKeyAlg::Rs256),
+            "EDDSA" | "ED25519" => Ok(PublicKeyAlg::EdDsa),
+            _ => Err(JwtConfigError::UnsupportedAlgorithm(
+                s.chars().take(16).collect(),
+            )),
+        }
+    }
+}
+
+/// A JWT configuration error (never contains key material).
+#[derive(Debug, thiserror::Error)]
+pub enum JwtConfigError {
+    #[error("the HS256 secret must be at least {MIN_HS256_SECRET} bytes (got {0})")]
+    SecretTooShort(usize),
+    #[error("invalid {alg} public key PEM: {reason}")]
+    BadPublicKey { alg: &'static str, reason: String },
+    #[error("unsupported JWT algorithm `{0}`: use HS256, RS256 or EdDSA")]
+    UnsupportedAlgorithm(String),
+    #[error(
+        "minting tokens needs an HS256 secret; with {0} keys, tokens come from the key's owner"
+    )]
+    CannotMint(&'static str),
+    #[error("the token lifetime must be between 1 second and 10 years")]
+    BadTtl,
+    #[error("the user id must be 1..=256 characters")]
+    BadUser,
+    #[error("could not sign the token: {0}")]
+    Sign(String),
+}
+
+/// How tenant tokens are checked. Build it with [`JwtConfig::hs256`] or
+/// [`JwtConfig::from_public_key_pem`], then adjust the optional claims.
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    pub key: JwtKey,
+    /// Required `aud` value, when set.
+    pub audience: Option<String>,
+    /// Required `iss` value, when set.
+    pub issuer: Option<String>,
+    /// Clock-skew leeway for `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+impl JwtConfig {
+    /// HS256 with a shared secret of at least [`MIN_HS256_SECRET`] bytes.
+    pub fn hs256(secret: impl Into<Vec<u8>>) -> Result<Self, JwtConfigError> {
+        let secret = secret.into();
+        if secret.len() < MIN_HS256_SECRET {
+            return Err(JwtConfigError::SecretTooShort(secret.len()));
+        }
+        Ok(Self::with_key(JwtKey::Hs256(secret)))
+    }
+
+    /// RS256 or EdDSA with a PEM public key (checked now).
+    pub fn from_public_key_pem(alg: PublicKeyAlg, pem: &str) -> Result<Self, JwtConfigError> {
+        let key = match alg {
+            PublicKeyAlg::Rs256 => JwtKey::Rs256(pem.to_owned()),
+            PublicKeyAlg::EdDsa => JwtKey::EdDsa(pem.to_owned()),
+        };
+        let cfg = Self::with_key(key);
+        cfg.verifier()?;
+        Ok(cfg)
+    }
+
+    fn with_key(key: JwtKey) -> Self {
+        Self {
+            key,
+            audience: None,
+            issuer: None,
+            leeway: DEFAULT_LEEWAY,
+        }
+    }
+
+    pub fn with_audience(mut self, aud: impl Into<String>) -> Self {
+        self.audience = Some(aud.into());
+        self
+    }
+
+    pub fn with_issuer(mut self, iss: impl Into<String>) -> Self {
+        self.issuer = Some(iss.into());
+        self
+    }
+
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// The prepared verifier (decoding key and validation rules).
+    pub fn verifier(&self) -> Result<Verifier, JwtConfigError> {
+        let alg = self.key.algorithm();
+        let key = match &self.key {
+            JwtKey::Hs256(s) => {
+                if s.len() < MIN_HS256_SECRET {
+                    return Err(JwtConfigError::SecretTooShort(s.len()));
+                }
+                DecodingKey::from_secret(s)
+            }
+            JwtKey::Rs256(pem) => DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
+                JwtConfigError::BadPublicKey {
+                    alg: "RS256",
+                    reason: e.to_string(),
+                }
+            })?,
+            JwtKey::EdDsa(pem) => DecodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| {
+                JwtConfigError::BadPublicKey {
+                    alg: "EdDSA",
+                    reason: e.to_string(),
+                }
+            })?,
+        };
+        let mut v = Validation::new(alg);
+        v.algorithms = vec![alg];
+        v.set_required_spec_claims(&["exp"]);
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        v.leeway = self.leeway.as_secs();
+        match &self.audience {
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                v.required_spec_claims.insert("aud".into());
+            }
+            None => v.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            v.set_issuer(&[iss]);
+            v.required_spec_claims.insert("iss".into());
+        }
+        Ok(Verifier { key, validation: v })
+    }
+}
+
+/// Why a token was refused (answered with 401). The message never quotes the token.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token: send `Authorization: Bearer <JWT>`")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("token signed with an algorithm this server does not accept")]
+    WrongAlgorithm,
+    #[error("invalid token signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("token has no `exp` claim")]
+    NoExpiry,
+    #[error("token has the wrong audience")]
+    BadAudience,
+    #[error("token has the wrong issuer")]
+    BadIssuer,
+    #[error("token names no user (`sub` or `id` claim)")]
+    NoSubject,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    #[serde(default)]
+    sub: Option<serde_json::Value>,
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+}
+
+/// A prepared token checker.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// Checks an `Authorization` header value; returns the user.
+    pub fn check_header(&self, header: Option<&[u8]>) -> Result<String, AuthError> {
+        let value = header.ok_or(AuthError::Missing)?;
+        let value = std::str::from_utf8(value).map_err(|_| AuthError::Malformed)?;
+        let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::Missing)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::Missing);
+        }
+        self.check(token.trim())
+    }
+
+    /// Checks a bare token; returns the user (`sub`, else `id`).
+    pub fn check(&self, token: &str) -> Result<String, AuthError> {
+        use jsonwebtoken::errors::ErrorKind as K;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                K::InvalidAlgorithm | K::InvalidAlgorithmName | K::MissingAlgorithm => {
+                    AuthError::WrongAlgorithm
+                }
+                K::InvalidSignature => AuthError::BadSignature,
+                K::ExpiredSignature => AuthError::Expired,
+                K::ImmatureSignature => AuthError::NotYetValid,
+                K::MissingRequiredClaim(c) if c == "exp" => AuthError::NoExpiry,
+                K::MissingRequiredClaim(c) if c == "aud" => AuthError::BadAudience,
+                K::InvalidAudience => AuthError::BadAudience,
+                K::MissingRequiredClaim(c) if c == "iss" => AuthError::BadIssuer,
+                K::InvalidIssuer => AuthError::BadIssuer,
+                _ => AuthError::Malformed,
+            },
+        )?;
+        let user = |v: Option<serde_json::Value>| match v {
+            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 256 => Some(s),
+            _ => None,
+        };
+        user(data.claims.sub)
+            .or_else(|| user(data.claims.id))
+            .ok_or(AuthError::NoSubject)
+    }
+}
+
+#[derive(Serialize)]
+struct MintClaims<'a> {
+    sub: &'a str,
+    iat: u64,
+    exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+}
+
+/// Issues an HS256 token for `user`, valid for `ttl` (with the config's `aud`/`iss`).
+pub fn mint_token(cfg: &JwtConfig, user: &str, ttl: Duration) -> Result<String, JwtConfigError> {
+    let JwtKey::Hs256(secret) = &cfg.key else {
+        return Err(JwtConfigError::CannotMint(match cfg.key {
+            JwtKey::Rs256(_) => "RS256",
+            _ => "EdDSA",
+        }));
+    };
+    if user.is_empty() || user.len() > 256 {
+        return Err(JwtConfigError::BadUser);
+    }
+    if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(10 * 365 * 86_400) {
+        return Err(JwtConfigError::BadTtl);
+    }
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = MintClaims {
+        sub: user,
+        iat: now,
+        exp: now + ttl.as_secs(),
+        aud: cfg.audience.as_deref(),
+        iss: cfg.issuer.as_deref(),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| JwtConfigError::Sign(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn hs(claims: serde_json::Value, secret: &[u8]) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    fn hs_verifier() -> Verifier {
+        JwtConfig::hs256(SECRET).unwrap().verifier().unwrap()
+    }
+
+    #[test]
+    fn hs256_happy_path_and_id_claim() {
+        let v = hs_verifier();
+        let t = hs(json!({"sub": "alice", "exp": now() + 60}), SECRET);
+        assert_eq!(v.check(&t), Ok("alice".into()));
+        let header = format!("bearer {t}");
+        assert_eq!(v.check_header(Some(header.as_bytes())), Ok("alice".into()));
+        // The Go original's `id` claim.
+        let t = hs(
+            json!({"id": "bob", "exp": now() + 60, "orig_iat": now()}),
+            SECRET,
+        );
+        assert_eq!(v.check(&t), Ok("bob".into()));
+        // Minted tokens verify.
+        let cfg = JwtConfig::hs256(SECRET).unwrap();
+        let t = mint_token(&cfg, "carol", Duration::from_secs(60)).unwrap();
+        assert_eq!(v.check(&t), Ok("carol".into()));
+    }
+
+    #[test]
+    fn refusals() {
+        let v = hs_verifier();
+        assert_eq!(v.check_header(None), Err(AuthError::Missing));
+        assert_eq!(v.check_header(Some(b"Basic abc")), Err(AuthError::Missing));
+        assert_eq!(v.check_header(Some(b"Bearer")), Err(AuthError::Missing));
+        assert_eq!(v.check("not.a.jwt"), Err(AuthError::Malformed));
+        // Expired (beyond the leeway), not yet valid, missing exp, missing user.
+        let t = hs(json!({"sub": "a", "exp": now() - 3600}), SECRET);
+        assert_eq!(v.check(&t), Err(AuthError::Expired));
+        let t = hs(
+            json!({"sub": "a", "exp": now() + 7200, "nbf": now() + 3600}),
+            SECRET,
+        );
+        assert_eq!(v.check(&t), Err(AuthError::NotYetValid));
+        let t = hs(json!({"sub": "a"}), SECRET);
+        assert_eq!(v.check(&t), Err(AuthError::NoExpiry));
+        let t = hs(json!({"exp": now() + 60}), SECRET);
+        assert_eq!(v.check(&t), Err(AuthError::NoSubject));
+        let t = hs(json!({"sub": "", "exp": now() + 60}), SECRET);
+        assert_eq!(v.check(&t), Err(AuthError::NoSubject));
+        let t = hs(json!({"sub": 7, "exp": now() + 60}), SECRET);
+        assert_eq!(v.check(&t), Err(AuthError::NoSubject));
+        // Wrong signature.
+        let t = hs(
+            json!({"sub": "a", "exp": now() + 60}),
+            b"another secret, 32 bytes long!!!",
+        );
+        assert_eq!(v.check(&t), Err(AuthError::BadSignature));
+        // Within the leeway.
+        let t = hs(json!({"sub": "a", "exp": now() - 5}), SECRET);
+        assert_eq!(v.check(&t), Ok("a".into()));
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let v = hs_verifier();
+        let head = B64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let body = B64.encode(json!({"sub": "a", "exp": now() + 60}).to_string());
+        for t in [format!("{head}.{body}."), format!("{head}.{body}")] {
+            assert!(v.check(&t).is_err(), "{t}");
+        }
+    }
+
+    /// A throwaway RSA pair made for these tests only (`openssl genpkey`); it protects nothing.
+    fn rsa_pair() -> (String, String) {
+        (
+            include_str!("testdata/rsa-test-only.key.pem").to_owned(),
+            include_str!("testdata/rsa-test-only.pub.pem").to_owned(),
+        )
+    }
+
+    fn ed_pair() -> (String, String) {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        (kp.serialize_pem(), kp.public_key_pem())
+    }
+
+    #[test]
+    fn eddsa_and_algorithm_confusion() {
+        let (private, public) = ed_pair();
+        let cfg = JwtConfig::from_public_key_pem(PublicKeyAlg::EdDsa, &public).unwrap();
+        let v = cfg.verifier().unwrap();
+        let claims = json!({"sub": "erin", "exp": now() + 60});
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::EdDSA),
+            &claims,
+            &EncodingKey::from_ed_pem(private.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v.check(&t), Ok("erin".into()));
+        // HS256 signed with the public key's bytes (the classic confusion) is refused.
+        let forged = hs(claims.clone(), public.as_bytes());
+        assert_eq!(v.check(&forged), Err(AuthError::WrongAlgorithm));
+        // An HS256 verifier refuses an EdDSA token.
+        assert_eq!(hs_verifier().check(&t), Err(AuthError::WrongAlgorithm));
+        assert!(JwtConfig::from_public_key_pem(PublicKeyAlg::EdDsa, "junk").is_err());
+        assert!(JwtConfig::from_public_key_pem(PublicKeyAlg::Rs256, &public).is_err());
+    }
+
+    #[test]
+    fn rs256_and_confusion() {
+        let (private, public) = rsa_pair();
+        let v = JwtConfig::from_public_key_pem(PublicKeyAlg::Rs256, &public)
+            .unwrap()
+            .verifier()
+            .unwrap();
+        let claims = json!({"sub": "rita", "exp": now() + 60});
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::RS256),
+            &claims,
+            &EncodingKey::from_rsa_pem(private.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v.check(&t), Ok("rita".into()));
+        assert_eq!(
+            v.check(&hs(claims, public.as_bytes())),
+            Err(AuthError::WrongAlgorithm)
+        );
+    }
+
+    #[test]
+    fn audience_and_issuer() {
+        let cfg = JwtConfig::hs256(SECRET)
+            .unwrap()
+            .with_audience("nexus")
+            .with_issuer("temporal");
+        let v = cfg.verifier().unwrap();
+        let good = json!({"sub": "a", "exp": now() + 60, "aud": "nexus", "iss": "temporal"});
+        assert_eq!(v.check(&hs(good, SECRET)), Ok("a".into()));
+        let t = hs(
+            json!({"sub": "a", "exp": now() + 60, "aud": "x", "iss": "temporal"}),
+            SECRET,
+        );
+        assert_eq!(v.check(&t), Err(AuthError::BadAudience));
+        let t = hs(
+            json!({"sub": "a", "exp": now() + 60, "iss": "temporal"}),
+            SECRET,
+        );
+        assert_eq!(v.check(&t), Err(AuthError::BadAudience));
+        let t = hs(
+            json!({"sub": "a", "exp": now() + 60, "aud": "nexus", "iss": "x"}),
+            SECRET,
+        );
+        assert_eq!(v.check(&t), Err(AuthError::BadIssuer));
+        let t = mint_token(&cfg, "m", Duration::from_secs(60)).unwrap();
+        assert_eq!(v.check(&t), Ok("m".into()));
+    }
+
+    #[test]
+    fn config_errors_and_debug_hide_secrets() {
+        assert!(matches!(
+            JwtConfig::hs256(b"short".to_vec()),
+            Err(JwtConfigError::SecretTooShort(5))
+        ));
+        let cfg = JwtConfig::hs256(SECRET).unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("0123456789abcdef"), "{dbg}");
+        assert!(mint_token(&cfg, "", Duration::from_secs(60)).is_err());
+        assert!(mint_token(&cfg, "a", Duration::ZERO).is_err());
+        let (_, public) = ed_pair();
+        let ed = JwtConfig::from_public_key_pem(PublicKeyAlg::EdDsa, &public).unwrap();
+        assert!(matches!(
+            mint_token(&ed, "a", Duration::from_secs(60)),
+            Err(JwtConfigError::CannotMint("EdDSA"))
+        ));
+        assert_eq!(
+            "rs256".parse::<PublicKeyAlg>().unwrap(),
+            PublicKeyAlg::Rs256
+        );
+        assert!("HS512".parse::<PublicKeyAlg>().is_err());
+    }
+}

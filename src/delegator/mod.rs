@@ -1,0 +1,487 @@
+//! The delegator: an authenticating reverse proxy in front of every network's kubo RPC API and
+//! gateway, running in the daemon's process.
+//!
+//! - [`route`]: `<network>.<api|gateway|status>.<domain>` and `/network/<network>/<feature>/…`
+//!   → network, feature and the exact path to forward.
+//! - [`policy`]: the RPC allow/deny rule (defaults plus each network's `api_allow`/`api_deny`).
+//! - [`auth`]: JWT configuration, verification (pinned algorithm) and HS256 minting.
+//! - `proxy`: the per-request handler: registry lookup, CORS, access checks, streaming forward
+//!   with fail-over, headers, JSON errors, the access log.
+//!
+//! This module owns the listener, connections (HTTP/1.1 and HTTP/2, optional TLS), the upstream
+//! connection pool and graceful shutdown. It reads the orchestrator's
+//! [`Registry`](crate::orchestrator::registry::Registry) on every request and caches no
+//! routing, so it never sends a request to a node the registry no longer lists for that network.
+//! It must not write the registry or the store, start or stop nodes, buffer whole bodies, or
+//! log tokens, secrets or query strings.
+
+pub mod auth;
+pub mod policy;
+mod proxy;
+pub mod route;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+pub use auth::{mint_token, AuthError, JwtConfig, JwtConfigError, JwtKey, PublicKeyAlg, Verifier};
+pub use route::{Feature, Route, RouteError};
+
+use crate::orchestrator::registry::Registry;
+
+/// How the delegator behaves. Build with [`DelegatorConfig::new`] and adjust the fields.
+#[derive(Clone, Debug)]
+pub struct DelegatorConfig {
+    /// The domain routed: `<network>.<feature>.<domain>`, and the path form on `<domain>`
+    /// itself. Case-insensitive; any other `Host` gets 404.
+    pub domain: String,
+    /// Peers whose `X-Forwarded-Host`, `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Request-Id`
+    /// are believed. Exact addresses (IPv4-mapped IPv6 peers match their IPv4 form); no CIDR.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// How tenant tokens are checked.
+    pub jwt: JwtConfig,
+    /// Largest request body forwarded (`None`: no limit). Checked on `Content-Length` up front
+    /// (413) and enforced while streaming.
+    pub max_body_bytes: Option<u64>,
+    /// TCP connect timeout to a node.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    pub idle_timeout: Duration,
+    /// Time allowed until a node's response headers (`None`: no limit). Bodies stream freely.
+    pub request_timeout: Option<Duration>,
+    /// Time allowed for a client to send its request headers (and the TLS handshake).
+    pub header_read_timeout: Duration,
+    /// How long graceful shutdown waits for in-flight requests before dropping them.
+    pub shutdown_grace: Duration,
+    /// Idle pooled connections kept per node.
+    pub max_idle_per_node: usize,
+}
+
+impl DelegatorConfig {
+    /// Defaults: no trusted proxy, no body limit, connect 5 s, idle 90 s, no request timeout,
+    /// headers within 30 s, 30 s of shutdown grace.
+    pub fn new(domain: impl Into<String>, jwt: JwtConfig) -> Self {
+        Self {
+            domain: domain.into(),
+            trusted_proxies: Vec::new(),
+            jwt,
+            max_body_bytes: None,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(90),
+            request_timeout: None,
+            header_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            max_idle_per_node: 32,
+        }
+    }
+}
+
+/// Errors of the delegator itself (never of one request: those are HTTP answers).
+#[derive(Debug, thiserror::Error)]
+pub enum DelegatorError {
+    #[error("invalid delegator domain `{0}`: give a DNS name such as nexus.example.com")]
+    BadDomain(String),
+    #[error("invalid JWT configuration: {0}")]
+    Jwt(#[from] JwtConfigError),
+    #[error("invalid delegator setting: {0}")]
+    BadSetting(&'static str),
+    #[error("cannot read {what} `{path}`: {reason}")]
+    TlsFile {
+        what: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("invalid TLS certificate or key: {0}")]
+    Tls(String),
+    #[error("the delegator's listener failed: {0}")]
+    Accept(#[source] std::io::Error),
+}
+
+/// The delegator: build it with [`Delegator::new`], then [`Delegator::serve`] a listener.
+pub struct Delegator {
+    shared: Arc<proxy::Shared>,
+}
+
+impl std::fmt::Debug for Delegator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delegator")
+            .field("domain", &self.shared.cfg.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delegator {
+    /// Validates the configuration and prepares the upstream connection pool.
+    pub fn new(registry: Registry, mut cfg: DelegatorConfig) -> Result<Self, DelegatorError> {
+        cfg.domain = route::normalise_domain(&cfg.domain)
+            .ok_or_else(|| DelegatorError::BadDomain(cfg.domain.chars().take(64).collect()))?;
+        if cfg.connect_timeout.is_zero() {
+            return Err(DelegatorError::BadSetting(
+                "connect_timeout must be above zero",
+            ));
+        }
+        if cfg.request_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(DelegatorError::BadSetting(
+                "request_timeout must be above zero",
+            ));
+        }
+        if cfg.header_read_timeout.is_zero() {
+            return Err(DelegatorError::BadSetting(
+                "header_read_timeout must be above zero",
+            ));
+        }
+        let verifier = cfg.jwt.verifier()?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(cfg.idle_timeout)
+            .pool_max_idle_per_host(cfg.max_idle_per_node)
+            .build(connector);
+        Ok(Self {
+            shared: Arc::new(proxy::Shared {
+                registry,
+                cfg,
+                verifier,
+                client,
+                round_robin: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// Serves connections from `listener` (TLS when `tls` is given) until `shutdown` resolves,
+    /// then stops accepting, lets in-flight requests finish (up to `shutdown_grace`) and
+    /// returns. Fails only when the listener itself fails.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), DelegatorError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut conns = JoinSet::new();
+        tokio::pin!(shutdown);
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, tls = tls.is_some(), domain = %self.shared.cfg.domain, "delegator listening");
+        }
+        let result = loop {
+            tokio::select! {
+                _ = &mut shutdown => break Ok(()),
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let shared = self.shared.clone();
+                        let tls = tls.clone();
+                        let stop = stop_rx.clone();
+                        conns.spawn(connection(shared, stream, peer, tls, stop));
+                    }
+                    Err(e) if transient_accept_error(&e) => {
+                        tracing::warn!(error = %e, "accept failed; continuing");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => break Err(DelegatorError::Accept(e)),
+                },
+            }
+        };
+        drop(listener);
+        let _ = stop_tx.send(true);
+        let grace = self.shared.cfg.shutdown_grace;
+        let drained =
+            tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                remaining = conns.len(),
+                "shutdown grace over; dropping connections"
+            );
+            conns.abort_all();
+        }
+        tracing::info!("delegator stopped");
+        result
+    }
+}
+
+fn transient_accept_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionAborted | K::ConnectionReset | K::Interrupted | K::WouldBlock
+    ) || e.raw_os_error().is_some_and(|c| c == 24 || c == 23) // EMFILE, ENFILE
+}
+
+/// One client connection: optional TLS, then HTTP/1.1 or HTTP/2; on shutdown, a graceful close
+/// after the requests in flight.
+async fn connection(
+    shared: Arc<proxy::Shared>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let header_timeout = shared.cfg.header_read_timeout;
+    match tls {
+        None => serve_io(shared, TokioIo::new(stream), peer, false, stop).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => serve_io(shared, TokioIo::new(s), peer, true, stop).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_io<I>(
+    shared: Arc<proxy::Shared>,
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let info = proxy::ConnInfo { peer, tls };
+    let header_timeout = shared.cfg.header_read_timeout;
+    let svc = hyper::service::service_fn(move |req| proxy::handle(shared.clone(), info, req));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error during shutdown");
+    }
+}
+
+/// Builds a TLS acceptor (HTTP/2 and HTTP/1.1 by ALPN) from a PEM certificate chain and a PEM
+/// private key (PKCS#8, PKCS#1 or SEC1).
+pub fn tls_acceptor_from_pem_files(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<TlsAcceptor, DelegatorError> {
+    let read = |what: &'static str, p: &Path| {
+        std::fs::read(p).map_err(|e| DelegatorError::TlsFile {
+            what,
+            path: p.display().to_string(),
+            reason: e.to_string(),
+        })
+    };
+    let cert = read("certificate", cert_path)?;
+    let key = read("private key", key_path)?;
+    tls_acceptor_from_pem(&cert, &key)
+}
+
+/// Like [`tls_acceptor_from_pem_files`], from PEM bytes.
+pub fn tls_acceptor_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<TlsAcceptor, DelegatorError> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| DelegatorError::Tls(format!("certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(DelegatorError::Tls("no certificate in the PEM".into()));
+    }
+    // The key's parse error is not quoted: it could echo key bytes.
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|_| DelegatorError::Tls("no usable private key in the key PEM".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DelegatorError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| DelegatorError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt() -> JwtConfig {
+        JwtConfig::hs256(vec![1u8; 32]).unwrap()
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let reg = Registry::new();
+        assert!(matches!(
+            Delegator::new(reg.clone(), DelegatorConfig::new("bad domain", jwt())),
+            Err(DelegatorError::BadDomain(_))
+        ));
+        let mut c = DelegatorConfig::new("Nexus.Example.", jwt());
+        c.request_timeout = Some(Duration::ZERO);
+        assert!(matches!(
+            Delegator::new(reg.clone(), c),
+            Err(DelegatorError::BadSetting(_))
+        ));
+        let mut c = DelegatorConfig::new("Nexus.Example.", jwt());
+        c.jwt.key = JwtKey::Hs256(b"short".to_vec());
+        assert!(matches!(
+            Delegator::new(reg.clone(), c),
+            Err(DelegatorError::Jwt(_))
+        ));
+        let d = Delegator::new(reg, DelegatorConfig::new("Nexus.Example.", jwt())).unwrap();
+        assert_eq!(d.shared.cfg.domain, "nexus.example");
+    }
+
+    #[test]
+    fn tls_from_rcgen_pem() {
+        let ck = rcgen::generate_simple_self_signed(vec!["nexus.test".into()]).unwrap();
+        let cert = ck.cert.pem();
+        let key = ck.signing_key.serialize_pem();
+        assert!(tls_acceptor_from_pem(cert.as_bytes(), key.as_bytes()).is_ok());
+        assert!(tls_acceptor_from_pem(b"", key.as_bytes()).is_err());
+        let Err(err) = tls_acceptor_from_pem(cert.as_bytes(), b"junk") else {
+            panic!("a junk key was accepted");
+        };
+        assert!(!err.to_string().contains("junk"));
+    }
+
+    /// Over TLS (HTTP/1.1 by ALPN), an unknown host gets a JSON 404 with a request id; then
+    /// shutdown waits for a slow in-flight request before `serve` returns.
+    #[tokio::test]
+    async fn serves_tls_and_shuts_down_gracefully() {
+        use http_body_util::{BodyExt, Empty};
+        use tokio_rustls::rustls;
+
+        let ck = rcgen::generate_simple_self_signed(vec!["nexus.test".into()]).unwrap();
+        let acceptor = tls_acceptor_from_pem(
+            ck.cert.pem().as_bytes(),
+            ck.signing_key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        // A node that answers slowly: the in-flight request during shutdown.
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up_addr = upstream.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = upstream.accept().await {
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"slow")),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        let reg = Registry::new();
+        let name = crate::node::NetworkName::new("tls").unwrap();
+        reg.publish(crate::orchestrator::registry::NetworkEntry {
+            name,
+            users: vec![],
+            gateway_public: true,
+            allowed_origins: vec![],
+            api_allow: vec![],
+            api_deny: vec![],
+            nodes: vec![crate::orchestrator::registry::ReadyNode {
+                index: 0,
+                peer_id: "p".into(),
+                api: up_addr,
+                gateway: up_addr,
+            }],
+        });
+        let d = Delegator::new(reg, DelegatorConfig::new("nexus.test", jwt())).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(d.serve(listener, Some(acceptor), async move {
+            let _ = stop_rx.await;
+        }));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ck.cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cc = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cc.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cc));
+        let connect = || async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let sn = rustls::pki_types::ServerName::try_from("nexus.test").unwrap();
+            let tls = connector.connect(sn, tcp).await.unwrap();
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            send
+        };
+        let get = |host: &str, path: &str| {
+            hyper::Request::get(path)
+                .header("host", host)
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap()
+        };
+        let mut send = connect().await;
+        let resp = send.send_request(get("evil.example", "/")).await.unwrap();
+        assert_eq!(resp.status(), 404);
+        assert!(resp.headers().contains_key("x-request-id"));
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"].as_str().unwrap().contains("unknown host"));
+
+        // Start a slow request, then shut down while it is in flight.
+        let mut send2 = connect().await;
+        let inflight = tokio::spawn(async move {
+            let resp = send2
+                .send_request(get("tls.gateway.nexus.test", "/ipfs/x"))
+                .await
+                .unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, body)
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop_tx.send(()).unwrap();
+        let (status, body) = inflight.await.unwrap();
+        assert_eq!((status.as_u16(), body.as_ref()), (200, b"slow".as_ref()));
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "still accepting"
+        );
+    }
+}

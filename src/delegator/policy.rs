@@ -1,0 +1,282 @@
+//! The RPC allow-list: which kubo RPC commands a tenant token may call, and which gateway paths
+//! are served.
+//!
+//! Owns the default allow and deny lists, the command-path parsing of `/api/v0/<command>` and
+//! the decision rule. Pure functions, no I/O. It must not authenticate anyone or look at the
+//! registry; the caller passes the network's own `api_allow` / `api_deny`.
+//!
+//! # The rule
+//!
+//! A request path is first reduced to a *command path*: it must be `/api/v0/<command>` with an
+//! optional single trailing slash, where `<command>` is one or more segments of lowercase ASCII
+//! letters, digits and `-` joined by `/` (kubo's command names). Anything else (other prefixes
+//! such as `/debug/…`, `/webui`, `/logs`, upper case, percent-encoding, empty segments) is
+//! denied outright. The forwarded path is then exactly `/api/v0/<command>`.
+//!
+//! A rule `r` *matches* a command `c` when `c == r` or `c` starts with `r/` (a rule names a
+//! command and all its subcommands). Every matching rule from four lists is ranked by
+//! (number of segments, tier), tiers from lowest to highest: default allow, default deny,
+//! network `api_allow`, network `api_deny`. The highest-ranked rule decides: the most specific
+//! rule wins, and on equal specificity the network beats the defaults and deny beats allow.
+//! Two extra constraints: no matching rule → deny; and if any network `api_deny` rule matches,
+//! a default-allow winner is overridden to deny (the network's deny always beats the defaults'
+//! allow).
+//!
+//! So `api_allow = ["key/list"]` opens `key/list` while `key/export` stays denied by default;
+//! `api_allow = ["key"]` opens `key/gen` and `key/list`, but not `key/export`, `key/import` or
+//! `key/rm`, which are more specific default denies; `api_allow = ["key/export"]` does open it
+//! (equal specificity, the network wins); `api_deny = ["pin"]` closes every `pin/*` command.
+
+/// Commands a tenant may call unless the network says otherwise: working with content.
+pub const DEFAULT_ALLOW: &[&str] = &[
+    "add",
+    "cat",
+    "get",
+    "ls",
+    "dag",
+    "block",
+    "pin",
+    "files",
+    "name",
+    "id",
+    "version",
+    "swarm/peers",
+    "stats",
+    "repo/stat",
+];
+
+/// Commands that take a node over or leak its secrets. (`pin/remote/service` stores third-party
+/// credentials in the node's config, so it is denied as well.)
+pub const DEFAULT_DENY: &[&str] = &[
+    "config",
+    "shutdown",
+    "key/export",
+    "key/import",
+    "key/rm",
+    "swarm/connect",
+    "swarm/disconnect",
+    "bootstrap/add",
+    "bootstrap/rm",
+    "p2p",
+    "log",
+    "repo/gc",
+    "diag/profile",
+    "pin/remote/service",
+];
+
+/// RPC commands that only read, so a request that failed before an answer may be retried on
+/// another replica (see the proxy's fail-over).
+const READ_ONLY: &[&str] = &[
+    "id",
+    "version",
+    "cat",
+    "get",
+    "ls",
+    "swarm/peers",
+    "stats",
+    "repo/stat",
+    "pin/ls",
+    "block/get",
+    "block/stat",
+    "dag/get",
+    "dag/stat",
+    "files/ls",
+    "files/read",
+    "files/stat",
+    "name/resolve",
+];
+
+/// Why an RPC path is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("only kubo RPC commands under /api/v0/ are served")]
+    NotRpc,
+    #[error("RPC command `{0}` is not allowed for tenant tokens on this network")]
+    Denied(String),
+}
+
+/// Extracts the command of `/api/v0/<command>[/]`, or `None` when the path is not a plain
+/// kubo command path.
+pub fn rpc_command(path: &str) -> Option<&str> {
+    let c = path.strip_prefix("/api/v0/")?;
+    let c = c.strip_suffix('/').unwrap_or(c);
+    let ok = !c.is_empty()
+        && c.len() <= 128
+        && c.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    ok.then_some(c)
+}
+
+fn matches(rule: &str, command: &str) -> bool {
+    command
+        .strip_prefix(rule)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The decision for one command (see the module comment for the rule).
+pub fn command_allowed(command: &str, net_allow: &[String], net_deny: &[String]) -> bool {
+    // (segments, tier, allow?) of the best matching rule.
+    let mut best: Option<(usize, u8, bool)> = None;
+    let mut net_deny_matched = false;
+    let mut consider = |rule: &str, tier: u8, allow: bool| {
+        if matches(rule, command) {
+            let key = (rule.split('/').count(), tier, allow);
+            if best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
+                best = Some(key);
+            }
+        }
+    };
+    for r in DEFAULT_ALLOW {
+        consider(r, 0, true);
+    }
+    for r in DEFAULT_DENY {
+        consider(r, 1, false);
+    }
+    for r in net_allow {
+        consider(r, 2, true);
+    }
+    for r in net_deny {
+        if matches(r, command) {
+            net_deny_matched = true;
+        }
+        consider(r, 3, false);
+    }
+    match best {
+        None => false,
+        Some((_, 0, true)) if net_deny_matched => false,
+        Some((_, _, allow)) => allow,
+    }
+}
+
+/// Checks an RPC request path; returns the command when it may be forwarded.
+pub fn check_rpc<'a>(
+    path: &'a str,
+    net_allow: &[String],
+    net_deny: &[String],
+) -> Result<&'a str, PolicyError> {
+    let command = rpc_command(path).ok_or(PolicyError::NotRpc)?;
+    if command_allowed(command, net_allow, net_deny) {
+        Ok(command)
+    } else {
+        Err(PolicyError::Denied(command.to_owned()))
+    }
+}
+
+/// Whether a command only reads (safe to retry on another replica).
+pub fn read_only(command: &str) -> bool {
+    READ_ONLY.iter().any(|r| matches(r, command))
+}
+
+/// Gateway paths the delegator forwards: content under `/ipfs/` and `/ipns/` only (not the
+/// gateway port's other handlers).
+pub fn gateway_path_allowed(path: &str) -> bool {
+    path.starts_with("/ipfs/") || path.starts_with("/ipns/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn allowed(path: &str, allow: &[&str], deny: &[&str]) -> bool {
+        check_rpc(path, &v(allow), &v(deny)).is_ok()
+    }
+
+    #[test]
+    fn defaults() {
+        for p in [
+            "/api/v0/add",
+            "/api/v0/cat",
+            "/api/v0/cat/",
+            "/api/v0/pin/ls",
+            "/api/v0/pin/add",
+            "/api/v0/files/write",
+            "/api/v0/dag/put",
+            "/api/v0/swarm/peers",
+            "/api/v0/repo/stat",
+            "/api/v0/stats/bw",
+            "/api/v0/id",
+            "/api/v0/version",
+        ] {
+            assert!(allowed(p, &[], &[]), "{p}");
+        }
+        for p in [
+            "/api/v0/config",
+            "/api/v0/config/show",
+            "/api/v0/config/replace",
+            "/api/v0/shutdown",
+            "/api/v0/key/export",
+            "/api/v0/key/import",
+            "/api/v0/key/rm",
+            "/api/v0/key/list",
+            "/api/v0/swarm/connect",
+            "/api/v0/swarm/disconnect",
+            "/api/v0/swarm/peering/add",
+            "/api/v0/bootstrap/add",
+            "/api/v0/bootstrap/rm/all",
+            "/api/v0/p2p/listen",
+            "/api/v0/log/level",
+            "/api/v0/repo/gc",
+            "/api/v0/diag/profile",
+            "/api/v0/pin/remote/service/add",
+            "/api/v0/addx",
+            "/api/v0/",
+            "/api/v0",
+            "/api/v1/add",
+            "/debug/pprof",
+            "/debug/metrics/prometheus",
+            "/webui",
+            "/logs",
+            "/api/v0/Config/show",
+            "/api/v0/con%66ig/show",
+            "/api/v0/pin//ls",
+            "/api/v0/add//",
+        ] {
+            assert!(!allowed(p, &[], &[]), "{p}");
+        }
+    }
+
+    #[test]
+    fn network_rules() {
+        // A specific allow opens one command; the default denies around it stay.
+        assert!(allowed("/api/v0/key/list", &["key/list"], &[]));
+        assert!(!allowed("/api/v0/key/export", &["key/list"], &[]));
+        assert!(allowed("/api/v0/key/gen", &["key"], &[]));
+        assert!(!allowed("/api/v0/key/export", &["key"], &[]));
+        // Equal specificity: the network wins over the defaults.
+        assert!(allowed("/api/v0/key/export", &["key/export"], &[]));
+        assert!(allowed("/api/v0/config/show", &["config"], &[]));
+        // Network deny beats default allow, at any specificity.
+        assert!(!allowed("/api/v0/pin/ls", &[], &["pin"]));
+        assert!(!allowed("/api/v0/add", &[], &["add"]));
+        assert!(!allowed("/api/v0/stats/bw", &[], &["stats/bw"]));
+        assert!(allowed("/api/v0/stats/repo", &[], &["stats/bw"]));
+        // Network allow vs network deny: most specific wins, deny on ties.
+        assert!(allowed("/api/v0/pin/ls", &["pin/ls"], &["pin"]));
+        assert!(!allowed("/api/v0/pin/add", &["pin/ls"], &["pin"]));
+        assert!(!allowed("/api/v0/dht/query", &["dht"], &["dht"]));
+        // Rules match whole segments only.
+        assert!(!allowed("/api/v0/pinx", &[], &[]));
+        assert!(!allowed("/api/v0/keys", &["key"], &[]));
+        assert_eq!(
+            check_rpc("/api/v0/config/show", &[], &[]),
+            Err(PolicyError::Denied("config/show".into()))
+        );
+        assert_eq!(check_rpc("/webui", &[], &[]), Err(PolicyError::NotRpc));
+    }
+
+    #[test]
+    fn read_only_and_gateway() {
+        assert!(read_only("cat") && read_only("pin/ls") && !read_only("pin/add"));
+        assert!(!read_only("add") && !read_only("shutdown"));
+        assert!(gateway_path_allowed("/ipfs/Qm"));
+        assert!(!gateway_path_allowed("/api/v0/id") && !gateway_path_allowed("/ipfs"));
+    }
+}
