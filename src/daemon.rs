@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::api::{self, ApiKeys, NexusService, ServiceConfig};
+use crate::delegator::{self, Delegator, DelegatorConfig, DelegatorError};
 use crate::node::{DockerRuntime, DockerRuntimeConfig, NodeRuntime, RuntimeError};
 use crate::orchestrator::ports::BindProbe;
 use crate::orchestrator::{Orchestrator, OrchestratorConfig, OrchestratorError};
@@ -31,6 +32,17 @@ pub struct DaemonOptions {
     pub public_address: String,
     /// Pull the node image at start-up when it is missing.
     pub pull_image: bool,
+    /// The delegator, when enabled.
+    pub delegator: Option<DelegatorOptions>,
+}
+
+/// Where and how the delegator serves.
+#[derive(Clone, Debug)]
+pub struct DelegatorOptions {
+    pub listen: SocketAddr,
+    pub config: DelegatorConfig,
+    /// PEM certificate chain and key files.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl std::fmt::Debug for DaemonOptions {
@@ -66,6 +78,8 @@ pub enum DaemonError {
     Server(#[from] api::ServerError),
     #[error("no API key configured: the gRPC API would accept nobody")]
     NoApiKey,
+    #[error(transparent)]
+    Delegator(#[from] DelegatorError),
 }
 
 /// Waits for SIGINT or SIGTERM.
@@ -144,6 +158,45 @@ pub async fn run(
         None => None,
     };
 
+    // One shutdown signal for every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let delegator_task = match &opts.delegator {
+        Some(d) => {
+            let listener =
+                tokio::net::TcpListener::bind(d.listen)
+                    .await
+                    .map_err(|e| DaemonError::Listen {
+                        what: "delegator",
+                        addr: d.listen,
+                        detail: e.to_string(),
+                    })?;
+            let acceptor = match &d.tls {
+                Some((cert, key)) => Some(delegator::tls_acceptor_from_pem_files(cert, key)?),
+                None => None,
+            };
+            let server = Delegator::new(orch.registry(), d.config.clone())?;
+            tracing::info!(
+                addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                domain = %d.config.domain,
+                tls = d.tls.is_some(),
+                "delegator listening"
+            );
+            let signal = stopped(stop_rx.clone());
+            Some(tokio::spawn(async move {
+                server.serve(listener, acceptor, signal).await
+            }))
+        }
+        None => None,
+    };
+
     // Recovery and the reconciler run in the background: the API answers meanwhile, and
     // operations on a network wait for its lock.
     let background = {
@@ -173,9 +226,20 @@ pub async fn run(
         service,
         ApiKeys::new(&opts.api_keys),
         tls,
-        shutdown,
+        stopped(stop_rx.clone()),
     )
     .await;
+    if let Some(task) = delegator_task {
+        if result.is_err() {
+            task.abort();
+        }
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "delegator failed"),
+            Err(e) if !e.is_cancelled() => tracing::error!(error = %e, "delegator task failed"),
+            Err(_) => {}
+            Ok(Ok(())) => {}
+        }
+    }
     background.abort();
     result?;
     tracing::info!("nexus daemon stopped; nodes keep running and are adopted on the next start");

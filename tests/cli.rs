@@ -120,13 +120,21 @@ level = "info,nexus=debug"
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("daemon exited at start ({status}):\n{}", self.logs());
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.grpc)).is_ok() {
                 return;
             }
-            assert!(Instant::now() < deadline, "daemon did not listen:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not listen:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -231,7 +239,9 @@ impl Drop for Daemon {
             for id in docker(&list).split_whitespace() {
                 let _ = match kind {
                     "container" => Command::new("docker").args(["rm", "-fv", id]).output(),
-                    "volume" => Command::new("docker").args(["volume", "rm", "-f", id]).output(),
+                    "volume" => Command::new("docker")
+                        .args(["volume", "rm", "-f", id])
+                        .output(),
                     _ => Command::new("docker").args(["network", "rm", id]).output(),
                 };
             }
@@ -276,7 +286,15 @@ fn operator_drives_a_network_through_the_cli() {
 
     // create → start
     let n = d.json(&[
-        "network", "create", &net, "--replicas", "3", "--user", "alice", "--api-deny", "pin/rm",
+        "network",
+        "create",
+        &net,
+        "--replicas",
+        "3",
+        "--user",
+        "alice",
+        "--api-deny",
+        "pin/rm",
     ]);
     assert_eq!(n["status"], "stopped");
     assert_eq!(n["replicas"], 3);
@@ -292,7 +310,10 @@ fn operator_drives_a_network_through_the_cli() {
     assert!(nodes.iter().all(|x| x["state"] == "running"));
     assert_eq!(d.containers("running"), 3);
     let text = String::from_utf8_lossy(&d.cli(&["network", "list"]).stdout).into_owned();
-    assert!(text.contains("NAME") && text.contains(&net) && text.contains("3/3"), "{text}");
+    assert!(
+        text.contains("NAME") && text.contains(&net) && text.contains("3/3"),
+        "{text}"
+    );
 
     // stats
     let s = d.json(&["network", "stats", &net]);
@@ -324,7 +345,10 @@ fn operator_drives_a_network_through_the_cli() {
         "--swarm-key-out",
         key_file.to_str().unwrap_or(""),
     ]);
-    assert_eq!(kit2["swarm_key"], "", "the key went to the file, not stdout");
+    assert_eq!(
+        kit2["swarm_key"], "",
+        "the key went to the file, not stdout"
+    );
     assert_eq!(
         std::fs::read_to_string(&key_file).unwrap_or_default(),
         kit["swarm_key"].as_str().unwrap_or("-")
@@ -332,7 +356,12 @@ fn operator_drives_a_network_through_the_cli() {
     // No other answer carries the swarm key or any private key.
     let get = d.cli(&["--json", "network", "get", &net]);
     let get_text = String::from_utf8_lossy(&get.stdout);
-    let key_line = kit["swarm_key"].as_str().unwrap_or("").lines().last().unwrap_or("x");
+    let key_line = kit["swarm_key"]
+        .as_str()
+        .unwrap_or("")
+        .lines()
+        .last()
+        .unwrap_or("x");
     assert!(!get_text.contains(key_line));
     assert!(!get_text.contains("PrivKey"));
     let diag = d.json(&["network", "diagnostics", &net]);
@@ -353,7 +382,15 @@ fn operator_drives_a_network_through_the_cli() {
 
     // update: scale down and change access
     let n = d.json(&[
-        "network", "update", &net, "--replicas", "2", "--user", "bob", "--gateway-public", "true",
+        "network",
+        "update",
+        &net,
+        "--replicas",
+        "2",
+        "--user",
+        "bob",
+        "--gateway-public",
+        "true",
     ]);
     assert_eq!(n["replicas"], 2);
     assert_eq!(n["users"], serde_json::json!(["bob"]));
@@ -383,10 +420,16 @@ fn operator_drives_a_network_through_the_cli() {
         "{lines:?}"
     );
     assert!(
-        lines.iter().any(|e| e["kind"] == "status" || e["kind"] == "node_die"),
+        lines
+            .iter()
+            .any(|e| e["kind"] == "status" || e["kind"] == "node_die"),
         "no event seen: {lines:?}"
     );
-    assert_eq!(d.containers("running"), 2, "shutdown must leave nodes running");
+    assert_eq!(
+        d.containers("running"),
+        2,
+        "shutdown must leave nodes running"
+    );
     d.start();
     let n = d.json(&["network", "get", &net]);
     assert_eq!(n["status"], "running");
@@ -397,7 +440,11 @@ fn operator_drives_a_network_through_the_cli() {
         "--filter",
         &format!("label=io.nexus.instance={}", d.instance),
     ]);
-    assert_eq!(sorted(&ids_before), sorted(&ids_after), "nodes were re-created");
+    assert_eq!(
+        sorted(&ids_before),
+        sorted(&ids_after),
+        "nodes were re-created"
+    );
 
     // stop → remove
     let err = d.fails(&["network", "remove", &net]);
@@ -454,16 +501,37 @@ fn ctl_reaches_every_rpc_through_reflection() {
     ]);
     assert_eq!(n["users"], serde_json::json!(["alice", "bob"]));
     assert_eq!(n["resources"]["memory_bytes"], 268435456u64);
-    assert_eq!(ctl(&["StartNetwork", &format!("name={net}")])["status"], "running");
-    assert_eq!(ctl(&["GetNetwork", &format!("name={net}")])["name"], net.as_str());
+    assert_eq!(
+        ctl(&["StartNetwork", &format!("name={net}")])["status"],
+        "running"
+    );
+    assert_eq!(
+        ctl(&["GetNetwork", &format!("name={net}")])["name"],
+        net.as_str()
+    );
     assert_eq!(names(&ctl(&["ListNetworks"])), vec![net.clone()]);
-    assert_eq!(ctl(&["NetworkStats", &format!("name={net}")])["nodes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        ctl(&["NetworkStats", &format!("name={net}")])["nodes"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
     assert_eq!(
         ctl(&["NetworkDiagnostics", &format!("name={net}")])["nodes"][0]["state"],
         "running"
     );
-    assert_eq!(ctl(&["GetJoinKit", &format!("name={net}")])["bootstrap"].as_array().map(Vec::len), Some(1));
-    let n = ctl(&["UpdateNetwork", &format!("name={net}"), "users=", "api_deny=pin/rm"]);
+    assert_eq!(
+        ctl(&["GetJoinKit", &format!("name={net}")])["bootstrap"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    let n = ctl(&[
+        "UpdateNetwork",
+        &format!("name={net}"),
+        "users=",
+        "api_deny=pin/rm",
+    ]);
     assert_eq!(n["users"], serde_json::json!([]));
     assert_eq!(n["api_deny"], serde_json::json!(["pin/rm"]));
     // WatchEvents streams: read the first event, caused by a stop.
@@ -476,7 +544,10 @@ fn ctl_reaches_every_rpc_through_reflection() {
         .spawn()
         .expect("watch");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(ctl(&["StopNetwork", &format!("name={net}")])["status"], "stopped");
+    assert_eq!(
+        ctl(&["StopNetwork", &format!("name={net}")])["status"],
+        "stopped"
+    );
     let mut first = String::new();
     BufReader::new(watch.stdout.take().expect("stdout"))
         .read_line(&mut first)
@@ -505,7 +576,9 @@ async fn ping(address: &str, key: Option<&str>, ca: Option<Vec<u8>>) -> Result<(
         tls_ca: ca,
         connect_timeout: Duration::from_secs(5),
     };
-    let conn = nexus::client::connect(&cfg).await.map_err(|e| e.to_string())?;
+    let conn = nexus::client::connect(&cfg)
+        .await
+        .map_err(|e| e.to_string())?;
     conn.client()
         .ping(nexus::api::pb::PingRequest {})
         .await
@@ -520,12 +593,21 @@ async fn api_keys_are_required_and_rotate() {
     let addr = format!("http://127.0.0.1:{}", d.grpc);
     let e = ping(&addr, None, None).await.unwrap_err();
     assert!(e.starts_with("Unauthenticated"), "{e}");
-    let e = ping(&addr, Some("wrong-key-0123456789abcdefghijklmnopqrstuvwxyz"), None)
-        .await
-        .unwrap_err();
-    assert!(e.starts_with("Unauthenticated") && !e.contains("wrong-key"), "{e}");
+    let e = ping(
+        &addr,
+        Some("wrong-key-0123456789abcdefghijklmnopqrstuvwxyz"),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.starts_with("Unauthenticated") && !e.contains("wrong-key"),
+        "{e}"
+    );
     ping(&addr, Some(KEY_A), None).await.expect("first key");
-    ping(&addr, Some(KEY_B), None).await.expect("second key (rotation)");
+    ping(&addr, Some(KEY_B), None)
+        .await
+        .expect("second key (rotation)");
 
     // Health needs no key.
     let conn = nexus::client::connect(&nexus::client::ClientConfig {
@@ -544,7 +626,10 @@ async fn api_keys_are_required_and_rotate() {
         .await
         .expect("health")
         .into_inner();
-    assert_eq!(h.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        h.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 
     // A generic client using only reflection lists the service and calls Ping.
     let keyed = nexus::client::connect(&nexus::client::ClientConfig {
@@ -568,9 +653,15 @@ async fn api_keys_are_required_and_rotate() {
             ),
         },
     ]));
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {KEY_B}").parse().expect("header"));
-    let mut stream = refl.server_reflection_info(req).await.expect("reflection").into_inner();
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {KEY_B}").parse().expect("header"),
+    );
+    let mut stream = refl
+        .server_reflection_info(req)
+        .await
+        .expect("reflection")
+        .into_inner();
     let resp = stream.message().await.expect("answer").expect("one answer");
     let listed = format!("{:?}", resp.message_response);
     assert!(listed.contains("nexus.v1.Nexus"), "{listed}");
@@ -639,7 +730,11 @@ async fn tls_on_the_grpc_api() {
         "network",
         "list",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(d.terminate());
     let _ = std::fs::remove_dir_all(&tmp);
 }
@@ -674,7 +769,10 @@ fn bad_configuration_is_refused_naming_the_key() {
     assert!(!ok && err.contains("NEXUS_GRPC_LISTNE"), "{err}");
 
     let bad_size = d.dir.join("size.toml");
-    write(&bad_size, &text.replace("memory = \"256MiB\"", "memory = \"lots\""));
+    write(
+        &bad_size,
+        &text.replace("memory = \"256MiB\"", "memory = \"lots\""),
+    );
     let (ok, err) = run(&[], &bad_size);
     assert!(!ok && err.contains("node.memory"), "{err}");
 
@@ -698,7 +796,11 @@ fn init_writes_a_private_config_that_runs() {
         c.output().expect("init")
     };
     let out = init(false);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -712,7 +814,11 @@ fn init_writes_a_private_config_that_runs() {
     assert_eq!(std::fs::read_to_string(&path).expect("read"), first);
     let out = init(true);
     assert!(out.status.success());
-    assert_ne!(std::fs::read_to_string(&path).expect("read"), first, "fresh secrets");
+    assert_ne!(
+        std::fs::read_to_string(&path).expect("read"),
+        first,
+        "fresh secrets"
+    );
     // A token can be minted with the file's secret.
     let out = Command::new(bin())
         .arg("--config")
@@ -720,7 +826,11 @@ fn init_writes_a_private_config_that_runs() {
         .args(["token", "issue", "--user", "alice", "--ttl", "10m"])
         .output()
         .expect("token");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(token.split('.').count(), 3, "{token}");
     let _ = std::fs::remove_dir_all(&dir);

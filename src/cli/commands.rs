@@ -149,7 +149,11 @@ async fn with_progress<T>(
     out
 }
 
-fn resources(cpus: &Option<String>, memory: &Option<String>, disk: &Option<String>) -> Result<Option<pb::Resources>> {
+fn resources(
+    cpus: &Option<String>,
+    memory: &Option<String>,
+    disk: &Option<String>,
+) -> Result<Option<pb::Resources>> {
     if cpus.is_none() && memory.is_none() && disk.is_none() {
         return Ok(None);
     }
@@ -241,7 +245,7 @@ fn update_request(f: UpdateFlags) -> Result<pb::UpdateNetworkRequest> {
 }
 
 fn print_network(n: &pb::Network) {
-    let res = n.resources.clone().unwrap_or_default();
+    let res = n.resources.unwrap_or_default();
     let rows = [
         ("name", n.name.clone()),
         ("status", n.status.clone()),
@@ -258,7 +262,10 @@ fn print_network(n: &pb::Network) {
             ),
         ),
         ("users", render::list(&n.users)),
-        ("gateway", if n.gateway_public { "public" } else { "token" }.into()),
+        (
+            "gateway",
+            if n.gateway_public { "public" } else { "token" }.into(),
+        ),
         ("origins", render::list(&n.allowed_origins)),
         ("api allow", render::list(&n.api_allow)),
         ("api deny", render::list(&n.api_deny)),
@@ -295,7 +302,7 @@ fn print_network(n: &pb::Network) {
             render::port(node.swarm_port),
             render::port(node.api_port),
             render::port(node.gateway_port),
-            render::or_dash(&node.last_error.lines().next().unwrap_or("")),
+            render::or_dash(node.last_error.lines().next().unwrap_or("")),
         ]);
     }
     render::table(&t);
@@ -303,7 +310,9 @@ fn print_network(n: &pb::Network) {
 
 fn print_networks(list: &[pb::Network]) {
     if list.is_empty() {
-        eprintln!("no networks yet: create one with `nexus network create NAME --replicas 3 --start`");
+        eprintln!(
+            "no networks yet: create one with `nexus network create NAME --replicas 3 --start`"
+        );
         return;
     }
     let mut t = vec![vec![
@@ -318,7 +327,7 @@ fn print_networks(list: &[pb::Network]) {
         "GATEWAY".into(),
     ]];
     for n in list {
-        let res = n.resources.clone().unwrap_or_default();
+        let res = n.resources.unwrap_or_default();
         let running = n.nodes.iter().filter(|x| x.state == "running").count();
         t.push(vec![
             n.name.clone(),
@@ -367,7 +376,11 @@ fn print_stats(s: &pb::NetworkStatsResponse) {
 
 fn print_diagnostics(d: &pb::NetworkDiagnosticsResponse) {
     for n in &d.nodes {
-        let state = if n.state.is_empty() { "no container" } else { &n.state };
+        let state = if n.state.is_empty() {
+            "no container"
+        } else {
+            &n.state
+        };
         println!("== node {} ({}) — {state}", n.index, n.peer_id);
         if n.state == "exited" {
             println!("exit code: {}", n.exit_code);
@@ -423,7 +436,9 @@ pub async fn network(global: &Global, cmd: NetworkCmd) -> Result<()> {
                 format!("creating {name}")
             };
             let fut = async { c.create_network(req).await.map_err(status) };
-            let n = with_progress(global, &conn, &name, &what, fut).await?.into_inner();
+            let n = with_progress(global, &conn, &name, &what, fut)
+                .await?
+                .into_inner();
             if global.json {
                 return print_json("nexus.v1.Network", &n);
             }
@@ -561,10 +576,14 @@ pub async fn network(global: &Global, cmd: NetworkCmd) -> Result<()> {
             }
             println!();
             println!("# to join with kubo ≥ 0.37:");
-            println!("#   ipfs config profile apply autoconf-off   # private networks refuse AutoConf");
+            println!(
+                "#   ipfs config profile apply autoconf-off   # private networks refuse AutoConf"
+            );
             println!("#   ipfs bootstrap rm --all");
             println!("#   ipfs bootstrap add <each address above>");
-            println!("#   LIBP2P_FORCE_PNET=1 ipfs daemon          # refuse to run without the key");
+            println!(
+                "#   LIBP2P_FORCE_PNET=1 ipfs daemon          # refuse to run without the key"
+            );
         }
     }
     Ok(())
@@ -598,7 +617,10 @@ pub async fn events(global: &Global, network: Option<String>) -> Result<()> {
                 serde_json::to_string(&typed_to_json(&schema, "nexus.v1.Event", &ev))?
             );
         } else {
-            let node = ev.node_index.map(|n| format!(" node {n}")).unwrap_or_default();
+            let node = ev
+                .node_index
+                .map(|n| format!(" node {n}"))
+                .unwrap_or_default();
             println!(
                 "{}  {}{node}  {}  {}  {}",
                 render::time(ev.time_ms),

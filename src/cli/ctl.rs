@@ -39,7 +39,9 @@ fn help(schema: &Schema, method: Option<&str>, json: bool) -> Result<()> {
         ]);
     }
     render::table(&rows);
-    eprintln!("\ncall one with `nexus ctl <RPC> field=value …` (a.b=v for nested fields, a,b for lists)");
+    eprintln!(
+        "\ncall one with `nexus ctl <RPC> field=value …` (a.b=v for nested fields, a,b for lists)"
+    );
     Ok(())
 }
 

@@ -319,8 +319,18 @@ mod tests {
     #[test]
     fn flags_parse() {
         let a = Args::try_parse_from([
-            "nexus", "--json", "network", "create", "n1", "--replicas", "3", "--user", "a",
-            "--user", "b", "--start",
+            "nexus",
+            "--json",
+            "network",
+            "create",
+            "n1",
+            "--replicas",
+            "3",
+            "--user",
+            "a",
+            "--user",
+            "b",
+            "--start",
         ])
         .unwrap();
         assert!(a.global.json);
@@ -330,7 +340,13 @@ mod tests {
         assert_eq!(c.users, vec!["a", "b"]);
         assert!(c.start);
         assert!(Args::try_parse_from([
-            "nexus", "network", "update", "n", "--user", "a", "--clear-users"
+            "nexus",
+            "network",
+            "update",
+            "n",
+            "--user",
+            "a",
+            "--clear-users"
         ])
         .is_err());
     }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use nexus::client::ClientConfig;
 use nexus::config::{self, Config, Create, Env, JwtKey, LogFormat};
-use nexus::daemon::{self, DaemonOptions};
+use nexus::daemon::{self, DaemonOptions, DelegatorOptions};
+use nexus::delegator::{DelegatorConfig, JwtConfig, PublicKeyAlg};
 
 use super::{DaemonFlags, Global};
 
@@ -122,7 +123,10 @@ pub async fn daemon(global: &Global, flags: &DaemonFlags) -> Result<()> {
     let mut cfg = load(global, &env)?;
     apply_flags(&mut cfg, flags);
     if let Err(e) = cfg.validate() {
-        let hint = e.key().and_then(flag_for).map(|f| format!(" (or the {f} flag)"));
+        let hint = e
+            .key()
+            .and_then(flag_for)
+            .map(|f| format!(" (or the {f} flag)"));
         bail!("{e}{}", hint.unwrap_or_default());
     }
     cfg.resolve_secrets(Create::Yes)?;
@@ -152,9 +156,55 @@ pub async fn daemon(global: &Global, flags: &DaemonFlags) -> Result<()> {
         grpc_tls: cfg.grpc_tls().map(|t| (t.cert, t.key)),
         public_address: cfg.public_address(),
         pull_image: true,
+        delegator: delegator_options(&cfg)?,
     };
     daemon::run(opts, daemon::shutdown_signal()).await?;
     Ok(())
+}
+
+/// The delegator's token settings from the configuration.
+fn jwt_config(cfg: &Config) -> Result<JwtConfig> {
+    let s = cfg.delegator_settings()?.jwt;
+    let mut jwt = match &s.key {
+        JwtKey::Secret(secret) => {
+            JwtConfig::hs256(secret.expose().as_bytes()).context("delegator.jwt_secret")?
+        }
+        JwtKey::PublicKeyPem(pem) => {
+            let alg = match s.algorithm {
+                config::JwtAlgorithm::Rs256 => PublicKeyAlg::Rs256,
+                config::JwtAlgorithm::EdDsa => PublicKeyAlg::EdDsa,
+                config::JwtAlgorithm::Hs256 => {
+                    bail!("delegator.jwt_algorithm HS256 needs delegator.jwt_secret, not a public key")
+                }
+            };
+            let pem = String::from_utf8_lossy(pem);
+            JwtConfig::from_public_key_pem(alg, &pem).context("delegator.jwt_public_key")?
+        }
+    };
+    if let Some(a) = s.audience {
+        jwt = jwt.with_audience(a);
+    }
+    if let Some(i) = s.issuer {
+        jwt = jwt.with_issuer(i);
+    }
+    Ok(jwt)
+}
+
+fn delegator_options(cfg: &Config) -> Result<Option<DelegatorOptions>> {
+    let s = cfg.delegator_settings()?;
+    if !s.enabled {
+        return Ok(None);
+    }
+    let mut d = DelegatorConfig::new(s.domain.clone(), jwt_config(cfg)?);
+    d.trusted_proxies = s.trusted_proxies.clone();
+    d.max_body_bytes = s.max_body;
+    d.connect_timeout = s.connect_timeout;
+    d.idle_timeout = s.idle_timeout;
+    Ok(Some(DelegatorOptions {
+        listen: s.listen,
+        config: d,
+        tls: s.tls.map(|t| (t.cert, t.key)),
+    }))
 }
 
 /// `nexus token issue`: an HS256 token signed with the delegator's secret.
@@ -164,22 +214,13 @@ pub fn issue_token(global: &Global, user: &str, ttl: &str) -> Result<()> {
     cfg.validate()?;
     cfg.resolve_secrets(Create::No)?;
     let ttl = config::parse_duration(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
-    let settings = cfg.delegator_settings()?;
-    let JwtKey::Secret(secret) = &settings.jwt.key else {
-        bail!(
-            "the delegator verifies tokens with a public key (delegator.jwt_public_key): mint \
-             them with the matching private key in your identity provider"
-        );
-    };
-    let token = nexus::delegator::mint_token(
-        secret.expose().as_bytes(),
-        user,
-        ttl,
-        settings.jwt.audience.as_deref(),
-        settings.jwt.issuer.as_deref(),
-    )?;
+    let jwt = jwt_config(&cfg)?;
+    let token = nexus::delegator::mint_token(&jwt, user, ttl)?;
     if global.json {
-        println!("{}", serde_json::json!({ "token": token, "user": user, "ttl_seconds": ttl.as_secs() }));
+        println!(
+            "{}",
+            serde_json::json!({ "token": token, "user": user, "ttl_seconds": ttl.as_secs() })
+        );
     } else {
         println!("{token}");
     }

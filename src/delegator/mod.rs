@@ -21,7 +21,7 @@ mod proxy;
 pub mod route;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -46,8 +46,8 @@ pub struct DelegatorConfig {
     /// itself. Case-insensitive; any other `Host` gets 404.
     pub domain: String,
     /// Peers whose `X-Forwarded-Host`, `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Request-Id`
-    /// are believed. Exact addresses (IPv4-mapped IPv6 peers match their IPv4 form); no CIDR.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// are believed: addresses or CIDR networks (IPv4-mapped IPv6 peers match their IPv4 form).
+    pub trusted_proxies: Vec<crate::config::IpNet>,
     /// How tenant tokens are checked.
     pub jwt: JwtConfig,
     /// Largest request body forwarded (`None`: no limit). Checked on `Content-Length` up front

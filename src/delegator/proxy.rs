@@ -192,7 +192,7 @@ fn trusted(cfg: &DelegatorConfig, peer: IpAddr) -> bool {
             .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
-    cfg.trusted_proxies.contains(&peer)
+    cfg.trusted_proxies.iter().any(|net| net.contains(peer))
 }
 
 /// A fresh id, or the one a trusted proxy already assigned (when it is short and plain).
@@ -708,7 +708,7 @@ mod tests {
         assert!(h.contains_key(header::CONTENT_TYPE));
     }
 
-    fn cfg(trusted: Vec<IpAddr>) -> DelegatorConfig {
+    fn cfg(trusted: Vec<crate::config::IpNet>) -> DelegatorConfig {
         let jwt = super::super::JwtConfig::hs256(vec![7u8; 32]).unwrap();
         let mut c = DelegatorConfig::new("nexus.test", jwt);
         c.trusted_proxies = trusted;
@@ -744,7 +744,7 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_HOST], "a.api.nexus.test");
         assert_eq!(h[header::TE], "trailers");
         assert_eq!(h[&X_REQUEST_ID], "rid");
-        let trusted_cfg = cfg(vec!["10.0.0.9".parse().unwrap()]);
+        let trusted_cfg = cfg(vec![crate::config::IpNet::parse("10.0.0.0/24").unwrap()]);
         let h = upstream_headers(&trusted_cfg, conn, &incoming, "h", "rid", Feature::Gateway);
         assert_eq!(h[&X_FORWARDED_FOR], "6.6.6.6, 10.0.0.9");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
