@@ -215,6 +215,7 @@ pub async fn run(
             public_address: opts.public_address.clone(),
             node_image: opts.orchestrator.image.clone(),
         },
+        stop_rx.clone(),
     );
     tracing::info!(
         grpc = %grpc_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),

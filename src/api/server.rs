@@ -29,6 +29,11 @@ pub enum ServerError {
     Serve(String),
 }
 
+/// How long in-flight calls may take to finish after a shutdown signal.
+/// hyper's HTTP/2 graceful shutdown can wait for a client that never closes its connection
+/// (hyper#4170), so the wait is bounded.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The health service's handle, to report the daemon's readiness.
 #[derive(Clone)]
 pub struct Health {
@@ -82,14 +87,30 @@ pub async fn serve(
     }
     let auth = move |req| keys.check(req);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    builder
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = signalled_tx.send(());
+    };
+    let serve = builder
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection_v1, auth.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, auth.clone()))
         .add_service(NexusServer::with_interceptor(service, auth))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| ServerError::Serve(e.to_string()))?;
+        .serve_with_incoming_shutdown(incoming, signal);
+    tokio::pin!(serve);
+    // In-flight calls get `SHUTDOWN_GRACE` to finish; a client that never lets go does not
+    // keep the daemon alive.
+    tokio::select! {
+        r = &mut serve => r.map_err(|e| ServerError::Serve(e.to_string()))?,
+        _ = async {
+            if signalled_rx.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => tracing::warn!(grace = ?SHUTDOWN_GRACE, "gRPC calls still open after the grace period; closing them"),
+    }
     health.set(false).await;
     Ok(health)
 }

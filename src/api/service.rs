@@ -35,11 +35,22 @@ pub struct ServiceConfig {
 pub struct NexusService {
     orch: Orchestrator,
     cfg: ServiceConfig,
+    /// Becomes `true` when the daemon shuts down: open event streams end then, so graceful
+    /// shutdown does not wait for watchers forever.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl NexusService {
-    pub fn new(orch: Orchestrator, cfg: ServiceConfig) -> Self {
-        Self { orch, cfg }
+    pub fn new(
+        orch: Orchestrator,
+        cfg: ServiceConfig,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            orch,
+            cfg,
+            stopping,
+        }
     }
 }
 
@@ -456,26 +467,33 @@ impl pb::nexus_server::Nexus for NexusService {
             )
         };
         let rx = self.orch.subscribe();
-        let stream = futures_util::stream::unfold((rx, filter), |(mut rx, filter)| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(ev) => {
-                        if filter.as_ref().is_some_and(|f| *f != ev.network) {
-                            continue;
+        let stopping = self.stopping.clone();
+        let state = (rx, filter, stopping);
+        let stream =
+            futures_util::stream::unfold(state, |(mut rx, filter, mut stopping)| async move {
+                loop {
+                    let next = tokio::select! {
+                        r = rx.recv() => r,
+                        _ = stopping.wait_for(|s| *s) => return None,
+                    };
+                    match next {
+                        Ok(ev) => {
+                            if filter.as_ref().is_some_and(|f| *f != ev.network) {
+                                continue;
+                            }
+                            return Some((Ok(event_message(ev)), (rx, filter, stopping)));
                         }
-                        return Some((Ok(event_message(ev)), (rx, filter)));
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let msg = format!(
-                            "{n} event(s) dropped because this watcher fell behind; \
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            let msg = format!(
+                                "{n} event(s) dropped because this watcher fell behind; \
                              `nexus network list` shows the current state"
-                        );
-                        return Some((Err(Status::data_loss(msg)), (rx, filter)));
+                            );
+                            return Some((Err(Status::data_loss(msg)), (rx, filter, stopping)));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
                     }
-                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
-            }
-        });
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 }
