@@ -105,7 +105,7 @@ pub async fn try_rpc(port: u16, path_and_query: &str) -> Option<(u16, Bytes)> {
     Some((status, body))
 }
 
-async fn send(req: hyper::Request<Full<Bytes>>) -> (u16, Bytes) {
+pub async fn send(req: hyper::Request<Full<Bytes>>) -> (u16, Bytes) {
     let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
         .await
         .expect("RPC timed out")
