@@ -556,6 +556,26 @@ fn through_the_delegator(d: &Daemon, net: &str) {
         ))
         .await;
         assert_eq!(status, 403, "config/show is denied to tenants");
+
+        // The gateway is private until the network says otherwise.
+        let get = |path: String, tok: Option<&str>| {
+            let mut b = hyper::Request::get(format!("http://127.0.0.1:{port}{path}"))
+                .header("host", format!("localhost:{port}"));
+            if let Some(t) = tok {
+                b = b.header("authorization", format!("Bearer {t}"));
+            }
+            b.body(Full::new(Bytes::new())).expect("request")
+        };
+        let (status, _) =
+            common::send(get(format!("/network/{net}/gateway/ipfs/{cid}"), None)).await;
+        assert_eq!(status, 401, "private gateway without a token");
+        let (status, out) = common::send(get(
+            format!("/network/{net}/gateway/ipfs/{cid}"),
+            Some(&alice),
+        ))
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(String::from_utf8_lossy(&out), data);
     });
 }
 
