@@ -224,6 +224,10 @@ impl Drop for Daemon {
 async fn http(method: &str, url: &str, auth: Option<&str>) -> (u16, String) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = hyper::Request::builder().method(method).uri(url);
+    if url.contains("/network/") {
+        // The delegator answers for its domain only (default `localhost`).
+        req = req.header("host", "localhost");
+    }
     if let Some(a) = auth {
         req = req.header("authorization", format!("Bearer {a}"));
     }
@@ -553,7 +557,17 @@ async fn metrics_of_a_running_network() {
             "nexus_nodes",
             &[("network", &net), ("state", "running")],
         );
-        if mem.iter().all(|m| *m > 0.0) && nodes == 2.0 {
+        // Peers need the node's RPC API to answer within the runtime's timeout: a later
+        // pass may be the first to have them.
+        let peers = ["0", "1"].iter().all(|i| {
+            !find(
+                &samples,
+                "nexus_node_peers",
+                &[("network", &net), ("node", i)],
+            )
+            .is_empty()
+        });
+        if mem.iter().all(|m| *m > 0.0) && nodes == 2.0 && peers {
             break samples;
         }
         assert!(
