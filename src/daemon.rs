@@ -194,8 +194,11 @@ pub async fn run(
     };
 
     // Readiness drives the gRPC health service; the metrics listener answers /readyz from it.
+    // Recovery and the reconciler are spawned below; from here on they count as running.
+    orch.reconciler_starting();
     let readiness = Readiness::new(store, runtime, orch.clone());
-    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    // The first answer is known before the gRPC server serves, so health does not flicker.
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(readiness.check().await.ready);
     let readiness_task = tokio::spawn(readiness.clone().watch(READINESS_INTERVAL, ready_tx));
 
     let mut telemetry_tasks = vec![readiness_task];

@@ -567,7 +567,10 @@ async fn metrics_of_a_running_network() {
             )
             .is_empty()
         });
-        if mem.iter().all(|m| *m > 0.0) && nodes == 2.0 && peers {
+        // A pass that began while `start` was still converging shows the old status: wait
+        // for one that began after.
+        let running = value(&samples, "nexus_networks", &[("status", "running")]);
+        if mem.iter().all(|m| *m > 0.0) && nodes == 2.0 && peers && running == 1.0 {
             break samples;
         }
         assert!(

@@ -229,16 +229,27 @@ struct Inner {
     locks: Mutex<HashMap<NetworkName, Arc<tokio::sync::Mutex<()>>>>,
     crashes: Mutex<HashMap<NodeRef, Crashes>>,
     events: EventBus,
-    /// When the `run` loop last went round (`None`: not running).
-    heartbeat: Mutex<Option<Instant>>,
+    /// Whether the reconciler runs (readiness).
+    heartbeat: Mutex<Liveness>,
 }
 
-/// Clears the heartbeat when `run` ends or its task is aborted.
-struct RunGuard<'a>(&'a Mutex<Option<Instant>>);
+/// The reconciler's life, for readiness.
+#[derive(Clone, Copy, Debug, Default)]
+enum Liveness {
+    #[default]
+    Idle,
+    /// Start-up recovery reconciles every network; `run` follows.
+    Recovering,
+    /// The `run` loop last went round at this instant.
+    Running(Instant),
+}
+
+/// Marks the reconciler idle when `run` ends or its task is aborted.
+struct RunGuard<'a>(&'a Mutex<Liveness>);
 
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
-        *lock(self.0) = None;
+        *lock(self.0) = Liveness::Idle;
     }
 }
 
@@ -333,11 +344,22 @@ impl Orchestrator {
         lock(&self.inner.ports).usage()
     }
 
-    /// Whether the reconciler ([`Orchestrator::run`]) is running: its loop went round within
-    /// two resync intervals (plus slack).
+    /// Whether the reconciler runs: start-up recovery is under way (see
+    /// [`Orchestrator::reconciler_starting`]), or the [`Orchestrator::run`] loop went round
+    /// within two resync intervals (plus slack).
     pub fn reconciler_alive(&self) -> bool {
         let limit = self.inner.cfg.resync_interval * 2 + Duration::from_secs(10);
-        lock(&self.inner.heartbeat).is_some_and(|t| t.elapsed() < limit)
+        match *lock(&self.inner.heartbeat) {
+            Liveness::Idle => false,
+            Liveness::Recovering => true,
+            Liveness::Running(t) => t.elapsed() < limit,
+        }
+    }
+
+    /// Declares that recovery and then [`Orchestrator::run`] are about to run (the daemon calls
+    /// this before spawning them, so readiness does not flicker at start-up).
+    pub fn reconciler_starting(&self) {
+        *lock(&self.inner.heartbeat) = Liveness::Recovering;
     }
 
     /// The registry the delegator reads.
@@ -1165,7 +1187,7 @@ impl Orchestrator {
     /// Reacts to runtime events and resyncs periodically, until the event stream ends.
     pub async fn run(&self) {
         let _alive = RunGuard(&self.inner.heartbeat);
-        let beat = || *lock(&self.inner.heartbeat) = Some(Instant::now());
+        let beat = || *lock(&self.inner.heartbeat) = Liveness::Running(Instant::now());
         beat();
         let mut events = self.inner.runtime.watch();
         let mut tick = tokio::time::interval(self.inner.cfg.resync_interval);
