@@ -1,8 +1,9 @@
 //! The daemon: wires store, runtime, orchestrator and the API together and runs them until a
 //! signal.
 //!
-//! Owns start-up order (store → Docker → orchestrator → listeners → recovery in the
-//! background), the node image check, and graceful shutdown: on SIGINT/SIGTERM the listeners
+//! Owns start-up order (metrics recorder → store → Docker → orchestrator → listeners → recovery
+//! in the background), the node image check, the readiness and metrics-refresh tasks, and
+//! graceful shutdown: on SIGINT/SIGTERM the listeners
 //! stop accepting, in-flight calls finish, and nodes are left running (the next start adopts
 //! them). It must not hold logic of its own about networks; it only assembles.
 
@@ -10,6 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::api::{self, ApiKeys, NexusService, ServiceConfig};
 use crate::delegator::{self, Delegator, DelegatorConfig, DelegatorError};
@@ -17,6 +19,10 @@ use crate::node::{DockerRuntime, DockerRuntimeConfig, NodeRuntime, RuntimeError}
 use crate::orchestrator::ports::BindProbe;
 use crate::orchestrator::{Orchestrator, OrchestratorConfig, OrchestratorError};
 use crate::store::{SqlStore, Store, StoreError};
+use crate::telemetry::{self, Readiness, TelemetryState};
+
+/// How often readiness is checked for the gRPC health service (and the log).
+pub const READINESS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Everything the daemon needs, already validated (see [`crate::config`]).
 #[derive(Clone)]
@@ -34,6 +40,10 @@ pub struct DaemonOptions {
     pub pull_image: bool,
     /// The delegator, when enabled.
     pub delegator: Option<DelegatorOptions>,
+    /// The metrics and health listener (`/metrics`, `/healthz`, `/readyz`), when enabled.
+    pub metrics: Option<SocketAddr>,
+    /// How often gauges (node stats, statuses, port pools) are refreshed.
+    pub metrics_interval: Duration,
 }
 
 /// Where and how the delegator serves.
@@ -53,6 +63,8 @@ impl std::fmt::Debug for DaemonOptions {
             .field("api_keys", &format!("{} key(s)", self.api_keys.len()))
             .field("grpc_tls", &self.grpc_tls)
             .field("public_address", &self.public_address)
+            .field("metrics", &self.metrics)
+            .field("metrics_interval", &self.metrics_interval)
             .finish_non_exhaustive()
     }
 }
@@ -119,6 +131,19 @@ pub async fn run(
     if opts.api_keys.is_empty() {
         return Err(DaemonError::NoApiKey);
     }
+    // Installed first so that errors at start-up are counted. Gauges of networks and nodes
+    // that are gone stop being set and vanish after this idle time.
+    let metrics_handle = match opts.metrics {
+        Some(_) => {
+            let idle = opts.metrics_interval * 3 + Duration::from_secs(60);
+            let h = telemetry::install(idle);
+            if h.is_none() {
+                tracing::warn!("another metrics recorder is installed: /metrics stays empty");
+            }
+            h
+        }
+        None => None,
+    };
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&opts.store_url).await?);
     tracing::info!(url = %crate::store::redact_url(&opts.store_url), "store open");
 
@@ -139,8 +164,8 @@ pub async fn run(
     let runtime: Arc<dyn NodeRuntime> = Arc::new(docker);
 
     let orch = Orchestrator::new(
-        store,
-        runtime,
+        store.clone(),
+        runtime.clone(),
         opts.orchestrator.clone(),
         Box::new(BindProbe),
     )
@@ -167,6 +192,50 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+
+    // Readiness drives the gRPC health service; the metrics listener answers /readyz from it.
+    // Recovery and the reconciler are spawned below; from here on they count as running.
+    orch.reconciler_starting();
+    let readiness = Readiness::new(store, runtime, orch.clone());
+    // The first answer is known before the gRPC server serves, so health does not flicker.
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(readiness.check().await.ready);
+    let readiness_task = tokio::spawn(readiness.clone().watch(READINESS_INTERVAL, ready_tx));
+
+    let mut telemetry_tasks = vec![readiness_task];
+    if let Some(addr) = opts.metrics {
+        let listener =
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| DaemonError::Listen {
+                    what: "metrics",
+                    addr,
+                    detail: e.to_string(),
+                })?;
+        tracing::info!(
+            addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            interval = ?opts.metrics_interval,
+            "metrics and health listening"
+        );
+        if let Some(handle) = metrics_handle {
+            telemetry_tasks.push(tokio::spawn(telemetry::refresh::run(
+                orch.clone(),
+                handle.clone(),
+                opts.metrics_interval,
+            )));
+            let state = TelemetryState::new(
+                handle,
+                readiness.clone(),
+                orch.registry(),
+                ApiKeys::new(&opts.api_keys),
+            );
+            let signal = stopped(stop_rx.clone());
+            telemetry_tasks.push(tokio::spawn(async move {
+                if let Err(e) = telemetry::serve(listener, state, signal).await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            }));
+        }
+    }
 
     let delegator_task = match &opts.delegator {
         Some(d) => {
@@ -227,6 +296,7 @@ pub async fn run(
         service,
         ApiKeys::new(&opts.api_keys),
         tls,
+        Some(ready_rx),
         stopped(stop_rx.clone()),
     )
     .await;
@@ -242,6 +312,9 @@ pub async fn run(
         }
     }
     background.abort();
+    for task in telemetry_tasks {
+        task.abort();
+    }
     result?;
     tracing::info!("nexus daemon stopped; nodes keep running and are adopted on the next start");
     Ok(())

@@ -7,3 +7,4 @@ pub mod delegator;
 pub mod node;
 pub mod orchestrator;
 pub mod store;
+pub mod telemetry;

@@ -3,7 +3,9 @@
 //! Owns the listener's protocol stack: optional TLS (rustls), the auth interceptor on every
 //! service but `grpc.health.v1`, server reflection (v1 and v1alpha, so grpcurl-style clients
 //! need no proto file), per-call tracing spans, and graceful shutdown (stop accepting, finish
-//! in-flight calls). It must not know what the RPCs do.
+//! in-flight calls), and call metrics ([`crate::telemetry::grpc`]). The health service reports
+//! the daemon's readiness when given one ([`crate::telemetry::Readiness`]). It must not know
+//! what the RPCs do.
 
 use std::future::Future;
 
@@ -54,17 +56,39 @@ impl Health {
 }
 
 /// Serves until `shutdown` resolves, then waits for in-flight calls to finish.
-/// `tls` is a PEM certificate chain and private key.
+/// `tls` is a PEM certificate chain and private key. With `readiness`, the health service
+/// reports `SERVING` exactly while it holds `true`; without, always `SERVING`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: NexusService,
     keys: ApiKeys,
     tls: Option<(Vec<u8>, Vec<u8>)>,
+    readiness: Option<tokio::sync::watch::Receiver<bool>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<Health, ServerError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health { reporter };
-    health.set(true).await;
+    let follower = match readiness {
+        Some(mut rx) => {
+            let serving = *rx.borrow_and_update();
+            health.set(serving).await;
+            let h = health.clone();
+            Some(tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    let serving = *rx.borrow_and_update();
+                    h.set(serving).await;
+                }
+            }))
+        }
+        None => {
+            health.set(true).await;
+            None
+        }
+    };
+    let methods = crate::telemetry::grpc::known_methods(&[
+        pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ]);
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -93,6 +117,7 @@ pub async fn serve(
         let _ = signalled_tx.send(());
     };
     let serve = builder
+        .layer(crate::telemetry::grpc::GrpcMetricsLayer::new(methods))
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection_v1, auth.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, auth.clone()))
@@ -110,6 +135,9 @@ pub async fn serve(
                 std::future::pending::<()>().await;
             }
         } => tracing::warn!(grace = ?SHUTDOWN_GRACE, "gRPC calls still open after the grace period; closing them"),
+    }
+    if let Some(f) = follower {
+        f.abort();
     }
     health.set(false).await;
     Ok(health)

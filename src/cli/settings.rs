@@ -157,6 +157,8 @@ pub async fn daemon(global: &Global, flags: &DaemonFlags) -> Result<()> {
         public_address: cfg.public_address(),
         pull_image: true,
         delegator: delegator_options(&cfg)?,
+        metrics: cfg.metrics_listen(),
+        metrics_interval: cfg.metrics_interval()?,
     };
     daemon::run(opts, daemon::shutdown_signal()).await?;
     Ok(())

@@ -357,6 +357,7 @@ pub struct DelegatorSection {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MetricsSection {
     pub listen: String,
+    pub interval: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -598,6 +599,8 @@ static KEYS: &[KeyDef] = &[
         "PEM private key of the delegator's tls_cert."),
     key!(metrics.listen: Str = r#""127.0.0.1:7790""#,
         "Address of the Prometheus /metrics endpoint (IP:PORT). Empty: off."),
+    key!(metrics.interval: Str = r#""15s""#,
+        "How often node stats, statuses and port-pool gauges are refreshed (at least 1s)."),
     key!(log.format: Str = r#""text""#,
         "Log format: text or json."),
     key!(log.level: Str = r#""info""#,
@@ -1503,6 +1506,7 @@ impl Config {
 
         // [metrics] [log]
         let metrics = self.optional_socket("metrics.listen", &self.metrics.listen)?;
+        self.metrics_interval()?;
         if !matches!(self.log.format.trim(), "text" | "json") {
             return Err(self.invalid(
                 "log.format",
@@ -1825,6 +1829,15 @@ impl Config {
             idle_timeout: self.duration("delegator.idle_timeout", &d.idle_timeout)?,
             tls: self.tls_pair("delegator", &d.tls_cert, &d.tls_key)?,
         })
+    }
+
+    /// `metrics.interval`, at least one second.
+    pub fn metrics_interval(&self) -> Result<Duration> {
+        let d = self.duration("metrics.interval", &self.metrics.interval)?;
+        if d < Duration::from_secs(1) {
+            return Err(self.invalid("metrics.interval", "must be at least 1s".to_string()));
+        }
+        Ok(d)
     }
 
     /// `metrics.listen`; `None`: off.

@@ -29,6 +29,7 @@ use super::policy::{self, PolicyError};
 use super::route::{self, Feature, RouteError};
 use super::DelegatorConfig;
 use crate::orchestrator::registry::{NetworkEntry, Registry};
+use crate::telemetry::names;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -133,6 +134,8 @@ struct Trace {
     feature: Option<Feature>,
     user: Option<String>,
     node: Option<SocketAddr>,
+    /// The network is one the registry lists (only then is it a metric label).
+    known: bool,
 }
 
 /// The service function: never fails, every outcome is a response.
@@ -160,6 +163,20 @@ pub(crate) async fn handle(
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert(X_REQUEST_ID, v);
         }
+        let network = match (&trace.network, trace.known) {
+            (Some(n), true) => n.clone(),
+            _ => "-".to_owned(),
+        };
+        let feature = trace.feature.map(Feature::as_str).unwrap_or("-");
+        metrics::counter!(
+            names::DELEGATOR_REQUESTS,
+            "network" => network.clone(),
+            "feature" => feature,
+            "status" => resp.status().as_u16().to_string()
+        )
+        .increment(1);
+        metrics::histogram!(names::DELEGATOR_DURATION, "network" => network, "feature" => feature)
+            .record(start.elapsed().as_secs_f64());
         tracing::info!(
             target: "nexus::delegator::access",
             network = trace.network.as_deref().unwrap_or("-"),
@@ -253,6 +270,7 @@ async fn proxy(
         .registry
         .get(&r.network)
         .ok_or_else(|| ProxyError::UnknownNetwork(r.network.to_string()))?;
+    trace.known = true;
 
     // CORS: preflights are answered here; a foreign origin never reaches a node.
     let origin = req.headers().get(header::ORIGIN).cloned();
@@ -333,6 +351,7 @@ async fn proxy(
     };
     let (resp, node) = forward(
         shared,
+        entry.name.as_str(),
         &nodes,
         &parts.method,
         &headers,
@@ -391,8 +410,10 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 /// could not be made (nothing was sent), or, once per request, when the request failed before
 /// any answer, its body was never read and it only reads (`retry_safe`). A timeout is never
 /// retried.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     shared: &Shared,
+    network: &str,
     nodes: &[SocketAddr],
     method: &Method,
     headers: &HeaderMap,
@@ -423,7 +444,10 @@ async fn forward(
         let result = match shared.cfg.request_timeout {
             Some(t) => match tokio::time::timeout(t, sent).await {
                 Ok(r) => r,
-                Err(_) => return Err(ProxyError::Timeout),
+                Err(_) => {
+                    upstream_error(network, "timeout");
+                    return Err(ProxyError::Timeout);
+                }
             },
             None => sent.await,
         };
@@ -434,6 +458,16 @@ async fn forward(
                 let connect = e.is_connect();
                 timed_out |= connect && is_timeout(&e);
                 let more = i + 1 < nodes.len();
+                upstream_error(
+                    network,
+                    if connect && is_timeout(&e) {
+                        "timeout"
+                    } else if connect {
+                        "connect"
+                    } else {
+                        "other"
+                    },
+                );
                 tracing::warn!(node = %node, connect, error = %error_chain(&e), "upstream request failed");
                 // A request that broke a node must not break the next one as well: a
                 // non-connect failure is retried once at most.
@@ -450,6 +484,15 @@ async fn forward(
         }
     }
     Err(ProxyError::BadGateway)
+}
+
+fn upstream_error(network: &str, kind: &'static str) {
+    metrics::counter!(
+        names::DELEGATOR_UPSTREAM_ERRORS,
+        "network" => network.to_owned(),
+        "kind" => kind
+    )
+    .increment(1);
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -102,7 +102,22 @@ fn is_status(e: &DockerError, code: u16) -> bool {
 }
 
 /// Maps a bollard error: transport failures mean the daemon is unreachable.
+/// Every failed Docker call passes here (or through `connect`), so this is where they are counted.
 fn docker_err(e: DockerError) -> RuntimeError {
+    let err = docker_err_kind(e);
+    count_docker_error(&err);
+    err
+}
+
+fn count_docker_error(e: &RuntimeError) {
+    let kind = match e {
+        RuntimeError::DockerUnavailable { .. } => "unavailable",
+        _ => "api",
+    };
+    metrics::counter!(crate::telemetry::names::DOCKER_ERRORS, "kind" => kind).increment(1);
+}
+
+fn docker_err_kind(e: DockerError) -> RuntimeError {
     match e {
         DockerError::DockerResponseServerError {
             status_code,
@@ -235,8 +250,12 @@ impl DockerRuntime {
     /// Connects to the Docker daemon at `cfg.endpoint` (else `DOCKER_HOST`, else the local
     /// socket) and checks it answers.
     pub async fn connect(cfg: DockerRuntimeConfig) -> Result<Self> {
-        let unavailable = |e: DockerError| RuntimeError::DockerUnavailable {
-            detail: e.to_string(),
+        let unavailable = |e: DockerError| {
+            let err = RuntimeError::DockerUnavailable {
+                detail: e.to_string(),
+            };
+            count_docker_error(&err);
+            err
         };
         let valid = !cfg.instance.is_empty()
             && cfg.instance.len() <= 63
@@ -776,6 +795,10 @@ fn event_from(msg: EventMessage) -> Option<NodeEvent> {
 
 #[async_trait::async_trait]
 impl NodeRuntime for DockerRuntime {
+    async fn ping(&self) -> Result<()> {
+        self.docker.ping().await.map(|_| ()).map_err(docker_err)
+    }
+
     async fn create_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord> {
         self.create_inner(spec, secrets).await
     }

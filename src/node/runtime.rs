@@ -192,4 +192,8 @@ pub trait NodeRuntime: Send + Sync {
     /// Start, die and OOM events of nexus-managed containers from the moment this is called
     /// (to the second), whenever the stream is first polled.
     fn watch(&self) -> BoxStream<'static, Result<NodeEvent>>;
+    /// A cheap round trip: the runtime's backend answers (readiness).
+    async fn ping(&self) -> Result<()> {
+        self.list_nodes().await.map(|_| ())
+    }
 }

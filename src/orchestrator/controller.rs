@@ -14,10 +14,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::events::{Event, EventBus, EventKind};
 use super::plan::{desired_nodes, observed_status, plan, Action};
-use super::ports::{PortAllocator, PortConfig, PortError, PortProbe};
+use super::ports::{PortAllocator, PortConfig, PortError, PortProbe, PortUsage};
 use super::registry::{NetworkEntry, ReadyNode, Registry};
 use crate::node::spec::{validate_image, MAX_NODES};
 use crate::node::{
@@ -27,6 +28,7 @@ use crate::node::{
 use crate::store::{
     DesiredState, NetworkRecord, NetworkStatus, NodeRow, Store, StoreError, StoredPorts,
 };
+use crate::telemetry::names;
 
 /// Settings of the orchestrator.
 #[derive(Clone, Debug)]
@@ -227,6 +229,28 @@ struct Inner {
     locks: Mutex<HashMap<NetworkName, Arc<tokio::sync::Mutex<()>>>>,
     crashes: Mutex<HashMap<NodeRef, Crashes>>,
     events: EventBus,
+    /// Whether the reconciler runs (readiness).
+    heartbeat: Mutex<Liveness>,
+}
+
+/// The reconciler's life, for readiness.
+#[derive(Clone, Copy, Debug, Default)]
+enum Liveness {
+    #[default]
+    Idle,
+    /// Start-up recovery reconciles every network; `run` follows.
+    Recovering,
+    /// The `run` loop last went round at this instant.
+    Running(Instant),
+}
+
+/// Marks the reconciler idle when `run` ends or its task is aborted.
+struct RunGuard<'a>(&'a Mutex<Liveness>);
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        *lock(self.0) = Liveness::Idle;
+    }
 }
 
 /// Cheaply cloneable handle to the orchestrator.
@@ -269,6 +293,7 @@ impl Orchestrator {
                 locks: Mutex::default(),
                 crashes: Mutex::default(),
                 events: EventBus::default(),
+                heartbeat: Mutex::default(),
             }),
         })
     }
@@ -312,6 +337,29 @@ impl Orchestrator {
                 rec.status_reason.clone().unwrap_or_default(),
             );
         }
+    }
+
+    /// Use of each configured port range.
+    pub fn port_usage(&self) -> Vec<PortUsage> {
+        lock(&self.inner.ports).usage()
+    }
+
+    /// Whether the reconciler runs: start-up recovery is under way (see
+    /// [`Orchestrator::reconciler_starting`]), or the [`Orchestrator::run`] loop went round
+    /// within two resync intervals (plus slack).
+    pub fn reconciler_alive(&self) -> bool {
+        let limit = self.inner.cfg.resync_interval * 2 + Duration::from_secs(10);
+        match *lock(&self.inner.heartbeat) {
+            Liveness::Idle => false,
+            Liveness::Recovering => true,
+            Liveness::Running(t) => t.elapsed() < limit,
+        }
+    }
+
+    /// Declares that recovery and then [`Orchestrator::run`] are about to run (the daemon calls
+    /// this before spawning them, so readiness does not flicker at start-up).
+    pub fn reconciler_starting(&self) {
+        *lock(&self.inner.heartbeat) = Liveness::Recovering;
     }
 
     /// The registry the delegator reads.
@@ -435,6 +483,7 @@ impl Orchestrator {
     }
 
     /// Records a new network (stopped) with fresh node identities. Changes nothing on error.
+    #[tracing::instrument(name = "create", skip_all, fields(network = %req.name))]
     pub async fn create(&self, req: CreateNetwork) -> Result<NetworkView> {
         let name = Self::parse_name(&req.name)?;
         self.check_replicas(req.replicas)?;
@@ -494,6 +543,7 @@ impl Orchestrator {
     }
 
     /// Makes a network run; returns once every node is ready, or the network failed.
+    #[tracing::instrument(name = "start", skip_all, fields(network = %name))]
     pub async fn start(&self, name: &str) -> Result<NetworkView> {
         let name = Self::parse_name(name)?;
         self.set_desired(&name, DesiredState::Running).await?;
@@ -501,6 +551,7 @@ impl Orchestrator {
     }
 
     /// Stops a network: containers go, data and identities stay, ports are released.
+    #[tracing::instrument(name = "stop", skip_all, fields(network = %name))]
     pub async fn stop(&self, name: &str) -> Result<NetworkView> {
         let name = Self::parse_name(name)?;
         self.set_desired(&name, DesiredState::Stopped).await?;
@@ -508,6 +559,7 @@ impl Orchestrator {
     }
 
     /// Changes a network. Running nodes are brought to the new spec one at a time.
+    #[tracing::instrument(name = "update", skip_all, fields(network = %name))]
     pub async fn update(&self, name: &str, changes: UpdateNetwork) -> Result<NetworkView> {
         let name = Self::parse_name(name)?;
         if let Some(r) = changes.replicas {
@@ -574,6 +626,7 @@ impl Orchestrator {
     }
 
     /// Removes a network and its data. A network that is not stopped needs `force`.
+    #[tracing::instrument(name = "remove", skip_all, fields(network = %name, force))]
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
         let name = Self::parse_name(name)?;
         let guard = self.network_lock(&name);
@@ -746,6 +799,22 @@ impl Orchestrator {
 
     /// Brings one network towards its desired state once and returns its new status.
     pub async fn reconcile(&self, name: &NetworkName) -> Result<NetworkStatus> {
+        let start = Instant::now();
+        let result = self
+            .reconcile_locked(name)
+            .instrument(tracing::debug_span!("reconcile", network = %name))
+            .await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::histogram!(names::RECONCILE_DURATION, "result" => outcome)
+            .record(start.elapsed().as_secs_f64());
+        if result.is_err() {
+            metrics::counter!(names::RECONCILE_ERRORS, "network" => name.to_string(), "kind" => "transient")
+                .increment(1);
+        }
+        result
+    }
+
+    async fn reconcile_locked(&self, name: &NetworkName) -> Result<NetworkStatus> {
         let guard = self.network_lock(name);
         let _guard = guard.lock().await;
         let Some(mut rec) = self.inner.store.get_network(name).await? else {
@@ -762,11 +831,15 @@ impl Orchestrator {
         let (status, reason, observed) = match self.reconcile_once(&mut rec).await {
             Ok((status, observed)) => (status, None, observed),
             // The rollback changed what runs: look again.
-            Err(PassError::Fatal(reason)) => (
-                NetworkStatus::Failed,
-                Some(reason),
-                self.observe(name).await?,
-            ),
+            Err(PassError::Fatal(reason)) => {
+                metrics::counter!(names::RECONCILE_ERRORS, "network" => name.to_string(), "kind" => "fatal")
+                    .increment(1);
+                (
+                    NetworkStatus::Failed,
+                    Some(reason),
+                    self.observe(name).await?,
+                )
+            }
             Err(PassError::Transient(e)) => {
                 tracing::warn!(network = %name, error = %e, "reconcile interrupted; will retry");
                 return Err(e);
@@ -1113,10 +1186,14 @@ impl Orchestrator {
 
     /// Reacts to runtime events and resyncs periodically, until the event stream ends.
     pub async fn run(&self) {
+        let _alive = RunGuard(&self.inner.heartbeat);
+        let beat = || *lock(&self.inner.heartbeat) = Liveness::Running(Instant::now());
+        beat();
         let mut events = self.inner.runtime.watch();
         let mut tick = tokio::time::interval(self.inner.cfg.resync_interval);
         tick.tick().await;
         loop {
+            beat();
             tokio::select! {
                 ev = events.next() => match ev {
                     None => return,
@@ -1169,6 +1246,13 @@ impl Orchestrator {
                 r.desired == DesiredState::Running && r.status != NetworkStatus::Failed
             });
         if counts {
+            metrics::counter!(
+                names::NODE_RESTARTS,
+                "network" => name.to_string(),
+                "node" => ev.node.index.to_string()
+            )
+            .increment(1);
+            tracing::info!(network = %name, node = ev.node.index, event = ?ev.kind, "node died; it will be restarted");
             if let Some(reason) = self.record_death(&ev.node) {
                 self.fail(&name, reason).await;
                 return;

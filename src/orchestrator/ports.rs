@@ -218,6 +218,15 @@ impl Default for PortConfig {
     }
 }
 
+/// Use of one configured port range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortUsage {
+    pub kind: PortKind,
+    pub range: PortRange,
+    pub used: usize,
+    pub size: usize,
+}
+
 /// Allocates the three host ports of each node.
 pub struct PortAllocator {
     pools: [Pool; 3],
@@ -310,6 +319,21 @@ impl PortAllocator {
             api: Some(api),
             gateway: Some(gateway),
         })
+    }
+
+    /// How many ports of each configured range are allocated (for metrics).
+    pub fn usage(&self) -> Vec<PortUsage> {
+        self.pools
+            .iter()
+            .flat_map(|pool| {
+                pool.ranges.iter().map(move |r| PortUsage {
+                    kind: pool.kind,
+                    range: *r,
+                    used: pool.used.range(r.low..=r.high).count(),
+                    size: r.len(),
+                })
+            })
+            .collect()
     }
 
     /// Marks ports recorded in the store as taken (start-up). All or nothing.

@@ -183,4 +183,8 @@ pub trait Store: Send + Sync {
     async fn all_nodes(&self) -> Result<Vec<NodeRow>>;
     /// Deletes one node (absent is not an error).
     async fn delete_node(&self, network: &NetworkName, index: u16) -> Result<()>;
+    /// A cheap round trip: the store answers (readiness).
+    async fn ping(&self) -> Result<()> {
+        self.list_networks().await.map(|_| ())
+    }
 }

@@ -456,6 +456,14 @@ fn node_from_row(row: &AnyRow) -> Result<NodeRow> {
 
 #[async_trait::async_trait]
 impl Store for SqlStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| query_err("ping", e))
+    }
+
     async fn create_network(&self, network: &NetworkRecord) -> Result<()> {
         let sql = format!(
             "INSERT INTO networks ({NETWORK_COLUMNS}) VALUES \
