@@ -1,0 +1,113 @@
+//! Benchmark host for the delegator (issue 7, `scripts/bench/run delegator`).
+//!
+//! Runs the daemon's `Delegator` — same code, same defaults, the daemon's Prometheus recorder
+//! and its JSON access log at `info` on stderr — in front of upstreams named on the command
+//! line instead of the orchestrator's registry, so the proxy can be put in front of a static
+//! server (the proxy's own ceiling) as well as a kubo node. It is a program for the benchmark
+//! driver, not a test: it measures nothing itself.
+//!
+//! ```text
+//! delegator_host --route <network>=<api-addr>,<gateway-addr> [--route …] [--domain D]
+//! ```
+//! Every network's gateway is private (the JWT check runs) and its only user is `bench`. On
+//! start it prints one JSON line `{"addr": …, "token": …}` on stdout, then serves until stdin
+//! is closed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use nexus::delegator::{mint_token, Delegator, DelegatorConfig, JwtConfig};
+use nexus::node::NetworkName;
+use nexus::orchestrator::registry::{NetworkEntry, ReadyNode, Registry};
+use std::io::Read;
+
+struct Args {
+    domain: String,
+    routes: Vec<(NetworkName, SocketAddr, SocketAddr)>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut domain = "bench.localhost".to_owned();
+    let mut routes = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--domain" => domain = it.next().context("--domain needs a value")?,
+            "--route" => {
+                let v = it
+                    .next()
+                    .context("--route needs <network>=<api>,<gateway>")?;
+                let (name, addrs) = v.split_once('=').context("--route: missing `=`")?;
+                let (api, gw) = addrs.split_once(',').context("--route: missing `,`")?;
+                routes.push((
+                    NetworkName::new(name)?,
+                    api.parse().context("--route: bad API address")?,
+                    gw.parse().context("--route: bad gateway address")?,
+                ));
+            }
+            // `cargo bench` passes `--bench` to harness-less targets.
+            "--bench" => {}
+            other => bail!("unknown argument `{other}`"),
+        }
+    }
+    if routes.is_empty() {
+        bail!("give at least one --route <network>=<api-addr>,<gateway-addr>");
+    }
+    Ok(Args { domain, routes })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .json()
+        .flatten_event(true)
+        .init();
+    nexus::telemetry::install(Duration::from_secs(60));
+
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).context("random secret")?;
+    let jwt = JwtConfig::hs256(hex::encode(secret))?;
+    let token = mint_token(&jwt, "bench", Duration::from_secs(86_400))?;
+
+    let registry = Registry::new();
+    for (name, api, gateway) in args.routes {
+        registry.publish(NetworkEntry {
+            name,
+            users: vec!["bench".into()],
+            gateway_public: false,
+            allowed_origins: vec![],
+            api_allow: vec![],
+            api_deny: vec![],
+            nodes: vec![ReadyNode {
+                index: 0,
+                peer_id: "bench".into(),
+                api,
+                gateway,
+            }],
+        });
+    }
+    let delegator = Delegator::new(registry, DelegatorConfig::new(args.domain, jwt))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    println!(
+        "{}",
+        serde_json::json!({ "addr": addr.to_string(), "token": token })
+    );
+    // Blocking stdin on a plain thread (tokio's stdin needs a feature the daemon does not).
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        let _ = closed_tx.send(());
+    });
+    let stdin_closed = async move {
+        let _ = closed_rx.await;
+    };
+    delegator.serve(listener, None, stdin_closed).await?;
+    Ok(())
+}

