@@ -1,15 +1,17 @@
 //! Benchmark host for the delegator (issue 7, `scripts/bench/run delegator`).
 //!
 //! Runs the daemon's `Delegator` — same code, same defaults, the daemon's Prometheus recorder
-//! and its JSON access log at `info` on stderr — in front of upstreams named on the command
+//! and its access log at `info` on stderr (text, or JSON with `--log-format json`) — in front of upstreams named on the command
 //! line instead of the orchestrator's registry, so the proxy can be put in front of a static
 //! server (the proxy's own ceiling) as well as a kubo node. It is a program for the benchmark
 //! driver, not a test: it measures nothing itself.
 //!
 //! ```text
-//! delegator_host --route <network>=<api-addr>,<gateway-addr> [--route …] [--domain D]
+//! delegator_host --route <network>=<api-addr>,<gateway-addr> [--route …] [--domain D] [--public]
+//!                [--log-format text|json]
 //! ```
-//! Every network's gateway is private (the JWT check runs) and its only user is `bench`. On
+//! Every network's gateway is private (the JWT check runs; `--public` turns it off, for
+//! profiling) and its only user is `bench`. `NEXUS_LOG` overrides the log filter (`info`). On
 //! start it prints one JSON line `{"addr": …, "token": …}` on stdout, then serves until stdin
 //! is closed.
 
@@ -25,11 +27,15 @@ use std::io::Read;
 struct Args {
     domain: String,
     routes: Vec<(NetworkName, SocketAddr, SocketAddr)>,
+    public: bool,
+    json_log: bool,
 }
 
 fn parse_args() -> Result<Args> {
     let mut domain = "bench.localhost".to_owned();
     let mut routes = Vec::new();
+    let mut public = false;
+    let mut json_log = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -46,6 +52,12 @@ fn parse_args() -> Result<Args> {
                     gw.parse().context("--route: bad gateway address")?,
                 ));
             }
+            "--public" => public = true,
+            "--log-format" => match it.next().as_deref() {
+                Some("json") => json_log = true,
+                Some("text") => json_log = false,
+                _ => bail!("--log-format takes text or json"),
+            },
             // `cargo bench` passes `--bench` to harness-less targets.
             "--bench" => {}
             other => bail!("unknown argument `{other}`"),
@@ -54,18 +66,29 @@ fn parse_args() -> Result<Args> {
     if routes.is_empty() {
         bail!("give at least one --route <network>=<api-addr>,<gateway-addr>");
     }
-    Ok(Args { domain, routes })
+    Ok(Args {
+        domain,
+        routes,
+        public,
+        json_log,
+    })
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .with_writer(std::io::stderr)
-        .json()
-        .flatten_event(true)
-        .init();
+    // The daemon's logging: `info`, text by default, JSON with --log-format json.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr);
+    if args.json_log {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
     nexus::telemetry::install(Duration::from_secs(60));
 
     let mut secret = [0u8; 32];
@@ -78,7 +101,7 @@ async fn main() -> Result<()> {
         registry.publish(NetworkEntry {
             name,
             users: vec!["bench".into()],
-            gateway_public: false,
+            gateway_public: args.public,
             allowed_origins: vec![],
             api_allow: vec![],
             api_deny: vec![],

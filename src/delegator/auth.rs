@@ -5,7 +5,13 @@
 //! required, optional `aud` and `iss`, a small leeway, `nbf` checked when present; the user is
 //! `sub`, or the Go original's `id` claim. It must not decide network membership or RPC policy,
 //! and it never puts a token or a secret in an error, a log line or `Debug` output.
+//!
+//! A token whose signature and claims were verified is remembered (exact bytes → user and time
+//! window) so that a client's next requests skip the signature check; its `exp` and `nbf` are
+//! still checked on every request. The memory is per verifier, so a new key starts empty.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -187,7 +193,12 @@ impl JwtConfig {
             v.set_issuer(&[iss]);
             v.required_spec_claims.insert("iss".into());
         }
-        Ok(Verifier { key, validation: v })
+        Ok(Verifier {
+            key,
+            validation: v,
+            leeway: self.leeway.as_secs(),
+            verified: Arc::default(),
+        })
     }
 }
 
@@ -222,6 +233,22 @@ struct Claims {
     sub: Option<serde_json::Value>,
     #[serde(default)]
     id: Option<serde_json::Value>,
+    #[serde(default)]
+    exp: Option<serde_json::Value>,
+    #[serde(default)]
+    nbf: Option<serde_json::Value>,
+}
+
+/// Most verified tokens remembered; when full, the memory starts over.
+const VERIFIED_CAPACITY: usize = 4096;
+
+/// What a verified token was found to say.
+#[derive(Clone, Debug)]
+struct VerifiedToken {
+    user: String,
+    /// `exp` in seconds since the epoch (required, so always known).
+    exp: u64,
+    nbf: Option<u64>,
 }
 
 /// A prepared token checker.
@@ -229,6 +256,19 @@ struct Claims {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    leeway: u64,
+    /// Tokens already verified, by their exact text.
+    verified: Arc<Mutex<HashMap<String, VerifiedToken>>>,
+}
+
+/// A JWT NumericDate as whole seconds (fractions cut, as jsonwebtoken compares them).
+fn numeric_date(v: Option<&serde_json::Value>) -> Option<u64> {
+    let v = v?;
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(|f| f as u64)
+    })
 }
 
 impl std::fmt::Debug for Verifier {
@@ -253,6 +293,47 @@ impl Verifier {
 
     /// Checks a bare token; returns the user (`sub`, else `id`).
     pub fn check(&self, token: &str) -> Result<String, AuthError> {
+        self.check_at(token, jsonwebtoken::get_current_timestamp())
+    }
+
+    fn check_at(&self, token: &str, now: u64) -> Result<String, AuthError> {
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = verified.get(token) {
+            // The same rules jsonwebtoken applies, with the same leeway.
+            let expired = t.exp.saturating_add(self.leeway) < now;
+            let early = t
+                .nbf
+                .is_some_and(|nbf| nbf > now.saturating_add(self.leeway));
+            if !expired && !early {
+                return Ok(t.user.clone());
+            }
+            verified.remove(token);
+            return Err(if expired {
+                AuthError::Expired
+            } else {
+                AuthError::NotYetValid
+            });
+        }
+        drop(verified);
+        let (user, claims) = self.verify(token)?;
+        let Some(exp) = numeric_date(claims.exp.as_ref()) else {
+            return Ok(user);
+        };
+        let entry = VerifiedToken {
+            user: user.clone(),
+            exp,
+            nbf: numeric_date(claims.nbf.as_ref()),
+        };
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), entry);
+        Ok(user)
+    }
+
+    /// The full check: signature, algorithm and claims.
+    fn verify(&self, token: &str) -> Result<(String, Claims), AuthError> {
         use jsonwebtoken::errors::ErrorKind as K;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
@@ -270,13 +351,15 @@ impl Verifier {
                 _ => AuthError::Malformed,
             },
         )?;
+        let mut claims = data.claims;
         let user = |v: Option<serde_json::Value>| match v {
             Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 256 => Some(s),
             _ => None,
         };
-        user(data.claims.sub)
-            .or_else(|| user(data.claims.id))
-            .ok_or(AuthError::NoSubject)
+        let user = user(claims.sub.take())
+            .or_else(|| user(claims.id.take()))
+            .ok_or(AuthError::NoSubject)?;
+        Ok((user, claims))
     }
 }
 
@@ -345,6 +428,54 @@ mod tests {
 
     fn hs_verifier() -> Verifier {
         JwtConfig::hs256(SECRET).unwrap().verifier().unwrap()
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire_and_never_vouch_for_other_bytes() {
+        let v = JwtConfig::hs256(SECRET)
+            .unwrap()
+            .with_leeway(Duration::from_secs(5))
+            .verifier()
+            .unwrap();
+        let t0 = now();
+        let t = hs(json!({"sub": "alice", "exp": t0 + 60, "nbf": t0}), SECRET);
+        assert_eq!(v.check_at(&t, t0), Ok("alice".into()));
+        assert_eq!(
+            v.verified.lock().unwrap().len(),
+            1,
+            "verified token remembered"
+        );
+        // Remembered: still answered within its window (leeway included)…
+        assert_eq!(v.check_at(&t, t0 + 65), Ok("alice".into()));
+        // …and refused after it, and forgotten.
+        assert_eq!(v.check_at(&t, t0 + 66), Err(AuthError::Expired));
+        assert!(v.verified.lock().unwrap().is_empty());
+        // A remembered token vouches only for its exact bytes.
+        assert_eq!(v.check_at(&t, t0), Ok("alice".into()));
+        let mut forged = t.clone();
+        forged.pop();
+        forged.push(if t.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(v.check_at(&forged, t0), Err(AuthError::BadSignature));
+        let other = hs(
+            json!({"sub": "mallory", "exp": t0 + 60}),
+            b"another-secret-another-secret-xx",
+        );
+        assert_eq!(v.check_at(&other, t0), Err(AuthError::BadSignature));
+        // Not yet valid: never remembered early.
+        let later = hs(
+            json!({"sub": "bob", "exp": t0 + 600, "nbf": t0 + 300}),
+            SECRET,
+        );
+        assert_eq!(v.check(&later), Err(AuthError::NotYetValid));
+        // A verifier for another key shares nothing.
+        let w = hs_verifier();
+        assert!(w.verified.lock().unwrap().is_empty());
+        // Bounded.
+        for i in 0..(VERIFIED_CAPACITY + 10) {
+            let t = hs(json!({"sub": format!("u{i}"), "exp": t0 + 60}), SECRET);
+            assert!(v.check_at(&t, t0).is_ok());
+        }
+        assert!(v.verified.lock().unwrap().len() <= VERIFIED_CAPACITY);
     }
 
     #[test]

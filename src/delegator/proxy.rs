@@ -147,10 +147,10 @@ pub(crate) async fn handle(
     let start = Instant::now();
     let request_id = request_id(&shared.cfg, conn, req.headers());
     let span = tracing::info_span!("request", request_id = %request_id);
-    async move {
-        let method = req.method().clone();
-        let path: String = req.uri().path().chars().take(256).collect();
-        let mut trace = Trace::default();
+    let method = req.method().clone();
+    let path: String = req.uri().path().chars().take(256).collect();
+    let mut trace = Trace::default();
+    let resp = async {
         let mut resp = match proxy(&shared, conn, req, &request_id, &mut trace).await {
             Ok(r) => r,
             Err(e) => {
@@ -163,37 +163,41 @@ pub(crate) async fn handle(
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert(X_REQUEST_ID, v);
         }
-        let network = match (&trace.network, trace.known) {
-            (Some(n), true) => n.clone(),
-            _ => "-".to_owned(),
-        };
-        let feature = trace.feature.map(Feature::as_str).unwrap_or("-");
-        metrics::counter!(
-            names::DELEGATOR_REQUESTS,
-            "network" => network.clone(),
-            "feature" => feature,
-            "status" => resp.status().as_u16().to_string()
-        )
-        .increment(1);
-        metrics::histogram!(names::DELEGATOR_DURATION, "network" => network, "feature" => feature)
-            .record(start.elapsed().as_secs_f64());
-        tracing::info!(
-            target: "nexus::delegator::access",
-            network = trace.network.as_deref().unwrap_or("-"),
-            feature = trace.feature.map(Feature::as_str).unwrap_or("-"),
-            method = %method,
-            path = %path,
-            status = resp.status().as_u16(),
-            latency_ms = start.elapsed().as_secs_f64() * 1000.0,
-            user = trace.user.as_deref().unwrap_or("-"),
-            node = %trace.node.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-            peer = %conn.peer.ip(),
-            "request"
-        );
-        Ok(resp)
+        resp
     }
     .instrument(span)
-    .await
+    .await;
+    // Metrics and the access line, outside the request's span: the line carries the request id
+    // itself, and a JSON log does not have to serialise the span again for every request.
+    let network = match (&trace.network, trace.known) {
+        (Some(n), true) => n.clone(),
+        _ => "-".to_owned(),
+    };
+    let feature = trace.feature.map(Feature::as_str).unwrap_or("-");
+    metrics::counter!(
+        names::DELEGATOR_REQUESTS,
+        "network" => network.clone(),
+        "feature" => feature,
+        "status" => resp.status().as_u16().to_string()
+    )
+    .increment(1);
+    metrics::histogram!(names::DELEGATOR_DURATION, "network" => network, "feature" => feature)
+        .record(start.elapsed().as_secs_f64());
+    tracing::info!(
+        target: "nexus::delegator::access",
+        request_id = %request_id,
+        network = trace.network.as_deref().unwrap_or("-"),
+        feature = trace.feature.map(Feature::as_str).unwrap_or("-"),
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+        user = trace.user.as_deref().unwrap_or("-"),
+        node = %trace.node.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+        peer = %conn.peer.ip(),
+        "request"
+    );
+    Ok(resp)
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -354,7 +358,7 @@ async fn proxy(
         entry.name.as_str(),
         &nodes,
         &parts.method,
-        &headers,
+        headers,
         &path_and_query,
         body,
         retry_safe,
@@ -416,7 +420,7 @@ async fn forward(
     network: &str,
     nodes: &[SocketAddr],
     method: &Method,
-    headers: &HeaderMap,
+    mut headers: HeaderMap,
     path_and_query: &str,
     body: ProxyBody,
     retry_safe: bool,
@@ -436,7 +440,12 @@ async fn forward(
         });
         *req.method_mut() = method.clone();
         *req.uri_mut() = uri.parse().map_err(|_| ProxyError::BadGateway)?;
-        *req.headers_mut() = headers.clone();
+        // The last attempt takes the headers; earlier ones copy them.
+        *req.headers_mut() = if i + 1 < nodes.len() {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
         if let Ok(h) = HeaderValue::from_str(&node.to_string()) {
             req.headers_mut().insert(header::HOST, h);
         }
@@ -566,31 +575,34 @@ impl Body for ReplayBody {
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "transfer-encoding",
-    "upgrade",
+// Parsed names: removing by `&str` would parse each name again on every request.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<String> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    for name in listed {
-        h.remove(name.as_str());
+    if h.contains_key(header::CONNECTION) {
+        let listed: Vec<String> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect();
+        for name in listed {
+            h.remove(name.as_str());
+        }
     }
-    for name in HOP_BY_HOP {
-        h.remove(*name);
+    for name in &HOP_BY_HOP {
+        h.remove(name);
     }
 }
 
