@@ -90,7 +90,7 @@ class Daemon:
     """A real `nexus daemon` (release build) on free ports with its own data dir and Docker
     instance label, so it never touches another installation's containers."""
 
-    def __init__(self, nexus, image, extra_node="", ports=None):
+    def __init__(self, nexus, image, extra_node="", ports=None, log_level="warn"):
         self.nexus = nexus
         self.dir = tempfile.mkdtemp(prefix="nexus-bench-")
         self.config = os.path.join(self.dir, "nexus.toml")
@@ -122,7 +122,7 @@ domain = "bench.localhost"
 [metrics]
 listen = ""
 [log]
-level = "warn"
+level = "{log_level}"
 """)
         self.log = open(os.path.join(self.dir, "daemon.log"), "w")
         self.proc = subprocess.Popen(
