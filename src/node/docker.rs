@@ -247,6 +247,47 @@ impl DockerRuntime {
         HashMap::from([("label".to_string(), l)])
     }
 
+    /// Our nodes among the containers `filters` selects, rebuilt from their labels.
+    async fn list_matching(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+    ) -> Result<Vec<NodeRecord>> {
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(docker_err)?;
+        let mut records = Vec::new();
+        for c in containers {
+            let Some(id) = c.id else { continue };
+            let info = match self.docker.inspect_container(&id, None).await {
+                Ok(info) => info,
+                Err(e) if is_status(&e, 404) => continue, // removed meanwhile
+                Err(e) => return Err(docker_err(e)),
+            };
+            if !self.ours(&labels_of(&info)) {
+                continue;
+            }
+            match self.record_from(info) {
+                Ok(r) => {
+                    let name = c.names.unwrap_or_default().join(",");
+                    if name.trim_start_matches('/') != r.spec.node.container_name() {
+                        tracing::warn!(container = %name, "nexus-labelled container with an unexpected name; ignored");
+                        continue;
+                    }
+                    records.push(r);
+                }
+                Err(e) => tracing::warn!(container = %id, error = %e, "ignored"),
+            }
+        }
+        records.sort_by(|a, b| a.spec.node.cmp(&b.spec.node));
+        Ok(records)
+    }
+
     /// Connects to the Docker daemon at `cfg.endpoint` (else `DOCKER_HOST`, else the local
     /// socket) and checks it answers.
     pub async fn connect(cfg: DockerRuntimeConfig) -> Result<Self> {
@@ -926,41 +967,12 @@ impl NodeRuntime for DockerRuntime {
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
-        let filters = HashMap::from([("label".to_string(), self.owner_labels())]);
-        let containers = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
+        self.list_matching(HashMap::from([("label".to_string(), self.owner_labels())]))
             .await
-            .map_err(docker_err)?;
-        let mut records = Vec::new();
-        for c in containers {
-            let Some(id) = c.id else { continue };
-            let info = match self.docker.inspect_container(&id, None).await {
-                Ok(info) => info,
-                Err(e) if is_status(&e, 404) => continue, // removed meanwhile
-                Err(e) => return Err(docker_err(e)),
-            };
-            if !self.ours(&labels_of(&info)) {
-                continue;
-            }
-            match self.record_from(info) {
-                Ok(r) => {
-                    let name = c.names.unwrap_or_default().join(",");
-                    if name.trim_start_matches('/') != r.spec.node.container_name() {
-                        tracing::warn!(container = %name, "nexus-labelled container with an unexpected name; ignored");
-                        continue;
-                    }
-                    records.push(r);
-                }
-                Err(e) => tracing::warn!(container = %id, error = %e, "ignored"),
-            }
-        }
-        records.sort_by(|a, b| a.spec.node.cmp(&b.spec.node));
-        Ok(records)
+    }
+
+    async fn list_network_nodes(&self, network: &NetworkName) -> Result<Vec<NodeRecord>> {
+        self.list_matching(self.network_filter(network)).await
     }
 
     async fn node_stats(&self, node: &NodeRef) -> Result<NodeStats> {

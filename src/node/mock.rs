@@ -220,6 +220,22 @@ impl NodeRuntime for MockRuntime {
         Ok(st.nodes.values().cloned().collect())
     }
 
+    async fn list_network_nodes(&self, network: &NetworkName) -> Result<Vec<NodeRecord>> {
+        let mut st = self.lock();
+        Self::injected(&mut st, "list")?;
+        // Nodes are ordered by network, then index: one range holds a network's nodes.
+        let first = NodeRef {
+            network: network.clone(),
+            index: 0,
+        };
+        Ok(st
+            .nodes
+            .range(first..)
+            .take_while(|(n, _)| &n.network == network)
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
     async fn node_stats(&self, node: &NodeRef) -> Result<NodeStats> {
         let st = self.lock();
         let r = st

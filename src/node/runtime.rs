@@ -185,6 +185,13 @@ pub trait NodeRuntime: Send + Sync {
     async fn update_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord>;
     /// Every nexus-managed node, rebuilt from Docker alone.
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
+    /// The nodes of one network (what the reconciler looks at); by default `list_nodes`
+    /// filtered, which a runtime should do cheaper when it can.
+    async fn list_network_nodes(&self, network: &NetworkName) -> Result<Vec<NodeRecord>> {
+        let mut all = self.list_nodes().await?;
+        all.retain(|r| &r.spec.node.network == network);
+        Ok(all)
+    }
     /// Resource use of one node.
     async fn node_stats(&self, node: &NodeRef) -> Result<NodeStats>;
     /// State, last log lines, peers and config (without secrets) of one node.

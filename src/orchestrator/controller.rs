@@ -529,8 +529,11 @@ impl Orchestrator {
             Err(StoreError::Duplicate(n)) => return Err(OrchestratorError::AlreadyExists(n)),
             Err(e) => return Err(e.into()),
         }
+        let mut rows = Vec::with_capacity(usize::from(record.replicas));
         for index in 0..record.replicas {
-            self.inner.store.put_node(&new_row(&name, index)).await?;
+            let row = new_row(&name, index);
+            self.inner.store.put_node(&row).await?;
+            rows.push(row);
         }
         self.emit(
             &name,
@@ -539,7 +542,9 @@ impl Orchestrator {
             None,
             format!("{} node(s)", record.replicas),
         );
-        self.view(&name).await
+        // What was just written, without reading it back.
+        let observed = self.observe(&name).await?;
+        Ok(make_view(record, rows, &observed))
     }
 
     /// Makes a network run; returns once every node is ready, or the network failed.
@@ -668,11 +673,24 @@ impl Orchestrator {
 
     /// Every network, without secrets, ordered by name.
     pub async fn list(&self) -> Result<Vec<NetworkView>> {
-        let observed = self.inner.runtime.list_nodes().await?;
+        // Three reads in all, grouped here: not one query or runtime listing per network.
+        let mut observed: HashMap<NetworkName, Vec<NodeRecord>> = HashMap::new();
+        for r in self.inner.runtime.list_nodes().await? {
+            observed
+                .entry(r.spec.node.network.clone())
+                .or_default()
+                .push(r);
+        }
+        let mut rows: HashMap<NetworkName, Vec<NodeRow>> = HashMap::new();
+        for r in self.inner.store.all_nodes().await? {
+            rows.entry(r.network.clone()).or_default().push(r);
+        }
         let mut out = Vec::new();
         for rec in self.inner.store.list_networks().await? {
-            let rows = self.inner.store.list_nodes(&rec.name).await?;
-            out.push(make_view(rec, rows, &observed));
+            let mut rows = rows.remove(&rec.name).unwrap_or_default();
+            rows.sort_by_key(|r| r.index);
+            let seen = observed.get(&rec.name).map_or(&[][..], Vec::as_slice);
+            out.push(make_view(rec, rows, seen));
         }
         Ok(out)
     }
@@ -734,14 +752,7 @@ impl Orchestrator {
     async fn view(&self, name: &NetworkName) -> Result<NetworkView> {
         let rec = self.record(name).await?;
         let rows = self.inner.store.list_nodes(name).await?;
-        let observed: Vec<NodeRecord> = self
-            .inner
-            .runtime
-            .list_nodes()
-            .await?
-            .into_iter()
-            .filter(|r| &r.spec.node.network == name)
-            .collect();
+        let observed = self.observe(name).await?;
         Ok(make_view(rec, rows, &observed))
     }
 
@@ -774,9 +785,12 @@ impl Orchestrator {
         let timeout = self.inner.cfg.op_timeout;
         let deadline = Instant::now() + timeout;
         loop {
-            let status = self.reconcile(name).await?;
+            let (status, view) = self.reconcile_pass(name).await?;
             if status == target {
-                return self.view(name).await;
+                return match view {
+                    Some(view) => Ok(view),
+                    None => self.view(name).await,
+                };
             }
             if status == NetworkStatus::Failed {
                 let rec = self.record(name).await?;
@@ -799,6 +813,15 @@ impl Orchestrator {
 
     /// Brings one network towards its desired state once and returns its new status.
     pub async fn reconcile(&self, name: &NetworkName) -> Result<NetworkStatus> {
+        Ok(self.reconcile_pass(name).await?.0)
+    }
+
+    /// [`Orchestrator::reconcile`], also returning the network as the pass left it when the pass
+    /// completed (so an operation can answer without reading it all back).
+    async fn reconcile_pass(
+        &self,
+        name: &NetworkName,
+    ) -> Result<(NetworkStatus, Option<NetworkView>)> {
         let start = Instant::now();
         let result = self
             .reconcile_locked(name)
@@ -814,22 +837,25 @@ impl Orchestrator {
         result
     }
 
-    async fn reconcile_locked(&self, name: &NetworkName) -> Result<NetworkStatus> {
+    async fn reconcile_locked(
+        &self,
+        name: &NetworkName,
+    ) -> Result<(NetworkStatus, Option<NetworkView>)> {
         let guard = self.network_lock(name);
         let _guard = guard.lock().await;
         let Some(mut rec) = self.inner.store.get_network(name).await? else {
             // No record: whatever nexus still runs for this name is an orphan.
             self.inner.registry.remove(name);
             self.inner.runtime.remove_network(name).await?;
-            return Ok(NetworkStatus::Stopped);
+            return Ok((NetworkStatus::Stopped, None));
         };
         if rec.status == NetworkStatus::Failed {
             // Waits for an operator's operation; keeps the registry honest meanwhile.
             self.publish(&rec, &self.observe(name).await?);
-            return Ok(NetworkStatus::Failed);
+            return Ok((NetworkStatus::Failed, None));
         }
-        let (status, reason, observed) = match self.reconcile_once(&mut rec).await {
-            Ok((status, observed)) => (status, None, observed),
+        let (status, reason, rows, observed) = match self.reconcile_once(&mut rec).await {
+            Ok((status, rows, observed)) => (status, None, Some(rows), observed),
             // The rollback changed what runs: look again.
             Err(PassError::Fatal(reason)) => {
                 metrics::counter!(names::RECONCILE_ERRORS, "network" => name.to_string(), "kind" => "fatal")
@@ -837,6 +863,7 @@ impl Orchestrator {
                 (
                     NetworkStatus::Failed,
                     Some(reason),
+                    None,
                     self.observe(name).await?,
                 )
             }
@@ -859,18 +886,11 @@ impl Orchestrator {
         self.inner.store.update_network(&rec).await?;
         self.publish(&rec, &observed);
         self.emit_status(&rec, before);
-        Ok(status)
+        Ok((status, rows.map(|rows| make_view(rec, rows, &observed))))
     }
 
     async fn observe(&self, name: &NetworkName) -> Result<Vec<NodeRecord>> {
-        Ok(self
-            .inner
-            .runtime
-            .list_nodes()
-            .await?
-            .into_iter()
-            .filter(|r| &r.spec.node.network == name)
-            .collect())
+        Ok(self.inner.runtime.list_network_nodes(name).await?)
     }
 
     fn publish(&self, rec: &NetworkRecord, observed: &[NodeRecord]) {
@@ -899,11 +919,12 @@ impl Orchestrator {
     }
 
     /// One pass: store rows and ports, plan, act. `Err` is the reason the network failed.
-    /// On success, also returns what it observed last, so the caller need not list again.
+    /// On success, also returns the rows as it left them and what it observed last, so the caller
+    /// need not read either again.
     async fn reconcile_once(
         &self,
         rec: &mut NetworkRecord,
-    ) -> Result<(NetworkStatus, Vec<NodeRecord>), PassError> {
+    ) -> Result<(NetworkStatus, Vec<NodeRow>, Vec<NodeRecord>), PassError> {
         let name = rec.name.clone();
         let store = &self.inner.store;
         let runtime = &self.inner.runtime;
@@ -1042,7 +1063,11 @@ impl Orchestrator {
             }
         }
         let observed = self.observe(&name).await?;
-        Ok((observed_status(rec.desired, &specs, &observed), observed))
+        Ok((
+            observed_status(rec.desired, &specs, &observed),
+            rows,
+            observed,
+        ))
     }
 
     /// Undoes a start that failed part-way for the nodes `undo`: removes their containers (and
@@ -1160,6 +1185,7 @@ impl Orchestrator {
             .into_iter()
             .map(|r| r.name)
             .collect();
+        let known_set: std::collections::HashSet<&NetworkName> = known.iter().collect();
         let mut orphans: Vec<NetworkName> = self
             .inner
             .runtime
@@ -1167,7 +1193,7 @@ impl Orchestrator {
             .await?
             .into_iter()
             .map(|r| r.spec.node.network)
-            .filter(|n| !known.contains(n))
+            .filter(|n| !known_set.contains(n))
             .collect();
         orphans.sort();
         orphans.dedup();

@@ -1,0 +1,405 @@
+//! Control-plane benchmark program (issue 7, `scripts/bench/run control`).
+//!
+//! The real orchestrator, store and port allocator (bind probe included) on the in-memory
+//! runtime, so what is measured is nexus's own control plane, not Docker. Three figures, printed
+//! as one JSON line on stdout:
+//!
+//! - `starts_per_s`: create + start of `--networks` one-node networks, `--concurrency` in
+//!   flight, through the orchestrator (`--via inproc`) or through the gRPC API over loopback TCP
+//!   with the typed client (`--via grpc`; server and client in this process, one HTTP/2
+//!   connection, `CreateNetwork` with `start = true`);
+//! - `rss_mib`: this process's resident memory once every network runs;
+//! - `recovery_secs`: a second store holding `--recovery-nodes` running nodes (networks of 4),
+//!   then a new orchestrator on it: from `Orchestrator::new` until `recover` returned and every
+//!   network is back in the registry with all its nodes.
+//!
+//! `--store sqlite` uses a fresh file in a temporary directory; `--store postgres://…` creates a
+//! throwaway database on that server for each phase and drops it afterwards. It is a program
+//! for the benchmark driver, not a test: it asserts only that the work it timed was done.
+//!
+//! ```text
+//! control_plane --store sqlite|postgres://… --via inproc|grpc [--networks 10000]
+//!               [--concurrency 32] [--recovery-nodes 1000]
+//! ```
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use nexus::api::pb;
+use nexus::api::{ApiKeys, NexusService, ServiceConfig};
+use nexus::node::mock::MockRuntime;
+use nexus::node::NetworkName;
+use nexus::orchestrator::ports::{BindProbe, PortConfig, PortRange};
+use nexus::orchestrator::{CreateNetwork, Orchestrator, OrchestratorConfig};
+use nexus::store::{SqlStore, Store};
+
+const IMAGE: &str = "nexus-kubo-test:bench";
+const RECOVERY_NETWORK_SIZE: u16 = 4;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    InProc,
+    Grpc,
+}
+
+struct Args {
+    store: String,
+    via: Via,
+    networks: usize,
+    concurrency: usize,
+    recovery_nodes: usize,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        store: "sqlite".into(),
+        via: Via::InProc,
+        networks: 10_000,
+        concurrency: 32,
+        recovery_nodes: 1_000,
+    };
+    let mut it = std::env::args().skip(1);
+    let num = |v: Option<String>, flag: &str| -> Result<usize> {
+        v.with_context(|| format!("{flag} needs a number"))?
+            .parse()
+            .with_context(|| format!("{flag} needs a number"))
+    };
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--store" => {
+                a.store = it
+                    .next()
+                    .context("--store needs sqlite or a postgres URL")?
+            }
+            "--via" => {
+                a.via = match it.next().as_deref() {
+                    Some("inproc") => Via::InProc,
+                    Some("grpc") => Via::Grpc,
+                    _ => bail!("--via takes inproc or grpc"),
+                }
+            }
+            "--networks" => a.networks = num(it.next(), "--networks")?,
+            "--concurrency" => a.concurrency = num(it.next(), "--concurrency")?.max(1),
+            "--recovery-nodes" => a.recovery_nodes = num(it.next(), "--recovery-nodes")?,
+            // `cargo bench` passes `--bench` to harness-less targets.
+            "--bench" => {}
+            other => bail!("unknown argument `{other}`"),
+        }
+    }
+    ensure!(
+        a.networks <= 16_000 && a.recovery_nodes <= 16_000,
+        "--networks and --recovery-nodes: at most 16,000 (the port space)"
+    );
+    ensure!(
+        a.store == "sqlite" || a.store.starts_with("postgres"),
+        "--store takes sqlite or a postgres:// URL"
+    );
+    Ok(a)
+}
+
+/// A store for one phase, and how to throw it away.
+struct Scratch {
+    url: String,
+    dir: Option<PathBuf>,
+    /// (admin URL, database) for Postgres.
+    pg: Option<(String, String)>,
+}
+
+impl Scratch {
+    async fn new(spec: &str, phase: &str) -> Result<Self> {
+        let tag = format!("nexus_bench_{}_{phase}", std::process::id());
+        if spec == "sqlite" {
+            let dir = std::env::temp_dir().join(&tag);
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)?;
+            let url = format!("sqlite://{}", dir.join("nexus.db").display());
+            return Ok(Self {
+                url,
+                dir: Some(dir),
+                pg: None,
+            });
+        }
+        sqlx::any::install_default_drivers();
+        let admin = sqlx::AnyPool::connect(spec)
+            .await
+            .context("cannot connect to the Postgres server")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {tag}"
+        )))
+        .execute(&admin)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {tag}")))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        let (base, query) = match spec.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (spec, String::new()),
+        };
+        let slash = base
+            .rfind('/')
+            .filter(|i| *i > "postgres://".len())
+            .context("the Postgres URL names no database")?;
+        let url = format!("{}/{tag}{query}", &base[..slash]);
+        Ok(Self {
+            url,
+            dir: None,
+            pg: Some((spec.to_owned(), tag)),
+        })
+    }
+
+    async fn drop_it(self) -> Result<()> {
+        if let Some(dir) = self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some((admin_url, db)) = self.pg {
+            let admin = sqlx::AnyPool::connect(&admin_url).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+            )))
+            .execute(&admin)
+            .await?;
+            admin.close().await;
+        }
+        Ok(())
+    }
+}
+
+fn config(nodes: usize) -> Result<OrchestratorConfig> {
+    // Three disjoint ranges with room for every node and for ports other programs hold (the
+    // bind probe checks each one), from 1024 up.
+    let width = nodes + nodes / 5 + 100;
+    let range = |k: usize| -> Result<Vec<PortRange>> {
+        let low = u16::try_from(1024 + k * width).context("too many nodes for the port space")?;
+        let high = u16::try_from(1024 + (k + 1) * width - 1)
+            .context("too many nodes for the port space")?;
+        Ok(vec![PortRange { low, high }])
+    };
+    Ok(OrchestratorConfig {
+        image: IMAGE.into(),
+        ports: PortConfig {
+            swarm: range(0)?,
+            api: range(1)?,
+            gateway: range(2)?,
+        },
+        ..OrchestratorConfig::default()
+    })
+}
+
+async fn orchestrator(
+    store: Arc<dyn Store>,
+    runtime: Arc<MockRuntime>,
+    nodes: usize,
+) -> Result<Orchestrator> {
+    Ok(Orchestrator::new(store, runtime, config(nodes)?, Box::new(BindProbe)).await?)
+}
+
+fn rss_mib() -> Result<f64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("no VmRSS in /proc/self/status")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib / 1024.0)
+}
+
+fn net_name(prefix: &str, i: usize) -> String {
+    format!("{prefix}{i}")
+}
+
+/// Runs `op(i)` for i in 0..n with `concurrency` workers; the first error stops the run.
+async fn run_all<F, Fut>(n: usize, concurrency: usize, op: F) -> Result<()>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let next = next.clone();
+        let op = op.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                op(i).await?;
+            }
+        }));
+    }
+    for w in workers {
+        w.await??;
+    }
+    Ok(())
+}
+
+/// Create + start of `n` one-node networks; returns the seconds it took.
+async fn starts(args: &Args, orch: &Orchestrator) -> Result<f64> {
+    let n = args.networks;
+    let t0;
+    match args.via {
+        Via::InProc => {
+            let orch = orch.clone();
+            t0 = Instant::now();
+            run_all(n, args.concurrency, move |i| {
+                let orch = orch.clone();
+                async move {
+                    let name = net_name("cp", i);
+                    orch.create(CreateNetwork {
+                        name: name.clone(),
+                        replicas: 1,
+                        ..Default::default()
+                    })
+                    .await?;
+                    let view = orch.start(&name).await?;
+                    ensure!(view.nodes.len() == 1, "{name}: started without its node");
+                    Ok(())
+                }
+            })
+            .await?;
+        }
+        Via::Grpc => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let service = NexusService::new(
+                orch.clone(),
+                ServiceConfig {
+                    public_address: "127.0.0.1".into(),
+                    node_image: IMAGE.into(),
+                },
+                stop_rx,
+            );
+            let key = "bench-key-0123456789abcdef";
+            tokio::spawn(nexus::api::serve(
+                listener,
+                service,
+                ApiKeys::new([key]),
+                None,
+                None,
+                std::future::pending(),
+            ));
+            let conn = nexus::client::connect(&nexus::client::ClientConfig {
+                address: format!("http://{addr}"),
+                api_key: Some(key.into()),
+                tls_ca: None,
+                connect_timeout: Duration::from_secs(5),
+            })
+            .await?;
+            let client: nexus::client::Client = conn.client();
+            t0 = Instant::now();
+            run_all(n, args.concurrency, move |i| {
+                let mut client: nexus::client::Client = client.clone();
+                async move {
+                    let name = net_name("cp", i);
+                    let net = client
+                        .create_network(pb::CreateNetworkRequest {
+                            name: name.clone(),
+                            replicas: 1,
+                            start: true,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    ensure!(net.nodes.len() == 1, "{name}: started without its node");
+                    Ok(())
+                }
+            })
+            .await?;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let running = orch.registry().names().len();
+    ensure!(
+        running == n,
+        "only {running} of {n} networks are in the registry"
+    );
+    Ok(secs)
+}
+
+/// Seconds from a new orchestrator to every network of a store holding `nodes` running nodes
+/// back in the registry.
+async fn recovery(spec: &str, nodes: usize) -> Result<f64> {
+    let scratch = Scratch::new(spec, "recovery").await?;
+    let runtime = Arc::new(MockRuntime::new());
+    let networks = nodes.div_ceil(usize::from(RECOVERY_NETWORK_SIZE));
+    {
+        let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&scratch.url).await?);
+        let orch = orchestrator(store, runtime.clone(), nodes).await?;
+        let o = orch.clone();
+        run_all(networks, 32, move |i| {
+            let orch = o.clone();
+            async move {
+                let name = net_name("rc", i);
+                orch.create(CreateNetwork {
+                    name: name.clone(),
+                    replicas: RECOVERY_NETWORK_SIZE,
+                    ..Default::default()
+                })
+                .await?;
+                orch.start(&name).await?;
+                Ok(())
+            }
+        })
+        .await?;
+    }
+    // The "restart": a new store connection and orchestrator; the nodes still run.
+    let t0 = Instant::now();
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&scratch.url).await?);
+    let orch = orchestrator(store, runtime.clone(), nodes).await?;
+    orch.recover().await?;
+    let registry = orch.registry();
+    let secs = t0.elapsed().as_secs_f64();
+    let mut back = 0;
+    for i in 0..networks {
+        let name = NetworkName::new(&net_name("rc", i))?;
+        if let Some(e) = registry.get(&name) {
+            back += e.nodes.len();
+        }
+    }
+    ensure!(
+        back == networks * usize::from(RECOVERY_NETWORK_SIZE),
+        "recovery: only {back} nodes back in the registry"
+    );
+    drop(orch);
+    scratch.drop_it().await?;
+    Ok(secs)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let scratch = Scratch::new(&args.store, "starts").await?;
+    let secs;
+    let rss;
+    {
+        let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&scratch.url).await?);
+        let runtime = Arc::new(MockRuntime::new());
+        let orch = orchestrator(store, runtime, args.networks).await?;
+        secs = starts(&args, &orch).await?;
+        rss = rss_mib()?;
+    }
+    scratch.drop_it().await?;
+    let recovery_secs = recovery(&args.store, args.recovery_nodes).await?;
+    let out = serde_json::json!({
+        "store": if args.store == "sqlite" { "sqlite" } else { "postgres" },
+        "via": match args.via { Via::InProc => "inproc", Via::Grpc => "grpc" },
+        "networks": args.networks,
+        "concurrency": args.concurrency,
+        "secs": secs,
+        "starts_per_s": args.networks as f64 / secs,
+        "rss_mib": rss,
+        "recovery_nodes": args.recovery_nodes,
+        "recovery_secs": recovery_secs,
+    });
+    println!("{out}");
+    Ok(())
+}
