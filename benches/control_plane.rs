@@ -1,7 +1,8 @@
 //! Control-plane benchmark program (issue 7, `scripts/bench/run control`).
 //!
-//! The real orchestrator, store and port allocator (bind probe included) on the in-memory
-//! runtime, so what is measured is nexus's own control plane, not Docker. Three figures, printed
+//! The real orchestrator, store (with the daemon's write-through cache in front) and port
+//! allocator (bind probe included) on the in-memory runtime, so what is measured is nexus's own
+//! control plane, not Docker. Three figures, printed
 //! as one JSON line on stdout:
 //!
 //! - `starts_per_s`: create + start of `--networks` one-node networks, `--concurrency` in
@@ -9,6 +10,10 @@
 //!   with the typed client (`--via grpc`; server and client in this process, one HTTP/2
 //!   connection, `CreateNetwork` with `start = true`);
 //! - `rss_mib`: this process's resident memory once every network runs;
+//! - `store_calls_per_start` and `store_round_trips_per_s`: how many store calls one create +
+//!   start sends to the database (counted between the cache and the database), and how many `SELECT 1` round trips
+//!   the same store answers per second at the same concurrency: the ceiling they imply is
+//!   `store_round_trips_per_s / store_calls_per_start`;
 //! - `recovery_secs`: a second store holding `--recovery-nodes` running nodes (networks of 4),
 //!   then a new orchestrator on it: from `Orchestrator::new` until `recover` returned and every
 //!   network is back in the registry with all its nodes.
@@ -34,7 +39,7 @@ use nexus::node::mock::MockRuntime;
 use nexus::node::NetworkName;
 use nexus::orchestrator::ports::{BindProbe, PortConfig, PortRange};
 use nexus::orchestrator::{CreateNetwork, Orchestrator, OrchestratorConfig};
-use nexus::store::{SqlStore, Store};
+use nexus::store::{CachedStore, NetworkRecord, NodeRow, SqlStore, Store};
 
 const IMAGE: &str = "nexus-kubo-test:bench";
 const RECOVERY_NETWORK_SIZE: u16 = 4;
@@ -197,6 +202,81 @@ async fn orchestrator(
     Ok(Orchestrator::new(store, runtime, config(nodes)?, Box::new(BindProbe)).await?)
 }
 
+/// The store, counting calls (to report store calls per operation).
+struct Counting {
+    inner: Arc<dyn Store>,
+    calls: AtomicUsize,
+}
+
+impl Counting {
+    fn tick(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type StoreResult<T> = nexus::store::Result<T>;
+
+#[async_trait::async_trait]
+impl Store for Counting {
+    async fn create_network(&self, n: &NetworkRecord) -> StoreResult<()> {
+        self.tick();
+        self.inner.create_network(n).await
+    }
+    async fn get_network(&self, name: &NetworkName) -> StoreResult<Option<NetworkRecord>> {
+        self.tick();
+        self.inner.get_network(name).await
+    }
+    async fn list_networks(&self) -> StoreResult<Vec<NetworkRecord>> {
+        self.tick();
+        self.inner.list_networks().await
+    }
+    async fn update_network(&self, n: &NetworkRecord) -> StoreResult<()> {
+        self.tick();
+        self.inner.update_network(n).await
+    }
+    async fn delete_network(&self, name: &NetworkName) -> StoreResult<()> {
+        self.tick();
+        self.inner.delete_network(name).await
+    }
+    async fn put_node(&self, node: &NodeRow) -> StoreResult<()> {
+        self.tick();
+        self.inner.put_node(node).await
+    }
+    async fn list_nodes(&self, network: &NetworkName) -> StoreResult<Vec<NodeRow>> {
+        self.tick();
+        self.inner.list_nodes(network).await
+    }
+    async fn all_nodes(&self) -> StoreResult<Vec<NodeRow>> {
+        self.tick();
+        self.inner.all_nodes().await
+    }
+    async fn delete_node(&self, network: &NetworkName, index: u16) -> StoreResult<()> {
+        self.tick();
+        self.inner.delete_node(network, index).await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.tick();
+        self.inner.ping().await
+    }
+}
+
+/// `SELECT 1` round trips per second through the store at `concurrency`.
+async fn round_trips(store: Arc<dyn Store>, concurrency: usize) -> Result<f64> {
+    let n = 20_000;
+    let t0 = Instant::now();
+    run_all(n, concurrency, move |_| {
+        let store = store.clone();
+        async move { Ok(store.ping().await?) }
+    })
+    .await?;
+    Ok(n as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// The store as the daemon has it: the database behind the write-through cache.
+fn cached(sql: SqlStore) -> Arc<dyn Store> {
+    Arc::new(CachedStore::new(Arc::new(sql)))
+}
+
 fn rss_mib() -> Result<f64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let kib: f64 = status
@@ -332,7 +412,7 @@ async fn recovery(spec: &str, nodes: usize) -> Result<f64> {
     let runtime = Arc::new(MockRuntime::new());
     let networks = nodes.div_ceil(usize::from(RECOVERY_NETWORK_SIZE));
     {
-        let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&scratch.url).await?);
+        let store: Arc<dyn Store> = cached(SqlStore::connect(&scratch.url).await?);
         let orch = orchestrator(store, runtime.clone(), nodes).await?;
         let o = orch.clone();
         run_all(networks, 32, move |i| {
@@ -353,7 +433,7 @@ async fn recovery(spec: &str, nodes: usize) -> Result<f64> {
     }
     // The "restart": a new store connection and orchestrator; the nodes still run.
     let t0 = Instant::now();
-    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&scratch.url).await?);
+    let store: Arc<dyn Store> = cached(SqlStore::connect(&scratch.url).await?);
     let orch = orchestrator(store, runtime.clone(), nodes).await?;
     orch.recover().await?;
     let registry = orch.registry();
@@ -378,14 +458,21 @@ async fn recovery(spec: &str, nodes: usize) -> Result<f64> {
 async fn main() -> Result<()> {
     let args = parse_args()?;
     let scratch = Scratch::new(&args.store, "starts").await?;
-    let secs;
-    let rss;
+    let (secs, rss, calls, trips);
     {
-        let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&scratch.url).await?);
+        let sql: Arc<dyn Store> = Arc::new(SqlStore::connect(&scratch.url).await?);
+        let counting = Arc::new(Counting {
+            inner: sql.clone(),
+            calls: AtomicUsize::new(0),
+        });
         let runtime = Arc::new(MockRuntime::new());
-        let orch = orchestrator(store, runtime, args.networks).await?;
+        let cached: Arc<dyn Store> = Arc::new(CachedStore::new(counting.clone()));
+        let orch = orchestrator(cached, runtime, args.networks).await?;
+        let before = counting.calls.load(Ordering::Relaxed);
         secs = starts(&args, &orch).await?;
+        calls = (counting.calls.load(Ordering::Relaxed) - before) as f64 / args.networks as f64;
         rss = rss_mib()?;
+        trips = round_trips(sql, args.concurrency).await?;
     }
     scratch.drop_it().await?;
     let recovery_secs = recovery(&args.store, args.recovery_nodes).await?;
@@ -397,6 +484,8 @@ async fn main() -> Result<()> {
         "secs": secs,
         "starts_per_s": args.networks as f64 / secs,
         "rss_mib": rss,
+        "store_calls_per_start": calls,
+        "store_round_trips_per_s": trips,
         "recovery_nodes": args.recovery_nodes,
         "recovery_secs": recovery_secs,
     });

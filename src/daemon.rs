@@ -18,7 +18,7 @@ use crate::delegator::{self, Delegator, DelegatorConfig, DelegatorError};
 use crate::node::{DockerRuntime, DockerRuntimeConfig, NodeRuntime, RuntimeError};
 use crate::orchestrator::ports::BindProbe;
 use crate::orchestrator::{Orchestrator, OrchestratorConfig, OrchestratorError};
-use crate::store::{SqlStore, Store, StoreError};
+use crate::store::{CachedStore, SqlStore, Store, StoreError};
 use crate::telemetry::{self, Readiness, TelemetryState};
 
 /// How often readiness is checked for the gRPC health service (and the log).
@@ -144,7 +144,10 @@ pub async fn run(
         }
         None => None,
     };
-    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&opts.store_url).await?);
+    let sql: Arc<dyn Store> = Arc::new(SqlStore::connect(&opts.store_url).await?);
+    // This daemon is the store's only writer (as the port allocator already requires), so the
+    // reconciler's per-network reads can come from memory.
+    let store: Arc<dyn Store> = Arc::new(CachedStore::new(sql));
     tracing::info!(url = %crate::store::redact_url(&opts.store_url), "store open");
 
     let docker = DockerRuntime::connect(opts.docker.clone()).await?;

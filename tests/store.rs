@@ -2,6 +2,8 @@
 //! memory (where that makes sense: it cannot be reopened nor reached by a second connection),
 //! and Postgres (`NEXUS_TEST_POSTGRES_URL`, set by scripts/test.sh; each test gets its own
 //! database, created through that admin URL and dropped at the end, so tests run in parallel).
+//! The contract tests also run against the daemon's `CachedStore` over a SQLite file: the cache
+//! must be indistinguishable from the database it fronts.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -10,7 +12,8 @@ use std::sync::Arc;
 use nexus::node::{NetworkName, NodeIdentity, Resources, SwarmKey};
 use nexus::store::sql::SqlStore;
 use nexus::store::{
-    DesiredState, NetworkRecord, NetworkStatus, NodeRow, Store, StoreError, StoredPorts,
+    CachedStore, DesiredState, NetworkRecord, NetworkStatus, NodeRow, Store, StoreError,
+    StoredPorts,
 };
 use sqlx::{AnyConnection, Connection as _, Executor as _};
 
@@ -19,6 +22,8 @@ enum Kind {
     SqliteFile,
     SqliteMemory,
     Postgres,
+    /// A SQLite file behind the daemon's write-through cache.
+    CachedSqliteFile,
 }
 
 /// One test's database and a store open on it.
@@ -26,6 +31,8 @@ struct TestDb {
     kind: Kind,
     url: String,
     store: Arc<SqlStore>,
+    /// What the contract tests use: `store`, or the cache in front of it.
+    s: Arc<dyn Store>,
     dir: Option<PathBuf>,
     /// (admin URL, database name) of a Postgres test database.
     pg: Option<(String, String)>,
@@ -74,7 +81,7 @@ impl TestDb {
     async fn new(kind: Kind) -> Self {
         sqlx::any::install_default_drivers();
         let (url, dir, pg) = match kind {
-            Kind::SqliteFile => {
+            Kind::SqliteFile | Kind::CachedSqliteFile => {
                 let dir = std::env::temp_dir().join(format!("nexus-store-{}", unique_suffix()));
                 std::fs::create_dir_all(&dir).expect("temp dir");
                 let url = format!("sqlite://{}?mode=rwc", dir.join("nexus.db").display());
@@ -94,11 +101,17 @@ impl TestDb {
                 (with_database(&admin, &name), None, Some((admin, name)))
             }
         };
-        let store = SqlStore::connect(&url).await.expect("open store");
+        let store = Arc::new(SqlStore::connect(&url).await.expect("open store"));
+        let s: Arc<dyn Store> = if kind == Kind::CachedSqliteFile {
+            Arc::new(CachedStore::new(store.clone()))
+        } else {
+            store.clone()
+        };
         Self {
             kind,
             url,
-            store: Arc::new(store),
+            store,
+            s,
             dir,
             pg,
         }
@@ -228,7 +241,7 @@ fn assert_same_nodes(got: &[NodeRow], want: &[NodeRow]) {
 // ---- the tests, each run on every backend (see the macro at the end) ----
 
 async fn round_trip_every_field(db: &TestDb) {
-    let s = &db.store;
+    let s = &db.s;
     let full = full_record("full");
     let plain = plain_record("plain");
     s.create_network(&full).await.unwrap();
@@ -279,7 +292,7 @@ async fn round_trip_every_field(db: &TestDb) {
 }
 
 async fn duplicate_create_is_refused(db: &TestDb) {
-    let s = &db.store;
+    let s = &db.s;
     let first = plain_record("dup");
     s.create_network(&first).await.unwrap();
     let err = s.create_network(&full_record("dup")).await.unwrap_err();
@@ -292,7 +305,7 @@ async fn duplicate_create_is_refused(db: &TestDb) {
 }
 
 async fn update_replaces_and_missing_is_not_found(db: &TestDb) {
-    let s = &db.store;
+    let s = &db.s;
     let err = s.update_network(&plain_record("ghost")).await.unwrap_err();
     assert!(
         matches!(&err, StoreError::NotFound(n) if n == "ghost"),
@@ -319,7 +332,7 @@ async fn update_replaces_and_missing_is_not_found(db: &TestDb) {
 }
 
 async fn delete_cascades_to_nodes(db: &TestDb) {
-    let s = &db.store;
+    let s = &db.s;
     s.create_network(&plain_record("gone")).await.unwrap();
     s.create_network(&plain_record("kept")).await.unwrap();
     for i in 0..3 {
@@ -340,7 +353,7 @@ async fn delete_cascades_to_nodes(db: &TestDb) {
 }
 
 async fn put_node_upserts(db: &TestDb) {
-    let s = &db.store;
+    let s = &db.s;
     s.create_network(&plain_record("up")).await.unwrap();
     let first = node("up", 0);
     s.put_node(&first).await.unwrap();
@@ -373,7 +386,7 @@ async fn put_node_upserts(db: &TestDb) {
 }
 
 async fn node_of_missing_network_is_not_found(db: &TestDb) {
-    let s = &db.store;
+    let s = &db.s;
     let err = s.put_node(&node("nonet", 0)).await.unwrap_err();
     assert!(
         matches!(&err, StoreError::NotFound(n) if n == "nonet"),
@@ -383,7 +396,7 @@ async fn node_of_missing_network_is_not_found(db: &TestDb) {
 }
 
 async fn lists_are_ordered(db: &TestDb) {
-    let s = &db.store;
+    let s = &db.s;
     // Byte order: '-' < '0'-'9' < 'a'-'z', whatever the database's collation says.
     let names = ["b", "ab", "a-b", "a1", "a", "a-a", "b0"];
     for n in names {
@@ -414,7 +427,7 @@ async fn lists_are_ordered(db: &TestDb) {
 }
 
 async fn all_nodes_spans_networks(db: &TestDb) {
-    let s = &db.store;
+    let s = &db.s;
     assert!(s.all_nodes().await.unwrap().is_empty());
     for n in ["net-b", "net-a", "neta"] {
         s.create_network(&plain_record(n)).await.unwrap();
@@ -438,7 +451,7 @@ async fn all_nodes_spans_networks(db: &TestDb) {
 async fn concurrent_creates_one_wins(db: &TestDb) {
     let mut tasks = vec![];
     for _ in 0..16 {
-        let store = db.store.clone();
+        let store = db.s.clone();
         tasks.push(tokio::spawn(async move {
             store.create_network(&plain_record("race")).await
         }));
@@ -453,7 +466,7 @@ async fn concurrent_creates_one_wins(db: &TestDb) {
         }
     }
     assert_eq!((ok, dup), (1, 15));
-    assert_eq!(db.store.list_networks().await.unwrap().len(), 1);
+    assert_eq!(db.s.list_networks().await.unwrap().len(), 1);
 }
 
 async fn memory_stores_are_private(_db: &TestDb) {
@@ -509,7 +522,7 @@ async fn reopen_keeps_data_and_migrations_are_idempotent(db: &TestDb) {
 }
 
 async fn damaged_rows_are_corrupt_without_leaking(db: &TestDb) {
-    let s = &db.store;
+    let s = &db.s;
     let good = plain_record("good");
     s.create_network(&good).await.unwrap();
     s.create_network(&plain_record("bad")).await.unwrap();
@@ -615,6 +628,35 @@ async fn debug_and_errors_hide_the_url_password(db: &TestDb) {
     }
 }
 
+/// Only for the cache: it answers reads from memory, and a write that fails makes it ask the
+/// database again rather than keep what may no longer be true.
+async fn cache_forgets_what_a_failed_write_may_have_changed(db: &TestDb) {
+    let s = &db.s;
+    let rec = plain_record("cached");
+    s.create_network(&rec).await.unwrap();
+    s.put_node(&node("cached", 0)).await.unwrap();
+    // Changed behind the cache's back (as no daemon may do): the cache still answers.
+    let mut elsewhere = rec.clone();
+    elsewhere.status = NetworkStatus::Failed;
+    db.store.update_network(&elsewhere).await.unwrap();
+    assert_eq!(s.get_network(&rec.name).await.unwrap(), Some(rec.clone()));
+    assert_eq!(s.list_nodes(&rec.name).await.unwrap().len(), 1);
+    // A write that fails (the network is gone underneath: foreign key) forgets the network.
+    db.store.delete_network(&rec.name).await.unwrap();
+    let err = s.put_node(&node("cached", 1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(s.get_network(&rec.name).await.unwrap(), None);
+    assert!(s.list_nodes(&rec.name).await.unwrap().is_empty());
+    // A successful write is seen at once, and reads after it come from the cache again.
+    s.create_network(&rec).await.unwrap();
+    let mut changed = rec.clone();
+    changed.replicas = 3;
+    s.update_network(&changed).await.unwrap();
+    assert_eq!(s.get_network(&rec.name).await.unwrap(), Some(changed));
+    s.delete_node(&rec.name, 0).await.unwrap();
+    assert!(s.list_nodes(&rec.name).await.unwrap().is_empty());
+}
+
 macro_rules! backend_tests {
     (
         kind = $kind:ident,
@@ -665,6 +707,24 @@ mod sqlite_memory {
             all_nodes_spans_networks,
             concurrent_creates_one_wins,
             memory_stores_are_private,
+        ]
+    );
+}
+
+mod cached_sqlite_file {
+    backend_tests!(
+        kind = CachedSqliteFile,
+        tests = [
+            round_trip_every_field,
+            duplicate_create_is_refused,
+            update_replaces_and_missing_is_not_found,
+            delete_cascades_to_nodes,
+            put_node_upserts,
+            node_of_missing_network_is_not_found,
+            lists_are_ordered,
+            all_nodes_spans_networks,
+            concurrent_creates_one_wins,
+            cache_forgets_what_a_failed_write_may_have_changed,
         ]
     );
 }

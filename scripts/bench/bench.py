@@ -492,16 +492,20 @@ def bench_control(a):
         ops = [r["starts_per_s"] for r in rs]
         rss = [r["rss_mib"] for r in rs]
         rec = [r["recovery_secs"] for r in rs]
+        calls = [r["store_calls_per_start"] for r in rs]
+        trips = [r["store_round_trips_per_s"] for r in rs]
         verdict = []
         if via == "inproc":
             verdict.append("≥ 2,000/s: " + ("**met**" if median(ops) >= 2000 else f"**missed** ({median(ops) / 2000:.2f}×)"))
             verdict.append("< 200 MiB: " + ("**met**" if median(rss) < 200 else "**missed**"))
             verdict.append("< 2 s: " + ("**met**" if median(rec) < 2 else "**missed**"))
-        rows.append([label, via, f"{median(ops):,.0f}", spread(ops, "{:,.0f}"), f"{median(rss):.0f}",
-                     spread(rss, "{:.0f}"), f"{median(rec) * 1000:.0f}", spread([x * 1000 for x in rec], "{:.0f}"),
+        rows.append([label, via, f"{median(ops):,.0f}", spread(ops, "{:,.0f}"), f"{median(calls):.0f}",
+                     f"{median(trips):,.0f}", f"{median(rss):.0f}", spread(rss, "{:.0f}"),
+                     f"{median(rec) * 1000:.0f}", spread([x * 1000 for x in rec], "{:.0f}"),
                      "; ".join(verdict) or "–"])
-    table = md_table(["Store", "Through", "create+start /s", "range", f"RSS at {a.networks:,} networks MiB",
-                      "range", f"recovery of {a.recovery_nodes:,} nodes ms", "range", "Targets"], rows)
+    table = md_table(["Store", "Through", "create+start /s", "range", "DB calls / start",
+                      "DB `SELECT 1` /s", f"RSS at {a.networks:,} networks MiB", "range",
+                      f"recovery of {a.recovery_nodes:,} nodes ms", "range", "Targets"], rows)
     return {"runs": runs}, table
 
 

@@ -2,13 +2,16 @@
 //!
 //! Owns the data model of what nexus has been asked to run ([`NetworkRecord`], [`NodeRow`]),
 //! the [`Store`] trait, and its sqlx implementation ([`sql::SqlStore`]: SQLite as the embedded
-//! default, Postgres for production, chosen by URL, one schema and one set of migrations). It
+//! default, Postgres for production, chosen by URL, one schema and one set of migrations), and
+//! [`cache::CachedStore`], the write-through cache the daemon puts in front of it. It
 //! stores and returns records; it must not decide anything (the orchestrator does) nor talk to
 //! Docker. Secrets (swarm keys, node private keys) are stored here and only here; they never
 //! appear in `Debug` output or errors.
 
+pub mod cache;
 pub mod sql;
 
+pub use cache::CachedStore;
 pub use sql::{redact_url, SqlStore};
 
 use serde::{Deserialize, Serialize};
