@@ -469,6 +469,55 @@ async fn concurrent_creates_one_wins(db: &TestDb) {
     assert_eq!(db.s.list_networks().await.unwrap().len(), 1);
 }
 
+/// Many writes at once (SQLite commits those waiting together): one that breaks a constraint
+/// fails alone, with its own error, and every other lands.
+async fn concurrent_writes_fail_alone(db: &TestDb) {
+    let s = &db.s;
+    for i in 0..8 {
+        s.create_network(&plain_record(&format!("w{i}")))
+            .await
+            .unwrap();
+    }
+    let mut tasks = vec![];
+    for i in 0..64u16 {
+        let store = db.s.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = match i {
+                // No such network (foreign key) and an existing name (unique).
+                13 => store.put_node(&node("nowhere", 0)).await,
+                29 => store.create_network(&plain_record("w3")).await,
+                _ => store.put_node(&node(&format!("w{}", i % 8), i / 8)).await,
+            };
+            (i, r)
+        }));
+    }
+    for t in tasks {
+        match t.await.unwrap() {
+            (13, r) => assert!(
+                matches!(r, Err(StoreError::NotFound(ref n)) if n == "nowhere"),
+                "{r:?}"
+            ),
+            (29, r) => assert!(
+                matches!(r, Err(StoreError::Duplicate(ref n)) if n == "w3"),
+                "{r:?}"
+            ),
+            (i, r) => assert!(r.is_ok(), "write {i}: {r:?}"),
+        }
+    }
+    assert_eq!(s.all_nodes().await.unwrap().len(), 62);
+    for i in 0..8 {
+        let rows = s.list_nodes(&name(&format!("w{i}"))).await.unwrap();
+        let want: Vec<u16> = (0..8u16)
+            .filter(|j| !matches!(j * 8 + i, 13 | 29))
+            .collect();
+        assert_eq!(
+            rows.iter().map(|r| r.index).collect::<Vec<_>>(),
+            want,
+            "network w{i}"
+        );
+    }
+}
+
 async fn memory_stores_are_private(_db: &TestDb) {
     let a = SqlStore::connect("sqlite::memory:").await.unwrap();
     let b = SqlStore::connect("sqlite::memory:").await.unwrap();
@@ -686,6 +735,7 @@ mod sqlite_file {
             lists_are_ordered,
             all_nodes_spans_networks,
             concurrent_creates_one_wins,
+            concurrent_writes_fail_alone,
             reopen_keeps_data_and_migrations_are_idempotent,
             damaged_rows_are_corrupt_without_leaking,
             debug_and_errors_hide_the_url_password,
@@ -706,6 +756,7 @@ mod sqlite_memory {
             lists_are_ordered,
             all_nodes_spans_networks,
             concurrent_creates_one_wins,
+            concurrent_writes_fail_alone,
             memory_stores_are_private,
         ]
     );
@@ -724,6 +775,7 @@ mod cached_sqlite_file {
             lists_are_ordered,
             all_nodes_spans_networks,
             concurrent_creates_one_wins,
+            concurrent_writes_fail_alone,
             cache_forgets_what_a_failed_write_may_have_changed,
         ]
     );
@@ -742,6 +794,7 @@ mod postgres {
             lists_are_ordered,
             all_nodes_spans_networks,
             concurrent_creates_one_wins,
+            concurrent_writes_fail_alone,
             reopen_keeps_data_and_migrations_are_idempotent,
             damaged_rows_are_corrupt_without_leaking,
             debug_and_errors_hide_the_url_password,

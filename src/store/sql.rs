@@ -55,10 +55,11 @@ impl Backend {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite allows one writer at a time; concurrent writers would otherwise meet
-    /// `SQLITE_BUSY` and sleep in SQLite's busy handler (milliseconds each). Writes of this
-    /// process queue here instead. `None` on Postgres.
-    write_lock: Option<tokio::sync::Mutex<()>>,
+    /// SQLite allows one writer at a time; concurrent writers would meet `SQLITE_BUSY` and
+    /// sleep in SQLite's busy handler (milliseconds each). This process's writes go to one
+    /// writer task instead, which commits the writes waiting together in one transaction
+    /// (group commit; see [`group_commit`]). `None` on Postgres.
+    writer: Option<tokio::sync::mpsc::Sender<WriteJob>>,
     /// The URL with any password replaced (see [`redact_url`]).
     redacted_url: String,
 }
@@ -141,9 +142,13 @@ impl SqlStore {
             .map_err(|e| StoreError::Migrate(scrub(&e.to_string(), url)))?;
 
         Ok(Self {
-            pool,
+            pool: pool.clone(),
             backend,
-            write_lock: (backend == Backend::Sqlite).then(tokio::sync::Mutex::default),
+            writer: (backend == Backend::Sqlite).then(|| {
+                let (tx, rx) = tokio::sync::mpsc::channel(1024);
+                tokio::spawn(group_commit(pool.clone(), rx));
+                tx
+            }),
             redacted_url,
         })
     }
@@ -152,17 +157,117 @@ impl SqlStore {
         self.backend
     }
 
-    /// Held for the duration of one write statement (SQLite only).
-    async fn writing(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match &self.write_lock {
-            Some(m) => Some(m.lock().await),
-            None => None,
-        }
+    /// Runs one write statement and returns the rows it affected: on Postgres directly, on
+    /// SQLite through the writer task (which returns once the statement is committed).
+    async fn write(&self, query: AnyQuery<'static>) -> Result<u64, WriteError> {
+        let Some(writer) = &self.writer else {
+            return query
+                .execute(&self.pool)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(WriteError::Sql);
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gone = || WriteError::Batch("the store's writer task has stopped".into());
+        writer.send((query, tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     /// Closes every connection (waits for queries in flight). Dropping the store also closes it.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// One write for the writer task and where its outcome goes.
+type WriteJob = (
+    AnyQuery<'static>,
+    tokio::sync::oneshot::Sender<Result<u64, WriteError>>,
+);
+
+/// Why a write failed.
+#[derive(Debug)]
+enum WriteError {
+    /// The statement itself failed (nothing of it was written).
+    Sql(sqlx::Error),
+    /// Its transaction failed or was abandoned; no write of the batch was committed.
+    Batch(String),
+}
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 64;
+
+/// SQLite's writer: takes the writes waiting (up to [`MAX_BATCH`]) and commits them in one
+/// transaction, then answers each; a lone write runs on its own. A statement that fails on a
+/// constraint (duplicate name, missing network) fails alone: SQLite undoes only that statement
+/// and the batch goes on. Any other failure abandons the batch: it is rolled back and every
+/// write in it, run or not, fails. Callers are answered only after the commit, so a write
+/// reported done is durable and one reported failed did not land. Ends when the store is
+/// dropped.
+async fn group_commit(pool: AnyPool, mut jobs: tokio::sync::mpsc::Receiver<WriteJob>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if batch.len() == 1 {
+            if let Some((query, reply)) = batch.pop() {
+                let result = query.execute(&pool).await;
+                let _ = reply.send(result.map(|r| r.rows_affected()).map_err(WriteError::Sql));
+            }
+            continue;
+        }
+        commit_batch(&pool, &mut batch).await;
+    }
+}
+
+async fn commit_batch(pool: &AnyPool, batch: &mut Vec<WriteJob>) {
+    let fail_all = |batch: &mut Vec<WriteJob>, why: String| {
+        for (_, reply) in batch.drain(..) {
+            let _ = reply.send(Err(WriteError::Batch(why.clone())));
+        }
+    };
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(batch, format!("cannot begin a transaction: {e}")),
+    };
+    let mut done = Vec::with_capacity(batch.len());
+    let mut abandoned = None;
+    for (query, reply) in batch.drain(..) {
+        if abandoned.is_some() {
+            let _ = reply.send(Err(WriteError::Batch(
+                "an earlier write of its transaction failed".into(),
+            )));
+            continue;
+        }
+        match query.execute(&mut *tx).await {
+            Ok(r) => done.push((Ok(r.rows_affected()), reply)),
+            Err(e) if is_unique_violation(&e) || is_foreign_key_violation(&e) => {
+                done.push((Err(WriteError::Sql(e)), reply));
+            }
+            Err(e) => {
+                abandoned = Some(e.to_string());
+                let _ = reply.send(Err(WriteError::Sql(e)));
+            }
+        }
+    }
+    let outcome = match abandoned {
+        Some(why) => {
+            let _ = tx.rollback().await;
+            Err(format!("its transaction was rolled back: {why}"))
+        }
+        None => tx.commit().await.map_err(|e| format!("commit failed: {e}")),
+    };
+    for (result, reply) in done {
+        let _ = reply.send(match &outcome {
+            Ok(()) => result,
+            Err(why) => Err(WriteError::Batch(why.clone())),
+        });
+    }
+}
+
+/// A write's failure as a [`StoreError::Query`] (see [`query_err`]).
+fn write_err(action: &str, e: WriteError) -> StoreError {
+    match e {
+        WriteError::Sql(e) => query_err(action, e),
+        WriteError::Batch(why) => StoreError::Query(format!("{action}: {why}")),
     }
 }
 
@@ -489,13 +594,12 @@ impl Store for SqlStore {
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         );
         let query = bind_network(sqlx::query(sqlx::AssertSqlSafe(sql)), network)?;
-        let _write = self.writing().await;
-        match query.execute(&self.pool).await {
+        match self.write(query).await {
             Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => {
+            Err(WriteError::Sql(e)) if is_unique_violation(&e) => {
                 Err(StoreError::Duplicate(network.name.as_str().to_string()))
             }
-            Err(e) => Err(query_err("create network", e)),
+            Err(e) => Err(write_err("create network", e)),
         }
     }
 
@@ -531,24 +635,22 @@ impl Store for SqlStore {
                    status_reason = $13, created_at = $14, updated_at = $15, activated_at = $16, \
                    api_allow = $17, api_deny = $18 \
                    WHERE name = $1";
-        let _write = self.writing().await;
-        let result = bind_network(sqlx::query(sql), network)?
-            .execute(&self.pool)
+        let affected = self
+            .write(bind_network(sqlx::query(sql), network)?)
             .await
-            .map_err(|e| query_err("update network", e))?;
-        if result.rows_affected() == 0 {
+            .map_err(|e| write_err("update network", e))?;
+        if affected == 0 {
             return Err(StoreError::NotFound(network.name.as_str().to_string()));
         }
         Ok(())
     }
 
     async fn delete_network(&self, name: &NetworkName) -> Result<()> {
-        let _write = self.writing().await;
-        sqlx::query("DELETE FROM networks WHERE name = $1")
-            .bind(name.as_str().to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| query_err("delete network", e))?;
+        self.write(
+            sqlx::query("DELETE FROM networks WHERE name = $1").bind(name.as_str().to_string()),
+        )
+        .await
+        .map_err(|e| write_err("delete network", e))?;
         Ok(())
     }
 
@@ -563,8 +665,7 @@ impl Store for SqlStore {
              api_port = excluded.api_port, gateway_port = excluded.gateway_port, \
              container_id = excluded.container_id, last_error = excluded.last_error"
         );
-        let _write = self.writing().await;
-        let result = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(node.network.as_str().to_string())
             .bind(i64::from(node.index))
             .bind(private_key)
@@ -573,15 +674,13 @@ impl Store for SqlStore {
             .bind(node.ports.api.map(i64::from))
             .bind(node.ports.gateway.map(i64::from))
             .bind(node.container_id.clone())
-            .bind(node.last_error.clone())
-            .execute(&self.pool)
-            .await;
-        match result {
+            .bind(node.last_error.clone());
+        match self.write(query).await {
             Ok(_) => Ok(()),
-            Err(e) if is_foreign_key_violation(&e) => {
+            Err(WriteError::Sql(e)) if is_foreign_key_violation(&e) => {
                 Err(StoreError::NotFound(node.network.as_str().to_string()))
             }
-            Err(e) => Err(query_err("put node", e)),
+            Err(e) => Err(write_err("put node", e)),
         }
     }
 
@@ -607,13 +706,12 @@ impl Store for SqlStore {
     }
 
     async fn delete_node(&self, network: &NetworkName, index: u16) -> Result<()> {
-        let _write = self.writing().await;
-        sqlx::query("DELETE FROM nodes WHERE network = $1 AND idx = $2")
+        let query = sqlx::query("DELETE FROM nodes WHERE network = $1 AND idx = $2")
             .bind(network.as_str().to_string())
-            .bind(i64::from(index))
-            .execute(&self.pool)
+            .bind(i64::from(index));
+        self.write(query)
             .await
-            .map_err(|e| query_err("delete node", e))?;
+            .map_err(|e| write_err("delete node", e))?;
         Ok(())
     }
 }
