@@ -284,7 +284,8 @@ class Host:
     """benches/delegator_host: the delegator in front of named upstreams."""
 
     def __init__(self, exe, routes, log_path):
-        args = [exe]
+        # The access log as a production daemon writes it (`--log-format json`, `info`).
+        args = [exe, "--log-format", "json"]
         for name, api, gw in routes:
             args += ["--route", f"{name}={api},{gw}"]
         self.log = open(log_path, "w")
