@@ -99,7 +99,8 @@ class Daemon:
         self.delegator = free_port()
         self.instance = "bench-" + secrets.token_hex(3)
         ports = ports or {"swarm": "4001-5000", "api": "5001-6000", "gateway": "8001-9000"}
-        with open(self.config, "w") as f:
+        # 0600: the file holds the API key (the daemon warns about a readable one).
+        with open(os.open(self.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             f.write(f"""
 [daemon]
 data_dir = "{self.dir}/data"
@@ -447,7 +448,7 @@ def bench_delegator(a):
             verdict = "–"
             if who == "delegator":
                 ok_rps, ok_p99 = rel >= 1.0, dp99 <= 0.5
-                verdict = ("rps ≥ 1.0× nginx: " + ("**met**" if ok_rps else f"**missed** ({rel:.2f}×)") +
+                verdict = ("rps ≥ 1.0× nginx: " + ("**met**" if ok_rps else f"**missed** ({rel:.3f}×)") +
                            "; p99 ≤ nginx + 0.5 ms: " + ("**met**" if ok_p99 else f"**missed** (+{dp99:.2f} ms)"))
             rows.append([up, who, f"{median(rps):,.0f}", spread(rps, "{:,.0f}"), f"{rel:.2f}×",
                          f"{median(p50):.3f}", f"{median(p99):.3f}", spread(p99, "{:.3f}"), verdict])
@@ -535,12 +536,27 @@ def container_mem_mib(names):
     return vals
 
 
+def container_cpu_pct(names):
+    """CPU use of each container, in % of one core (docker stats samples about 1 s)."""
+    if not names:
+        return []
+    out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.CPUPerc}}", *names],
+                         capture_output=True, text=True, check=True).stdout
+    return [float(x.strip().rstrip("%")) for x in out.splitlines() if x.strip().rstrip("%")]
+
+
+def one_line(text):
+    """An error output as one table cell: warnings dropped, lines joined."""
+    lines = [l.strip() for l in text.splitlines() if l.strip() and not l.startswith("warning:")]
+    return " / ".join(lines).replace("|", "\\|")
+
+
 def bench_density(a):
     d = Daemon(a.nexus, a.image)  # nexus's default resource profile: nothing set
     per_net = a.density_replicas
     steps, stop_reason = [], None
     t_start = time.monotonic()
-    first_mem = []
+    first_mem, first_cpu, cpu_all = [], [], []
     try:
         i = 0
         while True:
@@ -561,7 +577,7 @@ def bench_density(a):
             secs = time.monotonic() - t0
             load1 = os.getloadavg()[0]
             if r.returncode != 0:
-                stop_reason = f"start of nodes {total + 1}–{total + per_net} failed: {r.stderr.strip()[:400]}"
+                stop_reason = f"start of nodes {total + 1}–{total + per_net} failed: {one_line(r.stderr)[:400]}"
                 log(stop_reason)
                 break
             i += 1
@@ -572,19 +588,24 @@ def bench_density(a):
             if i == 1:
                 time.sleep(10)
                 first_mem = container_mem_mib([f"nexus-{name}-{k}" for k in range(per_net)])
+                first_cpu = container_cpu_pct([f"nexus-{name}-{k}" for k in range(per_net)])
         total_nodes = i * per_net
         all_names = [f"nexus-dn{k}-{j}" for k in range(i) for j in range(per_net)]
         mem_all = container_mem_mib(all_names) if all_names else []
+        cpu_all = container_cpu_pct(all_names)
     finally:
         log("density: removing the networks")
         d.stop()
     res = {"per_network": per_net, "nodes": total_nodes, "stop_reason": stop_reason, "steps": steps,
            "first_network_mem_mib": first_mem, "all_mem_mib": mem_all,
+           "first_network_cpu_pct": first_cpu, "all_cpu_pct": cpu_all, "cores": os.cpu_count(),
            "mem_total_gib": meminfo("MemTotal") / GIB}
     rows = [
         ["Per-node memory, one idle 10-node network (10 s after start)",
          f"{median(first_mem):.1f} MiB (range {spread(first_mem, '{:.1f}')}) of a 1 GiB limit"],
         [f"Per-node memory with {total_nodes} nodes running", f"{median(mem_all):.1f} MiB (range {spread(mem_all, '{:.1f}')})"],
+        ["Per-node CPU, the same idle network", f"{median(first_cpu):.1f} % of a core (range {spread(first_cpu, '{:.1f}')})" if first_cpu else "–"],
+        [f"CPU of all {total_nodes} nodes, idle", f"{sum(cpu_all):.0f} % of the host's {os.cpu_count() * 100} %" if cpu_all else "–"],
         ["Nodes started", f"{total_nodes} ({i} networks of {per_net})"],
         ["Why it stopped", stop_reason or "–"],
         ["Last 10-node start", f"{steps[-1]['start_secs']:.1f} s" if steps else "–"],
