@@ -971,6 +971,33 @@ impl NodeRuntime for DockerRuntime {
             .await
     }
 
+    async fn connect_peers(&self, spec: &NodeSpec) -> usize {
+        let port = match spec.ports.api {
+            Some(p) => Some(p),
+            None => match self.inspect_node(&spec.node).await {
+                Ok(info) => host_port(&info, API_PORT),
+                Err(_) => None,
+            },
+        };
+        let Some(port) = port else { return 0 };
+        let addr = SocketAddr::new(self.private_connect_ip(), port);
+        let dials = spec.peers.iter().map(|p| async move {
+            let target = format!("{}/p2p/{}", p.addr, p.peer_id);
+            match self.rpc.swarm_connect(addr, &target).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(node = %spec.node, peer = %p.peer_id, error = %e, "swarm connect failed; kubo's peering retries");
+                    false
+                }
+            }
+        });
+        futures_util::future::join_all(dials)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count()
+    }
+
     async fn list_network_nodes(&self, network: &NetworkName) -> Result<Vec<NodeRecord>> {
         self.list_matching(self.network_filter(network)).await
     }

@@ -220,6 +220,20 @@ impl NodeRuntime for MockRuntime {
         Ok(st.nodes.values().cloned().collect())
     }
 
+    async fn connect_peers(&self, spec: &NodeSpec) -> usize {
+        let mut st = self.lock();
+        st.calls
+            .push(format!("connect {}", spec.node.container_name()));
+        spec.peers
+            .iter()
+            .filter(|p| {
+                st.nodes
+                    .values()
+                    .any(|r| r.spec.peer_id == p.peer_id && r.state == NodeState::Running)
+            })
+            .count()
+    }
+
     async fn list_network_nodes(&self, network: &NetworkName) -> Result<Vec<NodeRecord>> {
         let mut st = self.lock();
         Self::injected(&mut st, "list")?;

@@ -1,7 +1,7 @@
 //! A small client for the parts of kubo's RPC API the runtime itself needs.
 //!
 //! Owns HTTP calls to one node's RPC API (`POST /api/v0/...`): `id` for readiness,
-//! `swarm/peers` for stats. It must not be a general kubo client nor proxy user traffic (that
+//! `swarm/peers` for stats, `swarm/connect` to mesh a network's new nodes at once. It must not be a general kubo client nor proxy user traffic (that
 //! is the delegator's job).
 
 use std::net::SocketAddr;
@@ -113,6 +113,13 @@ impl KuboRpc {
         ids.sort();
         ids.dedup();
         Ok(ids)
+    }
+
+    /// `swarm/connect` to one peer (`<multiaddr>/p2p/<id>`), which must already be validated.
+    pub async fn swarm_connect(&self, addr: SocketAddr, peer: &str) -> Result<(), RpcError> {
+        self.post(addr, &format!("swarm/connect?arg={peer}"))
+            .await
+            .map(|_| ())
     }
 
     pub async fn swarm_peers(&self, addr: SocketAddr) -> Result<Vec<PeerEntry>, RpcError> {

@@ -183,6 +183,13 @@ pub trait NodeRuntime: Send + Sync {
     /// Brings a node to `spec`: CPU changes apply live; memory, disk, image, peers or ports
     /// re-create the container on the same volume (a restart), keeping labels true.
     async fn update_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord>;
+    /// Dials each of the spec's peers from the (ready) node, so a network whose nodes were
+    /// just started together is meshed at once instead of when kubo's peering retries (seconds
+    /// later when two nodes dialled each other before both listened). Best effort: returns how
+    /// many peers it reached; a peer it could not reach is left to kubo's peering.
+    async fn connect_peers(&self, _spec: &NodeSpec) -> usize {
+        0
+    }
     /// Every nexus-managed node, rebuilt from Docker alone.
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
     /// The nodes of one network (what the reconciler looks at); by default `list_nodes`

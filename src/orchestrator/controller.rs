@@ -1050,6 +1050,17 @@ impl Orchestrator {
                     }
                 }
             }
+            if failure.is_none() {
+                // Every node is ready now: mesh the new ones at once rather than when kubo's
+                // peering retries a dial that came before its peer listened.
+                futures_util::future::join_all(
+                    creates
+                        .iter()
+                        .filter_map(|i| find(*i))
+                        .map(|(spec, _)| runtime.connect_peers(spec)),
+                )
+                .await;
+            }
             if let Some(reason) = failure {
                 // A fresh start is undone whole; a scale-up only loses its new nodes.
                 let undo: Vec<u16> = if fresh_start {

@@ -64,6 +64,46 @@ fn creates(rt: &MockRuntime) -> usize {
         .count()
 }
 
+#[tokio::test]
+async fn new_nodes_dial_their_peers_once_all_are_ready() {
+    let f = fixture().await;
+    f.orch.create(req("mesh", 3)).await.unwrap();
+    f.orch.start("mesh").await.unwrap();
+    let calls = f.rt.calls();
+    let last_create = calls
+        .iter()
+        .rposition(|c| c.starts_with("create "))
+        .unwrap();
+    for i in 0..3 {
+        let at = calls
+            .iter()
+            .position(|c| *c == format!("connect nexus-mesh-{i}"))
+            .unwrap_or_else(|| panic!("node {i} did not dial its peers: {calls:?}"));
+        assert!(
+            at > last_create,
+            "dialled before every node was up: {calls:?}"
+        );
+    }
+    // Scaling up dials from the new nodes only.
+    let before = f.rt.calls().len();
+    f.orch
+        .update(
+            "mesh",
+            crate::orchestrator::UpdateNetwork {
+                replicas: Some(4),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let connects: Vec<String> = f.rt.calls()[before..]
+        .iter()
+        .filter(|c| c.starts_with("connect "))
+        .cloned()
+        .collect();
+    assert_eq!(connects, vec!["connect nexus-mesh-3".to_string()]);
+}
+
 fn name(s: &str) -> NetworkName {
     NetworkName::new(s).unwrap()
 }
