@@ -165,17 +165,63 @@ level = "{log_level}"
 # 1. Network start
 
 
+def proc_cpu_secs(pids):
+    """User + system CPU seconds so far of the given processes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def engine_pids():
+    out = subprocess.run(["pidof", "dockerd", "containerd"], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def container_cpu_secs(names):
+    """CPU seconds the containers have used since they started (their cgroups' cpuacct)."""
+    total = 0.0
+    for name in names:
+        cid = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", name], capture_output=True,
+                             text=True).stdout.strip()
+        for path in (f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage",
+                     f"/sys/fs/cgroup/cpuacct/system.slice/docker-{cid}.scope/cpuacct.usage",
+                     f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat",
+                     f"/sys/fs/cgroup/docker/{cid}/cpu.stat"):
+            try:
+                with open(path) as f:
+                    text = f.read()
+            except OSError:
+                continue
+            if path.endswith("cpu.stat"):
+                usec = next(int(l.split()[1]) for l in text.splitlines() if l.startswith("usage_usec"))
+                total += usec / 1e6
+            else:
+                total += int(text.strip()) / 1e9
+            break
+    return total
+
+
 def bench_start(a):
     sizes = [int(x) for x in a.start_sizes.split(",")]
     cpus, memory = "1", GIB  # nexus's default profile, given explicitly to both
     d = Daemon(a.nexus, a.image, extra_node='cpus = "1"\nmemory = "1GiB"\ndisk = "10GiB"')
     samples = {n: {"nexus": [], "script": []} for n in sizes}
+    # CPU seconds each start cost: in the node containers, the Docker engine, and nexus itself.
+    cpu = {n: {"nexus": [], "script": []} for n in sizes}
     try:
         for n in sizes:
             for rnd in range(a.rounds + 1):
                 order = ["nexus", "script"] if rnd % 2 == 0 else ["script", "nexus"]
                 for who in order:
                     name = f"bs{n}-{rnd}"
+                    cpu0 = proc_cpu_secs(engine_pids()), proc_cpu_secs([d.proc.pid])
                     t0 = time.monotonic()
                     if who == "nexus":
                         out = json.loads(d.cli("network", "create", name, "--replicas", str(n),
@@ -189,6 +235,10 @@ def bench_start(a):
                         ports = [int(p) for p in r.stdout.split()]
                     t1 = wait_mesh(ports)
                     secs = (t1 - t0) if t1 else float("nan")
+                    nodes = [f"nexus-{name}-{k}" if who == "nexus" else f"{name}-{k}" for k in range(n)]
+                    used = {"containers": container_cpu_secs(nodes),
+                            "engine": proc_cpu_secs(engine_pids()) - cpu0[0],
+                            "nexus": proc_cpu_secs([d.proc.pid]) - cpu0[1] if who == "nexus" else 0.0}
                     if who == "nexus":
                         d.cli("network", "remove", name, "--force")
                     else:
@@ -197,9 +247,11 @@ def bench_start(a):
                     log(f"start n={n} {who:6} {tag}: {secs:.2f} s")
                     if rnd > 0:
                         samples[n][who].append(secs)
+                        cpu[n][who].append(used)
     finally:
         d.stop()
-    rows = []
+    rows, cpu_rows = [], []
+    cores = os.cpu_count()
     for n in sizes:
         nx, sc = samples[n]["nexus"], samples[n]["script"]
         ratio = median(nx) / median(sc)
@@ -208,9 +260,20 @@ def bench_start(a):
             f"≤ {target}×: **met**" if ratio <= target else f"≤ {target}×: **missed** by {ratio / target:.2f}×")
         rows.append([str(n), f"{median(nx):.2f} s", spread(nx), f"{median(sc):.2f} s", spread(sc),
                      f"{ratio:.2f}×", verdict])
+        part = lambda who, k: median([c[k] for c in cpu[n][who]])
+        total = lambda who: median([sum(c.values()) for c in cpu[n][who]])
+        floor = total("nexus") / cores
+        cpu_rows.append([str(n), f"{part('nexus', 'containers'):.2f}", f"{part('nexus', 'engine'):.2f}",
+                         f"{part('nexus', 'nexus'):.2f}", f"{total('script'):.2f}",
+                         f"{floor:.2f} s", f"{floor / median(sc):.2f}×"])
     table = md_table(["Nodes", "nexus median", "nexus range", "script median", "script range",
                       "nexus / script", "Target"], rows)
-    return {"samples": {str(k): v for k, v in samples.items()}, "rounds": a.rounds}, table
+    table += "\n\n" + md_table(
+        ["Nodes", "nexus start: CPU-s in the nodes", "in Docker (dockerd, containerd)", "in nexus",
+         "script start: CPU-s in all", f"CPU floor of the nexus start on {cores} cores",
+         "floor / script median"], cpu_rows)
+    return {"samples": {str(k): v for k, v in samples.items()},
+            "cpu": {str(k): v for k, v in cpu.items()}, "rounds": a.rounds}, table
 
 
 # ---------------------------------------------------------------------------------------------
