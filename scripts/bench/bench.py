@@ -608,6 +608,25 @@ def container_cpu_pct(names):
     return [float(x.strip().rstrip("%")) for x in out.splitlines() if x.strip().rstrip("%")]
 
 
+def host_cpu(secs=5.0):
+    """The whole host over `secs`: busy %, user %, system % (of all cores) and context switches/s,
+    from /proc/stat (kernel time and processes outside containers included)."""
+    def snap():
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+        cpu = [int(x) for x in lines[0].split()[1:]]
+        ctxt = next(int(l.split()[1]) for l in lines if l.startswith("ctxt "))
+        return cpu, ctxt
+    (c0, x0), t0 = snap(), time.monotonic()
+    time.sleep(secs)
+    (c1, x1), t1 = snap(), time.monotonic()
+    d = [b - a for a, b in zip(c0, c1)]
+    total = sum(d) or 1
+    idle = d[3] + d[4]  # idle + iowait
+    return {"busy_pct": 100 * (total - idle) / total, "user_pct": 100 * (d[0] + d[1]) / total,
+            "system_pct": 100 * (d[2] + d[5] + d[6]) / total, "ctxt_per_s": (x1 - x0) / (t1 - t0)}
+
+
 def one_line(text):
     """An error output as one table cell: warnings dropped, lines joined."""
     lines = [l.strip() for l in text.splitlines() if l.strip() and not l.startswith("warning:")]
@@ -645,9 +664,11 @@ def bench_density(a):
                 break
             i += 1
             steps.append({"nodes": i * per_net, "start_secs": secs, "mem_available_mib": meminfo("MemAvailable") / MIB,
-                          "load1": load1})
+                          "load1": load1, "host_cpu": host_cpu(3.0)})
+            hc = steps[-1]["host_cpu"]
             log(f"density: {i * per_net} nodes, last start {secs:.1f} s, MemAvailable "
-                f"{meminfo('MemAvailable') / GIB:.1f} GiB, load {load1:.1f}")
+                f"{meminfo('MemAvailable') / GIB:.1f} GiB, load {load1:.1f}, host CPU busy "
+                f"{hc['busy_pct']:.0f} % (system {hc['system_pct']:.0f} %), {hc['ctxt_per_s']:,.0f} switches/s")
             if i == 1:
                 time.sleep(10)
                 first_mem = container_mem_mib([f"nexus-{name}-{k}" for k in range(per_net)])
@@ -669,6 +690,10 @@ def bench_density(a):
         [f"Per-node memory with {total_nodes} nodes running", f"{median(mem_all):.1f} MiB (range {spread(mem_all, '{:.1f}')})"],
         ["Per-node CPU, the same idle network", f"{median(first_cpu):.1f} % of a core (range {spread(first_cpu, '{:.1f}')})" if first_cpu else "–"],
         [f"CPU of all {total_nodes} nodes, idle", f"{sum(cpu_all):.0f} % of the host's {os.cpu_count() * 100} %" if cpu_all else "–"],
+        *[[f"Host CPU with {st['nodes']} idle nodes (3 s after their start)",
+           f"{st['host_cpu']['busy_pct']:.0f} % busy (user {st['host_cpu']['user_pct']:.0f} %, system "
+           f"{st['host_cpu']['system_pct']:.0f} %), {st['host_cpu']['ctxt_per_s']:,.0f} context switches/s"]
+          for st in (steps[:1] + steps[len(steps) // 2:len(steps) // 2 + 1] + steps[-1:] if len(steps) > 2 else steps)],
         ["Nodes started", f"{total_nodes} ({i} networks of {per_net})"],
         ["Why it stopped", stop_reason or "–"],
         ["Last 10-node start", f"{steps[-1]['start_secs']:.1f} s" if steps else "–"],
