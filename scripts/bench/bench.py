@@ -630,7 +630,10 @@ def host_cpu(secs=5.0):
 def one_line(text):
     """An error output as one table cell: warnings dropped, lines joined."""
     lines = [l.strip() for l in text.splitlines() if l.strip() and not l.startswith("warning:")]
-    return " / ".join(lines).replace("|", "\\|")
+    line = " / ".join(lines)
+    if len(line) > 500:  # the error's start and the node's last log lines
+        line = line[:250] + " … " + line[-250:]
+    return line.replace("|", "\\|")
 
 
 def bench_density(a):
@@ -659,7 +662,7 @@ def bench_density(a):
             secs = time.monotonic() - t0
             load1 = os.getloadavg()[0]
             if r.returncode != 0:
-                stop_reason = f"start of nodes {total + 1}–{total + per_net} failed: {one_line(r.stderr)[:400]}"
+                stop_reason = f"start of nodes {total + 1}–{total + per_net} failed: {one_line(r.stderr)}"
                 log(stop_reason)
                 break
             i += 1
