@@ -187,9 +187,9 @@ def engine_pids():
 def container_cpu_secs(names):
     """CPU seconds the containers have used since they started (their cgroups' cpuacct)."""
     total = 0.0
-    for name in names:
-        cid = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", name], capture_output=True,
-                             text=True).stdout.strip()
+    ids = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", *names], capture_output=True,
+                         text=True).stdout.split()
+    for cid in ids:
         for path in (f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage",
                      f"/sys/fs/cgroup/cpuacct/system.slice/docker-{cid}.scope/cpuacct.usage",
                      f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat",
@@ -586,26 +586,21 @@ def meminfo(key):
     return 0
 
 
-def container_mem_mib(names):
+def container_stats(names):
+    """Memory (MiB) and CPU (% of one core) of each container, from one `docker stats` sample."""
     if not names:
-        return []
-    out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", *names],
+        return [], []
+    out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}\t{{.CPUPerc}}", *names],
                          capture_output=True, text=True, check=True).stdout
-    vals = []
+    mem, cpu = [], []
     for line in out.splitlines():
-        m = re.match(r"([\d.]+)(KiB|MiB|GiB|B)", line.strip())
+        usage, _, pct = line.partition("\t")
+        m = re.match(r"([\d.]+)(KiB|MiB|GiB|B)", usage.strip())
         if m:
-            vals.append(float(m.group(1)) * {"B": 1 / MIB, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[m.group(2)])
-    return vals
-
-
-def container_cpu_pct(names):
-    """CPU use of each container, in % of one core (docker stats samples about 1 s)."""
-    if not names:
-        return []
-    out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.CPUPerc}}", *names],
-                         capture_output=True, text=True, check=True).stdout
-    return [float(x.strip().rstrip("%")) for x in out.splitlines() if x.strip().rstrip("%")]
+            mem.append(float(m.group(1)) * {"B": 1 / MIB, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[m.group(2)])
+        if pct.strip().rstrip("%"):
+            cpu.append(float(pct.strip().rstrip("%")))
+    return mem, cpu
 
 
 def host_cpu(secs=5.0):
@@ -674,12 +669,10 @@ def bench_density(a):
                 f"{hc['busy_pct']:.0f} % (system {hc['system_pct']:.0f} %), {hc['ctxt_per_s']:,.0f} switches/s")
             if i == 1:
                 time.sleep(10)
-                first_mem = container_mem_mib([f"nexus-{name}-{k}" for k in range(per_net)])
-                first_cpu = container_cpu_pct([f"nexus-{name}-{k}" for k in range(per_net)])
+                first_mem, first_cpu = container_stats([f"nexus-{name}-{k}" for k in range(per_net)])
         total_nodes = i * per_net
         all_names = [f"nexus-dn{k}-{j}" for k in range(i) for j in range(per_net)]
-        mem_all = container_mem_mib(all_names) if all_names else []
-        cpu_all = container_cpu_pct(all_names)
+        mem_all, cpu_all = container_stats(all_names)
     finally:
         log("density: removing the networks")
         d.stop()

@@ -1,8 +1,8 @@
 //! A small client for the parts of kubo's RPC API the runtime itself needs.
 //!
 //! Owns HTTP calls to one node's RPC API (`POST /api/v0/...`): `id` for readiness,
-//! `swarm/peers` for stats, `swarm/connect` to mesh a network's new nodes at once. It must not be a general kubo client nor proxy user traffic (that
-//! is the delegator's job).
+//! `swarm/peers` for stats, `swarm/connect` to mesh a network's new nodes at once. It must not
+//! be a general kubo client nor proxy user traffic (that is the delegator's job).
 
 use std::net::SocketAddr;
 use std::time::Duration;

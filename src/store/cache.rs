@@ -192,9 +192,8 @@ impl Store for CachedStore {
         let rows = self.inner.list_nodes(network).await?;
         let mut st = self.lock();
         if st.epoch == epoch {
-            let mut sorted = rows.clone();
-            sorted.sort_by_key(|r| r.index);
-            st.entries.entry(network.clone()).or_default().nodes = Some(sorted);
+            // The trait returns them ordered by index, as the cache keeps them.
+            st.entries.entry(network.clone()).or_default().nodes = Some(rows.clone());
         }
         Ok(rows)
     }

@@ -141,14 +141,15 @@ impl SqlStore {
             .await
             .map_err(|e| StoreError::Migrate(scrub(&e.to_string(), url)))?;
 
+        let writer = (backend == Backend::Sqlite).then(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            tokio::spawn(group_commit(pool.clone(), rx));
+            tx
+        });
         Ok(Self {
-            pool: pool.clone(),
+            pool,
             backend,
-            writer: (backend == Backend::Sqlite).then(|| {
-                let (tx, rx) = tokio::sync::mpsc::channel(1024);
-                tokio::spawn(group_commit(pool.clone(), rx));
-                tx
-            }),
+            writer,
             redacted_url,
         })
     }
