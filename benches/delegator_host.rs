@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use nexus::access::Access;
 use nexus::delegator::{mint_token, Delegator, DelegatorConfig, JwtConfig};
 use nexus::node::NetworkName;
 use nexus::orchestrator::registry::{NetworkEntry, ReadyNode, Registry};
@@ -100,11 +101,11 @@ async fn main() -> Result<()> {
     for (name, api, gateway) in args.routes {
         registry.publish(NetworkEntry {
             name,
-            users: vec!["bench".into()],
-            gateway_public: args.public,
-            allowed_origins: vec![],
-            api_allow: vec![],
-            api_deny: vec![],
+            access: Access {
+                users: vec!["bench".into()],
+                gateway_public: args.public,
+                ..Access::default()
+            },
             nodes: vec![ReadyNode {
                 index: 0,
                 peer_id: "bench".into(),

@@ -1,4 +1,5 @@
 //! nexus: an orchestrator for private IPFS (kubo) networks.
+pub mod access;
 pub mod api;
 pub mod client;
 pub mod config;
@@ -7,4 +8,5 @@ pub mod delegator;
 pub mod node;
 pub mod orchestrator;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

@@ -18,6 +18,7 @@ use hyper::body::Frame;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use nexus::access::Access;
 use nexus::delegator::{mint_token, Delegator, DelegatorConfig, JwtConfig};
 use nexus::node::NodeRuntime;
 use nexus::orchestrator::ports::{BindProbe, PortConfig, PortRange};
@@ -282,9 +283,12 @@ async fn delegator_end_to_end() {
     orch.create(CreateNetwork {
         name: an.clone(),
         replicas: 3,
-        users: vec!["alice".into()],
-        gateway_public: false,
-        allowed_origins: vec!["https://app.example".into()],
+        access: Access {
+            users: vec!["alice".into()],
+            gateway_public: false,
+            allowed_origins: vec!["https://app.example".into()],
+            ..Access::default()
+        },
         ..Default::default()
     })
     .await
@@ -292,8 +296,11 @@ async fn delegator_end_to_end() {
     orch.create(CreateNetwork {
         name: bn.clone(),
         replicas: 1,
-        users: vec!["bob".into()],
-        gateway_public: true,
+        access: Access {
+            users: vec!["bob".into()],
+            gateway_public: true,
+            ..Access::default()
+        },
         ..Default::default()
     })
     .await
@@ -750,11 +757,10 @@ async fn failover_with_dead_first_node(va: &nexus::orchestrator::NetworkView) {
     let reg = Registry::new();
     reg.publish(NetworkEntry {
         name: name.clone(),
-        users: vec!["alice".into()],
-        gateway_public: false,
-        allowed_origins: vec![],
-        api_allow: vec![],
-        api_deny: vec![],
+        access: Access {
+            users: vec!["alice".into()],
+            ..Access::default()
+        },
         nodes: vec![
             ReadyNode {
                 index: 0,
@@ -811,15 +817,19 @@ async fn failover_with_dead_first_node(va: &nexus::orchestrator::NetworkView) {
         .await;
     assert_eq!(r.status, 503);
     // The network's own lists apply: api_deny closes a default-allowed command.
+    let before = reg.get(&name).unwrap();
     reg.publish(NetworkEntry {
-        api_deny: vec!["version".into()],
+        access: Access {
+            api_deny: vec!["version".into()],
+            ..before.access.clone()
+        },
         nodes: vec![ReadyNode {
             index: 0,
             peer_id: "dead".into(),
             api: dead,
             gateway: dead,
         }],
-        ..(*reg.get(&name).unwrap()).clone()
+        ..(*before).clone()
     });
     let r = http
         .rpc(&api_host(name.as_str()), "/api/v0/version", Some(&alice))

@@ -131,7 +131,10 @@ async fn scenario(url: &str, port_base: u16) {
     orch.create(CreateNetwork {
         name: name.clone(),
         replicas: 3,
-        users: vec!["alice".into()],
+        access: nexus::access::Access {
+            users: vec!["alice".into()],
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use nexus::access::Access;
 use nexus::node::{NetworkName, NodeIdentity, Resources, SwarmKey};
 use nexus::store::sql::SqlStore;
 use nexus::store::{
@@ -161,21 +162,23 @@ fn full_record(n: &str) -> NetworkRecord {
             memory_bytes: 4096 << 30,
             disk_bytes: 5 << 40,
         },
-        users: vec![
-            "alice".into(),
-            "bob \"o'neil\" ✓".into(),
-            String::new(),
-            "x,y;DROP TABLE networks;--".into(),
-        ],
-        gateway_public: true,
-        allowed_origins: vec!["https://a.example".into(), "http://localhost:3000".into()],
+        access: Access {
+            users: vec![
+                "alice".into(),
+                "bob \"o'neil\" ✓".into(),
+                String::new(),
+                "x,y;DROP TABLE networks;--".into(),
+            ],
+            gateway_public: true,
+            allowed_origins: vec!["https://a.example".into(), "http://localhost:3000".into()],
+            api_allow: vec!["key/list".into(), "\"quoted\"".into()],
+            api_deny: vec!["pin/rm".into()],
+        },
         swarm_key: SwarmKey::generate().expect("key"),
         bootstrap_peers: vec![
             "/ip4/203.0.113.7/tcp/4001/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"
                 .into(),
         ],
-        api_allow: vec!["key/list".into(), "\"quoted\"".into()],
-        api_deny: vec!["pin/rm".into()],
         desired: DesiredState::Stopped,
         status: NetworkStatus::Degraded,
         status_reason: Some("node 2: exited with 137 (OOM) — 'quoted'".into()),
@@ -191,13 +194,9 @@ fn plain_record(n: &str) -> NetworkRecord {
         name: name(n),
         replicas: 1,
         resources: Resources::default(),
-        users: vec![],
-        gateway_public: false,
-        allowed_origins: vec![],
+        access: Access::default(),
         swarm_key: SwarmKey::generate().expect("key"),
         bootstrap_peers: vec![],
-        api_allow: vec![],
-        api_deny: vec![],
         desired: DesiredState::Running,
         status: NetworkStatus::Pending,
         status_reason: None,

@@ -12,14 +12,12 @@ use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
 use super::pb;
-use crate::node::RuntimeError;
+use crate::access::{Access, AccessUpdate};
 use crate::node::{NetworkName, NodeState, Resources};
-use crate::orchestrator::ports::PortError;
 use crate::orchestrator::{
-    CreateNetwork, Event, NetworkView, NodeDiagnosis, Orchestrator, OrchestratorError,
+    CreateNetwork, ErrorKind, Event, NetworkView, NodeDiagnosis, Orchestrator, OrchestratorError,
     UpdateNetwork,
 };
-use crate::store::StoreError;
 
 /// What the service needs besides the orchestrator.
 #[derive(Clone, Debug)]
@@ -57,35 +55,32 @@ impl NexusService {
 /// Maps an orchestrator error to a status whose message says what to do next.
 pub fn to_status(e: OrchestratorError) -> Status {
     let msg = e.to_string();
-    match e {
-        OrchestratorError::Invalid(_) => Status::invalid_argument(msg),
-        OrchestratorError::NotFound(_) => Status::not_found(format!(
+    match e.kind() {
+        ErrorKind::Invalid => Status::invalid_argument(msg),
+        ErrorKind::NotFound => Status::not_found(format!(
             "{msg}: `nexus network list` shows the networks that exist"
         )),
-        OrchestratorError::AlreadyExists(_) => Status::already_exists(format!(
+        ErrorKind::AlreadyExists => Status::already_exists(format!(
             "{msg}: choose another name, or update the existing network"
         )),
-        OrchestratorError::FailedPrecondition(_) => Status::failed_precondition(msg),
-        OrchestratorError::Ports(PortError::Exhausted { .. }) => Status::resource_exhausted(msg),
-        OrchestratorError::Ports(_) => Status::invalid_argument(msg),
-        OrchestratorError::Failed { name, .. } => Status::failed_precondition(format!(
-            "{msg}. `nexus network diagnostics {name}` shows each node's logs; fix the cause, \
-             then start it again"
-        )),
-        OrchestratorError::Timeout { .. } => Status::deadline_exceeded(msg),
-        OrchestratorError::Runtime(RuntimeError::DockerUnavailable { .. }) => {
-            Status::unavailable(msg)
+        ErrorKind::FailedPrecondition => Status::failed_precondition(msg),
+        ErrorKind::Exhausted => Status::resource_exhausted(msg),
+        ErrorKind::Failed => {
+            let name = match &e {
+                OrchestratorError::Failed { name, .. } => name.as_str(),
+                _ => "<network>",
+            };
+            Status::failed_precondition(format!(
+                "{msg}. `nexus network diagnostics {name}` shows each node's logs; fix the \
+                 cause, then start it again"
+            ))
         }
-        OrchestratorError::Runtime(RuntimeError::ImageMissing { .. })
-        | OrchestratorError::Runtime(RuntimeError::NameTaken { .. }) => {
-            Status::failed_precondition(msg)
-        }
-        OrchestratorError::Runtime(RuntimeError::Spec(_)) => Status::invalid_argument(msg),
-        OrchestratorError::Runtime(_) => Status::internal(msg),
-        OrchestratorError::Store(StoreError::Open { .. } | StoreError::Query(_)) => {
+        ErrorKind::Timeout => Status::deadline_exceeded(msg),
+        ErrorKind::RuntimeUnavailable => Status::unavailable(msg),
+        ErrorKind::StoreUnavailable => {
             Status::unavailable(format!("{msg}. Is the store's database reachable?"))
         }
-        OrchestratorError::Store(_) => Status::internal(msg),
+        ErrorKind::Internal => Status::internal(msg),
     }
 }
 
@@ -116,12 +111,12 @@ pub fn network_message(v: NetworkView) -> pb::Network {
         name: v.name,
         replicas: u32::from(v.replicas),
         resources: Some(resources(v.resources)),
-        users: v.users,
-        gateway_public: v.gateway_public,
-        allowed_origins: v.allowed_origins,
+        users: v.access.users,
+        gateway_public: v.access.gateway_public,
+        allowed_origins: v.access.allowed_origins,
         bootstrap_peers: v.bootstrap_peers,
-        api_allow: v.api_allow,
-        api_deny: v.api_deny,
+        api_allow: v.access.api_allow,
+        api_deny: v.access.api_deny,
         desired: v.desired.as_str().into(),
         status: v.status.as_str().into(),
         status_reason: v.status_reason.unwrap_or_default(),
@@ -272,13 +267,15 @@ impl pb::nexus_server::Nexus for NexusService {
                 name: name.clone(),
                 replicas,
                 resources: res,
-                users: r.users,
-                gateway_public: r.gateway_public,
-                allowed_origins: r.allowed_origins,
+                access: Access {
+                    users: r.users,
+                    gateway_public: r.gateway_public,
+                    allowed_origins: r.allowed_origins,
+                    api_allow: r.api_allow,
+                    api_deny: r.api_deny,
+                },
                 swarm_key: (!r.swarm_key.is_empty()).then_some(r.swarm_key),
                 bootstrap_peers: r.bootstrap_peers,
-                api_allow: r.api_allow,
-                api_deny: r.api_deny,
             })
             .await
             .map_err(to_status)?;
@@ -312,11 +309,13 @@ impl pb::nexus_server::Nexus for NexusService {
             cpu_millis: r.cpu_millis,
             memory_bytes: r.memory_bytes,
             disk_bytes: r.disk_bytes,
-            users: r.users.map(|l| l.values),
-            gateway_public: r.gateway_public,
-            allowed_origins: r.allowed_origins.map(|l| l.values),
-            api_allow: r.api_allow.map(|l| l.values),
-            api_deny: r.api_deny.map(|l| l.values),
+            access: AccessUpdate {
+                users: r.users.map(|l| l.values),
+                gateway_public: r.gateway_public,
+                allowed_origins: r.allowed_origins.map(|l| l.values),
+                api_allow: r.api_allow.map(|l| l.values),
+                api_deny: r.api_deny.map(|l| l.values),
+            },
         };
         let view = self
             .orch
@@ -520,6 +519,8 @@ mod tests {
 
     #[test]
     fn errors_map_to_codes() {
+        use crate::node::RuntimeError;
+        use crate::store::StoreError;
         use tonic::Code;
         let cases = [
             (

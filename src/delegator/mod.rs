@@ -405,11 +405,10 @@ mod tests {
         let name = crate::node::NetworkName::new("tls").unwrap();
         reg.publish(crate::orchestrator::registry::NetworkEntry {
             name,
-            users: vec![],
-            gateway_public: true,
-            allowed_origins: vec![],
-            api_allow: vec![],
-            api_deny: vec![],
+            access: crate::access::Access {
+                gateway_public: true,
+                ..Default::default()
+            },
             nodes: vec![crate::orchestrator::registry::ReadyNode {
                 index: 0,
                 peer_id: "p".into(),

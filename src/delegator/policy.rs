@@ -9,7 +9,8 @@
 //!
 //! A request path is first reduced to a *command path*: it must be `/api/v0/<command>` with an
 //! optional single trailing slash, where `<command>` is one or more segments of lowercase ASCII
-//! letters, digits and `-` joined by `/` (kubo's command names). Anything else (other prefixes
+//! letters, digits and `-` joined by `/` (kubo's command names; the one rule is
+//! [`crate::access::is_command_path`], which also checks each network's lists). Anything else (other prefixes
 //! such as `/debug/…`, `/webui`, `/logs`, upper case, percent-encoding, empty segments) is
 //! denied outright. The forwarded path is then exactly `/api/v0/<command>`.
 //!
@@ -26,6 +27,8 @@
 //! `api_allow = ["key"]` opens `key/gen` and `key/list`, but not `key/export`, `key/import` or
 //! `key/rm`, which are more specific default denies; `api_allow = ["key/export"]` does open it
 //! (equal specificity, the network wins); `api_deny = ["pin"]` closes every `pin/*` command.
+
+use crate::access::is_command_path;
 
 /// Commands a tenant may call unless the network says otherwise: working with content.
 pub const DEFAULT_ALLOW: &[&str] = &[
@@ -100,15 +103,7 @@ pub enum PolicyError {
 pub fn rpc_command(path: &str) -> Option<&str> {
     let c = path.strip_prefix("/api/v0/")?;
     let c = c.strip_suffix('/').unwrap_or(c);
-    let ok = !c.is_empty()
-        && c.len() <= 128
-        && c.split('/').all(|seg| {
-            !seg.is_empty()
-                && seg
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        });
-    ok.then_some(c)
+    is_command_path(c).then_some(c)
 }
 
 fn matches(rule: &str, command: &str) -> bool {

@@ -306,7 +306,8 @@ async fn proxy(
         }
         Feature::Api => {
             authenticate(shared, &entry, req.headers(), trace)?;
-            let command = policy::check_rpc(&r.path, &entry.api_allow, &entry.api_deny)?;
+            let command =
+                policy::check_rpc(&r.path, &entry.access.api_allow, &entry.access.api_deny)?;
             let retry_safe = policy::read_only(command);
             // The one node RPC calls go to is the first ready one; the rest are fail-overs.
             (
@@ -315,7 +316,7 @@ async fn proxy(
             )
         }
         Feature::Gateway => {
-            if !entry.gateway_public {
+            if !entry.access.gateway_public {
                 authenticate(shared, &entry, req.headers(), trace)?;
             }
             if !policy::gateway_path_allowed(&r.path) {
@@ -392,7 +393,7 @@ fn authenticate(
     let user = shared
         .verifier
         .check_header(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
-    let member = entry.users.contains(&user);
+    let member = entry.access.users.contains(&user);
     trace.user = Some(user);
     if member {
         Ok(())
@@ -681,6 +682,7 @@ fn origin_allowed(entry: &NetworkEntry, origin: &HeaderValue) -> bool {
         return false;
     };
     entry
+        .access
         .allowed_origins
         .iter()
         .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(o))
@@ -734,7 +736,7 @@ fn status_response(entry: &NetworkEntry) -> Response<ProxyBody> {
         &serde_json::json!({
             "network": entry.name.as_str(),
             "ready_nodes": entry.nodes.len(),
-            "gateway_public": entry.gateway_public,
+            "gateway_public": entry.access.gateway_public,
             "nodes": nodes,
         }),
     )
@@ -809,11 +811,10 @@ mod tests {
     fn entry(origins: &[&str]) -> NetworkEntry {
         NetworkEntry {
             name: crate::node::NetworkName::new("cors").unwrap(),
-            users: vec![],
-            gateway_public: false,
-            allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
-            api_allow: vec![],
-            api_deny: vec![],
+            access: crate::access::Access {
+                allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
             nodes: vec![],
         }
     }

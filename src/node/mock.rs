@@ -37,7 +37,7 @@ impl Default for MockRuntime {
     fn default() -> Self {
         Self {
             state: Mutex::default(),
-            events: broadcast::channel(256).0,
+            events: broadcast::channel(4096).0,
         }
     }
 }
@@ -94,7 +94,12 @@ impl MockRuntime {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic in another test thread must not hide this one's result.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
+    }
+
+    /// Sends a runtime event without changing any node (as a burst of Docker events would).
+    pub fn send_event(&self, node: &NodeRef, kind: NodeEventKind) {
+        self.emit(node, kind);
     }
 
     fn emit(&self, node: &NodeRef, kind: NodeEventKind) {

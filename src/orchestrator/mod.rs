@@ -1,25 +1,37 @@
 //! The orchestrator: *when* and *where* nodes run.
 //!
+//! Rooms, each standing on the ones below it:
+//! - [`operations`]: what callers do (create, start, stop, update, remove, reads). Writes
+//!   intent to the [`crate::store`] first, then waits for the reconciler to converge.
+//! - [`reconcile`]: the level-triggered reconciler: one pass per network (rows, ports, plan,
+//!   act, roll-back), crash backoff, recovery, the event/resync loop and the pass queue.
+//! - [`handle`]: the [`Orchestrator`] handle, its settings and shared state.
+//! - [`request`] (what callers ask and its checks), [`view`] (what they get back),
+//!   [`error`] (what went wrong, by kind).
 //! - [`plan`]: the reconciler's pure decisions (desired specs, actions, status).
 //! - [`ports`]: host port ranges and allocation.
 //! - [`registry`]: the in-memory view of ready nodes the delegator reads.
-//!
 //! - [`events`]: the bus of network and node events (`WatchEvents`, logs).
-//! - [`controller`]: the [`Orchestrator`]: operations, the level-triggered reconciler,
-//!   recovery, events and resync. It reads the [`crate::store`] and drives the
-//!   [`crate::node::NodeRuntime`]; it never talks to Docker directly.
+//!
+//! It reads the store and drives the [`crate::node::NodeRuntime`]; it never talks to Docker
+//! directly, nor serves traffic.
 
-pub mod controller;
+pub mod error;
 pub mod events;
+mod handle;
+mod operations;
 pub mod plan;
 pub mod ports;
+mod reconcile;
 pub mod registry;
+pub mod request;
+pub mod view;
 
-pub use controller::{
-    CreateNetwork, NetworkView, NodeDiagnosis, NodeView, Orchestrator, OrchestratorConfig,
-    OrchestratorError, UpdateNetwork,
-};
+pub use error::{ErrorKind, OrchestratorError, Result};
 pub use events::{Event, EventBus, EventKind};
+pub use handle::{Orchestrator, OrchestratorConfig};
+pub use request::{CreateNetwork, UpdateNetwork};
+pub use view::{NetworkView, NodeDiagnosis, NodeView};
 
 #[cfg(test)]
 mod tests;

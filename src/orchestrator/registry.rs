@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
+use crate::access::Access;
 use crate::node::NetworkName;
+use crate::sync::{read, write};
 
 /// A node that answered as its expected peer and may receive traffic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,12 +26,8 @@ pub struct ReadyNode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkEntry {
     pub name: NetworkName,
-    pub users: Vec<String>,
-    pub gateway_public: bool,
-    pub allowed_origins: Vec<String>,
-    /// Per-network RPC policy on top of the delegator's defaults.
-    pub api_allow: Vec<String>,
-    pub api_deny: Vec<String>,
+    /// Users, gateway, CORS origins and the RPC policy on top of the delegator's defaults.
+    pub access: Access,
     /// Ready nodes, ordered by index (empty while none is ready).
     pub nodes: Vec<ReadyNode>,
 }
@@ -48,25 +46,25 @@ impl Registry {
     /// Replaces a network's entry (reconciler only).
     pub fn publish(&self, mut entry: NetworkEntry) {
         entry.nodes.sort_by_key(|n| n.index);
-        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = write(&self.inner);
         map.insert(entry.name.clone(), Arc::new(entry));
     }
 
     /// Forgets a network (reconciler only).
     pub fn remove(&self, name: &NetworkName) {
-        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = write(&self.inner);
         map.remove(name);
     }
 
     /// The current entry of a network.
     pub fn get(&self, name: &NetworkName) -> Option<Arc<NetworkEntry>> {
-        let map = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let map = read(&self.inner);
         map.get(name).cloned()
     }
 
     /// Names of every registered network, sorted.
     pub fn names(&self) -> Vec<NetworkName> {
-        let map = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let map = read(&self.inner);
         let mut names: Vec<_> = map.keys().cloned().collect();
         names.sort();
         names
@@ -92,11 +90,10 @@ mod tests {
         let name = NetworkName::new("reg").unwrap();
         reg.publish(NetworkEntry {
             name: name.clone(),
-            users: vec!["alice".into()],
-            gateway_public: false,
-            allowed_origins: vec![],
-            api_allow: vec![],
-            api_deny: vec![],
+            access: Access {
+                users: vec!["alice".into()],
+                ..Access::default()
+            },
             nodes: vec![node(2), node(0)],
         });
         let snap = reg.get(&name).unwrap();
@@ -126,11 +123,10 @@ mod tests {
                 for i in 0..500u16 {
                     reg.publish(NetworkEntry {
                         name: name.clone(),
-                        users: vec![],
-                        gateway_public: true,
-                        allowed_origins: vec![],
-                        api_allow: vec![],
-                        api_deny: vec![],
+                        access: Access {
+                            gateway_public: true,
+                            ..Access::default()
+                        },
                         nodes: (0..(i % 4)).map(node).collect(),
                     });
                 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::ports::{PortConfig, PortProbe, PortRange};
 use super::*;
+use crate::access::{Access, AccessUpdate};
 use crate::node::mock::MockRuntime;
 use crate::node::{NetworkName, NodeRef, NodeRuntime, NodeState, Resources, SwarmKey};
 use crate::store::sql::SqlStore;
@@ -52,7 +53,10 @@ fn req(name: &str, replicas: u16) -> CreateNetwork {
     CreateNetwork {
         name: name.into(),
         replicas,
-        users: vec!["alice".into()],
+        access: Access {
+            users: vec!["alice".into()],
+            ..Access::default()
+        },
         ..Default::default()
     }
 }
@@ -130,7 +134,10 @@ async fn bad_input_is_refused_and_changes_nothing() {
             ..req("cpu", 1)
         },
         CreateNetwork {
-            allowed_origins: vec!["ftp://x".into()],
+            access: Access {
+                allowed_origins: vec!["ftp://x".into()],
+                ..Access::default()
+            },
             ..req("origin", 1)
         },
         CreateNetwork {
@@ -138,15 +145,24 @@ async fn bad_input_is_refused_and_changes_nothing() {
             ..req("boot", 1)
         },
         CreateNetwork {
-            users: vec!["a,b".into()],
+            access: Access {
+                users: vec!["a,b".into()],
+                ..Access::default()
+            },
             ..req("users", 1)
         },
         CreateNetwork {
-            api_allow: vec!["/api/v0/config".into()],
+            access: Access {
+                api_allow: vec!["/api/v0/config".into()],
+                ..Access::default()
+            },
             ..req("allow", 1)
         },
         CreateNetwork {
-            api_deny: vec!["pin//ls".into()],
+            access: Access {
+                api_deny: vec!["pin//ls".into()],
+                ..Access::default()
+            },
             ..req("deny", 1)
         },
     ];
@@ -213,7 +229,7 @@ async fn start_runs_every_node_with_distinct_ports_and_fills_the_registry() {
     }
     let entry = f.orch.registry().get(&name("web")).unwrap();
     assert_eq!(entry.nodes.len(), 3);
-    assert_eq!(entry.users, vec!["alice".to_string()]);
+    assert_eq!(entry.access.users, vec!["alice".to_string()]);
     // A second start is a no-op.
     f.orch.start("web").await.unwrap();
     assert_eq!(creates(&f.rt), 3);
@@ -372,17 +388,22 @@ async fn access_changes_reach_the_registry_without_touching_nodes() {
     f.orch.start("acl").await.unwrap();
     let before = f.rt.calls().len();
     let change = UpdateNetwork {
-        users: Some(vec!["bob".into()]),
-        gateway_public: Some(true),
-        allowed_origins: Some(vec!["https://app.example".into()]),
-        api_allow: Some(vec!["key/list".into()]),
-        api_deny: Some(vec!["pin/rm".into()]),
+        access: AccessUpdate {
+            users: Some(vec!["bob".into()]),
+            gateway_public: Some(true),
+            allowed_origins: Some(vec!["https://app.example".into()]),
+            api_allow: Some(vec!["key/list".into()]),
+            api_deny: Some(vec!["pin/rm".into()]),
+        },
         ..Default::default()
     };
     f.orch.update("acl", change).await.unwrap();
     let bad = UpdateNetwork {
-        api_deny: Some(vec!["Pin".into()]),
-        users: Some(vec![]),
+        access: AccessUpdate {
+            api_deny: Some(vec!["Pin".into()]),
+            users: Some(vec![]),
+            ..AccessUpdate::default()
+        },
         ..Default::default()
     };
     assert!(matches!(
@@ -391,7 +412,10 @@ async fn access_changes_reach_the_registry_without_touching_nodes() {
     ));
     let bad = UpdateNetwork {
         memory_bytes: Some(1),
-        users: Some(vec![]),
+        access: AccessUpdate {
+            users: Some(vec![]),
+            ..AccessUpdate::default()
+        },
         ..Default::default()
     };
     assert!(matches!(
@@ -399,11 +423,14 @@ async fn access_changes_reach_the_registry_without_touching_nodes() {
         Err(OrchestratorError::Invalid(_))
     ));
     let e = f.orch.registry().get(&name("acl")).unwrap();
-    assert_eq!(e.users, vec!["bob".to_string()]);
-    assert!(e.gateway_public);
-    assert_eq!(e.allowed_origins, vec!["https://app.example".to_string()]);
-    assert_eq!(e.api_allow, vec!["key/list".to_string()]);
-    assert_eq!(e.api_deny, vec!["pin/rm".to_string()]);
+    assert_eq!(e.access.users, vec!["bob".to_string()]);
+    assert!(e.access.gateway_public);
+    assert_eq!(
+        e.access.allowed_origins,
+        vec!["https://app.example".to_string()]
+    );
+    assert_eq!(e.access.api_allow, vec!["key/list".to_string()]);
+    assert_eq!(e.access.api_deny, vec!["pin/rm".to_string()]);
     assert_eq!(f.rt.calls().len(), before, "no node should change");
 }
 
@@ -606,7 +633,8 @@ async fn diagnostics_show_each_node_without_secrets() {
         d[0].runtime.as_ref().unwrap().peers.as_ref().unwrap(),
         &vec![d[1].peer_id.clone()]
     );
-    let text = serde_json::to_string(&d).unwrap();
+    // Debug shows every field, whatever a renderer would pick.
+    let text = format!("{d:?}");
     let rows = f.store.list_nodes(&name("diag")).await.unwrap();
     let key = f.orch.swarm_key("diag").await.unwrap().to_file_contents();
     assert!(!text.contains(&rows[0].identity.kubo_private_key().unwrap()));
@@ -745,4 +773,64 @@ async fn resources_above_the_per_node_maximum_are_refused() {
         .await
         .unwrap();
     assert_eq!(view.resources.cpu_millis, 1500);
+}
+
+#[tokio::test]
+async fn a_burst_of_events_for_one_network_costs_at_most_two_passes() {
+    let f = fixture().await;
+    f.orch.create(req("burst", 1)).await.unwrap();
+    f.orch.start("burst").await.unwrap();
+    let mut bus = f.orch.subscribe();
+    let runner = {
+        let o = f.orch.clone();
+        tokio::spawn(async move { o.run().await })
+    };
+    // The loop has subscribed to runtime events once it reports itself alive.
+    while !f.orch.reconciler_alive() {
+        tokio::task::yield_now().await;
+    }
+    let node = NodeRef {
+        network: name("burst"),
+        index: 0,
+    };
+    // A pass is "running" (it waits for the network's lock, as behind a long start) while
+    // 1,000 events arrive.
+    let lock = f.orch.network_lock(&name("burst"));
+    let held = lock.lock().await;
+    let before = f.orch.passes_run();
+    for _ in 0..1000 {
+        f.rt.send_event(&node, crate::node::NodeEventKind::Start);
+    }
+    let mut seen = 0;
+    while seen < 1000 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), bus.recv())
+            .await
+            .expect("every event is handled")
+            .unwrap();
+        if ev.kind == EventKind::NodeStart {
+            seen += 1;
+        }
+    }
+    assert_eq!(
+        f.orch.passes_run(),
+        before,
+        "no pass ran under the held lock"
+    );
+    drop(held);
+    // Let the queue drain: it is done when no pass runs for a while.
+    let mut last = f.orch.passes_run();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = f.orch.passes_run();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let passes = f.orch.passes_run() - before;
+    assert!(
+        (1..=2).contains(&passes),
+        "1,000 events cost {passes} passes"
+    );
+    runner.abort();
 }

@@ -57,7 +57,7 @@ impl CachedStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Marks a write to `name` as under way: a reader that started before it will not fill

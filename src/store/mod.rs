@@ -16,6 +16,7 @@ pub use sql::{redact_url, SqlStore};
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::Access;
 use crate::node::{NetworkName, NodeIdentity, Resources, SwarmKey};
 
 /// What the operator asked for.
@@ -91,16 +92,8 @@ pub struct NetworkRecord {
     pub replicas: u16,
     /// Limits of each node.
     pub resources: Resources,
-    /// User ids allowed through the delegator.
-    pub users: Vec<String>,
-    /// Whether the gateway is served without a token.
-    pub gateway_public: bool,
-    /// CORS origins allowed on the delegator for this network.
-    pub allowed_origins: Vec<String>,
-    /// kubo RPC commands tenants may call beyond the delegator's default allow-list.
-    pub api_allow: Vec<String>,
-    /// kubo RPC commands tenants may not call, on top of the default deny-list.
-    pub api_deny: Vec<String>,
+    /// Who may use it through the delegator, and what they may call.
+    pub access: Access,
     /// The network's pre-shared key. Secret.
     pub swarm_key: SwarmKey,
     /// Extra bootstrap peers outside nexus (`…/p2p/<id>` multiaddrs).

@@ -17,6 +17,7 @@ use sqlx::{AnyPool, Executor as _, Row as _};
 use super::{
     DesiredState, NetworkRecord, NetworkStatus, NodeRow, Result, Store, StoreError, StoredPorts,
 };
+use crate::access::Access;
 use crate::node::{NetworkName, NodeIdentity, Resources, SwarmKey};
 
 /// The schema, in order. Append new files; never edit an applied one (sqlx checks checksums).
@@ -439,9 +440,9 @@ fn bind_network<'q>(query: AnyQuery<'q>, n: &NetworkRecord) -> Result<AnyQuery<'
         .bind(i64::from(n.resources.cpu_millis))
         .bind(to_i64(n.resources.memory_bytes, "memory_bytes")?)
         .bind(to_i64(n.resources.disk_bytes, "disk_bytes")?)
-        .bind(to_json(&n.users)?)
-        .bind(i64::from(n.gateway_public))
-        .bind(to_json(&n.allowed_origins)?)
+        .bind(to_json(&n.access.users)?)
+        .bind(i64::from(n.access.gateway_public))
+        .bind(to_json(&n.access.allowed_origins)?)
         .bind(n.swarm_key.to_file_contents())
         .bind(to_json(&n.bootstrap_peers)?)
         .bind(n.desired.as_str().to_string())
@@ -450,8 +451,8 @@ fn bind_network<'q>(query: AnyQuery<'q>, n: &NetworkRecord) -> Result<AnyQuery<'
         .bind(n.created_at)
         .bind(n.updated_at)
         .bind(n.activated_at)
-        .bind(to_json(&n.api_allow)?)
-        .bind(to_json(&n.api_deny)?))
+        .bind(to_json(&n.access.api_allow)?)
+        .bind(to_json(&n.access.api_deny)?))
 }
 
 /// Reads one column; a type mismatch is damage. The message names the column, never its value.
@@ -523,11 +524,13 @@ fn network_from_row(row: &AnyRow) -> Result<NetworkRecord> {
             memory_bytes: int(row, n, "memory_bytes")?,
             disk_bytes: int(row, n, "disk_bytes")?,
         },
-        users: list(row, n, "users")?,
-        gateway_public,
-        allowed_origins: list(row, n, "allowed_origins")?,
-        api_allow: list(row, n, "api_allow")?,
-        api_deny: list(row, n, "api_deny")?,
+        access: Access {
+            users: list(row, n, "users")?,
+            gateway_public,
+            allowed_origins: list(row, n, "allowed_origins")?,
+            api_allow: list(row, n, "api_allow")?,
+            api_deny: list(row, n, "api_deny")?,
+        },
         swarm_key,
         bootstrap_peers: list(row, n, "bootstrap_peers")?,
         desired,

@@ -1,0 +1,234 @@
+//! Who may use a network through the delegator, and what they may call: [`Access`].
+//!
+//! Owns the access settings of one network (its users, whether its gateway is public, its CORS
+//! origins, its RPC allow/deny additions), their validation, and the one rule for what a kubo
+//! RPC command path looks like ([`is_command_path`]), which both a network's settings and the
+//! delegator's request check use. A leaf: every layer (API, orchestrator, store, registry,
+//! delegator) imports it; it imports nothing of nexus and does no I/O. It must not decide
+//! whether a request is allowed (the delegator's policy does).
+
+/// Longest kubo RPC command path nexus accepts, in a network's settings or in a request
+/// (kubo's longest command is well under half of it).
+pub const MAX_COMMAND_LEN: usize = 64;
+
+/// Most entries in `api_allow` or `api_deny`.
+pub const MAX_COMMANDS: usize = 256;
+
+/// A network's access settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    /// User ids allowed through the delegator.
+    pub users: Vec<String>,
+    /// Whether the gateway is served without a token.
+    pub gateway_public: bool,
+    /// CORS origins allowed on the delegator for this network.
+    pub allowed_origins: Vec<String>,
+    /// kubo RPC commands tenants may call beyond the delegator's default allow-list.
+    pub api_allow: Vec<String>,
+    /// kubo RPC commands tenants may not call, on top of the default deny-list.
+    pub api_deny: Vec<String>,
+}
+
+/// Changes to a network's [`Access`]; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessUpdate {
+    pub users: Option<Vec<String>>,
+    pub gateway_public: Option<bool>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub api_allow: Option<Vec<String>>,
+    pub api_deny: Option<Vec<String>>,
+}
+
+/// Why access settings are refused; the message says what is allowed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    #[error("user id `{0}` is not allowed: 1–128 printable characters, no commas")]
+    User(String),
+    #[error("CORS origin `{0}` must be `*` or start with http:// or https://")]
+    Origin(String),
+    #[error("{field}: at most {MAX_COMMANDS} commands")]
+    TooManyCommands { field: &'static str },
+    #[error("{field}: `{command}` is not a kubo RPC command path; write it like `pin/ls` or `key` (no /api/v0/ prefix)")]
+    Command {
+        field: &'static str,
+        command: String,
+    },
+}
+
+impl Access {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), AccessError> {
+        check_users(&self.users)?;
+        check_origins(&self.allowed_origins)?;
+        check_commands("api_allow", &self.api_allow)?;
+        check_commands("api_deny", &self.api_deny)
+    }
+
+    /// Applies `changes` (validated first; on error `self` is unchanged).
+    pub fn apply(&mut self, changes: AccessUpdate) -> Result<(), AccessError> {
+        changes.validate()?;
+        let AccessUpdate {
+            users,
+            gateway_public,
+            allowed_origins,
+            api_allow,
+            api_deny,
+        } = changes;
+        if let Some(u) = users {
+            self.users = u;
+        }
+        if let Some(g) = gateway_public {
+            self.gateway_public = g;
+        }
+        if let Some(o) = allowed_origins {
+            self.allowed_origins = o;
+        }
+        if let Some(c) = api_allow {
+            self.api_allow = c;
+        }
+        if let Some(c) = api_deny {
+            self.api_deny = c;
+        }
+        Ok(())
+    }
+}
+
+impl AccessUpdate {
+    /// Checks the fields that are set.
+    pub fn validate(&self) -> Result<(), AccessError> {
+        if let Some(u) = &self.users {
+            check_users(u)?;
+        }
+        if let Some(o) = &self.allowed_origins {
+            check_origins(o)?;
+        }
+        if let Some(c) = &self.api_allow {
+            check_commands("api_allow", c)?;
+        }
+        if let Some(c) = &self.api_deny {
+            check_commands("api_deny", c)?;
+        }
+        Ok(())
+    }
+}
+
+/// The first `n` characters of `s`, for an error message.
+fn clip(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+fn check_users(users: &[String]) -> Result<(), AccessError> {
+    for u in users {
+        if u.is_empty() || u.len() > 128 || u.chars().any(|c| c.is_control() || c == ',') {
+            return Err(AccessError::User(clip(u, 40)));
+        }
+    }
+    Ok(())
+}
+
+fn check_origins(origins: &[String]) -> Result<(), AccessError> {
+    for o in origins {
+        let ok = o == "*"
+            || ((o.starts_with("http://") || o.starts_with("https://"))
+                && !o.contains(char::is_whitespace)
+                && o.len() <= 255);
+        if !ok {
+            return Err(AccessError::Origin(clip(o, 60)));
+        }
+    }
+    Ok(())
+}
+
+fn check_commands(field: &'static str, commands: &[String]) -> Result<(), AccessError> {
+    if commands.len() > MAX_COMMANDS {
+        return Err(AccessError::TooManyCommands { field });
+    }
+    match commands.iter().find(|c| !is_command_path(c)) {
+        Some(c) => Err(AccessError::Command {
+            field,
+            command: clip(c, 60),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Whether `c` is a kubo RPC command path such as `pin/ls` or `key`: one or more segments of
+/// lowercase ASCII letters, digits and `-` joined by `/`, at most [`MAX_COMMAND_LEN`] bytes.
+pub fn is_command_path(c: &str) -> bool {
+    !c.is_empty()
+        && c.len() <= MAX_COMMAND_LEN
+        && c.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_paths_are_lowercase_segments() {
+        for ok in ["pin/ls", "key", "name/pubsub/subs", "repo-stat2"] {
+            assert!(is_command_path(ok), "{ok}");
+        }
+        let long = "a".repeat(MAX_COMMAND_LEN + 1);
+        for bad in [
+            "", "/pin", "pin/", "pin//ls", "Pin", "pin ls", "pin%2fls", &long,
+        ] {
+            assert!(!is_command_path(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_named_in_the_error() {
+        let mut a = Access {
+            api_deny: strings(&["/api/v0/pin"]),
+            ..Access::default()
+        };
+        let e = a.validate().unwrap_err().to_string();
+        assert!(e.starts_with("api_deny: `/api/v0/pin`"), "{e}");
+        a.api_deny.clear();
+        a.users = strings(&["a,b"]);
+        assert!(matches!(a.validate(), Err(AccessError::User(_))));
+        a.users.clear();
+        a.allowed_origins = strings(&["ftp://x"]);
+        assert!(matches!(a.validate(), Err(AccessError::Origin(_))));
+        a.allowed_origins = strings(&["*", "https://app.example"]);
+        assert_eq!(a.validate(), Ok(()));
+        a.api_allow = vec!["id".to_string(); MAX_COMMANDS + 1];
+        assert!(matches!(
+            a.validate(),
+            Err(AccessError::TooManyCommands { field: "api_allow" })
+        ));
+    }
+
+    #[test]
+    fn an_update_changes_only_what_it_sets_and_nothing_on_error() {
+        let mut a = Access {
+            users: strings(&["alice"]),
+            ..Access::default()
+        };
+        let before = a.clone();
+        let bad = AccessUpdate {
+            gateway_public: Some(true),
+            api_allow: Some(strings(&["Bad"])),
+            ..AccessUpdate::default()
+        };
+        assert!(a.apply(bad).is_err());
+        assert_eq!(a, before);
+        a.apply(AccessUpdate {
+            gateway_public: Some(true),
+            ..AccessUpdate::default()
+        })
+        .unwrap();
+        assert!(a.gateway_public);
+        assert_eq!(a.users, before.users);
+    }
+}

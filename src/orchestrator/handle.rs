@@ -1,0 +1,256 @@
+//! The orchestrator's handle and the state its rooms share.
+//!
+//! Owns [`OrchestratorConfig`], [`Orchestrator`] (a cheap clone of one shared state: store,
+//! runtime, port allocator, registry, per-network locks, crash history, the pass queue, the
+//! event bus, the reconciler's liveness) and the small accessors the daemon, the API and
+//! telemetry use. The operations ([`super::operations`]) and the reconciler
+//! ([`super::reconcile`]) are `impl Orchestrator` blocks of their own files; this file must not
+//! grow either.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::error::{invalid, OrchestratorError, Result};
+use super::events::{Event, EventBus, EventKind};
+use super::ports::{PortAllocator, PortConfig, PortProbe, PortUsage};
+use super::reconcile::{Crashes, PassQueue};
+use super::registry::Registry;
+use crate::node::spec::validate_image;
+use crate::node::{NetworkName, NodeIdentity, NodeRecord, NodeRef, NodeRuntime, Resources};
+use crate::store::{NetworkRecord, NetworkStatus, NodeRow, Store, StoredPorts};
+use crate::sync::lock;
+
+/// Settings of the orchestrator.
+#[derive(Clone, Debug)]
+pub struct OrchestratorConfig {
+    /// Node image for every network.
+    pub image: String,
+    /// Most nodes a network may have.
+    pub max_replicas: u16,
+    /// Resources of a node when a request gives none.
+    pub default_resources: Resources,
+    /// The most CPU, memory and disk a request may give one node (create and update).
+    pub max_resources: Resources,
+    pub ports: PortConfig,
+    /// How long start/update/stop may take before the caller gets a timeout.
+    pub op_timeout: Duration,
+    /// How often every network is reconciled even without events.
+    pub resync_interval: Duration,
+    /// First delay before restarting a node that died; doubles with each recent death.
+    pub restart_backoff: Duration,
+    pub restart_backoff_max: Duration,
+    /// A node dying this many times within `crash_window` makes its network `failed`.
+    pub crash_limit: usize,
+    pub crash_window: Duration,
+}
+
+impl Default for OrchestratorConfig {
+    fn default() -> Self {
+        Self {
+            image: "ipfs/kubo:v0.43.1".into(),
+            max_replicas: 16,
+            default_resources: Resources::default(),
+            max_resources: Resources {
+                cpu_millis: 4000,
+                memory_bytes: 8 << 30,
+                disk_bytes: 1 << 40,
+            },
+            ports: PortConfig::default(),
+            op_timeout: Duration::from_secs(180),
+            resync_interval: Duration::from_secs(30),
+            restart_backoff: Duration::from_secs(1),
+            restart_backoff_max: Duration::from_secs(60),
+            crash_limit: 5,
+            crash_window: Duration::from_secs(300),
+        }
+    }
+}
+
+pub(super) struct Inner {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) runtime: Arc<dyn NodeRuntime>,
+    pub(super) cfg: OrchestratorConfig,
+    pub(super) ports: Mutex<PortAllocator>,
+    pub(super) registry: Registry,
+    locks: Mutex<HashMap<NetworkName, Arc<tokio::sync::Mutex<()>>>>,
+    pub(super) crashes: Mutex<HashMap<NodeRef, Crashes>>,
+    /// Background passes: at most one running and one waiting per network.
+    pub(super) queue: PassQueue,
+    /// Reconcile passes run since start (every trigger).
+    pub(super) passes: AtomicU64,
+    events: EventBus,
+    /// Whether the reconciler runs (readiness).
+    pub(super) heartbeat: Mutex<Liveness>,
+}
+
+/// The reconciler's life, for readiness.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) enum Liveness {
+    #[default]
+    Idle,
+    /// Start-up recovery reconciles every network; `run` follows.
+    Recovering,
+    /// The `run` loop last went round at this instant.
+    Running(Instant),
+}
+
+/// Cheaply cloneable handle to the orchestrator.
+#[derive(Clone)]
+pub struct Orchestrator {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A node row with a fresh identity and nothing allocated.
+pub(super) fn new_row(name: &NetworkName, index: u16) -> NodeRow {
+    NodeRow {
+        network: name.clone(),
+        index,
+        identity: NodeIdentity::generate(),
+        ports: StoredPorts::default(),
+        container_id: None,
+        last_error: None,
+    }
+}
+
+impl Orchestrator {
+    /// Builds the orchestrator and reserves every port the store records. Call
+    /// [`Orchestrator::recover`] next, then [`Orchestrator::run`] in a task.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        runtime: Arc<dyn NodeRuntime>,
+        cfg: OrchestratorConfig,
+        probe: Box<dyn PortProbe>,
+    ) -> Result<Self> {
+        validate_image(&cfg.image).map_err(invalid)?;
+        let mut ports = PortAllocator::new(&cfg.ports, probe)?;
+        for mut row in store.all_nodes().await? {
+            if let Err(e) = ports.reserve(&row.ports) {
+                // Outside the (changed) ranges or doubly recorded: forget them; the node gets
+                // new ports on its next start.
+                tracing::warn!(network = %row.network, index = row.index, error = %e, "stored ports dropped");
+                row.ports = StoredPorts::default();
+                store.put_node(&row).await?;
+            }
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                runtime,
+                cfg,
+                ports: Mutex::new(ports),
+                registry: Registry::new(),
+                locks: Mutex::default(),
+                crashes: Mutex::default(),
+                queue: PassQueue::default(),
+                passes: AtomicU64::new(0),
+                events: EventBus::default(),
+                heartbeat: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Per-node resources a request gets when it gives none.
+    pub fn default_resources(&self) -> Resources {
+        self.inner.cfg.default_resources
+    }
+
+    /// Every network and node event from now on (for `WatchEvents`).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Use of each configured port range.
+    pub fn port_usage(&self) -> Vec<PortUsage> {
+        lock(&self.inner.ports).usage()
+    }
+
+    /// The registry the delegator reads.
+    pub fn registry(&self) -> Registry {
+        self.inner.registry.clone()
+    }
+
+    /// Reconcile passes run since start, whatever triggered them.
+    pub fn passes_run(&self) -> u64 {
+        self.inner.passes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the reconciler runs: start-up recovery is under way (see
+    /// [`Orchestrator::reconciler_starting`]), or the [`Orchestrator::run`] loop went round
+    /// within two resync intervals (plus slack).
+    pub fn reconciler_alive(&self) -> bool {
+        let limit = self.inner.cfg.resync_interval * 2 + Duration::from_secs(10);
+        match *lock(&self.inner.heartbeat) {
+            Liveness::Idle => false,
+            Liveness::Recovering => true,
+            Liveness::Running(t) => t.elapsed() < limit,
+        }
+    }
+
+    /// Declares that recovery and then [`Orchestrator::run`] are about to run (the daemon calls
+    /// this before spawning them, so readiness does not flicker at start-up).
+    pub fn reconciler_starting(&self) {
+        *lock(&self.inner.heartbeat) = Liveness::Recovering;
+    }
+
+    pub(super) fn emit(
+        &self,
+        network: &NetworkName,
+        kind: EventKind,
+        status: NetworkStatus,
+        node_index: Option<u16>,
+        message: String,
+    ) {
+        self.inner.events.publish(Event {
+            time_ms: now_ms(),
+            network: network.to_string(),
+            kind,
+            status,
+            node_index,
+            message,
+        });
+    }
+
+    /// Publishes a status event when `rec`'s status differs from `before`.
+    pub(super) fn emit_status(&self, rec: &NetworkRecord, before: NetworkStatus) {
+        if rec.status != before {
+            self.emit(
+                &rec.name,
+                EventKind::Status,
+                rec.status,
+                None,
+                rec.status_reason.clone().unwrap_or_default(),
+            );
+        }
+    }
+
+    /// The lock that serialises operations and passes on one network.
+    pub(super) fn network_lock(&self, name: &NetworkName) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.inner.locks)
+            .entry(name.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// A network's stored record, or [`OrchestratorError::NotFound`].
+    pub(super) async fn record(&self, name: &NetworkName) -> Result<NetworkRecord> {
+        self.inner
+            .store
+            .get_network(name)
+            .await?
+            .ok_or_else(|| OrchestratorError::NotFound(name.to_string()))
+    }
+
+    /// What the runtime runs of a network now.
+    pub(super) async fn observe(&self, name: &NetworkName) -> Result<Vec<NodeRecord>> {
+        Ok(self.inner.runtime.list_network_nodes(name).await?)
+    }
+}

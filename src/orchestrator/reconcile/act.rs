@@ -1,0 +1,274 @@
+//! One pass's work on one network: rows, ports, plan, actions, and undoing a failed start.
+//!
+//! Owns what a pass changes: it makes sure every wanted node has a row, allocates ports to the
+//! nodes that will run, asks [`crate::orchestrator::plan`] what to do, and does it through the
+//! runtime (updates one at a time, creates in parallel, then the new nodes dial their peers).
+//! A start that fails part-way is rolled back ([`Orchestrator::roll_back`]) so no container,
+//! port or row is left half made. It runs under the network's lock, taken by its caller; it
+//! must not write the network's status (its caller does).
+
+use super::PassError;
+use crate::node::{NodeRecord, NodeRef, NodeSecrets, NodeSpec};
+use crate::orchestrator::handle::{new_row, Orchestrator};
+use crate::orchestrator::plan::{desired_nodes, observed_status, plan, Action};
+use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow, StoredPorts};
+use crate::sync::lock;
+
+/// What a pass did: the status it observed after acting, the rows as it left them, and what
+/// it observed last.
+pub(super) type Acted = (NetworkStatus, Vec<NodeRow>, Vec<NodeRecord>);
+
+impl Orchestrator {
+    /// Rows and ports, plan, act. `Err(Fatal)` is the reason the network failed.
+    pub(super) async fn act(&self, rec: &mut NetworkRecord) -> Result<Acted, PassError> {
+        let name = rec.name.clone();
+        let mut rows = self.ensure_rows(rec).await?;
+        if rec.desired == DesiredState::Running {
+            self.allocate_ports(rec, &mut rows).await?;
+        }
+        let observed = self.observe(&name).await?;
+        // Before acting: was anything of this network running, and which nodes ever had a
+        // container (their volumes hold data that a rollback must keep)?
+        let fresh_start = observed.is_empty();
+        let had_container: Vec<u16> = rows
+            .iter()
+            .filter(|r| r.container_id.is_some())
+            .map(|r| r.index)
+            .collect();
+        let desired = desired_nodes(rec, &rows, &self.inner.cfg.image);
+        let specs: Vec<_> = desired.iter().map(|(s, _)| s.clone()).collect();
+        let actions = plan(rec.desired, &specs, &observed);
+        let creates = self.apply(rec, &mut rows, &desired, &actions).await?;
+        if !creates.is_empty() {
+            if let Err(reason) = self.create_nodes(&mut rows, &desired, &creates).await {
+                // A fresh start is undone whole; a scale-up only loses its new nodes.
+                let undo: Vec<u16> = if fresh_start {
+                    rows.iter().map(|r| r.index).collect()
+                } else {
+                    creates
+                };
+                self.roll_back(rec, &mut rows, &undo, &had_container).await;
+                return Err(PassError::Fatal(reason));
+            }
+        }
+        let observed = self.observe(&name).await?;
+        Ok((
+            observed_status(rec.desired, &specs, &observed),
+            rows,
+            observed,
+        ))
+    }
+
+    /// The network's rows, sorted, with a new row (fresh identity) for every wanted node that
+    /// has none.
+    async fn ensure_rows(&self, rec: &NetworkRecord) -> Result<Vec<NodeRow>, PassError> {
+        let store = &self.inner.store;
+        let mut rows = store.list_nodes(&rec.name).await?;
+        for index in 0..rec.replicas {
+            if !rows.iter().any(|r| r.index == index) {
+                let row = new_row(&rec.name, index);
+                store.put_node(&row).await?;
+                rows.push(row);
+            }
+        }
+        rows.sort_by_key(|r| r.index);
+        Ok(rows)
+    }
+
+    /// Ports for every wanted node that has none; all or nothing.
+    async fn allocate_ports(
+        &self,
+        rec: &NetworkRecord,
+        rows: &mut [NodeRow],
+    ) -> Result<(), PassError> {
+        let store = &self.inner.store;
+        let mut allocated = Vec::new();
+        let mut failure = None;
+        for row in rows.iter_mut().filter(|r| r.index < rec.replicas) {
+            if row.ports.swarm.is_some() {
+                continue;
+            }
+            let result = lock(&self.inner.ports).allocate();
+            match result {
+                Ok(ports) => {
+                    row.ports = ports;
+                    allocated.push(row.index);
+                    if let Err(e) = store.put_node(row).await {
+                        failure = Some(PassError::from(e));
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(PassError::Fatal(e.to_string()));
+                    break;
+                }
+            }
+        }
+        let Some(failure) = failure else {
+            return Ok(());
+        };
+        // Give back what this pass took; nothing was started yet.
+        for row in rows.iter_mut().filter(|r| allocated.contains(&r.index)) {
+            lock(&self.inner.ports).release(&row.ports);
+            row.ports = StoredPorts::default();
+            let _ = store.put_node(row).await;
+        }
+        Err(failure)
+    }
+
+    /// Does every action but the creates, in order; returns the nodes to create.
+    async fn apply(
+        &self,
+        rec: &NetworkRecord,
+        rows: &mut [NodeRow],
+        desired: &[(NodeSpec, NodeSecrets)],
+        actions: &[Action],
+    ) -> Result<Vec<u16>, PassError> {
+        let (store, runtime) = (&self.inner.store, &self.inner.runtime);
+        let name = &rec.name;
+        let node = |index: u16| NodeRef {
+            network: name.clone(),
+            index,
+        };
+        let mut creates = Vec::new();
+        for action in actions {
+            match *action {
+                Action::Remove { index } => {
+                    runtime.remove_node(&node(index)).await?;
+                    if let Some(row) = rows.iter().find(|r| r.index == index) {
+                        lock(&self.inner.ports).release(&row.ports);
+                    }
+                    if index >= rec.replicas {
+                        store.delete_node(name, index).await?;
+                    }
+                }
+                Action::Stop { index } => {
+                    runtime.remove_container(&node(index)).await?;
+                    if let Some(row) = rows.iter_mut().find(|r| r.index == index) {
+                        // `container_id` stays: it records that this node has data.
+                        lock(&self.inner.ports).release(&row.ports);
+                        row.ports = StoredPorts::default();
+                        store.put_node(row).await?;
+                    }
+                }
+                Action::Start { index } => {
+                    if let Some(wait) = self.restart_delay(&node(index)) {
+                        self.schedule(name.clone(), wait);
+                        continue;
+                    }
+                    if let Err(e) = runtime.start_node(&node(index)).await {
+                        self.note_error(rows, index, &e.to_string()).await;
+                    }
+                }
+                Action::Update { index } => {
+                    if let Some((spec, secrets)) = find(desired, index) {
+                        match runtime.update_node(spec, secrets).await {
+                            Ok(r) => self.note_container(rows, index, &r.container_id).await,
+                            Err(e) => {
+                                return Err(PassError::Fatal(format!("updating node {index}: {e}")))
+                            }
+                        }
+                    }
+                }
+                Action::Create { index } => creates.push(index),
+            }
+        }
+        Ok(creates)
+    }
+
+    /// Creates the nodes `creates` in parallel; once every one is ready, each dials its peers.
+    /// `Err` is the first failure's reason (the caller rolls back).
+    async fn create_nodes(
+        &self,
+        rows: &mut [NodeRow],
+        desired: &[(NodeSpec, NodeSecrets)],
+        creates: &[u16],
+    ) -> Result<(), String> {
+        let runtime = &self.inner.runtime;
+        let results = futures_util::future::join_all(creates.iter().filter_map(|i| {
+            let (spec, secrets) = find(desired, *i)?;
+            Some(async move { (*i, runtime.create_node(spec, secrets).await) })
+        }))
+        .await;
+        let mut failure = None;
+        for (index, result) in results {
+            match result {
+                Ok(r) => self.note_container(rows, index, &r.container_id).await,
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.note_error(rows, index, &msg).await;
+                    failure.get_or_insert(format!("node {index} did not start: {msg}"));
+                }
+            }
+        }
+        if let Some(reason) = failure {
+            return Err(reason);
+        }
+        // Every node is ready now: mesh the new ones at once rather than when kubo's peering
+        // retries a dial that came before its peer listened.
+        futures_util::future::join_all(
+            creates
+                .iter()
+                .filter_map(|i| find(desired, *i))
+                .map(|(spec, _)| runtime.connect_peers(spec)),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Undoes a start that failed part-way for the nodes `undo`: removes their containers (and
+    /// their volumes when they never had a container before, i.e. hold no data of the user's),
+    /// and releases their ports.
+    async fn roll_back(
+        &self,
+        rec: &NetworkRecord,
+        rows: &mut [NodeRow],
+        undo: &[u16],
+        had_container: &[u16],
+    ) {
+        let name = &rec.name;
+        tracing::warn!(network = %name, nodes = ?undo, "start failed; rolling back");
+        for row in rows.iter_mut().filter(|r| undo.contains(&r.index)) {
+            let node = NodeRef {
+                network: name.clone(),
+                index: row.index,
+            };
+            let keeps_data = had_container.contains(&row.index);
+            let result = if keeps_data {
+                self.inner.runtime.remove_container(&node).await
+            } else {
+                self.inner.runtime.remove_node(&node).await
+            };
+            if let Err(e) = result {
+                tracing::error!(%node, error = %e, "rollback: node not removed");
+            }
+            lock(&self.inner.ports).release(&row.ports);
+            row.ports = StoredPorts::default();
+            if !keeps_data {
+                row.container_id = None;
+            }
+            if let Err(e) = self.inner.store.put_node(row).await {
+                tracing::error!(%node, error = %e, "rollback: node row not saved");
+            }
+        }
+    }
+
+    async fn note_error(&self, rows: &mut [NodeRow], index: u16, msg: &str) {
+        if let Some(row) = rows.iter_mut().find(|r| r.index == index) {
+            row.last_error = Some(msg.chars().take(2000).collect());
+            let _ = self.inner.store.put_node(row).await;
+        }
+    }
+
+    async fn note_container(&self, rows: &mut [NodeRow], index: u16, id: &str) {
+        if let Some(row) = rows.iter_mut().find(|r| r.index == index) {
+            row.container_id = Some(id.to_owned());
+            row.last_error = None;
+            let _ = self.inner.store.put_node(row).await;
+        }
+    }
+}
+
+fn find(desired: &[(NodeSpec, NodeSecrets)], index: u16) -> Option<&(NodeSpec, NodeSecrets)> {
+    desired.iter().find(|(s, _)| s.node.index == index)
+}

@@ -1,0 +1,80 @@
+//! Networks as callers see them: records without secrets, with their nodes' observed state.
+//!
+//! Owns [`NetworkView`], [`NodeView`], [`NodeDiagnosis`] and how a view is made from a stored
+//! record, its node rows and what the runtime observed. Pure. It must never carry a swarm key
+//! or a private key.
+
+use crate::access::Access;
+use crate::node::{NodeDiagnostics, NodeRecord, NodeState, Resources};
+use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow, StoredPorts};
+
+/// A network as shown to callers: its record without secrets, and its nodes.
+#[derive(Clone, Debug)]
+pub struct NetworkView {
+    pub name: String,
+    pub replicas: u16,
+    pub resources: Resources,
+    pub access: Access,
+    pub bootstrap_peers: Vec<String>,
+    pub desired: DesiredState,
+    pub status: NetworkStatus,
+    pub status_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub activated_at: Option<i64>,
+    pub nodes: Vec<NodeView>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeView {
+    pub index: u16,
+    pub peer_id: String,
+    pub ports: StoredPorts,
+    pub state: Option<NodeState>,
+    pub last_error: Option<String>,
+}
+
+/// One node's diagnostics: what the store knows plus what the runtime shows. No secrets.
+#[derive(Clone, Debug)]
+pub struct NodeDiagnosis {
+    pub index: u16,
+    pub peer_id: String,
+    pub ports: StoredPorts,
+    pub last_error: Option<String>,
+    /// `None` when the node has no container (stopped network, failed start).
+    pub runtime: Option<NodeDiagnostics>,
+}
+
+impl NetworkView {
+    /// The view of `rec` with the nodes of `rows` that belong to it, in the states `observed`.
+    pub(super) fn new(rec: NetworkRecord, rows: Vec<NodeRow>, observed: &[NodeRecord]) -> Self {
+        let nodes = rows
+            .into_iter()
+            .filter(|r| r.index < rec.replicas)
+            .map(|r| NodeView {
+                index: r.index,
+                peer_id: r.identity.peer_id().to_base58(),
+                ports: r.ports,
+                state: observed
+                    .iter()
+                    .find(|o| o.spec.node.network == rec.name && o.spec.node.index == r.index)
+                    .map(|o| o.state),
+                last_error: r.last_error,
+            })
+            .collect();
+        NetworkView {
+            name: rec.name.to_string(),
+            replicas: rec.replicas,
+            resources: rec.resources,
+            access: rec.access,
+            bootstrap_peers: rec.bootstrap_peers,
+            desired: rec.desired,
+            status: rec.status,
+            status_reason: rec.status_reason,
+            created_at: rec.created_at,
+            updated_at: rec.updated_at,
+            activated_at: rec.activated_at,
+            nodes,
+        }
+    }
+}
