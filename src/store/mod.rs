@@ -10,9 +10,11 @@
 
 pub mod cache;
 pub mod sql;
+mod url;
 
 pub use cache::CachedStore;
-pub use sql::{redact_url, SqlStore};
+pub use sql::SqlStore;
+pub use url::{redact_url, Backend};
 
 use serde::{Deserialize, Serialize};
 
