@@ -9,13 +9,12 @@
 use std::time::Duration;
 
 use futures_util::stream::BoxStream;
-use serde::Serialize;
 
 use super::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, SpecError};
 
 /// Host ports a node's container ports are published on (`None` while not running with
 /// Docker-chosen ports).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodePorts {
     pub swarm: Option<u16>,
     pub api: Option<u16>,
@@ -23,8 +22,7 @@ pub struct NodePorts {
 }
 
 /// Container state, as Docker reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeState {
     Created,
     Running,
@@ -36,7 +34,7 @@ pub enum NodeState {
 }
 
 /// What the runtime knows about one node: its spec (rebuilt from labels) and live facts.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct NodeRecord {
     pub spec: NodeSpec,
     pub container_id: String,
@@ -47,7 +45,7 @@ pub struct NodeRecord {
 }
 
 /// A point-in-time view of a node's resource use.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct NodeStats {
     /// Share of one core, in percent (150.0 = one and a half cores busy).
     pub cpu_percent: f64,
@@ -64,7 +62,7 @@ pub struct NodeStats {
 }
 
 /// What an operator needs to see why a node misbehaves. Never carries a secret.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct NodeDiagnostics {
     pub state: Option<NodeState>,
     /// The container's last log lines (stdout and stderr).
@@ -76,15 +74,14 @@ pub struct NodeDiagnostics {
 }
 
 /// What happened to a node container.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeEventKind {
     Start,
     Die { exit_code: Option<i64> },
     Oom,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeEvent {
     pub node: NodeRef,
     pub kind: NodeEventKind,

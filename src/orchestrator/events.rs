@@ -6,14 +6,12 @@
 //! many (`Lagged`), it never slows the orchestrator down. It must not decide anything, and an
 //! event never carries a secret.
 
-use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::store::NetworkStatus;
 
 /// What kind of thing happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     /// A network was recorded.
     Created,
@@ -43,7 +41,7 @@ impl EventKind {
 }
 
 /// One event.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     /// Unix milliseconds.
     pub time_ms: i64,

@@ -10,13 +10,10 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 
-use serde::Serialize;
-
 use crate::store::StoredPorts;
 
 /// Which of a node's three ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PortKind {
     Swarm,
     Api,
