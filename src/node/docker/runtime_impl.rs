@@ -1,0 +1,73 @@
+//! `impl NodeRuntime for DockerRuntime`: each method delegates to the file that owns its
+//! concern. Holds no logic of its own.
+
+use std::collections::HashMap;
+
+use futures_util::stream::BoxStream;
+
+use super::client::docker_err;
+use super::DockerRuntime;
+use crate::node::runtime::{
+    NodeDiagnostics, NodeEvent, NodeRecord, NodeRuntime, NodeStats, Result,
+};
+use crate::node::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec};
+
+#[async_trait::async_trait]
+impl NodeRuntime for DockerRuntime {
+    async fn ping(&self) -> Result<()> {
+        self.docker.ping().await.map(|_| ()).map_err(docker_err)
+    }
+
+    async fn create_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord> {
+        self.create_inner(spec, secrets).await
+    }
+
+    async fn start_node(&self, node: &NodeRef) -> Result<NodeRecord> {
+        self.start_existing(node).await
+    }
+
+    async fn stop_node(&self, node: &NodeRef) -> Result<()> {
+        self.stop_existing(node).await
+    }
+
+    async fn remove_container(&self, node: &NodeRef) -> Result<()> {
+        self.remove_node_container(node).await
+    }
+
+    async fn remove_node(&self, node: &NodeRef) -> Result<()> {
+        self.remove_node_and_data(node).await
+    }
+
+    async fn remove_network(&self, network: &NetworkName) -> Result<()> {
+        self.remove_network_objects(network).await
+    }
+
+    async fn update_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord> {
+        self.update_inner(spec, secrets).await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.list_matching(HashMap::from([("label".to_string(), self.owner_labels())]))
+            .await
+    }
+
+    async fn connect_peers(&self, spec: &NodeSpec) -> usize {
+        self.dial_peers(spec).await
+    }
+
+    async fn list_network_nodes(&self, network: &NetworkName) -> Result<Vec<NodeRecord>> {
+        self.list_matching(self.network_filter(network)).await
+    }
+
+    async fn node_stats(&self, node: &NodeRef) -> Result<NodeStats> {
+        self.stats_of(node).await
+    }
+
+    async fn node_diagnostics(&self, node: &NodeRef) -> Result<NodeDiagnostics> {
+        self.diagnostics_of(node).await
+    }
+
+    fn watch(&self) -> BoxStream<'static, Result<NodeEvent>> {
+        self.event_stream()
+    }
+}
