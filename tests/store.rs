@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use nexus::access::Access;
-use nexus::node::{NetworkName, NodeIdentity, Resources, SwarmKey};
+use nexus::node::{NetworkName, NodeIdentity, Ports, Resources, SwarmKey};
 use nexus::store::sql::SqlStore;
 use nexus::store::{
     CachedStore, DesiredState, NetworkRecord, NetworkStatus, NodeRow, Store, StoreError,
-    StoredPorts,
 };
 use sqlx::{AnyConnection, Connection as _, Executor as _};
 
@@ -211,7 +210,7 @@ fn node(network: &str, index: u16) -> NodeRow {
         network: name(network),
         index,
         identity: NodeIdentity::generate(),
-        ports: StoredPorts {
+        ports: Ports {
             swarm: Some(4001 + index),
             api: Some(u16::MAX),
             gateway: None,
@@ -280,7 +279,7 @@ async fn round_trip_every_field(db: &TestDb) {
 
     let nodes = vec![node("full", 0), node("full", 1)];
     let mut n2 = node("full", 2);
-    n2.ports = StoredPorts::default();
+    n2.ports = Ports::default();
     n2.container_id = None;
     n2.last_error = Some("create failed: image missing\nsecond line".into());
     for n in nodes.iter().chain([&n2]) {
@@ -363,7 +362,7 @@ async fn put_node_upserts(db: &TestDb) {
 
     let replaced = NodeRow {
         identity: NodeIdentity::generate(),
-        ports: StoredPorts {
+        ports: Ports {
             swarm: None,
             api: Some(5001),
             gateway: Some(8080),

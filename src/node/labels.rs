@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::spec::{NetworkName, NodeRef, NodeSpec, Peer, PortRequest, Resources, SpecError};
+use super::spec::{NetworkName, NodeRef, NodeSpec, Peer, Ports, Resources, SpecError};
 
 pub const MANAGED: &str = "io.nexus.managed";
 /// Which nexus installation owns the object (several may share one Docker host).
@@ -135,7 +135,7 @@ pub fn spec_from_labels(labels: &HashMap<String, String>) -> Result<NodeSpec, La
             memory_bytes: num(labels, MEMORY_BYTES)?,
             disk_bytes: num(labels, DISK_BYTES)?,
         },
-        ports: json::<PortRequest>(labels, PORTS)?,
+        ports: json::<Ports>(labels, PORTS)?,
         peers: json::<Vec<Peer>>(labels, PEERS)?,
         announce: json::<Vec<String>>(labels, ANNOUNCE)?,
     };
@@ -164,7 +164,7 @@ mod tests {
         )
         .unwrap();
         let (mut spec, _) = plan.remove(2);
-        spec.ports = PortRequest {
+        spec.ports = Ports {
             swarm: Some(4101),
             api: None,
             gateway: Some(8101),

@@ -12,10 +12,10 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::runtime::{
-    NodeDiagnostics, NodeEvent, NodeEventKind, NodePorts, NodeRecord, NodeRuntime, NodeState,
-    NodeStats, NotReadyReason, Result, RuntimeError,
+    NodeDiagnostics, NodeEvent, NodeEventKind, NodeRecord, NodeRuntime, NodeState, NodeStats,
+    NotReadyReason, Result, RuntimeError,
 };
-use super::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, SpecError};
+use super::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, Ports, SpecError};
 
 #[derive(Default)]
 struct State {
@@ -137,7 +137,7 @@ impl NodeRuntime for MockRuntime {
             spec: spec.clone(),
             container_id: format!("mock{:08}", st.next_id),
             state: NodeState::Running,
-            ports: NodePorts {
+            ports: Ports {
                 swarm: Some(spec.ports.swarm.unwrap_or(base)),
                 api: Some(spec.ports.api.unwrap_or(base + 1)),
                 gateway: Some(spec.ports.gateway.unwrap_or(base + 2)),

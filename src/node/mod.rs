@@ -21,10 +21,8 @@ pub mod swarm_key;
 pub use docker::{DockerRuntime, DockerRuntimeConfig};
 pub use identity::NodeIdentity;
 pub use runtime::{
-    NodeDiagnostics, NodeEvent, NodeEventKind, NodePorts, NodeRecord, NodeRuntime, NodeState,
-    NodeStats, RuntimeError,
+    NodeDiagnostics, NodeEvent, NodeEventKind, NodeRecord, NodeRuntime, NodeState, NodeStats,
+    RuntimeError,
 };
-pub use spec::{
-    plan_network, NetworkName, NodeRef, NodeSecrets, NodeSpec, Peer, PortRequest, Resources,
-};
+pub use spec::{plan_network, NetworkName, NodeRef, NodeSecrets, NodeSpec, Peer, Ports, Resources};
 pub use swarm_key::SwarmKey;

@@ -10,16 +10,7 @@ use std::time::Duration;
 
 use futures_util::stream::BoxStream;
 
-use super::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, SpecError};
-
-/// Host ports a node's container ports are published on (`None` while not running with
-/// Docker-chosen ports).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NodePorts {
-    pub swarm: Option<u16>,
-    pub api: Option<u16>,
-    pub gateway: Option<u16>,
-}
+use super::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, Ports, SpecError};
 
 /// Container state, as Docker reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +30,7 @@ pub struct NodeRecord {
     pub spec: NodeSpec,
     pub container_id: String,
     pub state: NodeState,
-    pub ports: NodePorts,
+    pub ports: Ports,
     /// RFC 3339 time of the last start, if it ever started.
     pub started_at: Option<String>,
 }

@@ -266,9 +266,11 @@ pub fn validate_multiaddr(s: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// Host ports to publish; `None` lets Docker choose a free one.
+/// A node's host ports: allocated by the orchestrator, stored with the node, published by the
+/// runtime, observed back from it. `None`: not allocated (or, when asking the runtime, let
+/// Docker choose a free one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortRequest {
+pub struct Ports {
     pub swarm: Option<u16>,
     pub api: Option<u16>,
     pub gateway: Option<u16>,
@@ -282,7 +284,7 @@ pub struct NodeSpec {
     pub image: String,
     pub peer_id: String,
     pub resources: Resources,
-    pub ports: PortRequest,
+    pub ports: Ports,
     /// The other nodes of the network (Bootstrap and Peering.Peers).
     pub peers: Vec<Peer>,
     /// Extra addresses to announce (e.g. the host's public address and swarm port).
@@ -371,7 +373,7 @@ pub fn plan_network(
                 image: image.to_owned(),
                 peer_id: identity.peer_id().to_base58(),
                 resources,
-                ports: PortRequest::default(),
+                ports: Ports::default(),
                 peers,
                 announce: Vec::new(),
             };

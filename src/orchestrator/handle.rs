@@ -18,8 +18,9 @@ use super::ports::{PortAllocator, PortConfig, PortProbe, PortUsage};
 use super::reconcile::{Crashes, PassQueue};
 use super::registry::Registry;
 use crate::node::spec::validate_image;
+use crate::node::Ports;
 use crate::node::{NetworkName, NodeIdentity, NodeRecord, NodeRef, NodeRuntime, Resources};
-use crate::store::{NetworkRecord, NetworkStatus, NodeRow, Store, StoredPorts};
+use crate::store::{NetworkRecord, NetworkStatus, NodeRow, Store};
 use crate::sync::lock;
 
 /// Settings of the orchestrator.
@@ -115,7 +116,7 @@ pub(super) fn new_row(name: &NetworkName, index: u16) -> NodeRow {
         network: name.clone(),
         index,
         identity: NodeIdentity::generate(),
-        ports: StoredPorts::default(),
+        ports: Ports::default(),
         container_id: None,
         last_error: None,
     }
@@ -137,7 +138,7 @@ impl Orchestrator {
                 // Outside the (changed) ranges or doubly recorded: forget them; the node gets
                 // new ports on its next start.
                 tracing::warn!(network = %row.network, index = row.index, error = %e, "stored ports dropped");
-                row.ports = StoredPorts::default();
+                row.ports = Ports::default();
                 store.put_node(&row).await?;
             }
         }

@@ -6,7 +6,7 @@
 //! transition testable without Docker. It must not allocate ports or generate identities (the
 //! store rows already carry them).
 
-use crate::node::{NodeRecord, NodeSecrets, NodeSpec, NodeState, Peer, PortRequest};
+use crate::node::{NodeRecord, NodeSecrets, NodeSpec, NodeState, Peer, Ports};
 use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow};
 
 /// One step towards the desired state.
@@ -63,7 +63,7 @@ pub fn desired_nodes(
                 image: image.to_owned(),
                 peer_id: row.identity.peer_id().to_base58(),
                 resources: network.resources,
-                ports: PortRequest {
+                ports: Ports {
                     swarm: row.ports.swarm,
                     api: row.ports.api,
                     gateway: row.ports.gateway,
@@ -165,8 +165,7 @@ pub fn observed_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{NetworkName, NodeIdentity, NodePorts, Resources, SwarmKey};
-    use crate::store::StoredPorts;
+    use crate::node::{NetworkName, NodeIdentity, Ports, Resources, SwarmKey};
 
     fn record(replicas: u16) -> NetworkRecord {
         NetworkRecord {
@@ -191,7 +190,7 @@ mod tests {
                 network: net.name.clone(),
                 index: i,
                 identity: NodeIdentity::generate(),
-                ports: StoredPorts {
+                ports: Ports {
                     swarm: Some(4001 + i),
                     api: Some(5001 + i),
                     gateway: Some(8001 + i),
@@ -207,7 +206,7 @@ mod tests {
             spec: spec.clone(),
             container_id: format!("c{}", spec.node.index),
             state: NodeState::Running,
-            ports: NodePorts {
+            ports: Ports {
                 swarm: spec.ports.swarm,
                 api: spec.ports.api,
                 gateway: spec.ports.gateway,
@@ -353,10 +352,10 @@ mod tests {
     fn resource_or_identity_changes_are_updates_and_docker_chosen_ports_match() {
         let mut net = record(1);
         let mut r = rows(&net, 1);
-        r[0].ports = StoredPorts::default();
+        r[0].ports = Ports::default();
         let want = specs(&net, &r);
         let mut obs = vec![running(&want[0])];
-        obs[0].spec.ports = PortRequest {
+        obs[0].spec.ports = Ports {
             swarm: Some(32768),
             api: Some(32769),
             gateway: Some(32770),

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 
-use crate::store::StoredPorts;
+use crate::node::Ports;
 
 /// Which of a node's three ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,7 +294,7 @@ impl PortAllocator {
     }
 
     /// Three ports for a new node, or none at all.
-    pub fn allocate(&mut self) -> Result<StoredPorts, PortError> {
+    pub fn allocate(&mut self) -> Result<Ports, PortError> {
         let swarm = self.pools[0].allocate(self.probe.as_ref())?;
         let api = match self.pools[1].allocate(self.probe.as_ref()) {
             Ok(p) => p,
@@ -311,7 +311,7 @@ impl PortAllocator {
                 return Err(e);
             }
         };
-        Ok(StoredPorts {
+        Ok(Ports {
             swarm: Some(swarm),
             api: Some(api),
             gateway: Some(gateway),
@@ -334,7 +334,7 @@ impl PortAllocator {
     }
 
     /// Marks ports recorded in the store as taken (start-up). All or nothing.
-    pub fn reserve(&mut self, ports: &StoredPorts) -> Result<(), PortError> {
+    pub fn reserve(&mut self, ports: &Ports) -> Result<(), PortError> {
         let wanted = [ports.swarm, ports.api, ports.gateway];
         let mut done: Vec<(usize, u16)> = Vec::new();
         for (i, p) in wanted.into_iter().enumerate() {
@@ -351,7 +351,7 @@ impl PortAllocator {
     }
 
     /// Returns a node's ports to the pools.
-    pub fn release(&mut self, ports: &StoredPorts) {
+    pub fn release(&mut self, ports: &Ports) {
         for (i, p) in [ports.swarm, ports.api, ports.gateway]
             .into_iter()
             .enumerate()
@@ -506,7 +506,7 @@ mod tests {
         let mut b = alloc(&c, &[]);
         b.reserve(&p2).unwrap();
         assert!(matches!(b.reserve(&p2), Err(PortError::InUse { .. })));
-        let stray = StoredPorts {
+        let stray = Ports {
             swarm: Some(101 - 1),
             api: Some(9999),
             gateway: None,

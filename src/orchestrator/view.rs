@@ -5,8 +5,9 @@
 //! or a private key.
 
 use crate::access::Access;
+use crate::node::Ports;
 use crate::node::{NodeDiagnostics, NodeRecord, NodeState, Resources};
-use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow, StoredPorts};
+use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow};
 
 /// A network as shown to callers: its record without secrets, and its nodes.
 #[derive(Clone, Debug)]
@@ -29,7 +30,7 @@ pub struct NetworkView {
 pub struct NodeView {
     pub index: u16,
     pub peer_id: String,
-    pub ports: StoredPorts,
+    pub ports: Ports,
     pub state: Option<NodeState>,
     pub last_error: Option<String>,
 }
@@ -39,7 +40,7 @@ pub struct NodeView {
 pub struct NodeDiagnosis {
     pub index: u16,
     pub peer_id: String,
-    pub ports: StoredPorts,
+    pub ports: Ports,
     pub last_error: Option<String>,
     /// `None` when the node has no container (stopped network, failed start).
     pub runtime: Option<NodeDiagnostics>,

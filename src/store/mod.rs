@@ -19,7 +19,7 @@ pub use url::{redact_url, Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::access::Access;
-use crate::node::{NetworkName, NodeIdentity, Resources, SwarmKey};
+use crate::node::{NetworkName, NodeIdentity, Ports, Resources, SwarmKey};
 
 /// What the operator asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,14 +111,6 @@ pub struct NetworkRecord {
     pub activated_at: Option<i64>,
 }
 
-/// Allocated host ports of one node (`None` = not allocated).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredPorts {
-    pub swarm: Option<u16>,
-    pub api: Option<u16>,
-    pub gateway: Option<u16>,
-}
-
 /// One node of a network as stored.
 #[derive(Clone, Debug)]
 pub struct NodeRow {
@@ -126,7 +118,7 @@ pub struct NodeRow {
     pub index: u16,
     /// The node's identity (peer id and private key). Secret.
     pub identity: NodeIdentity,
-    pub ports: StoredPorts,
+    pub ports: Ports,
     pub container_id: Option<String>,
     pub last_error: Option<String>,
 }

@@ -15,10 +15,10 @@ use super::client::{docker_err, is_status};
 use super::{DockerRuntime, REPO_PATH};
 use crate::node::labels;
 use crate::node::runtime::{
-    NodeDiagnostics, NodeEvent, NodeEventKind, NodePorts, NodeRecord, NodeState, NodeStats, Result,
+    NodeDiagnostics, NodeEvent, NodeEventKind, NodeRecord, NodeState, NodeStats, Result,
     RuntimeError,
 };
-use crate::node::spec::{NodeRef, API_PORT, GATEWAY_PORT, SWARM_PORT};
+use crate::node::spec::{NodeRef, Ports, API_PORT, GATEWAY_PORT, SWARM_PORT};
 
 /// A container's labels (empty if it has none).
 pub(super) fn labels_of(info: &ContainerInspectResponse) -> HashMap<String, String> {
@@ -142,7 +142,7 @@ impl DockerRuntime {
             }
         }
         Ok(NodeRecord {
-            ports: NodePorts {
+            ports: Ports {
                 swarm: host_port(&info, SWARM_PORT),
                 api: host_port(&info, API_PORT),
                 gateway: host_port(&info, GATEWAY_PORT),

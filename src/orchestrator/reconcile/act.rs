@@ -8,10 +8,11 @@
 //! must not write the network's status (its caller does).
 
 use super::PassError;
+use crate::node::Ports;
 use crate::node::{NodeRecord, NodeRef, NodeSecrets, NodeSpec};
 use crate::orchestrator::handle::{new_row, Orchestrator};
 use crate::orchestrator::plan::{desired_nodes, observed_status, plan, Action};
-use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow, StoredPorts};
+use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow};
 use crate::sync::lock;
 
 /// What a pass did: the status it observed after acting, the rows as it left them, and what
@@ -110,7 +111,7 @@ impl Orchestrator {
         // Give back what this pass took; nothing was started yet.
         for row in rows.iter_mut().filter(|r| allocated.contains(&r.index)) {
             lock(&self.inner.ports).release(&row.ports);
-            row.ports = StoredPorts::default();
+            row.ports = Ports::default();
             let _ = store.put_node(row).await;
         }
         Err(failure)
@@ -147,7 +148,7 @@ impl Orchestrator {
                     if let Some(row) = rows.iter_mut().find(|r| r.index == index) {
                         // `container_id` stays: it records that this node has data.
                         lock(&self.inner.ports).release(&row.ports);
-                        row.ports = StoredPorts::default();
+                        row.ports = Ports::default();
                         store.put_node(row).await?;
                     }
                 }
@@ -243,7 +244,7 @@ impl Orchestrator {
                 tracing::error!(%node, error = %e, "rollback: node not removed");
             }
             lock(&self.inner.ports).release(&row.ports);
-            row.ports = StoredPorts::default();
+            row.ports = Ports::default();
             if !keeps_data {
                 row.container_id = None;
             }

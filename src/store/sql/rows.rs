@@ -10,10 +10,8 @@ use sqlx::Row as _;
 
 use super::AnyQuery;
 use crate::access::Access;
-use crate::node::{NetworkName, NodeIdentity, Resources, SwarmKey};
-use crate::store::{
-    DesiredState, NetworkRecord, NetworkStatus, NodeRow, Result, StoreError, StoredPorts,
-};
+use crate::node::{NetworkName, NodeIdentity, Ports, Resources, SwarmKey};
+use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow, Result, StoreError};
 
 fn to_i64(value: u64, what: &str) -> Result<i64> {
     i64::try_from(value)
@@ -169,7 +167,7 @@ pub(super) fn node_from_row(row: &AnyRow) -> Result<NodeRow> {
         ));
     }
     Ok(NodeRow {
-        ports: StoredPorts {
+        ports: Ports {
             swarm: opt_int(row, n, "swarm_port")?,
             api: opt_int(row, n, "api_port")?,
             gateway: opt_int(row, n, "gateway_port")?,
