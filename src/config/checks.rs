@@ -323,6 +323,15 @@ impl Config {
         Ok(())
     }
 
+    /// Unless `ok`, the error "`value` what" about `key` (`value` clipped).
+    fn expect(&self, ok: bool, key: &str, value: &str, what: &str) -> Result<()> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.invalid(key, format!("`{}` {what}", clip(value))))
+        }
+    }
+
     /// `store.url`, else `sqlite://<data_dir>/nexus.db`.
     pub(super) fn store_url(&self, data_dir: &Path) -> Result<Secret> {
         let url = self.store.url.trim();
@@ -335,15 +344,7 @@ impl Config {
         let ok = ["sqlite:", "postgres://", "postgresql://"]
             .iter()
             .any(|p| url.starts_with(p) && url.len() > p.len());
-        if !ok {
-            return Err(self.invalid(
-                "store.url",
-                format!(
-                    "`{}` is not a store URL: use sqlite:///PATH/nexus.db or postgres://USER:PASSWORD@HOST:PORT/DATABASE",
-                    clip(&redact_url(url))
-                ),
-            ));
-        }
+        self.expect(ok, "store.url", &redact_url(url), "is not a store URL: use sqlite:///PATH/nexus.db or postgres://USER:PASSWORD@HOST:PORT/DATABASE")?;
         Ok(Secret::new(url))
     }
 
@@ -364,15 +365,7 @@ impl Config {
                     .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace))
             }),
         };
-        if !ok {
-            return Err(self.invalid(
-                "docker.endpoint",
-                format!(
-                    "`{}` is not a Docker endpoint: use unix:///var/run/docker.sock, tcp://HOST:2375 or http://HOST:2375",
-                    clip(e)
-                ),
-            ));
-        }
+        self.expect(ok, "docker.endpoint", e, "is not a Docker endpoint: use unix:///var/run/docker.sock, tcp://HOST:2375 or http://HOST:2375")?;
         Ok(e.to_owned())
     }
 
@@ -389,15 +382,7 @@ impl Config {
             let host = r.trim_end_matches('/');
             !host.is_empty() && !host.contains(['/', ' ', '?', '#', '@'])
         });
-        if !ok {
-            return Err(self.invalid(
-                "client.address",
-                format!(
-                    "`{}` is not a daemon address: use http://HOST:PORT or https://HOST:PORT, e.g. http://127.0.0.1:7700",
-                    clip(a)
-                ),
-            ));
-        }
+        self.expect(ok, "client.address", a, "is not a daemon address: use http://HOST:PORT or https://HOST:PORT, e.g. http://127.0.0.1:7700")?;
         Ok(Some(a.trim_end_matches('/').to_owned()))
     }
 
@@ -414,15 +399,7 @@ impl Config {
             Ok(ip) => !ip.is_unspecified(),
             Err(_) => is_dns_name(a),
         };
-        if !ok {
-            return Err(self.invalid(
-                "node.public_address",
-                format!(
-                    "`{}` is not an address peers can dial: use an IPv4 or IPv6 address or a DNS name, e.g. 203.0.113.7 or ipfs.example.com",
-                    clip(a)
-                ),
-            ));
-        }
+        self.expect(ok, "node.public_address", a, "is not an address peers can dial: use an IPv4 or IPv6 address or a DNS name, e.g. 203.0.113.7 or ipfs.example.com")?;
         Ok(a.to_owned())
     }
 
