@@ -14,60 +14,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{self, ApiKeys, NexusService, ServiceConfig};
-use crate::delegator::{self, Delegator, DelegatorConfig, DelegatorError};
-use crate::node::{DockerRuntime, DockerRuntimeConfig, NodeRuntime, RuntimeError};
+use crate::config::{ConfigError, Settings};
+use crate::delegator::{self, Delegator, DelegatorError};
+use crate::node::{DockerRuntime, NodeRuntime, RuntimeError};
 use crate::orchestrator::ports::BindProbe;
-use crate::orchestrator::{Orchestrator, OrchestratorConfig, OrchestratorError};
+use crate::orchestrator::{Orchestrator, OrchestratorError};
 use crate::store::{CachedStore, SqlStore, Store, StoreError};
 use crate::telemetry::{self, Readiness, TelemetryState};
 
 /// How often readiness is checked for the gRPC health service (and the log).
 pub const READINESS_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Everything the daemon needs, already validated (see [`crate::config`]).
-#[derive(Clone)]
-pub struct DaemonOptions {
-    pub store_url: String,
-    pub docker: DockerRuntimeConfig,
-    pub orchestrator: OrchestratorConfig,
-    pub grpc_listen: SocketAddr,
-    pub api_keys: Vec<String>,
-    /// PEM certificate chain and key files.
-    pub grpc_tls: Option<(PathBuf, PathBuf)>,
-    /// Host advertised in join kits.
-    pub public_address: String,
-    /// Pull the node image at start-up when it is missing.
-    pub pull_image: bool,
-    /// The delegator, when enabled.
-    pub delegator: Option<DelegatorOptions>,
-    /// The metrics and health listener (`/metrics`, `/healthz`, `/readyz`), when enabled.
-    pub metrics: Option<SocketAddr>,
-    /// How often gauges (node stats, statuses, port pools) are refreshed.
-    pub metrics_interval: Duration,
-}
-
-/// Where and how the delegator serves.
-#[derive(Clone, Debug)]
-pub struct DelegatorOptions {
-    pub listen: SocketAddr,
-    pub config: DelegatorConfig,
-    /// PEM certificate chain and key files.
-    pub tls: Option<(PathBuf, PathBuf)>,
-}
-
-impl std::fmt::Debug for DaemonOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DaemonOptions")
-            .field("store_url", &crate::store::redact_url(&self.store_url))
-            .field("grpc_listen", &self.grpc_listen)
-            .field("api_keys", &format!("{} key(s)", self.api_keys.len()))
-            .field("grpc_tls", &self.grpc_tls)
-            .field("public_address", &self.public_address)
-            .field("metrics", &self.metrics)
-            .field("metrics_interval", &self.metrics_interval)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Why the daemon could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +48,8 @@ pub enum DaemonError {
     NoApiKey,
     #[error(transparent)]
     Delegator(#[from] DelegatorError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// Waits for SIGINT or SIGTERM.
@@ -116,26 +74,31 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn read(path: &PathBuf) -> Result<Vec<u8>, DaemonError> {
+fn read(path: &std::path::Path) -> Result<Vec<u8>, DaemonError> {
     std::fs::read(path).map_err(|e| DaemonError::ReadFile {
-        path: path.clone(),
+        path: path.to_owned(),
         detail: e.to_string(),
     })
 }
 
-/// Runs the daemon until `shutdown` resolves.
+/// Runs the daemon with `settings` (see [`crate::config`]) until `shutdown` resolves. A node
+/// image that is missing is pulled.
 pub async fn run(
-    opts: DaemonOptions,
+    settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
-    if opts.api_keys.is_empty() {
+    if settings.grpc.api_keys.is_empty() {
         return Err(DaemonError::NoApiKey);
     }
+    let delegator = match settings.delegator.enabled {
+        true => Some(settings.delegator.config()?.clone()),
+        false => None,
+    };
     // Installed first so that errors at start-up are counted. Gauges of networks and nodes
     // that are gone stop being set and vanish after this idle time.
-    let metrics_handle = match opts.metrics {
+    let metrics_handle = match settings.metrics.listen {
         Some(_) => {
-            let idle = opts.metrics_interval * 3 + Duration::from_secs(60);
+            let idle = settings.metrics.interval * 3 + Duration::from_secs(60);
             let h = telemetry::install(idle);
             if h.is_none() {
                 tracing::warn!("another metrics recorder is installed: /metrics stays empty");
@@ -144,16 +107,16 @@ pub async fn run(
         }
         None => None,
     };
-    let sql: Arc<dyn Store> = Arc::new(SqlStore::connect(&opts.store_url).await?);
+    let sql: Arc<dyn Store> = Arc::new(SqlStore::connect(settings.store_url.expose()).await?);
     // This daemon is the store's only writer (as the port allocator already requires), so the
     // reconciler's per-network reads can come from memory.
     let store: Arc<dyn Store> = Arc::new(CachedStore::new(sql));
-    tracing::info!(url = %crate::store::redact_url(&opts.store_url), "store open");
+    tracing::info!(url = %crate::store::redact_url(settings.store_url.expose()), "store open");
 
-    let docker = DockerRuntime::connect(opts.docker.clone()).await?;
-    match docker.ensure_image(&opts.orchestrator.image).await {
+    let docker = DockerRuntime::connect(settings.docker.clone()).await?;
+    match docker.ensure_image(&settings.orchestrator.image).await {
         Ok(()) => {}
-        Err(RuntimeError::ImageMissing { image }) if opts.pull_image => {
+        Err(RuntimeError::ImageMissing { image }) => {
             tracing::info!(%image, "node image missing: pulling it");
             if let Err(e) = docker
                 .pull_image(&image, |s| tracing::debug!(status = s, "pull"))
@@ -169,20 +132,20 @@ pub async fn run(
     let orch = Orchestrator::new(
         store.clone(),
         runtime.clone(),
-        opts.orchestrator.clone(),
+        settings.orchestrator.clone(),
         Box::new(BindProbe),
     )
     .await?;
 
-    let grpc_listener = tokio::net::TcpListener::bind(opts.grpc_listen)
+    let grpc_listener = tokio::net::TcpListener::bind(settings.grpc.listen)
         .await
         .map_err(|e| DaemonError::Listen {
             what: "gRPC",
-            addr: opts.grpc_listen,
+            addr: settings.grpc.listen,
             detail: e.to_string(),
         })?;
-    let tls = match &opts.grpc_tls {
-        Some((cert, key)) => Some((read(cert)?, read(key)?)),
+    let tls = match &settings.grpc.tls {
+        Some(t) => Some((read(&t.cert)?, read(&t.key)?)),
         None => None,
     };
 
@@ -205,7 +168,7 @@ pub async fn run(
     let readiness_task = tokio::spawn(readiness.clone().watch(READINESS_INTERVAL, ready_tx));
 
     let mut telemetry_tasks = vec![readiness_task];
-    if let Some(addr) = opts.metrics {
+    if let Some(addr) = settings.metrics.listen {
         let listener =
             tokio::net::TcpListener::bind(addr)
                 .await
@@ -216,20 +179,20 @@ pub async fn run(
                 })?;
         tracing::info!(
             addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            interval = ?opts.metrics_interval,
+            interval = ?settings.metrics.interval,
             "metrics and health listening"
         );
         if let Some(handle) = metrics_handle {
             telemetry_tasks.push(tokio::spawn(telemetry::refresh::run(
                 orch.clone(),
                 handle.clone(),
-                opts.metrics_interval,
+                settings.metrics.interval,
             )));
             let state = TelemetryState::new(
                 handle,
                 readiness.clone(),
                 orch.registry(),
-                ApiKeys::new(&opts.api_keys),
+                ApiKeys::new(settings.grpc.api_keys.iter().cloned()),
             );
             let signal = stopped(stop_rx.clone());
             telemetry_tasks.push(tokio::spawn(async move {
@@ -240,27 +203,22 @@ pub async fn run(
         }
     }
 
-    let delegator_task = match &opts.delegator {
-        Some(d) => {
+    let delegator_task = match delegator {
+        Some(config) => {
+            let addr = settings.delegator.listen;
             let listener =
-                tokio::net::TcpListener::bind(d.listen)
+                tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| DaemonError::Listen {
                         what: "delegator",
-                        addr: d.listen,
+                        addr,
                         detail: e.to_string(),
                     })?;
-            let acceptor = match &d.tls {
-                Some((cert, key)) => Some(delegator::tls_acceptor_from_pem_files(cert, key)?),
+            let acceptor = match &settings.delegator.tls {
+                Some(t) => Some(delegator::tls_acceptor_from_pem_files(&t.cert, &t.key)?),
                 None => None,
             };
-            let server = Delegator::new(orch.registry(), d.config.clone())?;
-            tracing::info!(
-                addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-                domain = %d.config.domain,
-                tls = d.tls.is_some(),
-                "delegator listening"
-            );
+            let server = Delegator::new(orch.registry(), config)?;
             let signal = stopped(stop_rx.clone());
             Some(tokio::spawn(async move {
                 server.serve(listener, acceptor, signal).await
@@ -284,20 +242,20 @@ pub async fn run(
     let service = NexusService::new(
         orch.clone(),
         ServiceConfig {
-            public_address: opts.public_address.clone(),
-            node_image: opts.orchestrator.image.clone(),
+            public_address: settings.public_address.clone(),
+            node_image: settings.orchestrator.image.clone(),
         },
         stop_rx.clone(),
     );
     tracing::info!(
         grpc = %grpc_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        tls = opts.grpc_tls.is_some(),
+        tls = settings.grpc.tls.is_some(),
         "nexus daemon listening"
     );
     let result = api::serve(
         grpc_listener,
         service,
-        ApiKeys::new(&opts.api_keys),
+        ApiKeys::new(settings.grpc.api_keys.iter().cloned()),
         tls,
         Some(ready_rx),
         stopped(stop_rx.clone()),

@@ -693,7 +693,7 @@ fn ctl_reaches_every_rpc_through_reflection() {
 async fn ping(address: &str, key: Option<&str>, ca: Option<Vec<u8>>) -> Result<(), String> {
     let cfg = nexus::client::ClientConfig {
         address: address.to_string(),
-        api_key: key.map(String::from),
+        api_key: key.map(nexus::secret::Secret::from),
         tls_ca: ca,
         connect_timeout: Duration::from_secs(5),
     };

@@ -8,16 +8,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Status};
 
-/// The set of accepted API keys; cheap to clone into every intercepted service.
-#[derive(Clone)]
-pub struct ApiKeys {
-    keys: Arc<Vec<Vec<u8>>>,
-}
+use crate::secret::Secret;
 
-impl std::fmt::Debug for ApiKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ApiKeys({} key(s), redacted)", self.keys.len())
-    }
+/// The set of accepted API keys; cheap to clone into every intercepted service.
+#[derive(Clone, Debug)]
+pub struct ApiKeys {
+    keys: Arc<Vec<Secret>>,
 }
 
 /// Equal in time independent of where the inputs differ (the length of `b` may leak).
@@ -35,12 +31,12 @@ impl ApiKeys {
     pub fn new<I, S>(keys: I) -> Self
     where
         I: IntoIterator<Item = S>,
-        S: AsRef<str>,
+        S: Into<Secret>,
     {
         Self {
             keys: Arc::new(
                 keys.into_iter()
-                    .map(|k| k.as_ref().as_bytes().to_vec())
+                    .map(Into::into)
                     .filter(|k| !k.is_empty())
                     .collect(),
             ),
@@ -50,9 +46,9 @@ impl ApiKeys {
     /// Whether `presented` is one of the keys. Every key is compared, so timing does not tell
     /// which one (or how much of one) matched.
     pub fn accepts(&self, presented: &[u8]) -> bool {
-        self.keys
-            .iter()
-            .fold(false, |ok, key| constant_time_eq(presented, key) | ok)
+        self.keys.iter().fold(false, |ok, key| {
+            constant_time_eq(presented, key.expose().as_bytes()) | ok
+        })
     }
 
     /// The interceptor: refuses a call without a valid bearer key.

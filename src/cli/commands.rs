@@ -423,7 +423,53 @@ fn write_secret_file(path: &std::path::Path, contents: &str) -> Result<()> {
     Ok(())
 }
 
+/// Prints a daemon's answer: one JSON document (`full_name` is its message type) with `--json`,
+/// else `for_people`'s rendering.
+fn answer<M: prost::Message>(
+    global: &Global,
+    full_name: &str,
+    msg: &M,
+    for_people: impl FnOnce(&M),
+) -> Result<()> {
+    if global.json {
+        return print_json(full_name, msg);
+    }
+    for_people(msg);
+    Ok(())
+}
+
+type Call<M> = std::result::Result<tonic::Response<M>, tonic::Status>;
+
+/// Makes a call and prints its answer.
+async fn call_and_answer<M: prost::Message>(
+    global: &Global,
+    call: impl std::future::Future<Output = Call<M>>,
+    full_name: &str,
+    for_people: impl FnOnce(&M),
+) -> Result<()> {
+    let msg = call.await.map_err(status)?.into_inner();
+    answer(global, full_name, &msg, for_people)
+}
+
+/// Makes a call that waits for network `name` (with progress on a terminal, saying `what`)
+/// and prints its answer.
+async fn wait_and_answer<M: prost::Message>(
+    global: &Global,
+    conn: &Connection,
+    (name, what): (&str, String),
+    call: impl std::future::Future<Output = Call<M>>,
+    full_name: &str,
+    for_people: impl FnOnce(&M),
+) -> Result<()> {
+    let fut = async { call.await.map_err(status) };
+    let msg = with_progress(global, conn, name, &what, fut)
+        .await?
+        .into_inner();
+    answer(global, full_name, &msg, for_people)
+}
+
 pub async fn network(global: &Global, cmd: NetworkCmd) -> Result<()> {
+    const NETWORK: &str = "nexus.v1.Network";
     let conn = connect(global).await?;
     let mut c = conn.client();
     match cmd {
@@ -435,118 +481,67 @@ pub async fn network(global: &Global, cmd: NetworkCmd) -> Result<()> {
             } else {
                 format!("creating {name}")
             };
-            let fut = async { c.create_network(req).await.map_err(status) };
-            let n = with_progress(global, &conn, &name, &what, fut)
-                .await?
-                .into_inner();
-            if global.json {
-                return print_json("nexus.v1.Network", &n);
-            }
-            print_network(&n);
-            if n.status != "running" {
-                eprintln!("\nstart it with `nexus network start {name}`");
-            }
+            let call = c.create_network(req);
+            wait_and_answer(global, &conn, (&name, what), call, NETWORK, |n| {
+                print_network(n);
+                if n.status != "running" {
+                    eprintln!("\nstart it with `nexus network start {name}`");
+                }
+            })
+            .await?;
         }
         NetworkCmd::Start { name } => {
-            let fut = async {
-                c.start_network(pb::StartNetworkRequest { name: name.clone() })
-                    .await
-                    .map_err(status)
-            };
-            let n = with_progress(global, &conn, &name, &format!("starting {name}"), fut)
-                .await?
-                .into_inner();
-            if global.json {
-                return print_json("nexus.v1.Network", &n);
-            }
-            print_network(&n);
+            let call = c.start_network(pb::StartNetworkRequest { name: name.clone() });
+            let what = format!("starting {name}");
+            wait_and_answer(global, &conn, (&name, what), call, NETWORK, print_network).await?;
         }
         NetworkCmd::Update(flags) => {
             let req = update_request(flags)?;
             let name = req.name.clone();
-            let fut = async { c.update_network(req).await.map_err(status) };
-            let n = with_progress(global, &conn, &name, &format!("updating {name}"), fut)
-                .await?
-                .into_inner();
-            if global.json {
-                return print_json("nexus.v1.Network", &n);
-            }
-            print_network(&n);
+            let call = c.update_network(req);
+            let what = format!("updating {name}");
+            wait_and_answer(global, &conn, (&name, what), call, NETWORK, print_network).await?;
         }
         NetworkCmd::Stop { name } => {
-            let fut = async {
-                c.stop_network(pb::StopNetworkRequest { name: name.clone() })
-                    .await
-                    .map_err(status)
-            };
-            let n = with_progress(global, &conn, &name, &format!("stopping {name}"), fut)
-                .await?
-                .into_inner();
-            if global.json {
-                return print_json("nexus.v1.Network", &n);
-            }
-            print_network(&n);
+            let call = c.stop_network(pb::StopNetworkRequest { name: name.clone() });
+            let what = format!("stopping {name}");
+            wait_and_answer(global, &conn, (&name, what), call, NETWORK, print_network).await?;
         }
         NetworkCmd::Remove { name, force } => {
-            let fut = async {
-                c.remove_network(pb::RemoveNetworkRequest {
-                    name: name.clone(),
-                    force,
-                })
-                .await
-                .map_err(status)
-            };
-            let r = with_progress(global, &conn, &name, &format!("removing {name}"), fut)
-                .await?
-                .into_inner();
-            if global.json {
-                return print_json("nexus.v1.RemoveNetworkResponse", &r);
-            }
-            eprintln!("network {name} removed");
+            let call = c.remove_network(pb::RemoveNetworkRequest {
+                name: name.clone(),
+                force,
+            });
+            let what = format!("removing {name}");
+            wait_and_answer(
+                global,
+                &conn,
+                (&name, what),
+                call,
+                "nexus.v1.RemoveNetworkResponse",
+                |_| eprintln!("network {name} removed"),
+            )
+            .await?;
         }
         NetworkCmd::Get { name } => {
-            let n = c
-                .get_network(pb::GetNetworkRequest { name })
-                .await
-                .map_err(status)?
-                .into_inner();
-            if global.json {
-                return print_json("nexus.v1.Network", &n);
-            }
-            print_network(&n);
+            let call = c.get_network(pb::GetNetworkRequest { name });
+            call_and_answer(global, call, NETWORK, print_network).await?;
         }
         NetworkCmd::List => {
-            let l = c
-                .list_networks(pb::ListNetworksRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
-            if global.json {
-                return print_json("nexus.v1.ListNetworksResponse", &l);
-            }
-            print_networks(&l.networks);
+            let call = c.list_networks(pb::ListNetworksRequest {});
+            call_and_answer(global, call, "nexus.v1.ListNetworksResponse", |l| {
+                print_networks(&l.networks)
+            })
+            .await?;
         }
         NetworkCmd::Stats { name } => {
-            let s = c
-                .network_stats(pb::NetworkStatsRequest { name })
-                .await
-                .map_err(status)?
-                .into_inner();
-            if global.json {
-                return print_json("nexus.v1.NetworkStatsResponse", &s);
-            }
-            print_stats(&s);
+            let call = c.network_stats(pb::NetworkStatsRequest { name });
+            call_and_answer(global, call, "nexus.v1.NetworkStatsResponse", print_stats).await?;
         }
         NetworkCmd::Diagnostics { name } => {
-            let d = c
-                .network_diagnostics(pb::NetworkDiagnosticsRequest { name })
-                .await
-                .map_err(status)?
-                .into_inner();
-            if global.json {
-                return print_json("nexus.v1.NetworkDiagnosticsResponse", &d);
-            }
-            print_diagnostics(&d);
+            let call = c.network_diagnostics(pb::NetworkDiagnosticsRequest { name });
+            let kind = "nexus.v1.NetworkDiagnosticsResponse";
+            call_and_answer(global, call, kind, print_diagnostics).await?;
         }
         NetworkCmd::JoinKit {
             name,

@@ -7,6 +7,7 @@
 
 mod commands;
 mod ctl;
+mod flags;
 mod render;
 mod settings;
 
@@ -14,6 +15,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args as ClapArgs, Parser, Subcommand};
+
+pub use flags::DaemonFlags;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -86,41 +89,6 @@ pub enum Command {
     /// Swarm key tools (offline).
     #[command(subcommand)]
     SwarmKey(SwarmKeyCmd),
-}
-
-/// Flags of `nexus daemon`; each overrides the configuration file and `NEXUS_…` variables.
-#[derive(ClapArgs, Debug, Clone, Default)]
-pub struct DaemonFlags {
-    /// gRPC listen address (grpc.listen).
-    #[arg(long)]
-    pub listen: Option<String>,
-    /// Data directory (daemon.data_dir).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Store URL: sqlite://PATH or postgres://… (store.url).
-    #[arg(long)]
-    pub store: Option<String>,
-    /// Node image (node.image).
-    #[arg(long)]
-    pub node_image: Option<String>,
-    /// Address advertised in join kits (node.public_address).
-    #[arg(long)]
-    pub public_address: Option<String>,
-    /// Delegator listen address (delegator.listen).
-    #[arg(long)]
-    pub delegator_listen: Option<String>,
-    /// Delegator domain (delegator.domain).
-    #[arg(long)]
-    pub domain: Option<String>,
-    /// Metrics listen address, empty for off (metrics.listen).
-    #[arg(long)]
-    pub metrics_listen: Option<String>,
-    /// Log format: text or json (log.format).
-    #[arg(long)]
-    pub log_format: Option<String>,
-    /// Log level, an EnvFilter directive such as info or nexus=debug (log.level).
-    #[arg(long)]
-    pub log_level: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

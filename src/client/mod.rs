@@ -14,26 +14,17 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 use crate::api::pb::nexus_client::NexusClient;
+use crate::secret::Secret;
 
 /// How to reach a daemon.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// `http://host:port` or `https://host:port`.
     pub address: String,
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// PEM certificate(s) to trust for `https://` (the system's roots are not used).
     pub tls_ca: Option<Vec<u8>>,
     pub connect_timeout: Duration,
-}
-
-impl std::fmt::Debug for ClientConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientConfig")
-            .field("address", &self.address)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("tls_ca", &self.tls_ca.as_ref().map(|c| c.len()))
-            .finish()
-    }
 }
 
 /// Errors of connecting.
@@ -119,7 +110,7 @@ pub async fn connect(cfg: &ClientConfig) -> Result<Connection, ClientError> {
         })?;
     let header = match &cfg.api_key {
         Some(k) => Some(
-            format!("Bearer {k}")
+            format!("Bearer {}", k.expose())
                 .parse::<AsciiMetadataValue>()
                 .map_err(|_| ClientError::BadKey)?,
         ),

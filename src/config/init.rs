@@ -3,9 +3,10 @@
 use std::io;
 use std::path::Path;
 
+use super::keys::KEYS;
 use super::secrets::{create_private_dir, generate_secret, write_private};
-use super::values::Secret;
-use super::{ConfigError, KEYS, SECTIONS};
+use super::{ConfigError, SECTIONS};
+use crate::secret::Secret;
 
 /// The text `nexus init` writes: every key with its help line, its variable and its default
 /// (commented out), except `grpc.api_keys` and `delegator.jwt_secret`, which hold the given

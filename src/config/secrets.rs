@@ -13,8 +13,9 @@ use std::path::Path;
 
 use base64::Engine;
 
-use super::values::Secret;
-use super::ConfigError;
+use super::keys::key_def;
+use super::{Config, ConfigError, Create, Origin, Result, SECRETS_FILE};
+use crate::secret::Secret;
 
 /// 32 random bytes from the OS CSPRNG as URL-safe base64 (43 characters).
 pub fn generate_secret() -> Result<Secret, ConfigError> {
@@ -180,4 +181,59 @@ pub fn read_or_create_secrets(path: &Path) -> Result<SecretsFile, ConfigError> {
     Err(write_err(io::Error::other(
         "another process keeps rewriting it",
     )))
+}
+
+impl Config {
+    /// Fills `grpc.api_keys` and `delegator.jwt_secret` from `<data_dir>/secrets.toml` when
+    /// the configuration gives none (`jwt_secret` only when `jwt_public_key` is empty too).
+    /// Configured values always win. With [`Create::Yes`] (the daemon) the file and the data
+    /// directory are created as needed (0600 / 0700); with [`Create::No`] (the CLI) a missing
+    /// or unreadable file changes nothing (unreadable adds a warning). A secrets file others
+    /// can read is refused either way. Every value is checked first, so bad input is refused
+    /// before any file is created.
+    pub fn resolve_secrets(&mut self, create: Create) -> Result<()> {
+        self.check()?;
+        let need_api = self.grpc.api_keys.is_empty();
+        let need_jwt =
+            self.delegator.jwt_secret.is_empty() && self.delegator.jwt_public_key.trim().is_empty();
+        if !need_api && !need_jwt {
+            return Ok(());
+        }
+        let path = self.data_dir()?.join(SECRETS_FILE);
+        let file = match create {
+            Create::Yes => read_or_create_secrets(&path)?,
+            Create::No => match read_secrets(&path) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(ConfigError::Read { source, .. })
+                    if source.kind() == io::ErrorKind::PermissionDenied =>
+                {
+                    self.ctx.warnings.push(format!(
+                        "cannot read {} (permission denied): set client.api_key or NEXUS_CLIENT_API_KEY",
+                        path.display()
+                    ));
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let origin = Origin::SecretsFile(path);
+        if need_api {
+            if let Some(k) = file.api_key {
+                self.grpc.api_keys = vec![k];
+                if let Some(def) = key_def("grpc.api_keys") {
+                    self.record(def, origin.clone());
+                }
+            }
+        }
+        if need_jwt {
+            if let Some(s) = file.jwt_secret {
+                self.delegator.jwt_secret = s;
+                if let Some(def) = key_def("delegator.jwt_secret") {
+                    self.record(def, origin);
+                }
+            }
+        }
+        Ok(())
+    }
 }

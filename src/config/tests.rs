@@ -2,10 +2,18 @@
 //! or change the process environment: every test builds its own [`Env`] and temporary home.
 
 use std::fs;
+use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
+use super::keys::{assign, fingerprint, Incoming};
 use super::*;
+use crate::delegator::JwtKey;
+use crate::node::{DockerRuntimeConfig, Resources};
+use crate::orchestrator::ports::PortRange;
+use crate::orchestrator::OrchestratorConfig;
 
 /// A temporary directory, removed on drop.
 struct TempDir(PathBuf);
@@ -64,7 +72,7 @@ fn error_of(toml: &str, vars: &[(&str, &str)]) -> ConfigError {
         Err(e) => e,
         Ok(cfg) => match cfg.validate() {
             Err(e) => e,
-            Ok(()) => panic!("accepted: {toml} {vars:?}"),
+            Ok(_) => panic!("accepted: {toml} {vars:?}"),
         },
     }
 }
@@ -78,18 +86,18 @@ fn defaults_are_valid_with_no_file() {
     let env = env_in(home.path(), &[]);
     assert_eq!(find_config_file(None, &env).unwrap(), None);
     let cfg = Config::load(None, &env).unwrap();
-    cfg.validate().unwrap();
+    let s = cfg.validate().unwrap();
     assert_eq!(cfg.file(), None);
     let data = home.path().join(".local/share/nexus");
-    assert_eq!(cfg.data_dir(), data);
+    assert_eq!(s.data_dir, data);
     assert_eq!(
-        cfg.store_url(),
+        s.store_url.expose(),
         format!("sqlite://{}", data.join("nexus.db").display())
     );
-    assert_eq!(cfg.docker_endpoint(), DEFAULT_DOCKER_ENDPOINT);
-    assert_eq!(cfg.secrets_path(), data.join("secrets.toml"));
+    assert_eq!(s.docker.endpoint.as_deref(), Some(DEFAULT_DOCKER_ENDPOINT));
+    assert_eq!(s.secrets_path(), data.join("secrets.toml"));
 
-    let o = cfg.orchestrator_config();
+    let o = &s.orchestrator;
     let d = OrchestratorConfig::default();
     assert_eq!(o.image, "ipfs/kubo:v0.43.1");
     assert_eq!(o.image, d.image);
@@ -100,25 +108,28 @@ fn defaults_are_valid_with_no_file() {
     assert_eq!(o.ports.swarm, d.ports.swarm);
     assert_eq!(o.ports.api, d.ports.api);
     assert_eq!(o.ports.gateway, d.ports.gateway);
-    let r = cfg.docker_runtime_config();
+    let r = &s.docker;
     let rd = DockerRuntimeConfig::default();
     assert_eq!(r.ready_timeout, rd.ready_timeout);
     assert_eq!(r.swarm_host_ip, rd.swarm_host_ip);
     assert_eq!(r.instance, rd.instance);
     assert_eq!(r.endpoint.as_deref(), Some(DEFAULT_DOCKER_ENDPOINT));
 
-    assert_eq!(cfg.grpc_listen().to_string(), "127.0.0.1:7700");
-    assert_eq!(cfg.client_address(), "http://127.0.0.1:7700");
-    assert_eq!(cfg.client_api_key(), None);
-    assert_eq!(cfg.client_tls_ca(), None);
-    assert_eq!(cfg.grpc_tls(), None);
+    assert_eq!(s.grpc.listen.to_string(), "127.0.0.1:7700");
+    assert_eq!(s.client.address, "http://127.0.0.1:7700");
+    assert_eq!(s.client.api_key, None);
+    assert_eq!(s.client.tls_ca, None);
+    assert_eq!(s.grpc.tls, None);
     assert_eq!(
-        cfg.metrics_listen().map(|a| a.to_string()).as_deref(),
+        s.metrics.listen.map(|a| a.to_string()).as_deref(),
         Some("127.0.0.1:7790")
     );
-    assert_eq!(cfg.log_format(), LogFormat::Text);
-    assert_eq!(cfg.log_filter(), "info");
-    assert!(cfg.public_address().parse::<IpAddr>().is_ok());
+    assert_eq!(s.metrics.interval, Duration::from_secs(15));
+    assert_eq!(s.log.format, LogFormat::Text);
+    assert_eq!(s.log.filter, "info");
+    assert!(s.public_address.parse::<IpAddr>().is_ok());
+    assert!(s.delegator.enabled);
+    assert!(s.delegator.config.is_none(), "no key before the secrets");
     assert!(cfg.warnings().is_empty());
 }
 
@@ -133,15 +144,17 @@ fn computed_defaults_follow_the_environment() {
             ("DOCKER_HOST", "tcp://docker.internal:2375"),
         ],
     );
-    let cfg = Config::load(None, &env).unwrap();
-    assert_eq!(cfg.data_dir(), xdg.join("nexus"));
-    assert_eq!(cfg.docker_endpoint(), "tcp://docker.internal:2375");
+    let s = Config::load(None, &env).unwrap().validate().unwrap();
+    assert_eq!(s.data_dir, xdg.join("nexus"));
+    assert_eq!(
+        s.docker.endpoint.as_deref(),
+        Some("tcp://docker.internal:2375")
+    );
     // No home at all: the system location.
     assert_eq!(
-        Config::default().data_dir(),
+        Config::default().validate().unwrap().data_dir,
         PathBuf::from("/var/lib/nexus")
     );
-    Config::default().validate().unwrap();
 }
 
 #[test]
@@ -209,14 +222,11 @@ trusted_proxies = ["10.0.0.0/8"]
         ],
     )
     .unwrap();
-    cfg.validate().unwrap();
+    let s = cfg.validate().unwrap();
     // File only.
     assert_eq!(cfg.node.image, "example/kubo:1");
-    assert_eq!(cfg.default_resources().cpu_millis, 500);
-    assert_eq!(
-        cfg.docker_runtime_config().ready_timeout,
-        Duration::from_secs(120)
-    );
+    assert_eq!(s.orchestrator.default_resources.cpu_millis, 500);
+    assert_eq!(s.docker.ready_timeout, Duration::from_secs(120));
     // Env over file.
     assert_eq!(cfg.grpc.listen, "127.0.0.1:7799");
     assert_eq!(
@@ -230,13 +240,13 @@ trusted_proxies = ["10.0.0.0/8"]
         ["192.168.0.0/16", "fd00::/8"]
     );
     // Flags over env.
-    cfg.grpc.listen = "127.0.0.1:7800".into();
+    cfg.set("grpc.listen", "127.0.0.1:7800").unwrap();
     cfg.node.image = "example/kubo:2".into();
-    cfg.validate().unwrap();
-    assert_eq!(cfg.orchestrator_config().image, "example/kubo:2");
-    assert_eq!(cfg.orchestrator_config().max_replicas, 12);
-    assert_eq!(cfg.client_address(), "http://127.0.0.1:7800");
-    assert_eq!(cfg.client_api_key(), Some(Secret::from(KEY_A)));
+    let s = cfg.validate().unwrap();
+    assert_eq!(s.orchestrator.image, "example/kubo:2");
+    assert_eq!(s.orchestrator.max_replicas, 12);
+    assert_eq!(s.client.address, "http://127.0.0.1:7800");
+    assert_eq!(s.client.api_key, Some(Secret::from(KEY_A)));
 }
 
 #[test]
@@ -275,14 +285,14 @@ level = "info,nexus=debug"
         &[],
     )
     .unwrap();
-    cfg.validate().unwrap();
-    assert_eq!(cfg.data_dir(), home.path().join("state"));
-    assert_eq!(cfg.store_url(), "postgres://nexus:pw@db:5432/nexus");
+    let s = cfg.validate().unwrap();
+    assert_eq!(s.data_dir, home.path().join("state"));
+    assert_eq!(s.store_url.expose(), "postgres://nexus:pw@db:5432/nexus");
     assert_eq!(
-        cfg.store_url_redacted(),
+        redact_url(s.store_url.expose()),
         "postgres://nexus:<redacted>@db:5432/nexus"
     );
-    let o = cfg.orchestrator_config();
+    let o = &s.orchestrator;
     assert_eq!(
         o.default_resources,
         Resources {
@@ -291,8 +301,14 @@ level = "info,nexus=debug"
             disk_bytes: 20 << 30
         }
     );
-    assert_eq!(o.max_resources, cfg.max_resources());
-    assert_eq!(cfg.max_resources().disk_bytes, 2 << 40);
+    assert_eq!(
+        o.max_resources,
+        Resources {
+            cpu_millis: 8000,
+            memory_bytes: 16 << 30,
+            disk_bytes: 2 << 40
+        }
+    );
     assert_eq!(o.op_timeout, Duration::from_secs(300));
     assert_eq!(
         o.ports.swarm,
@@ -308,17 +324,17 @@ level = "info,nexus=debug"
         ]
     );
     assert_eq!(o.ports.gateway[0].low, 12000);
-    let r = cfg.docker_runtime_config();
+    let r = &s.docker;
     assert_eq!(r.instance, "prod-1");
     assert_eq!(r.swarm_host_ip, "203.0.113.7");
     assert_eq!(
         r.endpoint.as_deref(),
         Some("unix:///run/user/1000/docker.sock")
     );
-    assert_eq!(cfg.public_address(), "ipfs.example.com");
-    assert_eq!(cfg.metrics_listen(), None);
-    assert_eq!(cfg.log_format(), LogFormat::Json);
-    assert_eq!(cfg.log_filter(), "info,nexus=debug");
+    assert_eq!(s.public_address, "ipfs.example.com");
+    assert_eq!(s.metrics.listen, None);
+    assert_eq!(s.log.format, LogFormat::Json);
+    assert_eq!(s.log.filter, "info,nexus=debug");
 }
 
 #[test]
@@ -611,8 +627,9 @@ fn init_writes_a_private_commented_file_that_loads_back() {
     }
     // The configured secrets win: nothing is generated in the data directory.
     cfg.resolve_secrets(Create::Yes).unwrap();
-    assert!(!cfg.secrets_path().exists());
-    assert_eq!(cfg.client_api_key().as_ref(), cfg.grpc.api_keys.first());
+    let s = cfg.validate().unwrap();
+    assert!(!s.secrets_path().exists());
+    assert_eq!(s.client.api_key.as_ref(), cfg.grpc.api_keys.first());
 
     let e = write_init_file(&path, false).unwrap_err();
     assert!(matches!(e, ConfigError::Exists { .. }), "{e}");
@@ -664,21 +681,27 @@ fn secrets_are_generated_once_and_read_by_the_cli() {
     // The CLI before the daemon ever ran: nothing to read, nothing written.
     let mut cli = Config::load(None, &env).unwrap();
     cli.resolve_secrets(Create::No).unwrap();
-    assert_eq!(cli.client_api_key(), None);
-    assert!(!cli.data_dir().exists());
+    let s = cli.validate().unwrap();
+    assert_eq!(cli.client_settings().unwrap().api_key, None);
+    assert_eq!(s.client.api_key, None);
+    assert!(!s.data_dir.exists());
+    let e = s.delegator.config().unwrap_err();
+    assert_eq!(e.key(), Some("delegator.jwt_secret"), "{e}");
+    assert!(e.to_string().contains("no key to verify tokens"), "{e}");
 
     let mut daemon = Config::load(None, &env).unwrap();
     daemon.resolve_secrets(Create::Yes).unwrap();
-    daemon.validate().unwrap();
-    let path = daemon.secrets_path();
+    let s = daemon.validate().unwrap();
+    let path = s.secrets_path();
     assert_eq!(mode(&path), 0o600);
-    assert_eq!(mode(&daemon.data_dir()), 0o700);
-    assert_eq!(daemon.grpc_api_keys().len(), 1);
-    let key = daemon.grpc_api_keys()[0].clone();
+    assert_eq!(mode(&s.data_dir), 0o700);
+    assert_eq!(s.grpc.api_keys.len(), 1);
+    let key = s.grpc.api_keys[0].clone();
     assert!(key.expose().len() >= 43);
-    let jwt = daemon.delegator_settings().unwrap().jwt;
-    assert_eq!(jwt.algorithm, JwtAlgorithm::Hs256);
-    assert_eq!(jwt.key, JwtKey::Secret(daemon.delegator.jwt_secret.clone()));
+    let jwt = &s.delegator.config().unwrap().jwt;
+    assert!(
+        matches!(&jwt.key, JwtKey::Hs256(k) if k == daemon.delegator.jwt_secret.expose().as_bytes())
+    );
 
     // A restart reads the same secrets; the CLI finds the key.
     let mut again = Config::load(None, &env).unwrap();
@@ -687,9 +710,10 @@ fn secrets_are_generated_once_and_read_by_the_cli() {
     assert_eq!(again.delegator.jwt_secret, daemon.delegator.jwt_secret);
     let mut cli = Config::load(None, &env).unwrap();
     cli.resolve_secrets(Create::No).unwrap();
-    cli.validate().unwrap();
-    assert_eq!(cli.client_api_key(), Some(key.clone()));
-    assert_eq!(cli.client_address(), "http://127.0.0.1:7700");
+    let s = cli.validate().unwrap();
+    assert_eq!(s.client.api_key, Some(key.clone()));
+    assert_eq!(s.client.address, "http://127.0.0.1:7700");
+    assert_eq!(cli.client_settings().unwrap(), s.client);
 
     // Configured values win over the file.
     let mut configured = Config::load(None, &env).unwrap();
@@ -697,7 +721,10 @@ fn secrets_are_generated_once_and_read_by_the_cli() {
     configured.client.api_key = Secret::from(KEY_B);
     configured.resolve_secrets(Create::No).unwrap();
     assert_eq!(configured.grpc.api_keys, vec![Secret::from(KEY_A)]);
-    assert_eq!(configured.client_api_key(), Some(Secret::from(KEY_B)));
+    assert_eq!(
+        configured.validate().unwrap().client.api_key,
+        Some(Secret::from(KEY_B))
+    );
 
     // An invalid key edited into the file is blamed on the file.
     fs::write(
@@ -760,21 +787,19 @@ fn a_public_key_sets_the_algorithm_and_no_secret_is_generated() {
     let settings = |toml: String| {
         let mut cfg = load(&home, &toml, &[]).unwrap();
         cfg.resolve_secrets(Create::Yes).unwrap();
-        (cfg.delegator_settings(), cfg)
+        let delegator = cfg.validate().and_then(|s| s.delegator.config().cloned());
+        (delegator, cfg)
     };
     let (s, cfg) = settings(format!(
         "[delegator]\njwt_public_key = \"{}\"\njwt_audience = \"nexus\"\ntrusted_proxies = [\"10.0.0.0/8\"]\nmax_body = \"1GiB\"\ndomain = \"Nexus.Example.com\"",
         ed_path.display()
     ));
     let s = s.unwrap();
-    assert_eq!(s.jwt.algorithm, JwtAlgorithm::EdDsa);
-    assert!(
-        matches!(&s.jwt.key, JwtKey::PublicKeyPem(p) if p.starts_with(b"-----BEGIN PUBLIC KEY"))
-    );
+    assert!(matches!(&s.jwt.key, JwtKey::EdDsa(p) if p.starts_with("-----BEGIN PUBLIC KEY")));
     assert_eq!(s.jwt.audience.as_deref(), Some("nexus"));
     assert_eq!(s.jwt.issuer, None);
     assert_eq!(s.domain, "nexus.example.com");
-    assert_eq!(s.max_body, Some(1 << 30));
+    assert_eq!(s.max_body_bytes, Some(1 << 30));
     assert!(s.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
     assert_eq!(s.connect_timeout, Duration::from_secs(5));
     assert_eq!(s.idle_timeout, Duration::from_secs(90));
@@ -787,7 +812,7 @@ fn a_public_key_sets_the_algorithm_and_no_secret_is_generated() {
         "[delegator]\njwt_public_key = \"{}\"",
         rsa_path.display()
     ));
-    assert_eq!(s.unwrap().jwt.algorithm, JwtAlgorithm::Rs256);
+    assert!(matches!(s.unwrap().jwt.key, JwtKey::Rs256(_)));
     let (s, _) = settings(format!(
         "[delegator]\njwt_public_key = \"{}\"\njwt_algorithm = \"eddsa\"",
         rsa_path.display()
@@ -850,9 +875,9 @@ fn the_client_finds_a_daemon_listening_anywhere() {
     ];
     for (grpc, address, ca) in cases {
         let cfg = load(&home, &format!("[grpc]\n{grpc}"), &[]).unwrap();
-        cfg.validate().unwrap();
-        assert_eq!(cfg.client_address(), address);
-        assert_eq!(cfg.client_tls_ca(), ca);
+        let s = cfg.validate().unwrap();
+        assert_eq!(s.client.address, address);
+        assert_eq!(s.client.tls_ca, ca);
     }
     let cfg = load(
         &home,
@@ -860,12 +885,17 @@ fn the_client_finds_a_daemon_listening_anywhere() {
         &[("NEXUS_CLIENT_API_KEY", KEY_B)],
     )
     .unwrap();
-    cfg.validate().unwrap();
-    assert_eq!(cfg.client_address(), "https://nexus.example.com:443");
-    assert_eq!(cfg.client_tls_ca(), Some(home.path().join("ca.pem")));
-    assert_eq!(cfg.client_api_key(), Some(Secret::from(KEY_B)));
+    let s = cfg.validate().unwrap();
+    assert_eq!(s.client.address, "https://nexus.example.com:443");
+    assert_eq!(s.client.tls_ca, Some(home.path().join("ca.pem")));
+    assert_eq!(s.client.api_key, Some(Secret::from(KEY_B)));
+    let e = s.client.client_config().unwrap_err();
+    assert!(
+        e.to_string().starts_with("client.tls_ca: cannot read"),
+        "{e}"
+    );
     assert_eq!(
-        cfg.grpc_tls(),
+        s.grpc.tls,
         Some(TlsFiles {
             cert: home.path().join("cert.pem"),
             key: home.path().join("key.pem")
@@ -886,8 +916,12 @@ fn secrets_never_appear_in_debug_output_or_errors() {
         &[],
     )
     .unwrap();
-    cfg.validate().unwrap();
-    let debug = format!("{cfg:?} {:?}", cfg.delegator_settings().unwrap());
+    let settings = cfg.validate().unwrap();
+    assert!(settings.delegator.config.is_some());
+    let debug = format!(
+        "{cfg:?} {settings:?} {:?}",
+        settings.client.client_config().unwrap()
+    );
     for secret in [KEY_A, jwt, client, "pa55word"] {
         assert!(!debug.contains(secret), "{secret} in {debug}");
     }

@@ -1,13 +1,13 @@
-//! Parsers for the value types configuration (and the command line) uses: sizes, CPU amounts,
-//! durations, IP networks, DNS names, and the redacting [`Secret`] wrapper.
+//! Parsers for the value types configuration (and the command line) uses: sizes, CPU amounts
+//! and durations. (IP networks are the delegator's, DNS names and [`Secret`] leaves of their
+//! own.)
 //!
 //! Each parser returns a [`ValueError`] that says what a valid value looks like; callers add
 //! which key or flag the value came from.
 
-use std::fmt;
-use std::net::IpAddr;
-use std::str::FromStr;
 use std::time::Duration;
+
+pub(crate) use crate::names::clip;
 
 /// A value that does not parse; the message says what a valid one looks like. Works as a clap
 /// `value_parser` error and with `anyhow`'s `?`.
@@ -17,57 +17,6 @@ pub struct ValueError(pub String);
 
 fn bad(msg: impl Into<String>) -> ValueError {
     ValueError(msg.into())
-}
-
-/// At most 40 characters of user input, for messages.
-pub(crate) fn clip(s: &str) -> String {
-    let mut out: String = s.chars().take(40).collect();
-    if s.chars().count() > 40 {
-        out.push('…');
-    }
-    out
-}
-
-/// A secret (API key, JWT secret): compares and clones like a string, but its `Debug` never
-/// shows the value and it has no `Display`. Use [`Secret::expose`] where the value is needed.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret itself: pass it on, never print or log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            f.write_str("Secret(<empty>)")
-        } else {
-            f.write_str("Secret(<redacted>)")
-        }
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Self(s.to_owned())
-    }
 }
 
 /// Parses a size: a number with an optional unit, `B`, `KiB`, `MiB`, `GiB`, `TiB` (powers of
@@ -162,108 +111,6 @@ pub(crate) fn size_text(bytes: u64) -> String {
     }
 }
 
-/// Whether `s` is a DNS name: dot-separated labels of 1–63 letters, digits and hyphens, not
-/// starting or ending with a hyphen, 253 characters at most (`localhost`, `nexus.example.com`).
-pub fn is_dns_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label_ci)
-}
-
-fn is_dns_label_ci(l: &str) -> bool {
-    !l.is_empty()
-        && l.len() <= 63
-        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !l.starts_with('-')
-        && !l.ends_with('-')
-}
-
-/// Whether `s` is a lower-case DNS label (`default`, `prod-1`).
-pub fn is_dns_label(s: &str) -> bool {
-    is_dns_label_ci(s) && !s.bytes().any(|b| b.is_ascii_uppercase())
-}
-
-/// An IP address or network in CIDR notation (`10.0.0.1`, `10.0.0.0/8`, `fd00::/8`). Host bits
-/// below the prefix are ignored. IPv4-mapped IPv6 addresses match the IPv4 networks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-fn unmap(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-impl IpNet {
-    pub fn parse(s: &str) -> Result<Self, ValueError> {
-        let t = s.trim();
-        let err = || {
-            bad(format!(
-                "`{}` is not an IP address or network: use e.g. 10.0.0.1, 10.0.0.0/8 or fd00::/8",
-                clip(s)
-            ))
-        };
-        let (ip, prefix) = match t.split_once('/') {
-            Some((ip, p)) => (ip, Some(p)),
-            None => (t, None),
-        };
-        let addr = unmap(ip.parse::<IpAddr>().map_err(|_| err())?);
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(err)?,
-            None => max,
-        };
-        Ok(Self {
-            addr: mask(addr, prefix),
-            prefix,
-        })
-    }
-
-    /// The network address (host bits cleared).
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = unmap(ip);
-        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == self.addr
-    }
-}
-
-fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let bits = u32::from(v4);
-            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4((bits & m).into())
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6((bits & m).into())
-        }
-    }
-}
-
-impl FromStr for IpNet {
-    type Err = ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-impl fmt::Display for IpNet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,53 +142,5 @@ mod tests {
         assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").unwrap_err().0.contains("60s"));
-    }
-
-    #[test]
-    fn ip_networks() {
-        let n = IpNet::parse("10.1.2.3/8").unwrap();
-        assert_eq!(n.to_string(), "10.0.0.0/8");
-        assert!(n.contains("10.200.0.1".parse().unwrap()));
-        assert!(n.contains("::ffff:10.0.0.9".parse().unwrap()));
-        assert!(!n.contains("11.0.0.1".parse().unwrap()));
-        assert!(!n.contains("::1".parse().unwrap()));
-        let one = IpNet::parse("192.168.0.7").unwrap();
-        assert!(one.contains("192.168.0.7".parse().unwrap()));
-        assert!(!one.contains("192.168.0.8".parse().unwrap()));
-        let v6 = IpNet::parse("fd00::/8").unwrap();
-        assert!(v6.contains("fd12::1".parse().unwrap()));
-        assert!(IpNet::parse("0.0.0.0/0")
-            .unwrap()
-            .contains("8.8.8.8".parse().unwrap()));
-        for bad in [
-            "10.0.0.0/33",
-            "fd00::/129",
-            "host",
-            "10.0.0.0/",
-            "1.2.3.4/x",
-        ] {
-            assert!(IpNet::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn dns_names() {
-        assert!(is_dns_name("localhost"));
-        assert!(is_dns_name("nexus.example.com"));
-        assert!(is_dns_name("A-1.b"));
-        for bad in ["", "a..b", "-a.b", "a-.b", "a_b.c", "a b", &"x".repeat(64)] {
-            assert!(!is_dns_name(bad), "{bad}");
-        }
-        assert!(is_dns_label("prod-1"));
-        assert!(!is_dns_label("Prod"));
-        assert!(!is_dns_label("a.b"));
-    }
-
-    #[test]
-    fn secrets_do_not_print() {
-        let s = Secret::new("hunter2-hunter2-hunter2-hunter2-hunter2");
-        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
-        assert_eq!(format!("{:?}", Secret::default()), "Secret(<empty>)");
-        assert_eq!(s.expose(), "hunter2-hunter2-hunter2-hunter2-hunter2");
     }
 }

@@ -61,6 +61,16 @@ pub enum PublicKeyAlg {
     EdDsa,
 }
 
+impl PublicKeyAlg {
+    /// The JWT `alg` name: `RS256` or `EdDSA`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PublicKeyAlg::Rs256 => "RS256",
+            PublicKeyAlg::EdDsa => "EdDSA",
+        }
+    }
+}
+
 impl std::str::FromStr for PublicKeyAlg {
     type Err = JwtConfigError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

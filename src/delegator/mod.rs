@@ -5,6 +5,7 @@
 //!   → network, feature and the exact path to forward.
 //! - [`policy`]: the RPC allow/deny rule (defaults plus each network's `api_allow`/`api_deny`).
 //! - [`auth`]: JWT configuration, verification (pinned algorithm) and HS256 minting.
+//! - [`net`]: IP addresses and networks (the trusted proxies).
 //! - `proxy`: the per-request handler: registry lookup, CORS, access checks, streaming forward
 //!   with fail-over, headers, JSON errors, the access log.
 //!
@@ -16,6 +17,7 @@
 //! log tokens, secrets or query strings.
 
 pub mod auth;
+pub mod net;
 pub mod policy;
 mod proxy;
 pub mod route;
@@ -35,6 +37,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 pub use auth::{mint_token, AuthError, JwtConfig, JwtConfigError, JwtKey, PublicKeyAlg, Verifier};
+pub use net::{BadIpNet, IpNet};
 pub use route::{Feature, Route, RouteError};
 
 use crate::orchestrator::registry::Registry;
@@ -47,7 +50,7 @@ pub struct DelegatorConfig {
     pub domain: String,
     /// Peers whose `X-Forwarded-Host`, `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Request-Id`
     /// are believed: addresses or CIDR networks (IPv4-mapped IPv6 peers match their IPv4 form).
-    pub trusted_proxies: Vec<crate::config::IpNet>,
+    pub trusted_proxies: Vec<IpNet>,
     /// How tenant tokens are checked.
     pub jwt: JwtConfig,
     /// Largest request body forwarded (`None`: no limit). Checked on `Content-Length` up front

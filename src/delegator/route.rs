@@ -5,6 +5,7 @@
 //! `//`, percent-encoded slashes, dots or backslashes). Pure functions, no I/O. It must not
 //! look at the registry, tokens or policy: it only says *where* a request claims to go.
 
+use crate::names::is_dns_name;
 use crate::node::NetworkName;
 
 /// What a request asks for on a network.
@@ -88,16 +89,7 @@ impl RouteError {
 /// Normalises a configured domain: lowercase, no trailing dot, DNS characters only.
 pub fn normalise_domain(domain: &str) -> Option<String> {
     let d = domain.trim().trim_end_matches('.').to_ascii_lowercase();
-    let ok = !d.is_empty()
-        && d.len() <= 253
-        && d.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    ok.then_some(d)
+    is_dns_name(&d).then_some(d)
 }
 
 /// The host part of a `Host` header (port removed, lowercase, no trailing dot), or `None` when

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::identity::NodeIdentity;
 use super::swarm_key::SwarmKey;
+use crate::names::is_dns_label;
 
 /// Port kubo's swarm listens on inside every node container.
 pub const SWARM_PORT: u16 = 4001;
@@ -67,14 +68,9 @@ impl NetworkName {
         if name.len() > MAX_NETWORK_NAME {
             return Err(SpecError::NameTooLong(name.chars().take(60).collect()));
         }
-        let bytes = name.as_bytes();
-        let ok_chars = bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
-        let ok = ok_chars
-            && bytes[0].is_ascii_lowercase()
-            && !name.ends_with('-')
-            && !name.contains("--");
+        // A lower-case DNS label that starts with a letter and has no `--`.
+        let ok =
+            is_dns_label(name) && name.as_bytes()[0].is_ascii_lowercase() && !name.contains("--");
         if !ok {
             return Err(SpecError::BadName(name.chars().take(60).collect()));
         }

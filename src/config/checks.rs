@@ -1,0 +1,514 @@
+//! The per-key checks validation is made of: each turns one key's text (or a few keys that go
+//! together) into a typed value or an error naming the key, where its value came from and what a
+//! valid value looks like. Reads only `delegator.jwt_public_key`; writes nothing.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+
+use super::settings::TlsFiles;
+use super::values::{clip, cores_text, parse_cpus, parse_duration, parse_size, size_text};
+use super::{Config, ConfigError, Result, Secret, DEFAULT_DOCKER_ENDPOINT};
+use crate::delegator::auth::MIN_HS256_SECRET;
+use crate::delegator::{JwtConfig, JwtConfigError, PublicKeyAlg};
+use crate::names::is_dns_name;
+use crate::node::Resources;
+use crate::orchestrator::ports::{BindProbe, PortAllocator, PortConfig, PortError, PortRange};
+use crate::store::sql::redact_url;
+
+/// Shortest API key accepted.
+const MIN_API_KEY_LEN: usize = 32;
+
+/// `delegator.jwt_algorithm`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum JwtAlgorithm {
+    Hs256,
+    PublicKey(PublicKeyAlg),
+}
+
+impl JwtAlgorithm {
+    fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "HS256" => Some(Self::Hs256),
+            "RS256" => Some(Self::PublicKey(PublicKeyAlg::Rs256)),
+            "EDDSA" => Some(Self::PublicKey(PublicKeyAlg::EdDsa)),
+            _ => None,
+        }
+    }
+}
+
+/// Where the delegator's token key comes from, once the configuration is checked.
+pub(super) enum JwtSource {
+    /// HS256, the secret checked.
+    Secret(JwtConfig),
+    /// A PEM public key file, read by [`Config::validate`].
+    PublicKey {
+        path: PathBuf,
+        configured: Option<PublicKeyAlg>,
+    },
+    /// Neither: the secrets file may give a secret.
+    None,
+}
+
+/// The algorithm a PEM public key is for.
+fn pem_algorithm(pem: &[u8]) -> std::result::Result<PublicKeyAlg, String> {
+    let text = std::str::from_utf8(pem).map_err(|_| "is not a PEM file".to_string())?;
+    if text.contains("PRIVATE KEY-----") {
+        return Err("holds a private key: give the public key (openssl pkey -pubout)".into());
+    }
+    if text.contains("-----BEGIN RSA PUBLIC KEY-----") {
+        return Ok(PublicKeyAlg::Rs256);
+    }
+    let begin = "-----BEGIN PUBLIC KEY-----";
+    let body = text
+        .split_once(begin)
+        .and_then(|(_, rest)| rest.split_once("-----END PUBLIC KEY-----"))
+        .map(|(b, _)| b.split_whitespace().collect::<String>())
+        .ok_or_else(|| "is not a PEM public key (-----BEGIN PUBLIC KEY-----)".to_string())?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|_| "is not a valid PEM public key (bad base64)".to_string())?;
+    const ED25519: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x70];
+    const RSA: &[u8] = &[
+        0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01,
+    ];
+    let has = |oid: &[u8]| der.windows(oid.len()).any(|w| w == oid);
+    if has(ED25519) {
+        Ok(PublicKeyAlg::EdDsa)
+    } else if has(RSA) {
+        Ok(PublicKeyAlg::Rs256)
+    } else {
+        Err("is neither an RSA nor an Ed25519 public key".into())
+    }
+}
+
+/// The host's IPv4 address on its default route, found by "connecting" a UDP socket (no packet
+/// is sent).
+fn default_route_ipv4() -> Option<Ipv4Addr> {
+    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    sock.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).ok()?;
+    match sock.local_addr().ok()?.ip() {
+        IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_unspecified() => Some(v4),
+        _ => None,
+    }
+}
+
+impl Config {
+    /// The JWT configuration from a PEM public key file.
+    pub(super) fn public_key(
+        &self,
+        path: PathBuf,
+        configured: Option<PublicKeyAlg>,
+    ) -> Result<JwtConfig> {
+        let pem = std::fs::read(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let found = pem_algorithm(&pem).map_err(|m| {
+            self.invalid(
+                "delegator.jwt_public_key",
+                format!("{} {m}", path.display()),
+            )
+        })?;
+        if let Some(c) = configured.filter(|c| *c != found) {
+            return Err(self.invalid(
+                "delegator.jwt_algorithm",
+                format!(
+                    "is {} but {} is a key for {}",
+                    c.as_str(),
+                    path.display(),
+                    found.as_str()
+                ),
+            ));
+        }
+        JwtConfig::from_public_key_pem(found, &String::from_utf8_lossy(&pem)).map_err(|source| {
+            ConfigError::Jwt {
+                key: "delegator.jwt_public_key",
+                source,
+            }
+        })
+    }
+
+    /// `daemon.data_dir`, else `$XDG_DATA_HOME/nexus`, else `$HOME/.local/share/nexus`, else
+    /// `/var/lib/nexus`.
+    pub(super) fn data_dir(&self) -> Result<PathBuf> {
+        if let Some(p) = self.path("daemon.data_dir", &self.daemon.data_dir)? {
+            return Ok(p);
+        }
+        if let Some(x) = &self.ctx.xdg_data_home {
+            return Ok(x.join("nexus"));
+        }
+        Ok(match &self.ctx.home {
+            Some(h) => h.join(".local").join("share").join("nexus"),
+            None => PathBuf::from("/var/lib/nexus"),
+        })
+    }
+
+    pub(super) fn path(&self, key: &str, s: &str) -> Result<Option<PathBuf>> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(None);
+        }
+        let p = if s == "~" || s.starts_with("~/") {
+            let Some(home) = &self.ctx.home else {
+                return Err(self.invalid(
+                    key,
+                    "starts with ~ but HOME is not set: use an absolute path",
+                ));
+            };
+            home.join(s.trim_start_matches('~').trim_start_matches('/'))
+        } else {
+            PathBuf::from(s)
+        };
+        if !p.is_absolute() {
+            return Err(self.invalid(
+                key,
+                format!(
+                    "`{}` is not an absolute path: use e.g. /etc/nexus/tls.pem or ~/nexus/tls.pem",
+                    clip(s)
+                ),
+            ));
+        }
+        Ok(Some(p))
+    }
+
+    pub(super) fn duration(&self, key: &str, s: &str) -> Result<Duration> {
+        parse_duration(s).map_err(|e| self.invalid(key, e.0))
+    }
+
+    pub(super) fn socket(&self, key: &str, s: &str) -> Result<SocketAddr> {
+        s.trim().parse().map_err(|_| {
+            self.invalid(
+                key,
+                format!("`{}` is not a listen address: use IP:PORT, e.g. 127.0.0.1:7700, 0.0.0.0:7700 or [::]:7700", clip(s)),
+            )
+        })
+    }
+
+    pub(super) fn optional_socket(&self, key: &str, s: &str) -> Result<Option<SocketAddr>> {
+        if s.trim().is_empty() {
+            Ok(None)
+        } else {
+            self.socket(key, s).map(Some)
+        }
+    }
+
+    pub(super) fn tls_pair(
+        &self,
+        section: &str,
+        cert: &str,
+        key: &str,
+    ) -> Result<Option<TlsFiles>> {
+        let cert_key = format!("{section}.tls_cert");
+        let key_key = format!("{section}.tls_key");
+        match (self.path(&cert_key, cert)?, self.path(&key_key, key)?) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(self.invalid(
+                &key_key,
+                format!(
+                    "is empty but {} is set: give both the certificate and its private key, or neither",
+                    self.named(&cert_key)
+                ),
+            )),
+            (None, Some(_)) => Err(self.invalid(
+                &cert_key,
+                format!(
+                    "is empty but {} is set: give both the certificate and its private key, or neither",
+                    self.named(&key_key)
+                ),
+            )),
+        }
+    }
+
+    pub(super) fn resources_of(&self, max: bool) -> Result<Resources> {
+        let n = &self.node;
+        let [(kc, c), (km, m), (kd, d)] = if max {
+            [
+                ("node.max_cpus", &n.max_cpus),
+                ("node.max_memory", &n.max_memory),
+                ("node.max_disk", &n.max_disk),
+            ]
+        } else {
+            [
+                ("node.cpus", &n.cpus),
+                ("node.memory", &n.memory),
+                ("node.disk", &n.disk),
+            ]
+        };
+        let cpu_millis = parse_cpus(c).map_err(|e| self.invalid(kc, e.0))?;
+        let memory_bytes = parse_size(m).map_err(|e| self.invalid(km, e.0))?;
+        let disk_bytes = parse_size(d).map_err(|e| self.invalid(kd, e.0))?;
+        let base = Resources::default();
+        let each = [
+            (kc, Resources { cpu_millis, ..base }),
+            (
+                km,
+                Resources {
+                    memory_bytes,
+                    ..base
+                },
+            ),
+            (kd, Resources { disk_bytes, ..base }),
+        ];
+        for (key, r) in each {
+            r.validate().map_err(|e| self.invalid(key, e.to_string()))?;
+        }
+        Ok(Resources {
+            cpu_millis,
+            memory_bytes,
+            disk_bytes,
+        })
+    }
+
+    pub(super) fn port_ranges(&self, key: &str, s: &str) -> Result<Vec<PortRange>> {
+        let ranges = s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| PortRange::parse(p).map_err(|e| self.invalid(key, e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        if ranges.is_empty() {
+            return Err(self.invalid(
+                key,
+                "no ports: give a range like 4001-5000, several separated by commas",
+            ));
+        }
+        Ok(ranges)
+    }
+
+    pub(super) fn ports_checked(&self) -> Result<PortConfig> {
+        let cfg = PortConfig {
+            swarm: self.port_ranges("ports.swarm", &self.ports.swarm)?,
+            api: self.port_ranges("ports.api", &self.ports.api)?,
+            gateway: self.port_ranges("ports.gateway", &self.ports.gateway)?,
+        };
+        // Only validates the ranges: nothing is bound or allocated.
+        match PortAllocator::new(&cfg, Box::new(BindProbe)) {
+            Ok(_) => Ok(cfg),
+            Err(PortError::Overlap { port, a, b }) if a == b => Err(self.invalid(
+                &format!("ports.{a}"),
+                format!("its ranges overlap each other (port {port})"),
+            )),
+            Err(PortError::Overlap { port, a, b }) => Err(self.invalid(
+                &format!("ports.{b}"),
+                format!(
+                    "port {port} is also in {}: the swarm, api and gateway ranges must not overlap",
+                    self.named(&format!("ports.{a}"))
+                ),
+            )),
+            Err(e) => Err(self.invalid("ports.swarm", e.to_string())),
+        }
+    }
+
+    pub(super) fn check_api_key(&self, key: &str, s: &Secret) -> Result<()> {
+        let v = s.expose();
+        if v.len() < MIN_API_KEY_LEN {
+            return Err(self.invalid(
+                key,
+                format!(
+                    "an API key must be at least {MIN_API_KEY_LEN} characters (this one has {}): `nexus init` generates one",
+                    v.chars().count()
+                ),
+            ));
+        }
+        if !v.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+            return Err(self.invalid(
+                key,
+                "an API key may only hold printable ASCII characters, no spaces or commas",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Unless `ok`, the error "`value` what" about `key` (`value` clipped).
+    fn expect(&self, ok: bool, key: &str, value: &str, what: &str) -> Result<()> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.invalid(key, format!("`{}` {what}", clip(value))))
+        }
+    }
+
+    /// `store.url`, else `sqlite://<data_dir>/nexus.db`.
+    pub(super) fn store_url(&self, data_dir: &Path) -> Result<Secret> {
+        let url = self.store.url.trim();
+        if url.is_empty() {
+            return Ok(Secret::new(format!(
+                "sqlite://{}",
+                data_dir.join("nexus.db").display()
+            )));
+        }
+        let ok = ["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| url.starts_with(p) && url.len() > p.len());
+        self.expect(ok, "store.url", &redact_url(url), "is not a store URL: use sqlite:///PATH/nexus.db or postgres://USER:PASSWORD@HOST:PORT/DATABASE")?;
+        Ok(Secret::new(url))
+    }
+
+    /// `docker.endpoint`, else `DOCKER_HOST`, else the local socket.
+    pub(super) fn docker_endpoint(&self) -> Result<String> {
+        let e = self.docker.endpoint.trim();
+        if e.is_empty() {
+            return Ok(self
+                .ctx
+                .docker_host
+                .clone()
+                .unwrap_or_else(|| DEFAULT_DOCKER_ENDPOINT.to_owned()));
+        }
+        let ok = match e.strip_prefix("unix://") {
+            Some(path) => path.starts_with('/'),
+            None => ["tcp://", "http://"].iter().any(|p| {
+                e.strip_prefix(p)
+                    .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace))
+            }),
+        };
+        self.expect(ok, "docker.endpoint", e, "is not a Docker endpoint: use unix:///var/run/docker.sock, tcp://HOST:2375 or http://HOST:2375")?;
+        Ok(e.to_owned())
+    }
+
+    /// `client.address` without a trailing `/`; `None` when empty.
+    pub(super) fn client_address(&self) -> Result<Option<String>> {
+        let a = self.client.address.trim();
+        if a.is_empty() {
+            return Ok(None);
+        }
+        let rest = a
+            .strip_prefix("http://")
+            .or_else(|| a.strip_prefix("https://"));
+        let ok = rest.is_some_and(|r| {
+            let host = r.trim_end_matches('/');
+            !host.is_empty() && !host.contains(['/', ' ', '?', '#', '@'])
+        });
+        self.expect(ok, "client.address", a, "is not a daemon address: use http://HOST:PORT or https://HOST:PORT, e.g. http://127.0.0.1:7700")?;
+        Ok(Some(a.trim_end_matches('/').to_owned()))
+    }
+
+    /// `node.public_address`, else the host's IPv4 address on its default route, else
+    /// `127.0.0.1`.
+    pub(super) fn public_address(&self) -> Result<String> {
+        let a = self.node.public_address.trim();
+        if a.is_empty() {
+            return Ok(default_route_ipv4()
+                .unwrap_or(Ipv4Addr::LOCALHOST)
+                .to_string());
+        }
+        let ok = match a.parse::<IpAddr>() {
+            Ok(ip) => !ip.is_unspecified(),
+            Err(_) => is_dns_name(a),
+        };
+        self.expect(ok, "node.public_address", a, "is not an address peers can dial: use an IPv4 or IPv6 address or a DNS name, e.g. 203.0.113.7 or ipfs.example.com")?;
+        Ok(a.to_owned())
+    }
+
+    /// Each default resource at most its maximum.
+    pub(super) fn check_defaults_within_max(&self, def: &Resources, max: &Resources) -> Result<()> {
+        let limits = [
+            (
+                "node.cpus",
+                "node.max_cpus",
+                def.cpu_millis > max.cpu_millis,
+                format!("{} cores", cores_text(def.cpu_millis)),
+                cores_text(max.cpu_millis),
+            ),
+            (
+                "node.memory",
+                "node.max_memory",
+                def.memory_bytes > max.memory_bytes,
+                size_text(def.memory_bytes),
+                size_text(max.memory_bytes),
+            ),
+            (
+                "node.disk",
+                "node.max_disk",
+                def.disk_bytes > max.disk_bytes,
+                size_text(def.disk_bytes),
+                size_text(max.disk_bytes),
+            ),
+        ];
+        for (key, max_key, above, value, limit) in limits {
+            if above {
+                return Err(self.invalid(
+                    key,
+                    format!(
+                        "{value} is above the maximum of {limit} set by {}",
+                        self.named(max_key)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `delegator.jwt_secret`, `jwt_public_key` and `jwt_algorithm`, checked together.
+    pub(super) fn jwt_source(&self) -> Result<JwtSource> {
+        let d = &self.delegator;
+        let public_key = self.path("delegator.jwt_public_key", &d.jwt_public_key)?;
+        if !d.jwt_secret.is_empty() && public_key.is_some() {
+            return Err(self.invalid(
+                "delegator.jwt_public_key",
+                format!(
+                    "is set together with {}: use a shared secret (HS256) or a public key (RS256, EdDSA), not both",
+                    self.named("delegator.jwt_secret")
+                ),
+            ));
+        }
+        let secret = if d.jwt_secret.is_empty() {
+            None
+        } else {
+            // The delegator's rule, with this key's name and a hint.
+            let jwt = JwtConfig::hs256(d.jwt_secret.expose().as_bytes()).map_err(|e| match e {
+                JwtConfigError::SecretTooShort(n) => self.invalid(
+                    "delegator.jwt_secret",
+                    format!(
+                        "must be at least {} bytes (this one has {n}): e.g. `openssl rand -base64 32`, or leave it empty to have one generated",
+                        MIN_HS256_SECRET
+                    ),
+                ),
+                source => ConfigError::Jwt {
+                    key: "delegator.jwt_secret",
+                    source,
+                },
+            })?;
+            Some(jwt)
+        };
+        let algorithm = d.jwt_algorithm.trim();
+        let configured = if algorithm.is_empty() {
+            None
+        } else {
+            Some(JwtAlgorithm::parse(algorithm).ok_or_else(|| {
+                self.invalid(
+                    "delegator.jwt_algorithm",
+                    format!(
+                        "`{}` is not supported: use HS256, RS256 or EdDSA, or leave it empty",
+                        clip(algorithm)
+                    ),
+                )
+            })?)
+        };
+        match (configured, public_key, secret) {
+            (Some(JwtAlgorithm::Hs256), Some(_), _) => Err(self.invalid(
+                "delegator.jwt_algorithm",
+                "is HS256, which needs delegator.jwt_secret, but delegator.jwt_public_key is set: use RS256 or EdDSA",
+            )),
+            (Some(JwtAlgorithm::PublicKey(a)), None, _) => Err(self.invalid(
+                "delegator.jwt_algorithm",
+                format!(
+                    "is {}, which needs delegator.jwt_public_key (a PEM public key)",
+                    a.as_str()
+                ),
+            )),
+            (configured, Some(path), _) => Ok(JwtSource::PublicKey {
+                path,
+                configured: match configured {
+                    Some(JwtAlgorithm::PublicKey(a)) => Some(a),
+                    _ => None,
+                },
+            }),
+            (_, None, Some(jwt)) => Ok(JwtSource::Secret(jwt)),
+            (_, None, None) => Ok(JwtSource::None),
+        }
+    }
+}

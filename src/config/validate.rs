@@ -1,0 +1,309 @@
+//! Validation: turns the configured text into [`Settings`], checking every value once in file
+//! order (the per-key checks are in `checks`). The only file it reads is
+//! `delegator.jwt_public_key` (to infer or check the algorithm), and only in
+//! [`Config::validate`]; it writes nothing.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use super::checks::JwtSource;
+use super::settings::{
+    ClientSettings, DelegatorSettings, GrpcSettings, LogFormat, LogSettings, MetricsSettings,
+    Settings,
+};
+use super::values::{clip, parse_size};
+use super::{Config, Result};
+use crate::delegator::{DelegatorConfig, IpNet};
+use crate::names::{is_dns_name, InstanceName};
+use crate::node::spec::{validate_image, MAX_NODES};
+use crate::node::DockerRuntimeConfig;
+use crate::orchestrator::OrchestratorConfig;
+
+/// The checked values, before the public key file is read.
+struct Parsed {
+    settings: Settings,
+    jwt: JwtSource,
+    /// The delegator's configuration but its key.
+    delegator: DelegatorParts,
+}
+
+struct DelegatorParts {
+    domain: String,
+    trusted_proxies: Vec<IpNet>,
+    audience: Option<String>,
+    issuer: Option<String>,
+    max_body: Option<u64>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Config {
+    /// Checks every value and returns the typed settings. Reads `delegator.jwt_public_key` when
+    /// it is set; touches no other file. Call it after [`Config::resolve_secrets`] so that the
+    /// secrets from the secrets file are checked and included.
+    pub fn validate(&self) -> Result<Settings> {
+        let Parsed {
+            mut settings,
+            jwt,
+            delegator: d,
+        } = self.parse()?;
+        let jwt = match jwt {
+            JwtSource::Secret(jwt) => Some(jwt),
+            JwtSource::PublicKey { path, configured } => Some(self.public_key(path, configured)?),
+            JwtSource::None => None,
+        };
+        settings.delegator.config = jwt.map(|mut jwt| {
+            jwt.audience = d.audience;
+            jwt.issuer = d.issuer;
+            let mut c = DelegatorConfig::new(d.domain, jwt);
+            c.trusted_proxies = d.trusted_proxies;
+            c.max_body_bytes = d.max_body;
+            c.connect_timeout = d.connect_timeout;
+            c.idle_timeout = d.idle_timeout;
+            c
+        });
+        Ok(settings)
+    }
+
+    /// What the CLI needs to reach the daemon, after checking every value as
+    /// [`Config::validate`] does, but without reading the delegator's public key.
+    pub fn client_settings(&self) -> Result<ClientSettings> {
+        Ok(self.parse()?.settings.client)
+    }
+
+    /// Checks every value (touching no file).
+    pub(super) fn check(&self) -> Result<()> {
+        self.parse().map(drop)
+    }
+
+    /// Checks every value in file order and returns them typed, the public key unread.
+    fn parse(&self) -> Result<Parsed> {
+        // [daemon] [store] [docker]
+        let data_dir = self.data_dir()?;
+        let store_url = self.store_url(&data_dir)?;
+        let endpoint = self.docker_endpoint()?;
+        let instance = InstanceName::new(&self.docker.instance).map_err(|_| {
+            self.invalid(
+                "docker.instance",
+                format!(
+                    "`{}` is not a valid instance name: use 1–63 lower-case letters, digits and hyphens, e.g. default or prod-1",
+                    clip(&self.docker.instance)
+                ),
+            )
+        })?;
+
+        // [node]
+        validate_image(&self.node.image)
+            .map_err(|e| self.invalid("node.image", format!("{e}: use e.g. ipfs/kubo:v0.43.1")))?;
+        let public_address = self.public_address()?;
+        let ready_timeout = self.duration("node.ready_timeout", &self.node.ready_timeout)?;
+        let op_timeout = self.duration("node.op_timeout", &self.node.op_timeout)?;
+        let default_resources = self.resources_of(false)?;
+        let max_resources = self.resources_of(true)?;
+        self.check_defaults_within_max(&default_resources, &max_resources)?;
+        if !(1..=MAX_NODES).contains(&self.node.max_replicas) {
+            return Err(self.invalid(
+                "node.max_replicas",
+                format!(
+                    "must be between 1 and {MAX_NODES}, not {}",
+                    self.node.max_replicas
+                ),
+            ));
+        }
+
+        // [ports]
+        let ports = self.ports_checked()?;
+        let swarm_host_ip = self.ports.swarm_host_ip.trim();
+        swarm_host_ip.parse::<IpAddr>().map_err(|_| {
+            self.invalid(
+                "ports.swarm_host_ip",
+                format!(
+                    "`{}` is not an IP address: use e.g. 0.0.0.0 or 203.0.113.7",
+                    clip(&self.ports.swarm_host_ip)
+                ),
+            )
+        })?;
+
+        // [grpc]
+        let grpc_listen = self.socket("grpc.listen", &self.grpc.listen)?;
+        for (i, k) in self.grpc.api_keys.iter().enumerate() {
+            self.check_api_key(&format!("grpc.api_keys[{i}]"), k)?;
+        }
+        let grpc_tls = self.tls_pair("grpc", &self.grpc.tls_cert, &self.grpc.tls_key)?;
+
+        // [client]
+        let client_address = self.client_address()?;
+        if !self.client.api_key.is_empty() {
+            self.check_api_key("client.api_key", &self.client.api_key)?;
+        }
+        let client_tls_ca = self.path("client.tls_ca", &self.client.tls_ca)?;
+
+        // [delegator]
+        let d = &self.delegator;
+        let delegator_listen = self.socket("delegator.listen", &d.listen)?;
+        if !is_dns_name(d.domain.trim()) {
+            return Err(self.invalid(
+                "delegator.domain",
+                format!(
+                    "`{}` is not a DNS name: use e.g. localhost or nexus.example.com",
+                    clip(&d.domain)
+                ),
+            ));
+        }
+        let trusted_proxies = d
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                IpNet::parse(p)
+                    .map_err(|e| self.invalid(&format!("delegator.trusted_proxies[{i}]"), e.0))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let jwt = self.jwt_source()?;
+        let max_body = if d.max_body.trim().is_empty() {
+            None
+        } else {
+            Some(parse_size(&d.max_body).map_err(|e| self.invalid("delegator.max_body", e.0))?)
+        };
+        let connect_timeout = self.duration("delegator.connect_timeout", &d.connect_timeout)?;
+        let idle_timeout = self.duration("delegator.idle_timeout", &d.idle_timeout)?;
+        let delegator_tls = self.tls_pair("delegator", &d.tls_cert, &d.tls_key)?;
+
+        // [metrics] [log]
+        let metrics_listen = self.optional_socket("metrics.listen", &self.metrics.listen)?;
+        let interval = self.duration("metrics.interval", &self.metrics.interval)?;
+        if interval < Duration::from_secs(1) {
+            return Err(self.invalid("metrics.interval", "must be at least 1s".to_string()));
+        }
+        let format = match self.log.format.trim() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => {
+                return Err(self.invalid(
+                    "log.format",
+                    format!(
+                        "`{}` is not a log format: use text or json",
+                        clip(&self.log.format)
+                    ),
+                ))
+            }
+        };
+        let filter = self.log.level.trim();
+        tracing_subscriber::EnvFilter::builder()
+            .parse(filter)
+            .map_err(|e| {
+                self.invalid(
+                    "log.level",
+                    format!("{e}: use a level (error, warn, info, debug, trace) or directives like info,nexus=debug"),
+                )
+            })?;
+
+        // Listeners must not collide.
+        let mut listeners = vec![("grpc.listen", grpc_listen)];
+        if d.enabled {
+            listeners.push(("delegator.listen", delegator_listen));
+        }
+        if let Some(m) = metrics_listen {
+            listeners.push(("metrics.listen", m));
+        }
+        for (i, (ka, a)) in listeners.iter().enumerate() {
+            for (kb, b) in &listeners[i + 1..] {
+                if a.port() != 0 && a == b {
+                    return Err(self.invalid(
+                        kb,
+                        format!(
+                            "{b} is also {}: give each listener its own port",
+                            self.named(ka)
+                        ),
+                    ));
+                }
+            }
+        }
+
+        let client = ClientSettings {
+            api_key: match self.client.api_key.is_empty() {
+                false => Some(self.client.api_key.clone()),
+                true => self.grpc.api_keys.first().cloned(),
+            },
+            tls_ca: match (&client_tls_ca, &client_address) {
+                (Some(ca), _) => Some(ca.clone()),
+                (None, None) => grpc_tls.as_ref().map(|t| t.cert.clone()),
+                (None, Some(_)) => None,
+            },
+            address: client_address
+                .unwrap_or_else(|| default_client_address(grpc_listen, grpc_tls.is_some())),
+        };
+        let orchestrator = OrchestratorConfig {
+            image: self.node.image.clone(),
+            max_replicas: self.node.max_replicas,
+            default_resources,
+            max_resources,
+            ports,
+            op_timeout,
+            ..OrchestratorConfig::default()
+        };
+        let docker = DockerRuntimeConfig {
+            ready_timeout,
+            swarm_host_ip: swarm_host_ip.to_owned(),
+            instance: instance.into(),
+            endpoint: Some(endpoint),
+            ..DockerRuntimeConfig::default()
+        };
+        Ok(Parsed {
+            settings: Settings {
+                data_dir,
+                store_url,
+                docker,
+                orchestrator,
+                public_address,
+                grpc: GrpcSettings {
+                    listen: grpc_listen,
+                    api_keys: self.grpc.api_keys.clone(),
+                    tls: grpc_tls,
+                },
+                client,
+                delegator: DelegatorSettings {
+                    enabled: d.enabled,
+                    listen: delegator_listen,
+                    tls: delegator_tls,
+                    config: None,
+                    jwt_secret_origin: self.origin_of("delegator.jwt_secret"),
+                },
+                metrics: MetricsSettings {
+                    listen: metrics_listen,
+                    interval,
+                },
+                log: LogSettings {
+                    format,
+                    filter: filter.to_owned(),
+                },
+            },
+            jwt,
+            delegator: DelegatorParts {
+                domain: d.domain.trim().to_ascii_lowercase(),
+                trusted_proxies,
+                audience: non_empty(&d.jwt_audience),
+                issuer: non_empty(&d.jwt_issuer),
+                max_body,
+                connect_timeout,
+                idle_timeout,
+            },
+        })
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// `grpc.listen` as the CLI dials it: an unspecified address becomes loopback; `https://` with
+/// TLS.
+fn default_client_address(mut listen: SocketAddr, tls: bool) -> String {
+    match listen.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => listen.set_ip(Ipv4Addr::LOCALHOST.into()),
+        IpAddr::V6(v6) if v6.is_unspecified() => listen.set_ip(Ipv6Addr::LOCALHOST.into()),
+        _ => {}
+    }
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{listen}")
+}
