@@ -1,0 +1,246 @@
+//! Header handling: the request id (fresh, or a trusted proxy's), the host a request was
+//! addressed to, hop-by-hop removal (both ways), and the headers sent upstream (the credential,
+//! origin and forgeable forwarding headers dropped; `X-Forwarded-*` and the request id set).
+//! Trusts forwarding headers only from the configured proxies; must not read bodies.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::Request;
+
+use super::ConnInfo;
+use crate::delegator::route::Feature;
+use crate::delegator::DelegatorConfig;
+
+pub(super) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(super) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(super) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+fn trusted(cfg: &DelegatorConfig, peer: IpAddr) -> bool {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    cfg.trusted_proxies.iter().any(|net| net.contains(peer))
+}
+
+/// A fresh id, or the one a trusted proxy already assigned (when it is short and plain).
+pub(super) fn request_id(cfg: &DelegatorConfig, conn: ConnInfo, headers: &HeaderMap) -> String {
+    if trusted(cfg, conn.peer.ip()) {
+        if let Some(v) = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+            if !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return v.to_owned();
+            }
+        }
+    }
+    let mut b = [0u8; 12];
+    if getrandom::fill(&mut b).is_err() {
+        // The OS RNG failing is not a reason to drop a request; fall back to a counter.
+        static N: AtomicUsize = AtomicUsize::new(0);
+        return format!("n{:x}", N.fetch_add(1, Ordering::Relaxed));
+    }
+    hex::encode(b)
+}
+
+/// The host a request was addressed to: `X-Forwarded-Host` from a trusted proxy, else `Host`
+/// (or the URI authority, for HTTP/2).
+pub(super) fn request_host(
+    cfg: &DelegatorConfig,
+    conn: ConnInfo,
+    req: &Request<Incoming>,
+) -> Option<String> {
+    if trusted(cfg, conn.peer.ip()) {
+        if let Some(h) = req
+            .headers()
+            .get(&X_FORWARDED_HOST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+        {
+            return Some(h.trim().to_owned());
+        }
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+// Parsed names: removing by `&str` would parse each name again on every request.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if h.contains_key(header::CONNECTION) {
+        let listed: Vec<String> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect();
+        for name in listed {
+            h.remove(name.as_str());
+        }
+    }
+    for name in &HOP_BY_HOP {
+        h.remove(name);
+    }
+}
+
+pub(super) fn upstream_headers(
+    cfg: &DelegatorConfig,
+    conn: ConnInfo,
+    incoming: &HeaderMap,
+    host: &str,
+    request_id: &str,
+    feature: Feature,
+) -> HeaderMap {
+    let mut h = incoming.clone();
+    let wants_trailers = incoming
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    strip_hop_by_hop(&mut h);
+    if wants_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    // Ours, not the node's: the credential, the browser's origin (kubo refuses unknown
+    // origins), and forwarding headers an untrusted client could forge.
+    for name in [
+        header::AUTHORIZATION,
+        header::ORIGIN,
+        header::HOST,
+        header::FORWARDED,
+        X_REQUEST_ID,
+    ] {
+        h.remove(name);
+    }
+    if feature == Feature::Api {
+        h.remove(header::REFERER);
+    }
+    let is_trusted = trusted(cfg, conn.peer.ip());
+    let prior_for = incoming
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| is_trusted)
+        .map(str::to_owned);
+    let prior_proto = incoming
+        .get(&X_FORWARDED_PROTO)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_trusted && (*v == "http" || *v == "https"))
+        .map(str::to_owned);
+    let peer = conn.peer.ip().to_string();
+    let xff = match prior_for {
+        Some(p) => format!("{p}, {peer}"),
+        None => peer,
+    };
+    let proto = prior_proto.unwrap_or_else(|| if conn.tls { "https" } else { "http" }.into());
+    for (name, value) in [
+        (X_FORWARDED_FOR, xff.as_str()),
+        (X_FORWARDED_HOST, host),
+        (X_FORWARDED_PROTO, proto.as_str()),
+        (X_REQUEST_ID, request_id),
+    ] {
+        match HeaderValue::from_str(value) {
+            Ok(v) => {
+                h.insert(name, v);
+            }
+            Err(_) => {
+                h.remove(name);
+            }
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_listed_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    fn cfg(trusted: Vec<crate::delegator::IpNet>) -> DelegatorConfig {
+        let jwt = crate::delegator::JwtConfig::hs256(vec![7u8; 32]).unwrap();
+        let mut c = DelegatorConfig::new("nexus.test", jwt);
+        c.trusted_proxies = trusted;
+        c
+    }
+
+    #[test]
+    fn forwarding_headers_trust_only_configured_proxies() {
+        let mut incoming = HeaderMap::new();
+        incoming.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        incoming.insert(header::ORIGIN, HeaderValue::from_static("https://app"));
+        incoming.insert(header::REFERER, HeaderValue::from_static("https://app/x"));
+        incoming.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        incoming.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        incoming.insert(header::TE, HeaderValue::from_static("trailers"));
+        let conn = ConnInfo {
+            peer: "10.0.0.9:5555".parse().unwrap(),
+            tls: false,
+        };
+        let h = upstream_headers(
+            &cfg(vec![]),
+            conn,
+            &incoming,
+            "a.api.nexus.test",
+            "rid",
+            Feature::Api,
+        );
+        assert!(!h.contains_key(header::AUTHORIZATION));
+        assert!(!h.contains_key(header::ORIGIN));
+        assert!(!h.contains_key(header::REFERER));
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "a.api.nexus.test");
+        assert_eq!(h[header::TE], "trailers");
+        assert_eq!(h[&X_REQUEST_ID], "rid");
+        let trusted_cfg = cfg(vec![crate::delegator::IpNet::parse("10.0.0.0/24").unwrap()]);
+        let h = upstream_headers(&trusted_cfg, conn, &incoming, "h", "rid", Feature::Gateway);
+        assert_eq!(h[&X_FORWARDED_FOR], "6.6.6.6, 10.0.0.9");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert!(h.contains_key(header::REFERER));
+    }
+}

@@ -1,0 +1,218 @@
+//! The request path of the delegator: route, resolve, authenticate, authorise, forward.
+//!
+//! Owns the per-request handler, header rewriting (hop-by-hop, `X-Forwarded-*`, request id,
+//! CORS), the streaming forward with replica fail-over, the JSON error answers and the access
+//! log. It reads the registry on every request and caches nothing, so a request can only reach
+//! a node the registry lists for the routed network *now*. It must not change the registry,
+//! buffer bodies, or forward anything it has not routed, authenticated and checked.
+//!
+//! One file per concern, as linkerd2-proxy keeps them: [`access`] (the service function, its
+//! metrics and the access line), [`headers`] (request id, host, hop-by-hop, `X-Forwarded-*`),
+//! [`cors`], [`forward`] (the streaming forward with fail-over), [`response`] (the JSON error
+//! answers and the status feature). This file holds the pipeline itself: route, resolve, CORS,
+//! the feature's checks, forward.
+
+mod access;
+mod cors;
+mod forward;
+mod headers;
+mod response;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName};
+use hyper::{Method, Request, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+
+use super::auth::Verifier;
+use super::policy;
+use super::route::{self, Feature, RouteError};
+use super::DelegatorConfig;
+use crate::orchestrator::registry::{NetworkEntry, Registry};
+pub(crate) use access::handle;
+use access::Trace;
+use cors::{add_cors, origin_allowed, preflight};
+use forward::forward;
+use forward::ReplayBody;
+use headers::{request_host, strip_hop_by_hop, upstream_headers};
+use response::{status_response, ProxyError};
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    pub registry: Registry,
+    pub cfg: DelegatorConfig,
+    pub verifier: Verifier,
+    pub client: Client<HttpConnector, ReplayBody>,
+    pub round_robin: AtomicUsize,
+}
+
+/// Where a request came from (the TCP peer and whether it arrived over TLS).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// The pipeline of one request: route, resolve the network, CORS, the feature's checks (token,
+/// membership, policy, method), then the forward; every refusal is a [`ProxyError`].
+async fn proxy(
+    shared: &Shared,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+    request_id: &str,
+    trace: &mut Trace,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let cfg = &shared.cfg;
+    let host = request_host(cfg, conn, &req).ok_or(RouteError::UnknownHost)?;
+    let r = route::route(&host, req.uri().path(), &cfg.domain)?;
+    trace.network = Some(r.network.to_string());
+    trace.feature = Some(r.feature);
+    let entry = shared
+        .registry
+        .get(&r.network)
+        .ok_or_else(|| ProxyError::UnknownNetwork(r.network.to_string()))?;
+    trace.known = true;
+
+    // CORS: preflights are answered here; a foreign origin never reaches a node.
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    if let Some(o) = &origin {
+        let allowed = origin_allowed(&entry, o);
+        if req.method() == Method::OPTIONS
+            && req
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            if !allowed {
+                return Err(ProxyError::Origin(entry.name.to_string()));
+            }
+            return Ok(preflight(o, req.headers()));
+        }
+        if !allowed {
+            return Err(ProxyError::Origin(entry.name.to_string()));
+        }
+    }
+
+    let (nodes, retry_safe) = match r.feature {
+        Feature::Status => {
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                return Err(ProxyError::Method(req.method().clone()));
+            }
+            let mut resp = status_response(&entry);
+            add_cors(resp.headers_mut(), origin.as_ref());
+            return Ok(resp);
+        }
+        Feature::Api => {
+            authenticate(shared, &entry, req.headers(), trace)?;
+            let command =
+                policy::check_rpc(&r.path, &entry.access.api_allow, &entry.access.api_deny)?;
+            let retry_safe = policy::read_only(command);
+            // The one node RPC calls go to is the first ready one; the rest are fail-overs.
+            (
+                entry.nodes.iter().map(|n| n.api).collect::<Vec<_>>(),
+                retry_safe,
+            )
+        }
+        Feature::Gateway => {
+            if !entry.access.gateway_public {
+                authenticate(shared, &entry, req.headers(), trace)?;
+            }
+            if !policy::gateway_path_allowed(&r.path) {
+                return Err(ProxyError::GatewayPath);
+            }
+            let m = req.method();
+            if m != Method::GET && m != Method::HEAD {
+                return Err(ProxyError::Method(m.clone()));
+            }
+            // Spread over the ready nodes: rotate the starting point.
+            let mut nodes: Vec<SocketAddr> = entry.nodes.iter().map(|n| n.gateway).collect();
+            if !nodes.is_empty() {
+                let k = shared.round_robin.fetch_add(1, Ordering::Relaxed) % nodes.len();
+                nodes.rotate_left(k);
+            }
+            (nodes, true)
+        }
+    };
+    if nodes.is_empty() {
+        return Err(ProxyError::NoReadyNode(entry.name.to_string()));
+    }
+
+    let (parts, body) = req.into_parts();
+    if let (Some(max), Some(len)) = (cfg.max_body_bytes, content_length(&parts.headers)) {
+        if len > max {
+            return Err(ProxyError::TooLarge(max));
+        }
+    }
+    let body: ProxyBody = match cfg.max_body_bytes {
+        Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed_unsync(),
+        None => body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
+    };
+    let headers = upstream_headers(cfg, conn, &parts.headers, &host, request_id, r.feature);
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{}?{q}", r.path),
+        None => r.path.clone(),
+    };
+    let (resp, node) = forward(
+        shared,
+        entry.name.as_str(),
+        &nodes,
+        &parts.method,
+        headers,
+        &path_and_query,
+        body,
+        retry_safe,
+    )
+    .await?;
+    trace.node = Some(node);
+
+    let (mut rparts, rbody) = resp.into_parts();
+    strip_hop_by_hop(&mut rparts.headers);
+    let cors: Vec<HeaderName> = rparts
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for k in cors {
+        rparts.headers.remove(k);
+    }
+    add_cors(&mut rparts.headers, origin.as_ref());
+    let body = rbody.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+    Ok(Response::from_parts(rparts, body))
+}
+
+/// The bearer token's user, who must be one of the network's users (401, then 403).
+fn authenticate(
+    shared: &Shared,
+    entry: &NetworkEntry,
+    headers: &HeaderMap,
+    trace: &mut Trace,
+) -> Result<(), ProxyError> {
+    let user = shared
+        .verifier
+        .check_header(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+    let member = entry.access.users.contains(&user);
+    trace.user = Some(user);
+    if member {
+        Ok(())
+    } else {
+        Err(ProxyError::NotMember(entry.name.to_string()))
+    }
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
