@@ -65,6 +65,13 @@ impl InstanceName {
     }
 }
 
+impl Default for InstanceName {
+    /// `default`, the installation's name when the configuration gives none.
+    fn default() -> Self {
+        Self("default".to_owned())
+    }
+}
+
 impl fmt::Display for InstanceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -210,7 +210,7 @@ async fn orchestrator(url: &str, instance: &str) -> (Orchestrator, tokio::task::
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(url).await.expect("store"));
     let runtime: Arc<dyn NodeRuntime> = Arc::new(
         runtime_with(nexus::node::DockerRuntimeConfig {
-            instance: instance.to_owned(),
+            instance: nexus::names::InstanceName::new(instance).unwrap(),
             ..Default::default()
         })
         .await,

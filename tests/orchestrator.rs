@@ -52,7 +52,7 @@ async fn orchestrator(
     // so the other tests sharing the Docker daemon are safe.
     let runtime: Arc<dyn NodeRuntime> = Arc::new(
         runtime_with(nexus::node::DockerRuntimeConfig {
-            instance: instance.to_owned(),
+            instance: nexus::names::InstanceName::new(instance).unwrap(),
             ..Default::default()
         })
         .await,

@@ -325,7 +325,7 @@ level = "info,nexus=debug"
     );
     assert_eq!(o.ports.gateway[0].low, 12000);
     let r = &s.docker;
-    assert_eq!(r.instance, "prod-1");
+    assert_eq!(r.instance.as_str(), "prod-1");
     assert_eq!(r.swarm_host_ip, "203.0.113.7");
     assert_eq!(
         r.endpoint.as_deref(),

@@ -245,7 +245,7 @@ impl Config {
         let docker = DockerRuntimeConfig {
             ready_timeout,
             swarm_host_ip: swarm_host_ip.to_owned(),
-            instance: instance.into(),
+            instance,
             endpoint: Some(endpoint),
             ..DockerRuntimeConfig::default()
         };

@@ -19,7 +19,7 @@ use super::{DockerRuntime, DockerRuntimeConfig};
 use crate::node::labels::{self, INSTANCE};
 use crate::node::rpc::KuboRpc;
 use crate::node::runtime::{Result, RuntimeError};
-use crate::node::spec::{NetworkName, NodeRef, SpecError};
+use crate::node::spec::{NetworkName, NodeRef};
 
 fn status_of(e: &DockerError) -> Option<u16> {
     match e {
@@ -68,12 +68,13 @@ fn docker_err_kind(e: DockerError) -> RuntimeError {
 impl DockerRuntime {
     /// Whether a Docker object's labels say it is a node object of this instance.
     pub(super) fn ours(&self, labels: &HashMap<String, String>) -> bool {
-        labels::is_managed(labels) && labels.get(INSTANCE) == Some(&self.cfg.instance)
+        labels::is_managed(labels)
+            && labels.get(INSTANCE).map(String::as_str) == Some(self.cfg.instance.as_str())
     }
 
     /// Adds this instance's owner label.
     pub(super) fn stamp(&self, mut labels: HashMap<String, String>) -> HashMap<String, String> {
-        labels.insert(INSTANCE.into(), self.cfg.instance.clone());
+        labels.insert(INSTANCE.into(), self.cfg.instance.to_string());
         labels
     }
 
@@ -102,15 +103,6 @@ impl DockerRuntime {
             count_docker_error(&err);
             err
         };
-        let valid = !cfg.instance.is_empty()
-            && cfg.instance.len() <= 63
-            && cfg
-                .instance
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !valid {
-            return Err(RuntimeError::Spec(SpecError::BadName(cfg.instance.clone())));
-        }
         let docker = match &cfg.endpoint {
             Some(host) => Docker::connect_with_host(host),
             None => Docker::connect_with_defaults(),

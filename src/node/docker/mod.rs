@@ -24,6 +24,7 @@ use std::time::Duration;
 use bollard::Docker;
 
 use super::rpc::KuboRpc;
+use crate::names::InstanceName;
 
 /// Where kubo keeps its repo in the official image (and our volume's mount point).
 const REPO_PATH: &str = "/data/ipfs";
@@ -47,7 +48,7 @@ pub struct DockerRuntimeConfig {
     /// Owner scope: this runtime creates, lists, watches and removes only objects labelled
     /// `io.nexus.instance=<instance>`, so several nexus installations (or test runs) can
     /// share one Docker host without touching each other's nodes.
-    pub instance: String,
+    pub instance: InstanceName,
     /// Docker Engine endpoint (`unix://…`, `tcp://…`, `http://…`); `None` honours
     /// `DOCKER_HOST`, else the local socket.
     pub endpoint: Option<String>,
@@ -62,7 +63,7 @@ impl Default for DockerRuntimeConfig {
             private_host_ip: "127.0.0.1".into(),
             log_tail: 40,
             pids_limit: 4096,
-            instance: "default".into(),
+            instance: InstanceName::default(),
             endpoint: None,
         }
     }
