@@ -307,7 +307,7 @@ impl Verifier {
     }
 
     fn check_at(&self, token: &str, now: u64) -> Result<String, AuthError> {
-        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let mut verified = crate::sync::lock(&self.verified);
         if let Some(t) = verified.get(token) {
             // The same rules jsonwebtoken applies, with the same leeway.
             let expired = t.exp.saturating_add(self.leeway) < now;
@@ -334,7 +334,7 @@ impl Verifier {
             exp,
             nbf: numeric_date(claims.nbf.as_ref()),
         };
-        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let mut verified = crate::sync::lock(&self.verified);
         if verified.len() >= VERIFIED_CAPACITY {
             verified.clear();
         }
