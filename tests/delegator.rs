@@ -2,6 +2,10 @@
 //! real Docker, with the delegator in this process on a loopback listener: both routing forms,
 //! tokens, the RPC allow-list, gateways, CORS, a 256 MiB streamed add with flat memory, and
 //! fail-over when a node dies.
+//!
+//! One test per behaviour, each over [`fixture`]: its own orchestrator (instance, SQLite file
+//! and port ranges derived from the test's number), the networks it needs (started only when
+//! a check needs a kubo node) and a delegator. nextest runs each test in its own process.
 
 mod common;
 
@@ -20,10 +24,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use nexus::access::Access;
 use nexus::delegator::{mint_token, Delegator, DelegatorConfig, JwtConfig};
+use nexus::node::NetworkName;
 use nexus::node::NodeRuntime;
 use nexus::orchestrator::ports::{BindProbe, PortConfig, PortRange};
 use nexus::orchestrator::registry::{NetworkEntry, ReadyNode, Registry};
-use nexus::orchestrator::{CreateNetwork, Orchestrator, OrchestratorConfig};
+use nexus::orchestrator::{CreateNetwork, NetworkView, Orchestrator, OrchestratorConfig};
 use nexus::store::sql::SqlStore;
 use nexus::store::Store;
 
@@ -206,7 +211,11 @@ fn config(port_base: u16) -> OrchestratorConfig {
     }
 }
 
-async fn orchestrator(url: &str, instance: &str) -> (Orchestrator, tokio::task::JoinHandle<()>) {
+async fn orchestrator(
+    url: &str,
+    instance: &str,
+    port_base: u16,
+) -> (Orchestrator, tokio::task::JoinHandle<()>) {
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(url).await.expect("store"));
     let runtime: Arc<dyn NodeRuntime> = Arc::new(
         runtime_with(nexus::node::DockerRuntimeConfig {
@@ -215,7 +224,7 @@ async fn orchestrator(url: &str, instance: &str) -> (Orchestrator, tokio::task::
         })
         .await,
     );
-    let orch = Orchestrator::new(store, runtime, config(45000), Box::new(BindProbe))
+    let orch = Orchestrator::new(store, runtime, config(port_base), Box::new(BindProbe))
         .await
         .expect("orchestrator");
     orch.recover().await.expect("recovery");
@@ -264,59 +273,166 @@ fn gen_byte(i: u64) -> u8 {
     ((i / 4099) ^ (i >> 17) ^ i.wrapping_mul(31)) as u8
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn delegator_end_to_end() {
+/// A network a test needs: how it is created, and whether its nodes are started.
+struct Net {
+    replicas: u16,
+    users: &'static [&'static str],
+    gateway_public: bool,
+    allowed_origins: &'static [&'static str],
+    start: bool,
+}
+
+impl Net {
+    /// A network of `replicas` nodes for `users`, private gateway, no origins.
+    const fn of(replicas: u16, users: &'static [&'static str], start: bool) -> Self {
+        Self {
+            replicas,
+            users,
+            gateway_public: false,
+            allowed_origins: &[],
+            start,
+        }
+    }
+
+    /// The same with a public gateway.
+    const fn public(replicas: u16, users: &'static [&'static str], start: bool) -> Self {
+        Self {
+            gateway_public: true,
+            ..Self::of(replicas, users, start)
+        }
+    }
+
+    fn create(&self, name: &NetworkName) -> CreateNetwork {
+        CreateNetwork {
+            name: name.to_string(),
+            replicas: self.replicas,
+            access: Access {
+                users: self.users.iter().map(|u| u.to_string()).collect(),
+                gateway_public: self.gateway_public,
+                allowed_origins: self.allowed_origins.iter().map(|o| o.to_string()).collect(),
+                ..Access::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
+/// What every test stands on: an orchestrator of its own, its networks, a delegator in front.
+struct Fixture {
+    orch: Orchestrator,
+    runner: tokio::task::JoinHandle<()>,
+    /// Network names, in the order the test asked for them.
+    names: Vec<String>,
+    /// The view `start` answered with, for started networks.
+    views: Vec<Option<NetworkView>>,
+    addr: SocketAddr,
+    http: Http,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<Result<(), nexus::delegator::DelegatorError>>>,
+    dir: std::path::PathBuf,
+    _cleanup: Vec<Cleanup>,
+}
+
+/// Builds the fixture of test number `test`: the instance name, database and port ranges
+/// (`45000 + 100 × test`, 60 ports) are its own, so tests can run at the same time.
+async fn fixture(test: u16, nets: &[Net]) -> Fixture {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("nexus::delegator=info,warn")
         .with_test_writer()
         .try_init();
-    let a = unique_network("dlga");
-    let b = unique_network("dlgb");
-    let (an, bn) = (a.to_string(), b.to_string());
-    let _ca = Cleanup(an.clone());
-    let _cb = Cleanup(bn.clone());
-    let dir = std::env::temp_dir().join(format!("nexus-dlg-{an}"));
+    let id = unique_network(&format!("dlg{test}"));
+    let names: Vec<NetworkName> = (0..nets.len())
+        .map(|i| unique_network(&format!("dlg{test}{}", char::from(b'a' + i as u8))))
+        .collect();
+    let cleanup = names.iter().map(|n| Cleanup(n.to_string())).collect();
+    let dir = std::env::temp_dir().join(format!("nexus-dlg-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.join("nexus.db").display());
-    let (orch, runner) = orchestrator(&url, &format!("test-{an}")).await;
-
-    orch.create(CreateNetwork {
-        name: an.clone(),
-        replicas: 3,
-        access: Access {
-            users: vec!["alice".into()],
-            gateway_public: false,
-            allowed_origins: vec!["https://app.example".into()],
-            ..Access::default()
-        },
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    orch.create(CreateNetwork {
-        name: bn.clone(),
-        replicas: 1,
-        access: Access {
-            users: vec!["bob".into()],
-            gateway_public: true,
-            ..Access::default()
-        },
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let (va, vb) = tokio::join!(orch.start(&an), orch.start(&bn));
-    let (va, _vb) = (va.unwrap(), vb.unwrap());
+    let (orch, runner) = orchestrator(&url, &format!("test-{id}"), 45000 + 100 * test).await;
+    for (net, name) in nets.iter().zip(&names) {
+        orch.create(net.create(name)).await.unwrap();
+    }
+    let starts = nets.iter().zip(&names).map(|(net, name)| {
+        let orch = orch.clone();
+        async move {
+            if net.start {
+                Some(orch.start(name.as_str()).await.unwrap())
+            } else {
+                None
+            }
+        }
+    });
+    let views = futures_util::future::join_all(starts).await;
     let registry = orch.registry();
-    assert_eq!(registry.get(&a).unwrap().nodes.len(), 3);
-    assert_eq!(registry.get(&b).unwrap().nodes.len(), 1);
+    for (net, name) in nets.iter().zip(&names) {
+        if net.start {
+            assert_eq!(
+                registry.get(name).unwrap().nodes.len(),
+                usize::from(net.replicas)
+            );
+        } else {
+            // A stopped network is listed (with no node) once the orchestrator reconciled it.
+            assert!(
+                eventually(Duration::from_secs(20), || async {
+                    registry.get(name).is_some()
+                })
+                .await,
+                "{name} never reached the registry"
+            );
+        }
+    }
+    let (addr, stop, server) = delegator(registry).await;
+    Fixture {
+        orch,
+        runner,
+        names: names.iter().map(|n| n.to_string()).collect(),
+        views,
+        addr,
+        http: Http::new(addr),
+        stop: Some(stop),
+        server: Some(server),
+        dir,
+        _cleanup: cleanup,
+    }
+}
 
-    let (addr, stop, server) = delegator(registry.clone()).await;
-    let http = Http::new(addr);
+impl Fixture {
+    /// The name of the `i`-th network.
+    fn name(&self, i: usize) -> String {
+        self.names[i].clone()
+    }
+
+    /// What `start` answered for the `i`-th network.
+    fn view(&self, i: usize) -> &NetworkView {
+        self.views[i].as_ref().expect("a started network")
+    }
+
+    /// Stops the delegator and removes what the test made.
+    async fn finish(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(40), server).await;
+        }
+        self.runner.abort();
+        for n in &self.names {
+            let _ = self.orch.stop(n).await;
+            let _ = self.orch.remove(n, true).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const ALICE: &[&str] = &["alice"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn routing_forms_add_and_cat_back() {
+    let fx = fixture(0, &[Net::of(3, ALICE, true)]).await;
+    let (http, an, addr) = (&fx.http, fx.name(0), fx.addr);
     let alice = token("alice");
-    let bob = token("bob");
 
-    // --- Both routing forms: add through one, cat back through the other.
+    // Add through one form, cat back through the other.
     let cid1 = http
         .add(
             &api_host(&an),
@@ -363,11 +479,20 @@ async fn delegator_end_to_end() {
     assert_eq!(r.status, 200, "{}", r.text());
 
     // RPC goes to the first ready node.
-    let peer0 = va.nodes[0].peer_id.clone();
+    let peer0 = fx.view(0).nodes[0].peer_id.clone();
     let r = http.rpc(&api_host(&an), "/api/v0/id", Some(&alice)).await;
     assert_eq!(r.json()["ID"].as_str(), Some(peer0.as_str()));
+    fx.finish().await;
+}
 
-    // --- Tokens: none → 401; another network's user → 403; garbage → 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn missing_or_foreign_token_is_refused() {
+    // Refused before any node is chosen: the network's nodes need not run.
+    let fx = fixture(1, &[Net::of(3, ALICE, false)]).await;
+    let (http, an) = (&fx.http, fx.name(0));
+    let bob = token("bob");
+
+    // None → 401; another network's user → 403; garbage → 401; another key → 401.
     let r = http.rpc(&api_host(&an), "/api/v0/id", None).await;
     assert_eq!(r.status, 401, "{}", r.text());
     assert!(r.json()["error"].is_string());
@@ -383,9 +508,18 @@ async fn delegator_end_to_end() {
     .unwrap();
     let r = http.rpc(&api_host(&an), "/api/v0/id", Some(&forged)).await;
     assert_eq!(r.status, 401);
+    fx.finish().await;
+}
 
-    // --- Denied RPCs → 403 from us; they would have worked directly.
-    let api0 = va.nodes[0].ports.api.unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn denied_rpcs_are_refused_before_the_node() {
+    let fx = fixture(2, &[Net::of(1, ALICE, true)]).await;
+    let (http, an) = (&fx.http, fx.name(0));
+    let alice = token("alice");
+    let peer0 = fx.view(0).nodes[0].peer_id.clone();
+
+    // Denied RPCs → 403 from us; they would have worked directly.
+    let api0 = fx.view(0).nodes[0].ports.api.unwrap();
     let (st, _) = rpc(api0, "config/show").await;
     assert_eq!(
         st, 200,
@@ -430,8 +564,16 @@ async fn delegator_end_to_end() {
     // The node is unaffected.
     let v = rpc_json(api0, "id").await;
     assert_eq!(v["ID"].as_str(), Some(peer0.as_str()));
+    fx.finish().await;
+}
 
-    // --- Routing refusals are JSON 404s, never forwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn routing_refusals_are_json_404s() {
+    let fx = fixture(3, &[Net::of(3, ALICE, false)]).await;
+    let (http, an) = (&fx.http, fx.name(0));
+    let alice = token("alice");
+
+    // Routing refusals are JSON 404s, never forwards.
     let r = http.rpc("evil.example", "/api/v0/id", Some(&alice)).await;
     assert_eq!(r.status, 404);
     let r = http
@@ -450,8 +592,19 @@ async fn delegator_end_to_end() {
         .rpc(&format!("{an}.swarm.{DOMAIN}"), "/", Some(&alice))
         .await;
     assert_eq!(r.status, 404);
+    fx.finish().await;
+}
 
-    // --- Status, host and path form: no secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_in_both_forms_tells_no_secrets() {
+    let fx = fixture(
+        4,
+        &[Net::of(3, ALICE, true), Net::public(1, &["bob"], false)],
+    )
+    .await;
+    let (http, an, bn) = (&fx.http, fx.name(0), fx.name(1));
+
+    // Status, host and path form: no secrets.
     let r = http
         .send("GET", &format!("{an}.status.{DOMAIN}"), "/", &[], empty())
         .await;
@@ -469,8 +622,28 @@ async fn delegator_end_to_end() {
         )
         .await;
     assert_eq!(r.json()["gateway_public"], true);
+    fx.finish().await;
+}
 
-    // --- Gateways: private needs a member's token; public is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn private_gateway_needs_a_member_public_is_open() {
+    let fx = fixture(
+        5,
+        &[Net::of(1, ALICE, true), Net::public(1, &["bob"], true)],
+    )
+    .await;
+    let (http, an, bn) = (&fx.http, fx.name(0), fx.name(1));
+    let (alice, bob) = (token("alice"), token("bob"));
+    let cid1 = http
+        .add(
+            &api_host(&an),
+            "/api/v0/add",
+            &alice,
+            b"hello through the host form",
+        )
+        .await;
+
+    // Private needs a member's token.
     let path = format!("/ipfs/{cid1}");
     let r = http.send("GET", &gw_host(&an), &path, &[], empty()).await;
     assert_eq!(r.status, 401, "{}", r.text());
@@ -497,6 +670,7 @@ async fn delegator_end_to_end() {
         )
         .await;
     assert_eq!(r.status, 403);
+    // Public is open, in both forms.
     let cid_b = http
         .add(&api_host(&bn), "/api/v0/add", &bob, b"public content")
         .await;
@@ -518,9 +692,21 @@ async fn delegator_end_to_end() {
         .send("GET", &gw_host(&bn), "/api/v0/id", &[], empty())
         .await;
     assert_eq!(r.status, 404, "the gateway forwards only /ipfs and /ipns");
+    fx.finish().await;
+}
 
-    // --- CORS: the preflight is ours; an allowed origin passes (Origin stripped, or kubo
-    // would answer 403), a foreign one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cors_preflight_is_ours_and_foreign_origins_are_refused() {
+    let with_origin = Net {
+        allowed_origins: &["https://app.example"],
+        ..Net::of(1, ALICE, true)
+    };
+    let fx = fixture(6, &[with_origin]).await;
+    let (http, an) = (&fx.http, fx.name(0));
+    let alice = token("alice");
+
+    // The preflight is ours; an allowed origin passes (Origin stripped, or kubo would answer
+    // 403), a foreign one is refused.
     let pre = |origin: &'static str| {
         vec![
             ("origin", origin.to_string()),
@@ -589,14 +775,35 @@ async fn delegator_end_to_end() {
         )
         .await;
     assert_eq!(r.status, 403);
+    fx.finish().await;
+}
 
-    // --- 256 MiB streamed through the delegator: memory stays flat.
-    big_add(&http, &an, &alice, va.nodes[0].ports.api.unwrap()).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_256_mib_add_streams_with_flat_memory() {
+    let fx = fixture(7, &[Net::of(1, ALICE, true)]).await;
+    let api0 = fx.view(0).nodes[0].ports.api.unwrap();
+    big_add(&fx.http, &fx.name(0), &token("alice"), api0).await;
+    fx.finish().await;
+}
 
-    // --- Fail-over (deterministic): a registry whose first node is dead.
-    failover_with_dead_first_node(&va).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fails_over_past_a_dead_first_node() {
+    // Deterministic: a registry of its own whose first node is dead, the second one live.
+    let fx = fixture(8, &[Net::of(1, ALICE, true)]).await;
+    failover_with_dead_first_node(fx.view(0)).await;
+    fx.finish().await;
+}
 
-    // --- A node killed mid-traffic: RPCs keep succeeding on another replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rpcs_survive_a_node_killed_mid_traffic() {
+    let fx = fixture(9, &[Net::of(3, ALICE, true)]).await;
+    let (http, an, addr) = (&fx.http, fx.name(0), fx.addr);
+    let alice = token("alice");
+    let va = fx.view(0);
+    let peer0 = va.nodes[0].peer_id.clone();
+    let api0 = va.nodes[0].ports.api.unwrap();
+
+    // A node killed mid-traffic: RPCs keep succeeding on another replica.
     let traffic_ok = Arc::new(AtomicU64::new(0));
     let traffic_bad = Arc::new(AtomicU64::new(0));
     let running = Arc::new(AtomicBool::new(true));
@@ -649,21 +856,33 @@ async fn delegator_end_to_end() {
     eprintln!("traffic during the kill: {ok} ok, {bad} failed");
     assert!(ok > 10, "too little traffic: {ok}");
     assert_eq!(bad, 0, "read-only RPCs failed while a replica died");
+    fx.finish().await;
+}
 
-    // --- Graceful shutdown: serve returns.
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(40), server)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_shutdown_returns_from_serve() {
+    let mut fx = fixture(10, &[Net::of(1, ALICE, false)]).await;
+    // A kept-alive client connection is open while the delegator shuts down.
+    let r = fx
+        .http
+        .send(
+            "GET",
+            &format!("{}.status.{DOMAIN}", fx.name(0)),
+            "/",
+            &[],
+            empty(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+
+    // Graceful shutdown: serve returns.
+    let _ = fx.stop.take().expect("running").send(());
+    tokio::time::timeout(Duration::from_secs(40), fx.server.take().expect("running"))
         .await
         .expect("delegator stopped")
         .expect("join")
         .expect("serve ok");
-
-    runner.abort();
-    for n in [&an, &bn] {
-        let _ = orch.stop(n).await;
-        let _ = orch.remove(n, true).await;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    fx.finish().await;
 }
 
 async fn big_add(http: &Http, net: &str, tok: &str, api0: u16) {
@@ -746,14 +965,14 @@ fn big_body(total: u64, chunk: u64) -> Body {
     StreamBody::new(chunks).boxed_unsync()
 }
 
-async fn failover_with_dead_first_node(va: &nexus::orchestrator::NetworkView) {
+async fn failover_with_dead_first_node(va: &NetworkView) {
     // A port nothing listens on: bind, note, close.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let live = &va.nodes[1];
-    let name = nexus::node::NetworkName::new(&va.name).unwrap();
+    let live = &va.nodes[0];
+    let name = NetworkName::new(&va.name).unwrap();
     let reg = Registry::new();
     reg.publish(NetworkEntry {
         name: name.clone(),

@@ -1,9 +1,10 @@
 //! Observability: Prometheus metrics, health and readiness, and their HTTP listener.
 //!
-//! Owns every metric name (the `nexus_…` constants below and [`names::ALL`]), their
-//! descriptions and the Prometheus recorder ([`install`]); the metrics/health listener
-//! (`/metrics`, `/healthz`, `/readyz`, and the authenticated scrape-through of a node's own
-//! kubo metrics at `/nodes/<network>/<index>/metrics`, see [`server`]); readiness (store, Docker
+//! Owns every metric name, kind, unit and description (one table, [`names::TABLE`], from
+//! which the `nexus_…` constants and [`names::ALL`] come) and the Prometheus recorder
+//! ([`install`]); the metrics/health listener (`/metrics`, `/healthz`, `/readyz`, and the
+//! authenticated scrape-through of a node's own kubo metrics at
+//! `/nodes/<network>/<index>/metrics`, see [`server`]); readiness (store, Docker
 //! and reconciler checks, timeboxed and cached, see [`health`]) and the gRPC health status it
 //! drives; the periodic pass that refreshes gauges ([`refresh`]); and the gRPC metrics layer
 //! ([`grpc`]). Counters and histograms are recorded where things happen (orchestrator,
@@ -28,81 +29,136 @@ pub use health::{Readiness, ReadinessReport};
 pub use server::{serve, TelemetryError, TelemetryState};
 
 /// Every metric the daemon exports. Units are in the names; counters end in `_total`.
+///
+/// One table ([`TABLE`](names::TABLE)): each row gives the constant callers record with, the
+/// exported name, the kind, the unit and the help text; [`ALL`](names::ALL),
+/// [`HISTOGRAMS`](names::HISTOGRAMS) and the descriptions given to the recorder all come from it.
 pub mod names {
-    /// Gauge, `status`: networks per status (every status is always present).
-    pub const NETWORKS: &str = "nexus_networks";
-    /// Gauge, `network`, `state`: nodes of each network per container state.
-    pub const NODES: &str = "nexus_nodes";
-    /// Counter, `network`, `node`: unexpected deaths (exit or OOM) of a node meant to run,
-    /// each followed by a restart (or the network failing after too many).
-    pub const NODE_RESTARTS: &str = "nexus_node_restarts_total";
-    /// Histogram, `result` (`ok`, `error`): time of one reconcile pass of one network.
-    pub const RECONCILE_DURATION: &str = "nexus_reconcile_duration_seconds";
-    /// Counter, `network`, `kind` (`transient`, `fatal`): reconcile passes that failed.
-    pub const RECONCILE_ERRORS: &str = "nexus_reconcile_errors_total";
-    /// Counter, `kind` (`unavailable`, `api`): failed Docker Engine API calls.
-    pub const DOCKER_ERRORS: &str = "nexus_docker_errors_total";
-    /// Gauge, `kind`, `range`: ports of a configured range allocated to nodes.
-    pub const PORTS_USED: &str = "nexus_port_pool_used_ports";
-    /// Gauge, `kind`, `range`: ports in a configured range.
-    pub const PORTS_SIZE: &str = "nexus_port_pool_size_ports";
-    /// Counter, `method`, `code`: finished gRPC calls.
-    pub const GRPC_REQUESTS: &str = "nexus_grpc_requests_total";
-    /// Histogram, `method`: gRPC call duration (to the end of the response stream).
-    pub const GRPC_DURATION: &str = "nexus_grpc_request_duration_seconds";
-    /// Counter, `network`, `feature`, `status`: delegator requests answered.
-    pub const DELEGATOR_REQUESTS: &str = "nexus_delegator_requests_total";
-    /// Histogram, `network`, `feature`: delegator time to response headers.
-    pub const DELEGATOR_DURATION: &str = "nexus_delegator_request_duration_seconds";
-    /// Counter, `network`, `kind` (`connect`, `timeout`, `other`): failed attempts to reach a
-    /// node (a fail-over to another node counts each attempt).
-    pub const DELEGATOR_UPSTREAM_ERRORS: &str = "nexus_delegator_upstream_errors_total";
-    /// Gauges, `network`, `node`: the runtime's stats of each node with a container.
-    pub const NODE_CPU: &str = "nexus_node_cpu_usage_cores";
-    pub const NODE_MEMORY: &str = "nexus_node_memory_usage_bytes";
-    pub const NODE_MEMORY_LIMIT: &str = "nexus_node_memory_limit_bytes";
-    pub const NODE_NET_RX: &str = "nexus_node_network_receive_bytes";
-    pub const NODE_NET_TX: &str = "nexus_node_network_transmit_bytes";
-    pub const NODE_DISK: &str = "nexus_node_disk_used_bytes";
-    pub const NODE_PEERS: &str = "nexus_node_peers";
-    pub const NODE_UPTIME: &str = "nexus_node_uptime_seconds";
-    /// Gauge: 1 when every readiness check passes.
-    pub const READY: &str = "nexus_ready";
-    /// Gauge, `check` (`store`, `docker`, `reconciler`): 1 when the check passes.
-    pub const READINESS_CHECK: &str = "nexus_readiness_check";
-    /// Counter: refresh passes whose stats could not be read (Docker or store errors).
-    pub const REFRESH_ERRORS: &str = "nexus_metrics_refresh_errors_total";
+    use metrics::Unit;
 
-    /// Every name above (a histogram's series add `_bucket`, `_sum` and `_count`).
-    pub const ALL: &[&str] = &[
-        NETWORKS,
-        NODES,
-        NODE_RESTARTS,
-        RECONCILE_DURATION,
-        RECONCILE_ERRORS,
-        DOCKER_ERRORS,
-        PORTS_USED,
-        PORTS_SIZE,
-        GRPC_REQUESTS,
-        GRPC_DURATION,
-        DELEGATOR_REQUESTS,
-        DELEGATOR_DURATION,
-        DELEGATOR_UPSTREAM_ERRORS,
-        NODE_CPU,
-        NODE_MEMORY,
-        NODE_MEMORY_LIMIT,
-        NODE_NET_RX,
-        NODE_NET_TX,
-        NODE_DISK,
-        NODE_PEERS,
-        NODE_UPTIME,
-        READY,
-        READINESS_CHECK,
-        REFRESH_ERRORS,
-    ];
+    /// What kind of metric a name is.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Kind {
+        Counter,
+        Gauge,
+        Histogram,
+    }
+
+    /// One row of the table: the exported name, its kind, its unit (if any) and its help.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Metric {
+        pub name: &'static str,
+        pub kind: Kind,
+        pub unit: Option<Unit>,
+        pub help: &'static str,
+    }
+
+    /// Writes, from one list, a constant per metric, [`TABLE`] and [`ALL`].
+    macro_rules! metric_table {
+        ($( $(#[$doc:meta])* $konst:ident = $name:literal, $kind:ident, $unit:expr, $help:literal; )*) => {
+            $( $(#[$doc])* pub const $konst: &str = $name; )*
+
+            /// Every metric: name, kind, unit and help.
+            pub const TABLE: &[Metric] = &[
+                $( Metric { name: $konst, kind: Kind::$kind, unit: $unit, help: $help }, )*
+            ];
+
+            /// Every name above (a histogram's series add `_bucket`, `_sum` and `_count`).
+            pub const ALL: &[&str] = &[ $( $konst, )* ];
+        };
+    }
+
+    metric_table! {
+        /// Gauge, `status`: networks per status (every status is always present).
+        NETWORKS = "nexus_networks", Gauge, None, "Networks per status.";
+        /// Gauge, `network`, `state`: nodes of each network per container state.
+        NODES = "nexus_nodes", Gauge, None, "Nodes of each network per container state.";
+        /// Counter, `network`, `node`: unexpected deaths (exit or OOM) of a node meant to run,
+        /// each followed by a restart (or the network failing after too many).
+        NODE_RESTARTS = "nexus_node_restarts_total", Counter, None,
+            "Unexpected deaths (exit or OOM) of nodes meant to run; each is restarted.";
+        /// Histogram, `result` (`ok`, `error`): time of one reconcile pass of one network.
+        RECONCILE_DURATION = "nexus_reconcile_duration_seconds", Histogram, Some(Unit::Seconds),
+            "Duration of one reconcile pass of one network.";
+        /// Counter, `network`, `kind` (`transient`, `fatal`): reconcile passes that failed.
+        RECONCILE_ERRORS = "nexus_reconcile_errors_total", Counter, None,
+            "Reconcile passes that failed.";
+        /// Counter, `kind` (`unavailable`, `api`): failed Docker Engine API calls.
+        DOCKER_ERRORS = "nexus_docker_errors_total", Counter, None,
+            "Failed Docker Engine API calls.";
+        /// Gauge, `kind`, `range`: ports of a configured range allocated to nodes.
+        PORTS_USED = "nexus_port_pool_used_ports", Gauge, None,
+            "Ports of a configured range allocated to nodes.";
+        /// Gauge, `kind`, `range`: ports in a configured range.
+        PORTS_SIZE = "nexus_port_pool_size_ports", Gauge, None, "Ports in a configured range.";
+        /// Counter, `method`, `code`: finished gRPC calls.
+        GRPC_REQUESTS = "nexus_grpc_requests_total", Counter, None,
+            "Finished gRPC calls by method and status code.";
+        /// Histogram, `method`: gRPC call duration (to the end of the response stream).
+        GRPC_DURATION = "nexus_grpc_request_duration_seconds", Histogram, Some(Unit::Seconds),
+            "gRPC call duration.";
+        /// Counter, `network`, `feature`, `status`: delegator requests answered.
+        DELEGATOR_REQUESTS = "nexus_delegator_requests_total", Counter, None,
+            "Requests answered by the delegator.";
+        /// Histogram, `network`, `feature`: delegator time to response headers.
+        DELEGATOR_DURATION = "nexus_delegator_request_duration_seconds", Histogram,
+            Some(Unit::Seconds), "Delegator time from request to response headers.";
+        /// Counter, `network`, `kind` (`connect`, `timeout`, `other`): failed attempts to reach a
+        /// node (a fail-over to another node counts each attempt).
+        DELEGATOR_UPSTREAM_ERRORS = "nexus_delegator_upstream_errors_total", Counter, None,
+            "Failed attempts of the delegator to reach a node.";
+        /// Gauges, `network`, `node`: the runtime's stats of each node with a container.
+        NODE_CPU = "nexus_node_cpu_usage_cores", Gauge, None, "CPU used by a node, in cores.";
+        NODE_MEMORY = "nexus_node_memory_usage_bytes", Gauge, Some(Unit::Bytes),
+            "Memory used by a node.";
+        NODE_MEMORY_LIMIT = "nexus_node_memory_limit_bytes", Gauge, Some(Unit::Bytes),
+            "Memory limit of a node.";
+        NODE_NET_RX = "nexus_node_network_receive_bytes", Gauge, Some(Unit::Bytes),
+            "Bytes a node received since its start.";
+        NODE_NET_TX = "nexus_node_network_transmit_bytes", Gauge, Some(Unit::Bytes),
+            "Bytes a node sent since its start.";
+        NODE_DISK = "nexus_node_disk_used_bytes", Gauge, Some(Unit::Bytes),
+            "Bytes used in a node's data volume.";
+        NODE_PEERS = "nexus_node_peers", Gauge, None, "Connected swarm peers of a node.";
+        NODE_UPTIME = "nexus_node_uptime_seconds", Gauge, Some(Unit::Seconds),
+            "Time since a node's last start.";
+        /// Gauge: 1 when every readiness check passes.
+        READY = "nexus_ready", Gauge, None, "1 when the daemon is ready (every check passes).";
+        /// Gauge, `check` (`store`, `docker`, `reconciler`): 1 when the check passes.
+        READINESS_CHECK = "nexus_readiness_check", Gauge, None,
+            "1 when a readiness check passes.";
+        /// Counter: refresh passes whose stats could not be read (Docker or store errors).
+        REFRESH_ERRORS = "nexus_metrics_refresh_errors_total", Counter, None,
+            "Gauge refresh passes that hit an error.";
+    }
+
+    const HISTOGRAM_COUNT: usize = {
+        let mut n = 0;
+        let mut i = 0;
+        while i < TABLE.len() {
+            if matches!(TABLE[i].kind, Kind::Histogram) {
+                n += 1;
+            }
+            i += 1;
+        }
+        n
+    };
+
+    const HISTOGRAM_NAMES: [&str; HISTOGRAM_COUNT] = {
+        let mut out = [""; HISTOGRAM_COUNT];
+        let (mut i, mut j) = (0, 0);
+        while i < TABLE.len() {
+            if matches!(TABLE[i].kind, Kind::Histogram) {
+                out[j] = TABLE[i].name;
+                j += 1;
+            }
+            i += 1;
+        }
+        out
+    };
 
     /// The histograms among [`ALL`].
-    pub const HISTOGRAMS: &[&str] = &[RECONCILE_DURATION, GRPC_DURATION, DELEGATOR_DURATION];
+    pub const HISTOGRAMS: &[&str] = &HISTOGRAM_NAMES;
 
     /// Whether `series` (a name as it appears in a scrape or a query) belongs to a metric
     /// above, including a histogram's `_bucket`, `_sum` and `_count` series.
@@ -144,69 +200,19 @@ pub fn install(gauge_idle: Duration) -> Option<PrometheusHandle> {
     Some(handle)
 }
 
+/// Gives the recorder every metric's unit and help, from [`names::TABLE`].
 fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    use names::*;
-    describe_gauge!(NETWORKS, "Networks per status.");
-    describe_gauge!(NODES, "Nodes of each network per container state.");
-    describe_counter!(
-        NODE_RESTARTS,
-        "Unexpected deaths (exit or OOM) of nodes meant to run; each is restarted."
-    );
-    describe_histogram!(
-        RECONCILE_DURATION,
-        Unit::Seconds,
-        "Duration of one reconcile pass of one network."
-    );
-    describe_counter!(RECONCILE_ERRORS, "Reconcile passes that failed.");
-    describe_counter!(DOCKER_ERRORS, "Failed Docker Engine API calls.");
-    describe_gauge!(
-        PORTS_USED,
-        "Ports of a configured range allocated to nodes."
-    );
-    describe_gauge!(PORTS_SIZE, "Ports in a configured range.");
-    describe_counter!(
-        GRPC_REQUESTS,
-        "Finished gRPC calls by method and status code."
-    );
-    describe_histogram!(GRPC_DURATION, Unit::Seconds, "gRPC call duration.");
-    describe_counter!(DELEGATOR_REQUESTS, "Requests answered by the delegator.");
-    describe_histogram!(
-        DELEGATOR_DURATION,
-        Unit::Seconds,
-        "Delegator time from request to response headers."
-    );
-    describe_counter!(
-        DELEGATOR_UPSTREAM_ERRORS,
-        "Failed attempts of the delegator to reach a node."
-    );
-    describe_gauge!(NODE_CPU, "CPU used by a node, in cores.");
-    describe_gauge!(NODE_MEMORY, Unit::Bytes, "Memory used by a node.");
-    describe_gauge!(NODE_MEMORY_LIMIT, Unit::Bytes, "Memory limit of a node.");
-    describe_gauge!(
-        NODE_NET_RX,
-        Unit::Bytes,
-        "Bytes a node received since its start."
-    );
-    describe_gauge!(
-        NODE_NET_TX,
-        Unit::Bytes,
-        "Bytes a node sent since its start."
-    );
-    describe_gauge!(
-        NODE_DISK,
-        Unit::Bytes,
-        "Bytes used in a node's data volume."
-    );
-    describe_gauge!(NODE_PEERS, "Connected swarm peers of a node.");
-    describe_gauge!(
-        NODE_UPTIME,
-        Unit::Seconds,
-        "Time since a node's last start."
-    );
-    describe_gauge!(READY, "1 when the daemon is ready (every check passes).");
-    describe_gauge!(READINESS_CHECK, "1 when a readiness check passes.");
-    describe_counter!(REFRESH_ERRORS, "Gauge refresh passes that hit an error.");
+    use names::Kind;
+    for m in names::TABLE {
+        metrics::with_recorder(|recorder| {
+            let (key, help) = (m.name.into(), m.help.into());
+            match m.kind {
+                Kind::Counter => recorder.describe_counter(key, m.unit, help),
+                Kind::Gauge => recorder.describe_gauge(key, m.unit, help),
+                Kind::Histogram => recorder.describe_histogram(key, m.unit, help),
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -230,5 +236,24 @@ mod tests {
         ));
         assert!(!names::is_exported("nexus_networks_bucket"));
         assert!(!names::is_exported("nexus_unknown"));
+    }
+
+    #[test]
+    fn one_table_gives_names_kinds_and_help() {
+        use names::Kind;
+        assert_eq!(names::ALL.len(), names::TABLE.len());
+        for (m, n) in names::TABLE.iter().zip(names::ALL) {
+            assert_eq!(m.name, *n);
+            assert!(!m.help.is_empty(), "{n}");
+            assert_eq!(m.kind == Kind::Counter, n.ends_with("_total"), "{n}");
+        }
+        assert_eq!(
+            names::HISTOGRAMS,
+            [
+                names::RECONCILE_DURATION,
+                names::GRPC_DURATION,
+                names::DELEGATOR_DURATION
+            ]
+        );
     }
 }
