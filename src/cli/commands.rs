@@ -11,7 +11,7 @@ use nexus::node::SwarmKey;
 
 use super::render;
 use super::settings::{self, parse_cpus, parse_size};
-use super::{CreateFlags, Global, NetworkCmd, SwarmKeyCmd, UpdateFlags};
+use super::{CreateFlags, Global, NetworkCmd, ResourceFlags, SwarmKeyCmd, UpdateFlags};
 
 /// Prints a typed answer as one JSON document (proto3 JSON, proto field names).
 fn print_json<M: prost::Message>(full_name: &str, msg: &M) -> Result<()> {
@@ -149,11 +149,8 @@ async fn with_progress<T>(
     out
 }
 
-fn resources(
-    cpus: &Option<String>,
-    memory: &Option<String>,
-    disk: &Option<String>,
-) -> Result<Option<pb::Resources>> {
+fn resources(flags: &ResourceFlags) -> Result<Option<pb::Resources>> {
+    let ResourceFlags { cpus, memory, disk } = flags;
     if cpus.is_none() && memory.is_none() && disk.is_none() {
         return Ok(None);
     }
@@ -191,7 +188,7 @@ fn create_request(f: CreateFlags) -> Result<pb::CreateNetworkRequest> {
         None => String::new(),
     };
     Ok(pb::CreateNetworkRequest {
-        resources: resources(&f.cpus, &f.memory, &f.disk)?,
+        resources: resources(&f.resources)?,
         name: f.name,
         replicas: f.replicas,
         users: f.users,
@@ -216,13 +213,28 @@ fn list_change(values: Vec<String>, clear: bool) -> Option<pb::StringList> {
 }
 
 fn update_request(f: UpdateFlags) -> Result<pb::UpdateNetworkRequest> {
-    let r = resources(&f.cpus, &f.memory, &f.disk)?;
+    let r = resources(&f.resources)?;
     let req = pb::UpdateNetworkRequest {
         name: f.name,
         replicas: f.replicas,
-        cpu_millis: f.cpus.as_ref().and(r.as_ref()).map(|r| r.cpu_millis),
-        memory_bytes: f.memory.as_ref().and(r.as_ref()).map(|r| r.memory_bytes),
-        disk_bytes: f.disk.as_ref().and(r.as_ref()).map(|r| r.disk_bytes),
+        cpu_millis: f
+            .resources
+            .cpus
+            .as_ref()
+            .and(r.as_ref())
+            .map(|r| r.cpu_millis),
+        memory_bytes: f
+            .resources
+            .memory
+            .as_ref()
+            .and(r.as_ref())
+            .map(|r| r.memory_bytes),
+        disk_bytes: f
+            .resources
+            .disk
+            .as_ref()
+            .and(r.as_ref())
+            .map(|r| r.disk_bytes),
         users: list_change(f.users, f.clear_users),
         gateway_public: f.gateway_public,
         allowed_origins: list_change(f.allowed_origins, f.clear_allowed_origins),

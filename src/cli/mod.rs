@@ -134,15 +134,8 @@ pub struct CreateFlags {
     /// Number of nodes.
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,
-    /// CPU cores per node (e.g. 0.5); default from the daemon's configuration.
-    #[arg(long)]
-    pub cpus: Option<String>,
-    /// Memory per node (e.g. 512MiB).
-    #[arg(long)]
-    pub memory: Option<String>,
-    /// Datastore size per node (e.g. 10GiB).
-    #[arg(long)]
-    pub disk: Option<String>,
+    #[command(flatten)]
+    pub resources: ResourceFlags,
     /// A user (JWT `sub`) allowed through the delegator; repeat for several.
     #[arg(long = "user")]
     pub users: Vec<String>,
@@ -169,17 +162,28 @@ pub struct CreateFlags {
     pub start: bool,
 }
 
+/// Per-node resources of `network create` and `network update`.
+#[derive(ClapArgs, Debug, Clone)]
+pub struct ResourceFlags {
+    /// CPU cores per node (e.g. 0.5); unset: the daemon's default on create, unchanged on
+    /// update.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Memory per node (e.g. 512MiB).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Datastore size per node (e.g. 10GiB).
+    #[arg(long)]
+    pub disk: Option<String>,
+}
+
 #[derive(ClapArgs, Debug, Clone)]
 pub struct UpdateFlags {
     pub name: String,
     #[arg(long)]
     pub replicas: Option<u32>,
-    #[arg(long)]
-    pub cpus: Option<String>,
-    #[arg(long)]
-    pub memory: Option<String>,
-    #[arg(long)]
-    pub disk: Option<String>,
+    #[command(flatten)]
+    pub resources: ResourceFlags,
     /// Replace the users with these (repeat); see --clear-users.
     #[arg(long = "user")]
     pub users: Vec<String>,
