@@ -824,6 +824,10 @@ async fn rpcs_survive_a_node_killed_mid_traffic() {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Docker's own restart policy would bring the container back within ~100 ms, its port
+    // accepting connections while kubo boots; what this test is about is a node that stays
+    // dead until the orchestrator restarts it (and publishes it only once it answers).
+    docker(&["update", "--restart=no", &format!("nexus-{an}-0")]);
     docker(&["kill", &format!("nexus-{an}-0")]);
     // Wait until node 0 really refuses connections, then call at once: the registry may still
     // list it, and the delegator must go on to node 1.
