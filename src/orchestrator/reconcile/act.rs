@@ -28,6 +28,10 @@ impl Orchestrator {
             self.allocate_ports(rec, &mut rows).await?;
         }
         let observed = self.observe(&name).await?;
+        // The registry drops what no longer runs before anything is restarted: a node that died
+        // must not take traffic while this pass brings it back (it is published again once
+        // the pass has seen it answer).
+        self.publish(rec, &observed);
         // Before acting: was anything of this network running, and which nodes ever had a
         // container (their volumes hold data that a rollback must keep)?
         let fresh_start = observed.is_empty();
