@@ -149,31 +149,38 @@ async fn with_progress<T>(
     out
 }
 
-fn resources(flags: &ResourceFlags) -> Result<Option<pb::Resources>> {
+/// The resource flags given, parsed: CPU in millicores, memory and disk in bytes.
+fn parsed_resources(flags: &ResourceFlags) -> Result<(Option<u32>, Option<u64>, Option<u64>)> {
     let ResourceFlags { cpus, memory, disk } = flags;
-    if cpus.is_none() && memory.is_none() && disk.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(pb::Resources {
-        cpu_millis: cpus
-            .as_deref()
-            .map(parse_cpus)
-            .transpose()
-            .context("--cpus")?
-            .unwrap_or(0),
-        memory_bytes: memory
-            .as_deref()
-            .map(parse_size)
-            .transpose()
-            .context("--memory")?
-            .unwrap_or(0),
-        disk_bytes: disk
-            .as_deref()
-            .map(parse_size)
-            .transpose()
-            .context("--disk")?
-            .unwrap_or(0),
-    }))
+    let cpu = cpus
+        .as_deref()
+        .map(parse_cpus)
+        .transpose()
+        .context("--cpus")?;
+    let mem = memory
+        .as_deref()
+        .map(parse_size)
+        .transpose()
+        .context("--memory")?;
+    let disk = disk
+        .as_deref()
+        .map(parse_size)
+        .transpose()
+        .context("--disk")?;
+    Ok((cpu, mem, disk))
+}
+
+/// The resources of a new network; `None` when no flag is given (the daemon's defaults), 0 for
+/// a field left out (its default).
+fn resources(flags: &ResourceFlags) -> Result<Option<pb::Resources>> {
+    Ok(match parsed_resources(flags)? {
+        (None, None, None) => None,
+        (cpu, mem, disk) => Some(pb::Resources {
+            cpu_millis: cpu.unwrap_or(0),
+            memory_bytes: mem.unwrap_or(0),
+            disk_bytes: disk.unwrap_or(0),
+        }),
+    })
 }
 
 fn create_request(f: CreateFlags) -> Result<pb::CreateNetworkRequest> {
@@ -213,28 +220,13 @@ fn list_change(values: Vec<String>, clear: bool) -> Option<pb::StringList> {
 }
 
 fn update_request(f: UpdateFlags) -> Result<pb::UpdateNetworkRequest> {
-    let r = resources(&f.resources)?;
+    let (cpu_millis, memory_bytes, disk_bytes) = parsed_resources(&f.resources)?;
     let req = pb::UpdateNetworkRequest {
         name: f.name,
         replicas: f.replicas,
-        cpu_millis: f
-            .resources
-            .cpus
-            .as_ref()
-            .and(r.as_ref())
-            .map(|r| r.cpu_millis),
-        memory_bytes: f
-            .resources
-            .memory
-            .as_ref()
-            .and(r.as_ref())
-            .map(|r| r.memory_bytes),
-        disk_bytes: f
-            .resources
-            .disk
-            .as_ref()
-            .and(r.as_ref())
-            .map(|r| r.disk_bytes),
+        cpu_millis,
+        memory_bytes,
+        disk_bytes,
         users: list_change(f.users, f.clear_users),
         gateway_public: f.gateway_public,
         allowed_origins: list_change(f.allowed_origins, f.clear_allowed_origins),

@@ -95,7 +95,8 @@ impl Orchestrator {
                 rec.replicas = r;
             }
             rec.resources = changes.resources(rec.resources)?;
-            rec.access.apply(changes.access)?;
+            // Checked with the rest of the request, before the lock.
+            rec.access.apply(changes.access);
             let before = rec.status;
             if rec.status == NetworkStatus::Failed {
                 rec.status_reason = None;

@@ -16,22 +16,18 @@ pub use cache::CachedStore;
 pub use sql::SqlStore;
 pub use url::{redact_url, Backend};
 
-use serde::{Deserialize, Serialize};
-
 use crate::access::Access;
 use crate::node::{NetworkName, NodeIdentity, Ports, Resources, SwarmKey};
 
 /// What the operator asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DesiredState {
     Running,
     Stopped,
 }
 
 /// What the reconciler last observed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NetworkStatus {
     Pending,
     Starting,

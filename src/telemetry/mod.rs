@@ -32,7 +32,7 @@ pub use server::{serve, TelemetryError, TelemetryState};
 ///
 /// One table ([`TABLE`](names::TABLE)): each row gives the constant callers record with, the
 /// exported name, the kind, the unit and the help text; [`ALL`](names::ALL),
-/// [`HISTOGRAMS`](names::HISTOGRAMS) and the descriptions given to the recorder all come from it.
+/// [`histograms`](names::histograms) and the descriptions given to the recorder all come from it.
 pub mod names {
     use metrics::Unit;
 
@@ -132,39 +132,19 @@ pub mod names {
             "Gauge refresh passes that hit an error.";
     }
 
-    const HISTOGRAM_COUNT: usize = {
-        let mut n = 0;
-        let mut i = 0;
-        while i < TABLE.len() {
-            if matches!(TABLE[i].kind, Kind::Histogram) {
-                n += 1;
-            }
-            i += 1;
-        }
-        n
-    };
-
-    const HISTOGRAM_NAMES: [&str; HISTOGRAM_COUNT] = {
-        let mut out = [""; HISTOGRAM_COUNT];
-        let (mut i, mut j) = (0, 0);
-        while i < TABLE.len() {
-            if matches!(TABLE[i].kind, Kind::Histogram) {
-                out[j] = TABLE[i].name;
-                j += 1;
-            }
-            i += 1;
-        }
-        out
-    };
-
     /// The histograms among [`ALL`].
-    pub const HISTOGRAMS: &[&str] = &HISTOGRAM_NAMES;
+    pub fn histograms() -> impl Iterator<Item = &'static str> {
+        TABLE
+            .iter()
+            .filter(|m| m.kind == Kind::Histogram)
+            .map(|m| m.name)
+    }
 
     /// Whether `series` (a name as it appears in a scrape or a query) belongs to a metric
     /// above, including a histogram's `_bucket`, `_sum` and `_count` series.
     pub fn is_exported(series: &str) -> bool {
         ALL.contains(&series)
-            || HISTOGRAMS.iter().any(|h| {
+            || histograms().any(|h| {
                 series
                     .strip_prefix(h)
                     .is_some_and(|s| matches!(s, "_bucket" | "_sum" | "_count"))
@@ -228,7 +208,7 @@ mod tests {
                 "{n}"
             );
         }
-        for h in names::HISTOGRAMS {
+        for h in names::histograms() {
             assert!(h.ends_with("_seconds"), "{h}");
         }
         assert!(names::is_exported(
@@ -248,7 +228,7 @@ mod tests {
             assert_eq!(m.kind == Kind::Counter, n.ends_with("_total"), "{n}");
         }
         assert_eq!(
-            names::HISTOGRAMS,
+            names::histograms().collect::<Vec<_>>(),
             [
                 names::RECONCILE_DURATION,
                 names::GRPC_DURATION,

@@ -28,10 +28,6 @@ impl Orchestrator {
             self.allocate_ports(rec, &mut rows).await?;
         }
         let observed = self.observe(&name).await?;
-        // The registry drops what no longer runs before anything is restarted: a node that died
-        // must not take traffic while this pass brings it back (it is published again once
-        // the pass has seen it answer).
-        self.publish(rec, &observed);
         // Before acting: was anything of this network running, and which nodes ever had a
         // container (their volumes hold data that a rollback must keep)?
         let fresh_start = observed.is_empty();
@@ -43,6 +39,12 @@ impl Orchestrator {
         let desired = desired_nodes(rec, &rows, &self.inner.cfg.image);
         let specs: Vec<_> = desired.iter().map(|(s, _)| s.clone()).collect();
         let actions = plan(rec.desired, &specs, &observed);
+        if !actions.is_empty() {
+            // The registry drops what no longer runs before anything is restarted: a node that
+            // died must not take traffic while this pass brings it back (it is published again
+            // once the pass has seen it answer). A pass with nothing to do publishes once, after.
+            self.publish(rec, &observed);
+        }
         let creates = self.apply(rec, &mut rows, &desired, &actions).await?;
         if !creates.is_empty() {
             if let Err(reason) = self.create_nodes(&mut rows, &desired, &creates).await {
