@@ -1,11 +1,14 @@
 //! The daemon: wires store, runtime, orchestrator and the API together and runs them until a
 //! signal.
 //!
-//! Owns start-up order (metrics recorder → store → Docker → orchestrator → listeners → recovery
-//! in the background), the node image check, the readiness and metrics-refresh tasks, and
-//! graceful shutdown: on SIGINT/SIGTERM the listeners
-//! stop accepting, in-flight calls finish, and nodes are left running (the next start adopts
-//! them). It must not hold logic of its own about networks; it only assembles.
+//! Owns start-up order (metrics recorder → store → instance and its lease → Docker →
+//! orchestrator → listeners → recovery in the background), the node image check, the
+//! readiness and metrics-refresh tasks, and graceful shutdown: on SIGINT/SIGTERM the listeners
+//! stop accepting, in-flight calls finish, the instance's lease is released, and nodes are
+//! left running (the next start adopts them). A daemon that loses its lease
+//! ([`crate::instance`]) stops its reconciler at once, shuts down the same way and returns
+//! [`DaemonError::Instance`]. It must not hold logic of its own about networks; it only
+//! assembles.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,11 +19,13 @@ use std::time::Duration;
 use crate::api::{self, ApiKeys, NexusService, ServiceConfig};
 use crate::config::{ConfigError, Settings};
 use crate::delegator::{self, Delegator, DelegatorError};
+use crate::instance::{self, InstanceError, LeaseKeeper};
 use crate::node::{DockerRuntime, NodeRuntime, RuntimeError};
 use crate::orchestrator::ports::BindProbe;
 use crate::orchestrator::{Orchestrator, OrchestratorError};
 use crate::store::{CachedStore, SqlStore, Store, StoreError};
 use crate::telemetry::{self, Readiness, TelemetryState};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// How often readiness is checked for the gRPC health service (and the log).
 pub const READINESS_INTERVAL: Duration = Duration::from_secs(2);
@@ -50,6 +55,11 @@ pub enum DaemonError {
     Delegator(#[from] DelegatorError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    /// The lease was lost while running ([`InstanceError::Lost`], as text).
+    #[error("{0}")]
+    LeaseLost(String),
 }
 
 /// Waits for SIGINT or SIGTERM.
@@ -81,10 +91,10 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, DaemonError> {
     })
 }
 
-/// Runs the daemon with `settings` (see [`crate::config`]) until `shutdown` resolves. A node
-/// image that is missing is pulled.
+/// Runs the daemon with `settings` (see [`crate::config`]) until `shutdown` resolves or the
+/// instance's lease is lost. A node image that is missing is pulled.
 pub async fn run(
-    settings: Settings,
+    mut settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     if settings.grpc.api_keys.is_empty() {
@@ -113,6 +123,45 @@ pub async fn run(
     let store: Arc<dyn Store> = Arc::new(CachedStore::new(sql));
     tracing::info!(url = %crate::store::redact_url(settings.store_url.expose()), "store open");
 
+    // Who this daemon is, and that no other live daemon acts for it, before anything talks
+    // to Docker.
+    let (instance, source) = instance::resolve(store.as_ref(), settings.instance.as_ref()).await?;
+    let keeper = LeaseKeeper::acquire(store.clone(), instance.clone(), settings.lease_ttl).await?;
+    tracing::info!(
+        %instance,
+        source = source.as_str(),
+        lease_ttl = ?settings.lease_ttl,
+        holder = %keeper.lease().holder.id,
+        "instance: this daemon touches only Docker objects labelled io.nexus.instance={instance}"
+    );
+    settings.docker.instance = instance;
+    for (what, addr) in settings.plain_text_listeners() {
+        tracing::warn!(
+            listener = what,
+            %addr,
+            "{what} listens beyond loopback in plain text (no TLS): anyone on the network can read and alter its traffic{}",
+            match what {
+                "metrics" => ", including scrape tokens; keep it on loopback or a private network",
+                _ => ", including keys and tokens; configure tls_cert/tls_key or listen on 127.0.0.1",
+            }
+        );
+    }
+    let lost = keeper.lost();
+    let result = serve(settings, store, delegator, metrics_handle, lost, shutdown).await;
+    keeper.release().await;
+    result
+}
+
+/// Everything after the lease is held: Docker, the orchestrator, the listeners, until
+/// `shutdown` or `lost`.
+async fn serve(
+    settings: Settings,
+    store: Arc<dyn Store>,
+    delegator: Option<delegator::DelegatorConfig>,
+    metrics_handle: Option<PrometheusHandle>,
+    lost: impl Future<Output = InstanceError> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
     let docker = DockerRuntime::connect(settings.docker.clone()).await?;
     match docker.ensure_image(&settings.orchestrator.image).await {
         Ok(()) => {}
@@ -149,10 +198,18 @@ pub async fn run(
         None => None,
     };
 
-    // One shutdown signal for every listener.
+    // One shutdown signal for every listener: the signal, or a lost lease (which also stops
+    // the reconciler at once, below).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (lost_tx, lost_rx) = tokio::sync::watch::channel(None::<String>);
     tokio::spawn(async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            e = lost => {
+                tracing::error!(error = %e, "shutting down: another daemon may act for this instance now");
+                let _ = lost_tx.send(Some(e.to_string()));
+            }
+        }
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -192,7 +249,8 @@ pub async fn run(
                 handle,
                 readiness.clone(),
                 orch.registry(),
-                ApiKeys::new(settings.grpc.api_keys.iter().cloned()),
+                // Its own read-only token: an admin API key is refused there.
+                ApiKeys::new(settings.metrics.scrape_token.iter().cloned()),
             );
             let signal = stopped(stop_rx.clone());
             telemetry_tasks.push(tokio::spawn(async move {
@@ -238,6 +296,13 @@ pub async fn run(
             orch.run().await;
         })
     };
+    let background_abort = background.abort_handle();
+    let mut lost_rx_task = lost_rx.clone();
+    tokio::spawn(async move {
+        if lost_rx_task.wait_for(Option::is_some).await.is_ok() {
+            background_abort.abort();
+        }
+    });
 
     let service = NexusService::new(
         orch.clone(),
@@ -277,6 +342,9 @@ pub async fn run(
         task.abort();
     }
     result?;
+    if let Some(why) = lost_rx.borrow().clone() {
+        return Err(DaemonError::LeaseLost(why));
+    }
     tracing::info!("nexus daemon stopped; nodes keep running and are adopted on the next start");
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod delegator;
+pub mod instance;
 pub mod names;
 pub mod node;
 pub mod orchestrator;

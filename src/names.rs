@@ -1,5 +1,6 @@
 //! Names checked once: the DNS-label rule every name nexus derives host names, Docker names
-//! or labels from must follow, and [`InstanceName`], the owner label of an installation.
+//! or labels from must follow, and [`InstanceName`], the owner label of an installation (and
+//! how a fresh one is generated; which one a daemon uses is [`crate::instance`]'s).
 //!
 //! A leaf every layer may import (configuration, the node spec, the delegator's routes), so the
 //! rule is written once. It must not depend on any other module of nexus.
@@ -65,10 +66,29 @@ impl InstanceName {
     }
 }
 
-impl Default for InstanceName {
-    /// `default`, the installation's name when the configuration gives none.
-    fn default() -> Self {
-        Self("default".to_owned())
+impl InstanceName {
+    /// The instance of stores written before instances were recorded (nexus defaulted to it):
+    /// their nodes carry this label. Never generated.
+    pub const LEGACY: &'static str = "default";
+
+    /// A fresh instance id, `n-` and 12 hex digits (48 bits from the OS CSPRNG), so two
+    /// installations that configure none never share one. Should the OS have no random source,
+    /// the bits come from the process id, the time and std's randomly keyed hasher (still
+    /// distinct per process and call; it is an owner label, not a secret).
+    pub fn generate() -> Self {
+        let mut b = [0u8; 6];
+        if getrandom::fill(&mut b).is_err() {
+            use std::hash::{BuildHasher, Hasher};
+            static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            h.write_u64(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+                h.write_u128(t.as_nanos());
+            }
+            b.copy_from_slice(&h.finish().to_be_bytes()[..6]);
+        }
+        Self(format!("n-{}", hex::encode(b)))
     }
 }
 
@@ -107,5 +127,20 @@ mod tests {
         for bad in ["", "Prod", "-a", "a-", "a.b", &"x".repeat(64)] {
             assert!(InstanceName::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn generated_instances_are_valid_and_distinct() {
+        let a = InstanceName::generate();
+        let b = InstanceName::generate();
+        assert_ne!(a, b);
+        for g in [&a, &b] {
+            assert!(is_dns_label(g.as_str()), "{g}");
+            let hex = g.as_str().strip_prefix("n-").expect("n- prefix");
+            assert_eq!(hex.len(), 12, "{g}");
+            assert!(hex.bytes().all(|c| c.is_ascii_hexdigit()), "{g}");
+            assert_eq!(InstanceName::new(g.as_str()).as_ref(), Ok(g));
+        }
+        assert_ne!(a.as_str(), InstanceName::LEGACY);
     }
 }

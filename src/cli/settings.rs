@@ -24,7 +24,7 @@ pub fn init(global: &Global, force: bool) -> Result<()> {
         println!("{}", serde_json::json!({ "path": path }));
     } else {
         eprintln!(
-            "wrote {} (mode 0600, with a new API key and JWT secret)\nnext: `nexus daemon`",
+            "wrote {} (mode 0600, with a new API key, JWT secret and metrics scrape token)\nnext: `nexus daemon`",
             path.display()
         );
     }

@@ -9,9 +9,9 @@ use super::{ConfigError, SECTIONS};
 use crate::secret::Secret;
 
 /// The text `nexus init` writes: every key with its help line, its variable and its default
-/// (commented out), except `grpc.api_keys` and `delegator.jwt_secret`, which hold the given
-/// secrets.
-pub fn render_init_file(api_key: &Secret, jwt_secret: &Secret) -> String {
+/// (commented out), except `grpc.api_keys`, `delegator.jwt_secret` and
+/// `metrics.scrape_token`, which hold the given secrets.
+pub fn render_init_file(api_key: &Secret, jwt_secret: &Secret, scrape_token: &Secret) -> String {
     let mut out = String::from(
         "# nexus configuration, written by `nexus init`.\n\
          #\n\
@@ -21,7 +21,8 @@ pub fn render_init_file(api_key: &Secret, jwt_secret: &Secret) -> String {
          # Durations: 500ms, 60s, 5m. Paths are absolute or start with ~/.\n\
          # Reference: docs/configuration.md.\n\
          #\n\
-         # This file holds secrets (the API key and the JWT secret): keep it private (mode 0600).\n",
+         # This file holds secrets (the API key, the JWT secret and the metrics scrape token):\n\
+         # keep it private (mode 0600).\n",
     );
     for section in SECTIONS {
         out.push_str(&format!("\n[{section}]\n"));
@@ -36,6 +37,10 @@ pub fn render_init_file(api_key: &Secret, jwt_secret: &Secret) -> String {
                     "jwt_secret = {}\n",
                     toml::Value::String(jwt_secret.expose().to_owned())
                 )),
+                "metrics.scrape_token" => out.push_str(&format!(
+                    "scrape_token = {}\n",
+                    toml::Value::String(scrape_token.expose().to_owned())
+                )),
                 _ => out.push_str(&format!("# {} = {}\n", def.key, def.default)),
             }
         }
@@ -44,7 +49,7 @@ pub fn render_init_file(api_key: &Secret, jwt_secret: &Secret) -> String {
 }
 
 /// Writes a fresh configuration file to `path` (mode 0600, missing parent directories 0700)
-/// with a new API key and JWT secret. An existing file is kept unless `force`.
+/// with a new API key, JWT secret and metrics scrape token. An existing file is kept unless `force`.
 pub fn write_init_file(path: &Path, force: bool) -> Result<(), ConfigError> {
     if !force && path.exists() {
         return Err(ConfigError::Exists {
@@ -54,7 +59,7 @@ pub fn write_init_file(path: &Path, force: bool) -> Result<(), ConfigError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_private_dir(dir)?;
     }
-    let text = render_init_file(&generate_secret()?, &generate_secret()?);
+    let text = render_init_file(&generate_secret()?, &generate_secret()?, &generate_secret()?);
     write_private(path, &text, force).map_err(|source| {
         if source.kind() == io::ErrorKind::AlreadyExists {
             ConfigError::Exists {

@@ -184,12 +184,14 @@ pub struct DaemonSection {
 pub struct StoreSection {
     /// May hold a password: shown redacted.
     pub url: String,
+    pub lease_ttl: String,
 }
 
 impl fmt::Debug for StoreSection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreSection")
             .field("url", &redact_url(&self.url))
+            .field("lease_ttl", &self.lease_ttl)
             .finish()
     }
 }
@@ -260,6 +262,7 @@ pub struct DelegatorSection {
 pub struct MetricsSection {
     pub listen: String,
     pub interval: String,
+    pub scrape_token: Secret,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

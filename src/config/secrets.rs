@@ -1,7 +1,7 @@
 //! Generated secrets and private files.
 //!
-//! `<data_dir>/secrets.toml` (mode 0600, its directory 0700) holds the `api_key` and
-//! `jwt_secret` nexus generates when the configuration gives none, so `nexus daemon` runs with
+//! `<data_dir>/secrets.toml` (mode 0600, its directory 0700) holds the `api_key`,
+//! `jwt_secret` and metrics `scrape_token` nexus generates when the configuration gives none, so `nexus daemon` runs with
 //! no configuration file and the CLI on the same machine finds the key. nexus refuses to read
 //! it when other users may (like ssh with its keys): it created the file 0600 itself, so a
 //! looser mode means someone changed it.
@@ -80,6 +80,8 @@ pub(crate) fn loose_mode(path: &Path) -> io::Result<Option<u32>> {
 pub struct SecretsFile {
     pub api_key: Option<Secret>,
     pub jwt_secret: Option<Secret>,
+    /// The node scrape-through's read-only token (`metrics.scrape_token`).
+    pub scrape_token: Option<Secret>,
 }
 
 impl SecretsFile {
@@ -88,7 +90,11 @@ impl SecretsFile {
             "# Secrets nexus generated because its configuration gave none.\n\
              # Keep this file private (mode 0600). Configured values take precedence.\n",
         );
-        for (key, v) in [("api_key", &self.api_key), ("jwt_secret", &self.jwt_secret)] {
+        for (key, v) in [
+            ("api_key", &self.api_key),
+            ("jwt_secret", &self.jwt_secret),
+            ("scrape_token", &self.scrape_token),
+        ] {
             if let Some(s) = v {
                 out.push_str(&format!(
                     "{key} = {}\n",
@@ -135,9 +141,10 @@ pub fn read_secrets(path: &Path) -> Result<Option<SecretsFile>, ConfigError> {
         let slot = match key.as_str() {
             "api_key" => &mut file.api_key,
             "jwt_secret" => &mut file.jwt_secret,
+            "scrape_token" => &mut file.scrape_token,
             other => {
                 return Err(bad(format!(
-                    "unknown key `{}`: valid keys are api_key, jwt_secret",
+                    "unknown key `{}`: valid keys are api_key, jwt_secret, scrape_token",
                     super::values::clip(other)
                 )))
             }
@@ -166,6 +173,9 @@ pub fn read_or_create_secrets(path: &Path) -> Result<SecretsFile, ConfigError> {
         if file.jwt_secret.is_none() {
             file.jwt_secret = Some(generate_secret()?);
         }
+        if file.scrape_token.is_none() {
+            file.scrape_token = Some(generate_secret()?);
+        }
         if existing.as_ref() == Some(&file) {
             return Ok(file);
         }
@@ -184,8 +194,9 @@ pub fn read_or_create_secrets(path: &Path) -> Result<SecretsFile, ConfigError> {
 }
 
 impl Config {
-    /// Fills `grpc.api_keys` and `delegator.jwt_secret` from `<data_dir>/secrets.toml` when
-    /// the configuration gives none (`jwt_secret` only when `jwt_public_key` is empty too).
+    /// Fills `grpc.api_keys`, `delegator.jwt_secret` and `metrics.scrape_token` from
+    /// `<data_dir>/secrets.toml` when the configuration gives none (`jwt_secret` only when
+    /// `jwt_public_key` is empty too).
     /// Configured values always win. With [`Create::Yes`] (the daemon) the file and the data
     /// directory are created as needed (0600 / 0700); with [`Create::No`] (the CLI) a missing
     /// or unreadable file changes nothing (unreadable adds a warning). A secrets file others
@@ -196,7 +207,8 @@ impl Config {
         let need_api = self.grpc.api_keys.is_empty();
         let need_jwt =
             self.delegator.jwt_secret.is_empty() && self.delegator.jwt_public_key.trim().is_empty();
-        if !need_api && !need_jwt {
+        let need_scrape = self.metrics.scrape_token.is_empty();
+        if !need_api && !need_jwt && !need_scrape {
             return Ok(());
         }
         let path = self.data_dir()?.join(SECRETS_FILE);
@@ -230,6 +242,14 @@ impl Config {
             if let Some(s) = file.jwt_secret {
                 self.delegator.jwt_secret = s;
                 if let Some(def) = key_def("delegator.jwt_secret") {
+                    self.record(def, origin.clone());
+                }
+            }
+        }
+        if need_scrape {
+            if let Some(s) = file.scrape_token {
+                self.metrics.scrape_token = s;
+                if let Some(def) = key_def("metrics.scrape_token") {
                     self.record(def, origin);
                 }
             }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::{ConfigError, Result, SECRETS_FILE};
 use crate::client::ClientConfig;
 use crate::delegator::DelegatorConfig;
+use crate::names::InstanceName;
 use crate::node::DockerRuntimeConfig;
 use crate::orchestrator::OrchestratorConfig;
 use crate::secret::Secret;
@@ -25,6 +26,14 @@ pub struct Settings {
     /// The store to open: `store.url`, else `sqlite://<data_dir>/nexus.db`. May hold a
     /// password: print it with [`crate::store::redact_url`].
     pub store_url: Secret,
+    /// How long the daemon's lease of its instance lasts without renewal (`store.lease_ttl`).
+    pub lease_ttl: Duration,
+    /// `docker.instance` when configured; `None`: the instance recorded in the store
+    /// (generated on its first open). The daemon resolves the effective one against the store
+    /// ([`crate::instance::resolve`]) and sets `docker.instance` before it connects to Docker.
+    pub instance: Option<InstanceName>,
+    /// `instance` holds the configured one; otherwise a fresh generated id, a placeholder
+    /// that collides with nothing, which the daemon replaces with the store's.
     pub docker: DockerRuntimeConfig,
     pub orchestrator: OrchestratorConfig,
     /// The address advertised in join kits: `node.public_address`, else the host's IPv4
@@ -42,6 +51,33 @@ impl Settings {
     pub fn secrets_path(&self) -> PathBuf {
         self.data_dir.join(SECRETS_FILE)
     }
+
+    /// The listeners that serve plain text beyond loopback, to be warned about at start:
+    /// gRPC and the delegator without TLS, and the metrics listener (it has no TLS). Each is
+    /// `(what, address)`.
+    pub fn plain_text_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut out = Vec::new();
+        if self.grpc.tls.is_none() && beyond_loopback(self.grpc.listen) {
+            out.push(("gRPC API", self.grpc.listen));
+        }
+        if self.delegator.enabled
+            && self.delegator.tls.is_none()
+            && beyond_loopback(self.delegator.listen)
+        {
+            out.push(("delegator", self.delegator.listen));
+        }
+        if let Some(m) = self.metrics.listen.filter(|m| beyond_loopback(*m)) {
+            out.push(("metrics", m));
+        }
+        out
+    }
+}
+
+/// Whether others than this host can reach `addr`: it is not a loopback address (an
+/// unspecified one, `0.0.0.0` or `::`, listens on every interface). IPv4 addresses mapped into
+/// IPv6 count as the IPv4 address.
+pub fn beyond_loopback(addr: SocketAddr) -> bool {
+    !addr.ip().to_canonical().is_loopback()
 }
 
 /// A PEM certificate chain and its private key.
@@ -128,6 +164,11 @@ pub struct MetricsSettings {
     pub listen: Option<SocketAddr>,
     /// How often gauges (node stats, statuses, port pools) are refreshed; at least 1s.
     pub interval: Duration,
+    /// The bearer token the node scrape-through accepts (`metrics.scrape_token`, else the
+    /// secrets file's); read-only, distinct from every API key. `None` before
+    /// [`Config::resolve_secrets`](super::Config::resolve_secrets) found one: the
+    /// scrape-through then refuses every request.
+    pub scrape_token: Option<Secret>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

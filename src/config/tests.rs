@@ -112,7 +112,12 @@ fn defaults_are_valid_with_no_file() {
     let rd = DockerRuntimeConfig::default();
     assert_eq!(r.ready_timeout, rd.ready_timeout);
     assert_eq!(r.swarm_host_ip, rd.swarm_host_ip);
-    assert_eq!(r.instance, rd.instance);
+    // No configured instance: the daemon takes the store's; the placeholder is a fresh id.
+    assert_eq!(s.instance, None);
+    assert!(r.instance.as_str().starts_with("n-"), "{}", r.instance);
+    assert_ne!(r.instance, rd.instance);
+    assert_eq!(s.lease_ttl, Duration::from_secs(30));
+    assert_eq!(s.metrics.scrape_token, None);
     assert_eq!(r.endpoint.as_deref(), Some(DEFAULT_DOCKER_ENDPOINT));
 
     assert_eq!(s.grpc.listen.to_string(), "127.0.0.1:7700");
@@ -178,7 +183,12 @@ fn every_key_is_in_the_table_once_with_a_default_that_parses() {
             .filter(|k| k.secret)
             .map(|k| k.name)
             .collect::<Vec<_>>(),
-        ["grpc.api_keys", "client.api_key", "delegator.jwt_secret"]
+        [
+            "grpc.api_keys",
+            "client.api_key",
+            "delegator.jwt_secret",
+            "metrics.scrape_token"
+        ]
     );
     assert_eq!(
         keys()
@@ -326,6 +336,7 @@ level = "info,nexus=debug"
     assert_eq!(o.ports.gateway[0].low, 12000);
     let r = &s.docker;
     assert_eq!(r.instance.as_str(), "prod-1");
+    assert_eq!(s.instance.as_ref().map(|i| i.as_str()), Some("prod-1"));
     assert_eq!(r.swarm_host_ip, "203.0.113.7");
     assert_eq!(
         r.endpoint.as_deref(),
@@ -470,6 +481,9 @@ fn invalid_values_are_errors_naming_the_key() {
         ("[delegator]\nidle_timeout = \"forever\"", "delegator.idle_timeout", "60s"),
         ("[delegator]\nlisten = \"127.0.0.1:7700\"", "delegator.listen", "grpc.listen"),
         ("[docker]\ninstance = \"Prod\"", "docker.instance", "lower-case"),
+        ("[store]\nlease_ttl = \"500ms\"", "store.lease_ttl", "at least 1s"),
+        ("[store]\nlease_ttl = \"soon\"", "store.lease_ttl", ""),
+        ("[metrics]\nscrape_token = \"short\"", "metrics.scrape_token", "32 characters"),
         ("[docker]\nendpoint = \"ssh://host\"", "docker.endpoint", "unix://"),
         ("[docker]\nendpoint = \"unix://docker.sock\"", "docker.endpoint", "unix://"),
         ("[store]\nurl = \"mysql://u@h/db\"", "store.url", "postgres://"),
@@ -615,6 +629,8 @@ fn init_writes_a_private_commented_file_that_loads_back() {
         cfg.grpc.api_keys[0].expose(),
         cfg.delegator.jwt_secret.expose()
     );
+    assert!(cfg.metrics.scrape_token.expose().len() >= 43);
+    assert_ne!(cfg.metrics.scrape_token, cfg.grpc.api_keys[0]);
     assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
     // Every other value is the default.
     let defaults = Config::defaults(&env);
@@ -961,4 +977,81 @@ fn the_reference_documents_every_key() {
     for section in SECTIONS {
         assert!(doc.contains(&format!("[{section}]")), "[{section}] missing");
     }
+}
+
+#[test]
+fn the_scrape_token_is_generated_apart_from_the_api_key_and_must_differ_from_it() {
+    let home = TempDir::new();
+    let env = env_in(home.path(), &[]);
+    let mut daemon = Config::load(None, &env).unwrap();
+    daemon.resolve_secrets(Create::Yes).unwrap();
+    let s = daemon.validate().unwrap();
+    let token = s.metrics.scrape_token.clone().expect("generated");
+    assert!(token.expose().len() >= 43);
+    assert!(!s.grpc.api_keys.contains(&token));
+    let file = read_secrets(&s.secrets_path()).unwrap().unwrap();
+    assert_eq!(file.scrape_token.as_ref(), Some(&token));
+    // A restart keeps it.
+    let mut again = Config::load(None, &env).unwrap();
+    again.resolve_secrets(Create::Yes).unwrap();
+    assert_eq!(again.validate().unwrap().metrics.scrape_token, Some(token));
+
+    // A configured one wins; one equal to an API key is refused without echoing it.
+    let s = load(
+        &home,
+        &format!("[metrics]\nscrape_token = \"{KEY_B}\""),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        s.validate().unwrap().metrics.scrape_token,
+        Some(Secret::from(KEY_B))
+    );
+    let e = error_of(
+        &format!("[grpc]\napi_keys = [\"{KEY_A}\"]\n[metrics]\nscrape_token = \"{KEY_A}\""),
+        &[],
+    );
+    assert_eq!(e.key(), Some("metrics.scrape_token"), "{e}");
+    assert!(e.to_string().contains("differ from every API key"), "{e}");
+    assert!(!e.to_string().contains(KEY_A), "{e}");
+}
+
+#[test]
+fn plain_text_listeners_beyond_loopback_are_called_out() {
+    let home = TempDir::new();
+    let listeners = |toml: &str| -> Vec<&'static str> {
+        let s = load(&home, toml, &[]).unwrap().validate().unwrap();
+        s.plain_text_listeners().into_iter().map(|(w, _)| w).collect()
+    };
+    // The defaults listen on loopback only.
+    assert!(listeners("").is_empty());
+    assert!(listeners(
+        "[grpc]\nlisten = \"[::1]:7700\"\n[delegator]\nlisten = \"127.0.0.2:7780\"\n[metrics]\nlisten = \"[::ffff:127.0.0.1]:7790\""
+    )
+    .is_empty());
+    // Every interface, or one address beyond loopback, without TLS.
+    assert_eq!(
+        listeners(
+            "[grpc]\nlisten = \"0.0.0.0:7700\"\n[delegator]\nlisten = \"[::]:7780\"\n[metrics]\nlisten = \"192.0.2.1:7790\""
+        ),
+        ["gRPC API", "delegator", "metrics"]
+    );
+    // TLS makes gRPC and the delegator fine; metrics has no TLS; a disabled delegator or
+    // metrics listener is not listening.
+    let certs = format!("{0}/cert.pem", home.path().display());
+    let keyf = format!("{0}/key.pem", home.path().display());
+    assert_eq!(
+        listeners(&format!(
+            "[grpc]\nlisten = \"0.0.0.0:7700\"\ntls_cert = \"{certs}\"\ntls_key = \"{keyf}\"\n\
+             [delegator]\nlisten = \"0.0.0.0:7780\"\ntls_cert = \"{certs}\"\ntls_key = \"{keyf}\"\n\
+             [metrics]\nlisten = \"0.0.0.0:7790\""
+        )),
+        ["metrics"]
+    );
+    assert!(listeners(
+        "[delegator]\nenabled = false\nlisten = \"0.0.0.0:7780\"\n[metrics]\nlisten = \"\""
+    )
+    .is_empty());
+    assert!(settings::beyond_loopback("10.0.0.1:1".parse().unwrap()));
+    assert!(!settings::beyond_loopback("127.9.9.9:1".parse().unwrap()));
 }

@@ -82,15 +82,25 @@ impl Config {
         let data_dir = self.data_dir()?;
         let store_url = self.store_url(&data_dir)?;
         let endpoint = self.docker_endpoint()?;
-        let instance = InstanceName::new(&self.docker.instance).map_err(|_| {
-            self.invalid(
-                "docker.instance",
-                format!(
-                    "`{}` is not a valid instance name: use 1–63 lower-case letters, digits and hyphens, e.g. default or prod-1",
-                    clip(&self.docker.instance)
-                ),
-            )
-        })?;
+        let lease_ttl = self.duration("store.lease_ttl", &self.store.lease_ttl)?;
+        if lease_ttl < Duration::from_secs(1) {
+            return Err(self.invalid("store.lease_ttl", "must be at least 1s".to_string()));
+        }
+        let configured_instance = match self.docker.instance.trim() {
+            "" => None,
+            name => Some(InstanceName::new(name).map_err(|_| {
+                self.invalid(
+                    "docker.instance",
+                    format!(
+                        "`{}` is not a valid instance name: use 1–63 lower-case letters, digits and hyphens, e.g. prod-1, or leave it empty for the store's own",
+                        clip(&self.docker.instance)
+                    ),
+                )
+            })?),
+        };
+        let instance = configured_instance
+            .clone()
+            .unwrap_or_else(InstanceName::generate);
 
         // [node]
         validate_image(&self.node.image)
@@ -175,6 +185,22 @@ impl Config {
         if interval < Duration::from_secs(1) {
             return Err(self.invalid("metrics.interval", "must be at least 1s".to_string()));
         }
+        let scrape_token = match self.metrics.scrape_token.is_empty() {
+            true => None,
+            false => {
+                self.check_api_key("metrics.scrape_token", &self.metrics.scrape_token)?;
+                if self.grpc.api_keys.contains(&self.metrics.scrape_token) {
+                    return Err(self.invalid(
+                        "metrics.scrape_token",
+                        format!(
+                            "is also one of {}: the scrape token is read-only and must differ from every API key",
+                            self.named("grpc.api_keys")
+                        ),
+                    ));
+                }
+                Some(self.metrics.scrape_token.clone())
+            }
+        };
         let format = match self.log.format.trim() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -253,6 +279,8 @@ impl Config {
             settings: Settings {
                 data_dir,
                 store_url,
+                lease_ttl,
+                instance: configured_instance,
                 docker,
                 orchestrator,
                 public_address,
@@ -272,6 +300,7 @@ impl Config {
                 metrics: MetricsSettings {
                     listen: metrics_listen,
                     interval,
+                    scrape_token,
                 },
                 log: LogSettings {
                     format,

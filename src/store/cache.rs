@@ -9,13 +9,16 @@
 //! was reading (an epoch counter), so a slow reader can never put back an older record; writes
 //! to one network that overlap (the orchestrator serialises them, but the cache does not rely
 //! on it) forget that network instead of guessing which landed last.
-//! Whole-store reads (`list_networks`, `all_nodes`) and `ping` always go to the database. It
+//! Whole-store reads (`list_networks`, `all_nodes`), `ping`, and the instance and lease
+//! records always go to the database (the lease is what makes "one daemon per store" hold). It
 //! must not decide anything nor hold anything the database does not.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use super::{NetworkRecord, NodeRow, Result, Store};
+use super::{Lease, LeaseHolder, LeaseOutcome, NetworkRecord, NodeRow, Result, Store};
+use crate::names::InstanceName;
 use crate::node::NetworkName;
 
 #[derive(Default)]
@@ -215,5 +218,39 @@ impl Store for CachedStore {
 
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
+    }
+
+    async fn instance(&self) -> Result<Option<InstanceName>> {
+        self.inner.instance().await
+    }
+
+    async fn claim_instance(&self, proposed: &InstanceName) -> Result<InstanceName> {
+        self.inner.claim_instance(proposed).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        instance: &InstanceName,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome> {
+        self.inner.acquire_lease(instance, holder, ttl).await
+    }
+
+    async fn renew_lease(
+        &self,
+        instance: &InstanceName,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        self.inner.renew_lease(instance, holder, ttl).await
+    }
+
+    async fn release_lease(&self, instance: &InstanceName, holder: &LeaseHolder) -> Result<()> {
+        self.inner.release_lease(instance, holder).await
+    }
+
+    async fn get_lease(&self, instance: &InstanceName) -> Result<Option<Lease>> {
+        self.inner.get_lease(instance).await
     }
 }

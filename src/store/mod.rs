@@ -3,20 +3,26 @@
 //! Owns the data model of what nexus has been asked to run ([`NetworkRecord`], [`NodeRow`]),
 //! the [`Store`] trait, and its sqlx implementation ([`sql::SqlStore`]: SQLite as the embedded
 //! default, Postgres for production, chosen by URL, one schema and one set of migrations), and
-//! [`cache::CachedStore`], the write-through cache the daemon puts in front of it. It
-//! stores and returns records; it must not decide anything (the orchestrator does) nor talk to
+//! [`cache::CachedStore`], the write-through cache the daemon puts in front of it; and the
+//! store's owner records ([`lease`]): the instance it belongs to and the lease of the one daemon
+//! acting for it. It stores and returns records; it must not decide anything (the orchestrator does) nor talk to
 //! Docker. Secrets (swarm keys, node private keys) are stored here and only here; they never
 //! appear in `Debug` output or errors.
 
 pub mod cache;
+pub mod lease;
 pub mod sql;
 mod url;
 
 pub use cache::CachedStore;
+pub use lease::{Lease, LeaseHolder, LeaseOutcome};
 pub use sql::SqlStore;
 pub use url::{redact_url, Backend};
 
+use std::time::Duration;
+
 use crate::access::Access;
+use crate::names::InstanceName;
 use crate::node::{NetworkName, NodeIdentity, Ports, Resources, SwarmKey};
 
 /// What the operator asked for.
@@ -173,4 +179,31 @@ pub trait Store: Send + Sync {
     async fn ping(&self) -> Result<()> {
         self.list_networks().await.map(|_| ())
     }
+    /// The instance recorded in the store, if any.
+    async fn instance(&self) -> Result<Option<InstanceName>>;
+    /// Records `proposed` as the store's instance unless one is recorded already, and returns
+    /// the recorded one: of two callers racing on a fresh store, both get the first's.
+    async fn claim_instance(&self, proposed: &InstanceName) -> Result<InstanceName>;
+    /// Takes `instance`'s lease for `holder` until `ttl` from now (the store's clock), in one
+    /// atomic step: if nobody holds it, its holder's lease has expired, or `holder` already
+    /// holds it. Otherwise nothing changes and the live lease is returned as
+    /// [`LeaseOutcome::Held`].
+    async fn acquire_lease(
+        &self,
+        instance: &InstanceName,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome>;
+    /// Extends `holder`'s lease of `instance` to `ttl` from now. `None`: `holder` no longer
+    /// holds it (it expired and another took it, or it was released); nothing changed.
+    async fn renew_lease(
+        &self,
+        instance: &InstanceName,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<Option<Lease>>;
+    /// Gives up `holder`'s lease of `instance` (nothing if another holds it).
+    async fn release_lease(&self, instance: &InstanceName, holder: &LeaseHolder) -> Result<()>;
+    /// `instance`'s lease as stored, live or expired.
+    async fn get_lease(&self, instance: &InstanceName) -> Result<Option<Lease>>;
 }

@@ -3,9 +3,13 @@
 //! - `GET /metrics`: the daemon's metrics in the Prometheus text format;
 //! - `GET /healthz`: 200 while the process serves;
 //! - `GET /readyz`: 200 `{"ready":true,…}` or 503 naming the failed checks;
-//! - `GET /nodes/<network>/<index>/metrics`: with `Authorization: Bearer <api key>`, the node's
-//!   own `/debug/metrics/prometheus`, fetched from its loopback RPC port, so Prometheus can
-//!   scrape kubo without node ports being exposed.
+//! - `GET /nodes/<network>/<index>/metrics`: with `Authorization: Bearer <scrape token>`
+//!   (`metrics.scrape_token`, read-only; the admin API keys are refused here), the node's own
+//!   `/debug/metrics/prometheus`, fetched from its loopback RPC port, so Prometheus can scrape
+//!   kubo without node ports being exposed.
+//!
+//! `/metrics`, `/healthz` and `/readyz` take no token: they carry counts, durations and
+//! network names, never secrets (see docs/observability.md).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,7 +49,8 @@ pub struct TelemetryState {
     pub handle: PrometheusHandle,
     pub readiness: Readiness,
     pub registry: Registry,
-    pub keys: ApiKeys,
+    /// The node scrape-through's tokens (`metrics.scrape_token`); never the API keys.
+    pub scrape_tokens: ApiKeys,
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
@@ -54,7 +59,7 @@ impl TelemetryState {
         handle: PrometheusHandle,
         readiness: Readiness,
         registry: Registry,
-        keys: ApiKeys,
+        scrape_tokens: ApiKeys,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(3)));
@@ -62,7 +67,7 @@ impl TelemetryState {
             handle,
             readiness,
             registry,
-            keys,
+            scrape_tokens,
             client: Client::builder(TokioExecutor::new()).build(connector),
         }
     }
@@ -127,10 +132,11 @@ async fn node_metrics(
     Path((network, index)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&s.keys, &headers) {
+    if !authorized(&s.scrape_tokens, &headers) {
         let mut r = error(
             StatusCode::UNAUTHORIZED,
-            "send `Authorization: Bearer <api key>` (one of grpc.api_keys)",
+            "send `Authorization: Bearer <scrape token>` (metrics.scrape_token, else scrape_token \
+             in the daemon's secrets.toml); API keys are not accepted here",
         );
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -63,7 +63,9 @@ impl Default for DockerRuntimeConfig {
             private_host_ip: "127.0.0.1".into(),
             log_tail: 40,
             pids_limit: 4096,
-            instance: InstanceName::default(),
+            // A fresh id: a runtime made from defaults shares no node with any other. The
+            // daemon sets the instance it resolved against its store.
+            instance: InstanceName::generate(),
             endpoint: None,
         }
     }

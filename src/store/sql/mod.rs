@@ -3,10 +3,12 @@
 //!
 //! Owns the SQL, the embedded migrations (`migrations/*.sql`, the same schema on both backends)
 //! and the pool; the mapping between rows and [`NetworkRecord`]/[`NodeRow`] is [`rows`], SQLite's
-//! group-commit writer is [`writer`], URLs are [`super::url`]. Secrets (swarm keys, node
+//! group-commit writer is [`writer`], the instance and lease records are [`lease`], URLs are
+//! [`super::url`]. Secrets (swarm keys, node
 //! private keys) are bound as query parameters and never formatted into errors; the URL's
 //! password never appears in `Debug` output or errors.
 
+mod lease;
 mod rows;
 mod writer;
 
@@ -19,7 +21,8 @@ use sqlx::{AnyPool, Executor as _};
 
 pub use super::url::{redact_url, Backend};
 use super::url::{scrub, sqlite_create_if_missing};
-use super::{NetworkRecord, NodeRow, Result, Store, StoreError};
+use super::{Lease, LeaseHolder, LeaseOutcome, NetworkRecord, NodeRow, Result, Store, StoreError};
+use crate::names::InstanceName;
 use crate::node::NetworkName;
 use rows::{bind_network, network_from_row, node_from_row, NETWORK_COLUMNS, NODE_COLUMNS};
 use writer::{group_commit, write_err, WriteError, WriteJob};
@@ -35,6 +38,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "api policy",
         include_str!("../../../migrations/0002_api_policy.sql"),
+    ),
+    (
+        3,
+        "instance",
+        include_str!("../../../migrations/0003_instance.sql"),
     ),
 ];
 
@@ -344,6 +352,40 @@ impl Store for SqlStore {
             .await
             .map_err(|e| write_err("delete node", e))?;
         Ok(())
+    }
+
+    async fn instance(&self) -> Result<Option<InstanceName>> {
+        self.read_instance().await
+    }
+
+    async fn claim_instance(&self, proposed: &InstanceName) -> Result<InstanceName> {
+        self.insert_instance(proposed).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        instance: &InstanceName,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome> {
+        self.upsert_lease(instance, holder, ttl).await
+    }
+
+    async fn renew_lease(
+        &self,
+        instance: &InstanceName,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        self.extend_lease(instance, holder, ttl).await
+    }
+
+    async fn release_lease(&self, instance: &InstanceName, holder: &LeaseHolder) -> Result<()> {
+        self.delete_lease(instance, holder).await
+    }
+
+    async fn get_lease(&self, instance: &InstanceName) -> Result<Option<Lease>> {
+        self.select_lease(instance).await
     }
 }
 
