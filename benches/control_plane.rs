@@ -35,11 +35,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use nexus::api::pb;
 use nexus::api::{ApiKeys, NexusService, ServiceConfig};
+use nexus::names::InstanceName;
 use nexus::node::mock::MockRuntime;
 use nexus::node::NetworkName;
 use nexus::orchestrator::ports::{BindProbe, PortConfig, PortRange};
 use nexus::orchestrator::{CreateNetwork, Orchestrator, OrchestratorConfig};
-use nexus::store::{CachedStore, NetworkRecord, NodeRow, SqlStore, Store};
+use nexus::store::{
+    CachedStore, Lease, LeaseHolder, LeaseOutcome, NetworkRecord, NodeRow, SqlStore, Store,
+};
 
 const IMAGE: &str = "nexus-kubo-test:bench";
 const RECOVERY_NETWORK_SIZE: u16 = 4;
@@ -257,6 +260,40 @@ impl Store for Counting {
     async fn ping(&self) -> StoreResult<()> {
         self.tick();
         self.inner.ping().await
+    }
+    async fn instance(&self) -> StoreResult<Option<InstanceName>> {
+        self.tick();
+        self.inner.instance().await
+    }
+    async fn claim_instance(&self, proposed: &InstanceName) -> StoreResult<InstanceName> {
+        self.tick();
+        self.inner.claim_instance(proposed).await
+    }
+    async fn acquire_lease(
+        &self,
+        instance: &InstanceName,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> StoreResult<LeaseOutcome> {
+        self.tick();
+        self.inner.acquire_lease(instance, holder, ttl).await
+    }
+    async fn renew_lease(
+        &self,
+        instance: &InstanceName,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> StoreResult<Option<Lease>> {
+        self.tick();
+        self.inner.renew_lease(instance, holder, ttl).await
+    }
+    async fn release_lease(&self, instance: &InstanceName, holder: &LeaseHolder) -> StoreResult<()> {
+        self.tick();
+        self.inner.release_lease(instance, holder).await
+    }
+    async fn get_lease(&self, instance: &InstanceName) -> StoreResult<Option<Lease>> {
+        self.tick();
+        self.inner.get_lease(instance).await
     }
 }
 

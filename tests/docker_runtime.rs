@@ -452,6 +452,7 @@ async fn failed_nodes_leave_nothing_behind_and_say_why() {
     // A node that does not answer in time is rolled back completely.
     let impatient = runtime_with(DockerRuntimeConfig {
         ready_timeout: Duration::from_millis(1),
+        instance: test_instance(),
         ..Default::default()
     })
     .await;

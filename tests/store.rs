@@ -8,12 +8,15 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use nexus::access::Access;
+use nexus::names::InstanceName;
 use nexus::node::{NetworkName, NodeIdentity, Ports, Resources, SwarmKey};
 use nexus::store::sql::SqlStore;
 use nexus::store::{
-    CachedStore, DesiredState, NetworkRecord, NetworkStatus, NodeRow, Store, StoreError,
+    CachedStore, DesiredState, Lease, LeaseHolder, LeaseOutcome, NetworkRecord, NetworkStatus,
+    NodeRow, Store, StoreError,
 };
 use sqlx::{AnyConnection, Connection as _, Executor as _};
 
@@ -704,6 +707,125 @@ async fn cache_forgets_what_a_failed_write_may_have_changed(db: &TestDb) {
     assert!(s.list_nodes(&rec.name).await.unwrap().is_empty());
 }
 
+fn holder(id: &str) -> LeaseHolder {
+    LeaseHolder {
+        id: id.into(),
+        host: format!("host-{id}"),
+        pid: 4242,
+    }
+}
+
+fn acquired(o: LeaseOutcome) -> Lease {
+    match o {
+        LeaseOutcome::Acquired(l) => l,
+        LeaseOutcome::Held(l) => panic!("refused: held by {l}"),
+    }
+}
+
+fn held(o: LeaseOutcome) -> Lease {
+    match o {
+        LeaseOutcome::Held(l) => l,
+        LeaseOutcome::Acquired(l) => panic!("let in: {l}"),
+    }
+}
+
+async fn instance_is_recorded_once(db: &TestDb) {
+    let s = &db.s;
+    assert_eq!(s.instance().await.unwrap(), None);
+    // Racing first opens all get the same one.
+    let claims = (0..8).map(|i| {
+        let s = s.clone();
+        async move {
+            let proposed = InstanceName::new(&format!("racer-{i}")).unwrap();
+            s.claim_instance(&proposed).await.unwrap()
+        }
+    });
+    let got = futures_util::future::join_all(claims).await;
+    assert!(got.iter().all(|g| g == &got[0]), "{got:?}");
+    assert!(got[0].as_str().starts_with("racer-"));
+    let later = InstanceName::new("later").unwrap();
+    assert_eq!(s.claim_instance(&later).await.unwrap(), got[0]);
+    assert_eq!(s.instance().await.unwrap().as_ref(), Some(&got[0]));
+}
+
+async fn lease_acquire_renew_expire_release(db: &TestDb) {
+    let s = &db.s;
+    let inst = InstanceName::new("lease-test").unwrap();
+    let other = InstanceName::new("lease-other").unwrap();
+    let (a, b) = (holder("a"), holder("b"));
+    let long = Duration::from_secs(60);
+    assert_eq!(s.get_lease(&inst).await.unwrap(), None);
+
+    // A takes it; B is refused and told who holds it and for how long.
+    let first = acquired(s.acquire_lease(&inst, &a, long).await.unwrap());
+    assert_eq!((&first.instance, &first.holder), (&inst, &a));
+    assert!(first.expires_at - first.acquired_at >= 59_000, "{first:?}");
+    let refused = held(s.acquire_lease(&inst, &b, long).await.unwrap());
+    assert_eq!(refused.holder, a);
+    assert!(refused.remaining_ms() > 50_000, "{refused:?}");
+    assert!(refused.to_string().contains("host host-a, pid 4242"), "{refused}");
+    // Instances are independent.
+    acquired(s.acquire_lease(&other, &b, long).await.unwrap());
+    // Its holder may take it again (it keeps acquired_at) and renew it.
+    let again = acquired(s.acquire_lease(&inst, &a, long).await.unwrap());
+    assert_eq!(again.acquired_at, first.acquired_at);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let renewed = s.renew_lease(&inst, &a, long).await.unwrap().expect("renewed");
+    assert!(renewed.expires_at > first.expires_at, "{renewed:?} {first:?}");
+    assert!(renewed.renewed_at >= renewed.acquired_at);
+    // B cannot renew what it does not hold.
+    assert_eq!(s.renew_lease(&inst, &b, long).await.unwrap(), None);
+
+    // A short lease that is not renewed expires: B takes it, A has lost it.
+    acquired(
+        s.acquire_lease(&inst, &a, Duration::from_millis(300))
+            .await
+            .unwrap(),
+    );
+    held(s.acquire_lease(&inst, &b, long).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let expired = s.get_lease(&inst).await.unwrap().expect("still stored");
+    assert_eq!((expired.holder.clone(), expired.remaining_ms()), (a.clone(), 0));
+    let taken = acquired(s.acquire_lease(&inst, &b, long).await.unwrap());
+    assert_eq!(taken.holder, b);
+    assert!(taken.acquired_at > first.acquired_at);
+    assert_eq!(s.renew_lease(&inst, &a, long).await.unwrap(), None);
+    // A releasing what it lost changes nothing; B's release frees it.
+    s.release_lease(&inst, &a).await.unwrap();
+    assert_eq!(s.get_lease(&inst).await.unwrap().unwrap().holder, b);
+    s.release_lease(&inst, &b).await.unwrap();
+    assert_eq!(s.get_lease(&inst).await.unwrap(), None);
+    acquired(s.acquire_lease(&inst, &a, long).await.unwrap());
+}
+
+async fn concurrent_acquires_one_wins(db: &TestDb) {
+    let s = &db.s;
+    let inst = InstanceName::new("lease-race").unwrap();
+    let tries = (0..8).map(|i| {
+        let s = s.clone();
+        let inst = inst.clone();
+        async move {
+            s.acquire_lease(&inst, &holder(&format!("h{i}")), Duration::from_secs(60))
+                .await
+                .unwrap()
+        }
+    });
+    let outcomes = futures_util::future::join_all(tries).await;
+    let winners: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            LeaseOutcome::Acquired(l) => Some(l.holder.clone()),
+            LeaseOutcome::Held(_) => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    for o in &outcomes {
+        if let LeaseOutcome::Held(l) = o {
+            assert_eq!(l.holder, winners[0]);
+        }
+    }
+}
+
 macro_rules! backend_tests {
     (
         kind = $kind:ident,
@@ -724,6 +846,9 @@ mod sqlite_file {
     backend_tests!(
         kind = SqliteFile,
         tests = [
+            instance_is_recorded_once,
+            lease_acquire_renew_expire_release,
+            concurrent_acquires_one_wins,
             round_trip_every_field,
             duplicate_create_is_refused,
             update_replaces_and_missing_is_not_found,
@@ -745,6 +870,9 @@ mod sqlite_memory {
     backend_tests!(
         kind = SqliteMemory,
         tests = [
+            instance_is_recorded_once,
+            lease_acquire_renew_expire_release,
+            concurrent_acquires_one_wins,
             round_trip_every_field,
             duplicate_create_is_refused,
             update_replaces_and_missing_is_not_found,
@@ -764,6 +892,9 @@ mod cached_sqlite_file {
     backend_tests!(
         kind = CachedSqliteFile,
         tests = [
+            instance_is_recorded_once,
+            lease_acquire_renew_expire_release,
+            concurrent_acquires_one_wins,
             round_trip_every_field,
             duplicate_create_is_refused,
             update_replaces_and_missing_is_not_found,
@@ -783,6 +914,9 @@ mod postgres {
     backend_tests!(
         kind = Postgres,
         tests = [
+            instance_is_recorded_once,
+            lease_acquire_renew_expire_release,
+            concurrent_acquires_one_wins,
             round_trip_every_field,
             duplicate_create_is_refused,
             update_replaces_and_missing_is_not_found,

@@ -3,12 +3,14 @@
 #![allow(dead_code)]
 
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use nexus::names::InstanceName;
 use nexus::node::{DockerRuntime, DockerRuntimeConfig, NetworkName};
 
 /// The node image under test. The test command (`scripts/test.sh`) builds it and sets this.
@@ -28,8 +30,27 @@ pub fn unique_network(prefix: &str) -> NetworkName {
     NetworkName::new(&format!("{prefix}-{}", hex::encode(b))).expect("valid name")
 }
 
+/// This test process's Docker owner scope (`t-` and 12 random hex digits): every runtime of
+/// the process shares it, so a fresh runtime lists the same nodes, and no other test, test run
+/// or daemon on the host (each has its own) sees or touches them. Never `default`.
+pub fn test_instance() -> InstanceName {
+    static INSTANCE: OnceLock<InstanceName> = OnceLock::new();
+    INSTANCE
+        .get_or_init(|| {
+            let mut b = [0u8; 6];
+            getrandom::fill(&mut b).expect("rng");
+            InstanceName::new(&format!("t-{}", hex::encode(b))).expect("valid instance")
+        })
+        .clone()
+}
+
+/// A runtime in [`test_instance`].
 pub async fn runtime() -> DockerRuntime {
-    runtime_with(DockerRuntimeConfig::default()).await
+    runtime_with(DockerRuntimeConfig {
+        instance: test_instance(),
+        ..DockerRuntimeConfig::default()
+    })
+    .await
 }
 
 pub async fn runtime_with(cfg: DockerRuntimeConfig) -> DockerRuntime {
