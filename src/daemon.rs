@@ -290,8 +290,11 @@ async fn serve(
     let background = {
         let orch = orch.clone();
         tokio::spawn(async move {
-            if let Err(e) = orch.recover().await {
-                tracing::error!(error = %e, "recovery failed; the periodic resync will retry");
+            match orch.recover().await {
+                Ok(()) => tracing::info!("recovery done"),
+                Err(e) => {
+                    tracing::error!(error = %e, "recovery failed; the periodic resync will retry")
+                }
             }
             orch.run().await;
         })

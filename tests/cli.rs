@@ -130,6 +130,9 @@ level = "info,nexus=debug"
                 panic!("daemon exited at start ({status}):\n{}", self.logs());
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.grpc)).is_ok() {
+                if self.instance.is_empty() {
+                    self.instance = self.logged_instance().unwrap_or_default();
+                }
                 return;
             }
             assert!(
@@ -143,6 +146,92 @@ level = "info,nexus=debug"
 
     fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Like [`Daemon::configure`], but with no `docker.instance`: the daemon uses its store's
+    /// own, generated on the store's first open ([`Daemon::start`] learns it from the log). With
+    /// `data_dir`, the daemon shares that data directory (and so the store) with another;
+    /// `extra` is appended to the configuration (whole sections).
+    fn configure_unscoped(port_base: u16, data_dir: Option<&Path>, extra: &str) -> Daemon {
+        let mut d = Daemon::configure(port_base, "");
+        let text = std::fs::read_to_string(&d.config).expect("config");
+        let mut out = String::new();
+        for line in text.lines() {
+            match (line.starts_with("instance = "), line.starts_with("data_dir = "), data_dir) {
+                (true, _, _) => continue,
+                (_, true, Some(dir)) => out.push_str(&format!("data_dir = \"{}\"", dir.display())),
+                _ => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        out.push_str(extra);
+        std::fs::write(&d.config, out).expect("config");
+        d.instance.clear();
+        d
+    }
+
+    /// The instance the daemon logged at start (`io.nexus.instance=…`), if it did.
+    fn logged_instance(&self) -> Option<String> {
+        let logs = self.logs();
+        let at = logs.find("io.nexus.instance=")? + "io.nexus.instance=".len();
+        let name: String = logs[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+            .collect();
+        Some(name).filter(|n| !n.is_empty())
+    }
+
+    /// Starts the daemon expecting it to refuse to start: returns its log once it exited
+    /// unsuccessfully.
+    fn start_refused(&mut self) -> String {
+        let log = std::fs::File::create(&self.log).expect("log file");
+        let mut child = Command::new(bin())
+            .args(["--config"])
+            .arg(&self.config)
+            .arg("daemon")
+            .env_remove("NEXUS_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(!status.success(), "refused daemon exited 0:\n{}", self.logs());
+                return self.logs();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the daemon was not refused:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the log says `needle` (or panics after `limit`).
+    fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.logs().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in the log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    /// SIGKILL: the daemon leaves its lease to expire.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// SIGTERM, then waits; returns whether it exited successfully.
@@ -232,6 +321,10 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
         // Whatever the test left: this instance's containers, volumes and networks.
+        if self.instance.is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
         let filter = format!("label=io.nexus.instance={}", self.instance);
         for (kind, list) in [
             ("container", vec!["ps", "-aq", "--filter", &filter]),
@@ -958,4 +1051,87 @@ fn init_writes_a_private_config_that_runs() {
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(token.split('.').count(), 3, "{token}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The running containers of `instance`: full ids.
+fn running_ids(instance: &str) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=io.nexus.instance={instance}"),
+    ])
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect()
+}
+
+#[test]
+fn a_second_daemon_with_another_data_dir_deletes_nothing_of_the_first() {
+    // Neither configures an instance: each uses the id its own store generated.
+    let mut first = Daemon::configure_unscoped(43500, None, "");
+    first.start();
+    assert!(first.instance.starts_with("n-"), "{}", first.logs());
+    let net = format!("inst-{}", random_hex(2));
+    let n = first.json(&["network", "create", &net, "--start"]);
+    assert_eq!(n["status"], "running", "{n}");
+    let ids = running_ids(&first.instance);
+    assert_eq!(ids.len(), 1, "{ids:?}");
+
+    // A second installation on the same host: its recovery runs and finds nothing of its own.
+    let mut second = Daemon::configure_unscoped(43600, None, "");
+    second.start();
+    assert!(second.instance.starts_with("n-"), "{}", second.logs());
+    assert_ne!(second.instance, first.instance);
+    second.wait_for_log("recovery done", Duration::from_secs(60));
+    assert!(names(&second.json(&["network", "list"])).is_empty());
+    assert!(
+        !second.logs().contains("removing nexus containers"),
+        "{}",
+        second.logs()
+    );
+
+    // The first's node is untouched: the same container, running, and its network too.
+    assert_eq!(running_ids(&first.instance), ids);
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Running}}", &ids[0]]),
+        "true"
+    );
+    let got = first.json(&["network", "get", &net]);
+    assert_eq!(got["status"], "running", "{got}");
+    assert!(second.terminate(), "{}", second.logs());
+    assert!(first.terminate(), "{}", first.logs());
+}
+
+#[test]
+fn a_second_daemon_on_the_same_store_is_refused_until_the_first_is_gone() {
+    let ttl = "[store]\nlease_ttl = \"2s\"\n";
+    let mut first = Daemon::configure_unscoped(43700, None, ttl);
+    first.start();
+    let instance = first.instance.clone();
+    assert!(instance.starts_with("n-"), "{}", first.logs());
+
+    // Same data directory, so the same store and instance: refused, naming the holder.
+    let data = first.dir.join("data");
+    let mut second = Daemon::configure_unscoped(43800, Some(&data), ttl);
+    let refused = second.start_refused();
+    assert!(
+        refused.contains(&format!("another live daemon acts for instance `{instance}`")),
+        "{refused}"
+    );
+    assert!(
+        refused.contains(&format!("pid {}", first.pid())),
+        "{refused}"
+    );
+    assert!(refused.contains("expires in"), "{refused}");
+
+    // Killed, the first cannot release it; once the TTL has passed the second starts, as the
+    // same instance.
+    first.kill();
+    std::thread::sleep(Duration::from_millis(2500));
+    second.start();
+    assert_eq!(second.instance, instance, "{}", second.logs());
+    assert!(second.terminate(), "{}", second.logs());
+    assert!(second.logs().contains("lease released"), "{}", second.logs());
 }
