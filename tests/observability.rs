@@ -21,6 +21,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 const KEY: &str = "obs-key-0123456789abcdefghijklmnopqrstuvwxyz";
+/// The node scrape-through's own read-only token (`metrics.scrape_token`).
+const SCRAPE: &str = "obs-scrape-0123456789abcdefghijklmnopqrstuvwxyz";
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_nexus")
@@ -101,6 +103,7 @@ listen = "127.0.0.1:{delegator}"
 [metrics]
 listen = "127.0.0.1:{metrics}"
 interval = "1s"
+scrape_token = "{SCRAPE}"
 
 [log]
 level = "info,nexus=debug"
@@ -702,21 +705,25 @@ async fn metrics_of_a_running_network() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // Scrape-through: the API key is required; unknown nodes are 404; otherwise the request
-    // reaches the node (the test image has no /debug/metrics/prometheus: it answers its own
-    // plain 404, which real kubo would answer with its metrics).
+    // Scrape-through: its own scrape token is required, the admin API key is refused; unknown
+    // nodes are 404; otherwise the request reaches the node (the test image has no
+    // /debug/metrics/prometheus: it answers its own plain 404, which real kubo would answer
+    // with its metrics).
     let path = format!("/nodes/{net}/0/metrics");
     let (status, _) = http("GET", &d.url(&path), None).await;
     assert_eq!(status, 401);
     let (status, _) = http("GET", &d.url(&path), Some("wrong-key")).await;
     assert_eq!(status, 401);
-    let (status, body) = http("GET", &d.url("/nodes/nope/0/metrics"), Some(KEY)).await;
+    let (status, body) = http("GET", &d.url(&path), Some(KEY)).await;
+    assert_eq!(status, 401, "the admin API key is not a scrape token: {body}");
+    assert!(body.contains("scrape token") && !body.contains(KEY), "{body}");
+    let (status, body) = http("GET", &d.url("/nodes/nope/0/metrics"), Some(SCRAPE)).await;
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("no running network"), "{body}");
-    let (status, body) = http("GET", &d.url(&format!("/nodes/{net}/7/metrics")), Some(KEY)).await;
+    let (status, body) = http("GET", &d.url(&format!("/nodes/{net}/7/metrics")), Some(SCRAPE)).await;
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("not ready"), "{body}");
-    let (status, body) = http("GET", &d.url(&path), Some(KEY)).await;
+    let (status, body) = http("GET", &d.url(&path), Some(SCRAPE)).await;
     assert!(
         (status == 200 && body.contains("# TYPE"))
             || (status == 404 && body.contains("404 page not found")),
