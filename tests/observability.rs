@@ -715,12 +715,23 @@ async fn metrics_of_a_running_network() {
     let (status, _) = http("GET", &d.url(&path), Some("wrong-key")).await;
     assert_eq!(status, 401);
     let (status, body) = http("GET", &d.url(&path), Some(KEY)).await;
-    assert_eq!(status, 401, "the admin API key is not a scrape token: {body}");
-    assert!(body.contains("scrape token") && !body.contains(KEY), "{body}");
+    assert_eq!(
+        status, 401,
+        "the admin API key is not a scrape token: {body}"
+    );
+    assert!(
+        body.contains("scrape token") && !body.contains(KEY),
+        "{body}"
+    );
     let (status, body) = http("GET", &d.url("/nodes/nope/0/metrics"), Some(SCRAPE)).await;
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("no running network"), "{body}");
-    let (status, body) = http("GET", &d.url(&format!("/nodes/{net}/7/metrics")), Some(SCRAPE)).await;
+    let (status, body) = http(
+        "GET",
+        &d.url(&format!("/nodes/{net}/7/metrics")),
+        Some(SCRAPE),
+    )
+    .await;
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("not ready"), "{body}");
     let (status, body) = http("GET", &d.url(&path), Some(SCRAPE)).await;

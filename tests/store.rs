@@ -763,15 +763,25 @@ async fn lease_acquire_renew_expire_release(db: &TestDb) {
     let refused = held(s.acquire_lease(&inst, &b, long).await.unwrap());
     assert_eq!(refused.holder, a);
     assert!(refused.remaining_ms() > 50_000, "{refused:?}");
-    assert!(refused.to_string().contains("host host-a, pid 4242"), "{refused}");
+    assert!(
+        refused.to_string().contains("host host-a, pid 4242"),
+        "{refused}"
+    );
     // Instances are independent.
     acquired(s.acquire_lease(&other, &b, long).await.unwrap());
     // Its holder may take it again (it keeps acquired_at) and renew it.
     let again = acquired(s.acquire_lease(&inst, &a, long).await.unwrap());
     assert_eq!(again.acquired_at, first.acquired_at);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let renewed = s.renew_lease(&inst, &a, long).await.unwrap().expect("renewed");
-    assert!(renewed.expires_at > first.expires_at, "{renewed:?} {first:?}");
+    let renewed = s
+        .renew_lease(&inst, &a, long)
+        .await
+        .unwrap()
+        .expect("renewed");
+    assert!(
+        renewed.expires_at > first.expires_at,
+        "{renewed:?} {first:?}"
+    );
     assert!(renewed.renewed_at >= renewed.acquired_at);
     // B cannot renew what it does not hold.
     assert_eq!(s.renew_lease(&inst, &b, long).await.unwrap(), None);
@@ -785,7 +795,10 @@ async fn lease_acquire_renew_expire_release(db: &TestDb) {
     held(s.acquire_lease(&inst, &b, long).await.unwrap());
     tokio::time::sleep(Duration::from_millis(600)).await;
     let expired = s.get_lease(&inst).await.unwrap().expect("still stored");
-    assert_eq!((expired.holder.clone(), expired.remaining_ms()), (a.clone(), 0));
+    assert_eq!(
+        (expired.holder.clone(), expired.remaining_ms()),
+        (a.clone(), 0)
+    );
     let taken = acquired(s.acquire_lease(&inst, &b, long).await.unwrap());
     assert_eq!(taken.holder, b);
     assert!(taken.acquired_at > first.acquired_at);

@@ -59,7 +59,11 @@ pub fn write_init_file(path: &Path, force: bool) -> Result<(), ConfigError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_private_dir(dir)?;
     }
-    let text = render_init_file(&generate_secret()?, &generate_secret()?, &generate_secret()?);
+    let text = render_init_file(
+        &generate_secret()?,
+        &generate_secret()?,
+        &generate_secret()?,
+    );
     write_private(path, &text, force).map_err(|source| {
         if source.kind() == io::ErrorKind::AlreadyExists {
             ConfigError::Exists {

@@ -1021,7 +1021,10 @@ fn plain_text_listeners_beyond_loopback_are_called_out() {
     let home = TempDir::new();
     let listeners = |toml: &str| -> Vec<&'static str> {
         let s = load(&home, toml, &[]).unwrap().validate().unwrap();
-        s.plain_text_listeners().into_iter().map(|(w, _)| w).collect()
+        s.plain_text_listeners()
+            .into_iter()
+            .map(|(w, _)| w)
+            .collect()
     };
     // The defaults listen on loopback only.
     assert!(listeners("").is_empty());
