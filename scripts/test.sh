@@ -64,7 +64,7 @@ NEXUS_BIN="${CARGO_TARGET_DIR:-target}/debug/nexus"
 BY_DIR="$(mktemp -d /tmp/nexus-bystander.XXXXXX)"
 BY_NET="bystander-$(python3 -c 'import secrets; print(secrets.token_hex(3))')"
 # No [docker] instance: the daemon uses the one its new store generates. Node ports outside
-# the ranges the tests use (43000-47999).
+# the ranges the tests use (41000-47999).
 cat >"$BY_DIR/nexus.toml" <<TOML
 [daemon]
 data_dir = "$BY_DIR/data"
@@ -75,9 +75,9 @@ cpus = "0.5"
 memory = "256MiB"
 disk = "512MiB"
 [ports]
-swarm = "41000-41019"
-api = "41020-41039"
-gateway = "41040-41059"
+swarm = "39000-39019"
+api = "39020-39039"
+gateway = "39040-39059"
 [grpc]
 listen = "127.0.0.1:$(free_port)"
 [delegator]
