@@ -1149,3 +1149,35 @@ fn a_second_daemon_on_the_same_store_is_refused_until_the_first_is_gone() {
         second.logs()
     );
 }
+
+#[tokio::test]
+async fn a_daemon_that_loses_its_lease_stops() {
+    use sqlx::{Connection, Executor};
+    let mut d = Daemon::configure_unscoped(43900, None, "[store]\nlease_ttl = \"3s\"\n");
+    d.start();
+    // Another holder takes the lease behind the daemon's back (as one would once it expired
+    // while this daemon was frozen).
+    sqlx::any::install_default_drivers();
+    let db = d.dir.join("data").join("nexus.db");
+    let mut conn = sqlx::AnyConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open the daemon's store");
+    conn.execute("UPDATE instance_lease SET holder = 'intruder', host = 'elsewhere', pid = 1")
+        .await
+        .expect("take the lease");
+    conn.close().await.ok();
+    // At its next heartbeat (every second) it notices, stops and exits with an error.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running:\n{}", d.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    d.child = None;
+    let logs = d.logs();
+    assert!(!status.success(), "{logs}");
+    assert!(logs.contains("lost the lease"), "{logs}");
+    assert!(logs.contains("another daemon holds it now"), "{logs}");
+}
