@@ -7,7 +7,7 @@
 //! stop accepting, in-flight calls finish, the instance's lease is released, and nodes are
 //! left running (the next start adopts them). A daemon that loses its lease
 //! ([`crate::instance`]) stops its reconciler at once, shuts down the same way and returns
-//! [`DaemonError::Instance`]. It must not hold logic of its own about networks; it only
+//! [`DaemonError::LeaseLost`]. It must not hold logic of its own about networks; it only
 //! assembles.
 
 use std::future::Future;
@@ -162,6 +162,21 @@ async fn serve(
     lost: impl Future<Output = InstanceError> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
+    // One shutdown signal for every listener: the signal, or a lost lease (noticed from here
+    // on, so also while the image is pulled; it also stops the reconciler at once, below).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (lost_tx, lost_rx) = tokio::sync::watch::channel(None::<String>);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = shutdown => {}
+            e = lost => {
+                tracing::error!(error = %e, "shutting down: another daemon may act for this instance now");
+                let _ = lost_tx.send(Some(e.to_string()));
+            }
+        }
+        let _ = stop_tx.send(true);
+    });
+
     let docker = DockerRuntime::connect(settings.docker.clone()).await?;
     match docker.ensure_image(&settings.orchestrator.image).await {
         Ok(()) => {}
@@ -198,20 +213,6 @@ async fn serve(
         None => None,
     };
 
-    // One shutdown signal for every listener: the signal, or a lost lease (which also stops
-    // the reconciler at once, below).
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (lost_tx, lost_rx) = tokio::sync::watch::channel(None::<String>);
-    tokio::spawn(async move {
-        tokio::select! {
-            () = shutdown => {}
-            e = lost => {
-                tracing::error!(error = %e, "shutting down: another daemon may act for this instance now");
-                let _ = lost_tx.send(Some(e.to_string()));
-            }
-        }
-        let _ = stop_tx.send(true);
-    });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -287,25 +288,30 @@ async fn serve(
 
     // Recovery and the reconciler run in the background: the API answers meanwhile, and
     // operations on a network wait for its lock.
+    // A lost lease stops them at once (checked first, so they never start once it is lost).
     let background = {
         let orch = orch.clone();
+        let mut lost = lost_rx.clone();
         tokio::spawn(async move {
-            match orch.recover().await {
-                Ok(()) => tracing::info!("recovery done"),
-                Err(e) => {
-                    tracing::error!(error = %e, "recovery failed; the periodic resync will retry")
+            let work = async {
+                match orch.recover().await {
+                    Ok(()) => tracing::info!("recovery done"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "recovery failed; the periodic resync will retry")
+                    }
                 }
+                orch.run().await;
+            };
+            let lost = async {
+                let _ = lost.wait_for(Option::is_some).await;
+            };
+            tokio::select! {
+                biased;
+                () = lost => tracing::warn!("reconciler stopped: the lease is lost"),
+                () = work => {}
             }
-            orch.run().await;
         })
     };
-    let background_abort = background.abort_handle();
-    let mut lost_rx_task = lost_rx.clone();
-    tokio::spawn(async move {
-        if lost_rx_task.wait_for(Option::is_some).await.is_ok() {
-            background_abort.abort();
-        }
-    });
 
     let service = NexusService::new(
         orch.clone(),
