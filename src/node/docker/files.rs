@@ -156,12 +156,12 @@ fn write_file(path: &Path, f: &BundleFile) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::spec::NetworkName;
+    use crate::node::spec::{NetworkName, MAX_NETWORK_NAME, MAX_NODES};
 
     #[test]
     fn socket_paths_fit_for_the_longest_names() {
-        let net = NetworkName::new(&"a".repeat(63)).unwrap();
-        let node = NodeRef::new(net, 63).unwrap();
+        let net = NetworkName::new(&"a".repeat(MAX_NETWORK_NAME)).unwrap();
+        let node = NodeRef::new(net, MAX_NODES - 1).unwrap();
         let base = PathBuf::from(format!("/{}", "d".repeat(MAX_NODE_DIR - 1)));
         let dir = NodeDir::new(&base, &node);
         for e in [dir.api(), dir.gateway()] {
