@@ -5,14 +5,13 @@
 //! - `GET /readyz`: 200 `{"ready":true,…}` or 503 naming the failed checks;
 //! - `GET /nodes/<network>/<index>/metrics`: with `Authorization: Bearer <scrape token>`
 //!   (`metrics.scrape_token`, read-only; the admin API keys are refused here), the node's own
-//!   `/debug/metrics/prometheus`, fetched from its loopback RPC port, so Prometheus can scrape
-//!   kubo without node ports being exposed.
+//!   `/debug/metrics/prometheus`, fetched from its RPC API endpoint, so Prometheus can scrape
+//!   kubo without node endpoints being exposed.
 //!
 //! `/metrics`, `/healthz` and `/readyz` take no token: they carry counts, durations and
 //! network names, never secrets (see docs/observability.md).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -23,13 +22,13 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::Empty;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::Readiness;
 use crate::api::ApiKeys;
+use crate::node::endpoint::Connector;
 use crate::node::NetworkName;
 use crate::orchestrator::registry::Registry;
 
@@ -51,7 +50,7 @@ pub struct TelemetryState {
     pub registry: Registry,
     /// The node scrape-through's tokens (`metrics.scrape_token`); never the API keys.
     pub scrape_tokens: ApiKeys,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<Connector, Empty<Bytes>>,
 }
 
 impl TelemetryState {
@@ -61,14 +60,13 @@ impl TelemetryState {
         registry: Registry,
         scrape_tokens: ApiKeys,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(3)));
         Self {
             handle,
             readiness,
             registry,
             scrape_tokens,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new())
+                .build(Connector::new(Duration::from_secs(3))),
         }
     }
 }
@@ -157,9 +155,11 @@ async fn node_metrics(
             format!("node {index} of `{name}` is not ready"),
         );
     };
-    let addr: SocketAddr = node.api;
-    let uri = format!("http://{addr}/debug/metrics/prometheus");
-    let Ok(uri) = uri.parse::<hyper::Uri>() else {
+    let Ok(uri) = node
+        .api
+        .uri("/debug/metrics/prometheus")
+        .parse::<hyper::Uri>()
+    else {
         return error(StatusCode::BAD_GATEWAY, "bad node address");
     };
     match tokio::time::timeout(NODE_SCRAPE_TIMEOUT, s.client.get(uri)).await {
