@@ -118,8 +118,13 @@ if [ -z "$BY_CONTAINER" ] || [ "$now" != "$BY_CONTAINER" ]; then
 elif [ "$(docker inspect -f '{{.State.Running}}' "$BY_CONTAINER" 2>/dev/null)" != "true" ]; then
   log "FAIL: the bystander's container $BY_CONTAINER is not running"; bystander_ok=0
 fi
-if [ "$bystander_ok" = 1 ] && ! by_cli --json network get "$BY_NET" | grep -q '"status": *"running"'; then
-  log "FAIL: the bystander's network is not running"; bystander_ok=0
+# (Captured first: `grep -q` stops reading early, and under pipefail the CLI's broken pipe
+# would count as a failure.)
+if [ "$bystander_ok" = 1 ]; then
+  got="$(by_cli --json network get "$BY_NET" 2>&1)" || true
+  if ! grep -q '"status": *"running"' <<<"$got"; then
+    log "FAIL: the bystander's network is not running: $got"; bystander_ok=0
+  fi
 fi
 if grep -q "removing nexus containers" "$BY_DIR/daemon.log"; then
   log "FAIL: the bystander removed containers it did not own"; bystander_ok=0
