@@ -185,11 +185,7 @@ fn config(nodes: usize) -> Result<OrchestratorConfig> {
     };
     Ok(OrchestratorConfig {
         image: IMAGE.into(),
-        ports: PortConfig {
-            swarm: range(0)?,
-            api: range(1)?,
-            gateway: range(2)?,
-        },
+        ports: PortConfig { swarm: range(0)? },
         ..OrchestratorConfig::default()
     })
 }

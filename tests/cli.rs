@@ -70,8 +70,6 @@ disk = "512MiB"
 
 [ports]
 swarm = "{s0}-{s1}"
-api = "{a0}-{a1}"
-gateway = "{g0}-{g1}"
 
 [grpc]
 listen = "127.0.0.1:{grpc}"
@@ -91,10 +89,6 @@ level = "info,nexus=debug"
             image = image(),
             s0 = port_base,
             s1 = port_base + 19,
-            a0 = port_base + 20,
-            a1 = port_base + 39,
-            g0 = port_base + 40,
-            g1 = port_base + 59,
         );
         std::fs::write(&config, text).expect("config");
         Daemon {

@@ -36,8 +36,6 @@ fn config(port_base: u16) -> OrchestratorConfig {
         },
         ports: PortConfig {
             swarm: range(port_base),
-            api: range(port_base + 20),
-            gateway: range(port_base + 40),
         },
         ..Default::default()
     }

@@ -212,8 +212,6 @@ fn node(network: &str, index: u16) -> NodeRow {
         identity: NodeIdentity::generate(),
         ports: Ports {
             swarm: Some(4001 + index),
-            api: Some(u16::MAX),
-            gateway: None,
         },
         container_id: Some(format!("c0ffee{index:04}")),
         last_error: None,
@@ -362,11 +360,7 @@ async fn put_node_upserts(db: &TestDb) {
 
     let replaced = NodeRow {
         identity: NodeIdentity::generate(),
-        ports: Ports {
-            swarm: None,
-            api: Some(5001),
-            gateway: Some(8080),
-        },
+        ports: Ports { swarm: None },
         container_id: None,
         last_error: Some("restarted 3 times".into()),
         ..first.clone()

@@ -98,7 +98,7 @@ class Daemon:
         self.grpc = free_port()
         self.delegator = free_port()
         self.instance = "bench-" + secrets.token_hex(3)
-        ports = ports or {"swarm": "4001-5000", "api": "5001-6000", "gateway": "8001-9000"}
+        ports = ports or {"swarm": "4001-5000"}
         # 0600: the file holds the API key (the daemon warns about a readable one).
         with open(os.open(self.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             f.write(f"""
@@ -112,8 +112,6 @@ public_address = "127.0.0.1"
 {extra_node}
 [ports]
 swarm = "{ports['swarm']}"
-api = "{ports['api']}"
-gateway = "{ports['gateway']}"
 [grpc]
 listen = "127.0.0.1:{self.grpc}"
 api_keys = ["{self.key}"]

@@ -134,8 +134,6 @@ pub fn network_message(v: NetworkView) -> pb::Network {
                     state,
                     exit_code,
                     swarm_port: n.ports.swarm.map_or(0, u32::from),
-                    api_port: n.ports.api.map_or(0, u32::from),
-                    gateway_port: n.ports.gateway.map_or(0, u32::from),
                     last_error: n.last_error.unwrap_or_default(),
                 }
             })
@@ -159,8 +157,6 @@ fn diagnosis_message(d: NodeDiagnosis) -> pb::NodeDiagnosis {
             .map(|c| serde_json::to_string_pretty(&c).unwrap_or_default())
             .unwrap_or_default(),
         swarm_port: d.ports.swarm.map_or(0, u32::from),
-        api_port: d.ports.api.map_or(0, u32::from),
-        gateway_port: d.ports.gateway.map_or(0, u32::from),
     }
 }
 

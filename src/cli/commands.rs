@@ -288,9 +288,7 @@ fn print_network(n: &pb::Network) {
         "NODE".into(),
         "PEER ID".into(),
         "STATE".into(),
-        "SWARM".into(),
-        "API".into(),
-        "GATEWAY".into(),
+        "SWARM PORT".into(),
         "LAST ERROR".into(),
     ]];
     for node in &n.nodes {
@@ -304,8 +302,6 @@ fn print_network(n: &pb::Network) {
             node.peer_id.clone(),
             state,
             render::port(node.swarm_port),
-            render::port(node.api_port),
-            render::port(node.gateway_port),
             render::or_dash(node.last_error.lines().next().unwrap_or("")),
         ]);
     }
@@ -389,12 +385,7 @@ fn print_diagnostics(d: &pb::NetworkDiagnosticsResponse) {
         if n.state == "exited" {
             println!("exit code: {}", n.exit_code);
         }
-        println!(
-            "ports: swarm {}, api {}, gateway {}",
-            render::port(n.swarm_port),
-            render::port(n.api_port),
-            render::port(n.gateway_port)
-        );
+        println!("swarm port: {}", render::port(n.swarm_port));
         if !n.last_error.is_empty() {
             println!("last error: {}", n.last_error);
         }

@@ -282,22 +282,13 @@ impl Config {
     pub(super) fn ports_checked(&self) -> Result<PortConfig> {
         let cfg = PortConfig {
             swarm: self.port_ranges("ports.swarm", &self.ports.swarm)?,
-            api: self.port_ranges("ports.api", &self.ports.api)?,
-            gateway: self.port_ranges("ports.gateway", &self.ports.gateway)?,
         };
         // Only validates the ranges: nothing is bound or allocated.
         match PortAllocator::new(&cfg, Box::new(BindProbe)) {
             Ok(_) => Ok(cfg),
-            Err(PortError::Overlap { port, a, b }) if a == b => Err(self.invalid(
-                &format!("ports.{a}"),
+            Err(PortError::Overlap { port, .. }) => Err(self.invalid(
+                "ports.swarm",
                 format!("its ranges overlap each other (port {port})"),
-            )),
-            Err(PortError::Overlap { port, a, b }) => Err(self.invalid(
-                &format!("ports.{b}"),
-                format!(
-                    "port {port} is also in {}: the swarm, api and gateway ranges must not overlap",
-                    self.named(&format!("ports.{a}"))
-                ),
             )),
             Err(e) => Err(self.invalid("ports.swarm", e.to_string())),
         }

@@ -90,7 +90,7 @@ macro_rules! key {
 
 pub(super) static KEYS: &[KeyDef] = &[
     key!(daemon.data_dir: Str = r#""""#,
-        "Directory for state: the SQLite store and secrets.toml. Empty: $XDG_DATA_HOME/nexus, else ~/.local/share/nexus, else /var/lib/nexus."),
+        "Directory for state: the SQLite store, secrets.toml and nodes/ (sockets; at most 73 bytes long). Empty: $XDG_DATA_HOME/nexus, else ~/.local/share/nexus, else /var/lib/nexus."),
     key!(store.url: Str = r#""""#,
         "Store URL: sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB. Empty: sqlite://<data_dir>/nexus.db."),
     key!(docker.endpoint: Str = r#""""#,
@@ -121,10 +121,6 @@ pub(super) static KEYS: &[KeyDef] = &[
         "Largest repository size a request may give one node."),
     key!(ports.swarm: Str = r#""4001-5000""#,
         "Host ports for the nodes' swarm (libp2p) port: LOW-HIGH, several separated by commas."),
-    key!(ports.api: Str = r#""5001-6000""#,
-        "Host ports (on 127.0.0.1) for the nodes' RPC API; must not overlap the other ranges."),
-    key!(ports.gateway: Str = r#""8001-9000""#,
-        "Host ports (on 127.0.0.1) for the nodes' HTTP gateway; must not overlap the other ranges."),
     key!(ports.swarm_host_ip: Str = r#""0.0.0.0""#,
         "Host address the swarm ports are published on (peers must reach it)."),
     key!(grpc.listen: Str = r#""127.0.0.1:7700""#,

@@ -218,8 +218,6 @@ pub struct NodeSection {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PortsSection {
     pub swarm: String,
-    pub api: String,
-    pub gateway: String,
     pub swarm_host_ip: String,
 }
 

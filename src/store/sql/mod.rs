@@ -302,8 +302,9 @@ impl Store for SqlStore {
             .bind(private_key)
             .bind(node.identity.peer_id().to_string())
             .bind(node.ports.swarm.map(i64::from))
-            .bind(node.ports.api.map(i64::from))
-            .bind(node.ports.gateway.map(i64::from))
+            // No longer used: the RPC API and gateway are unix sockets (older rows may hold them).
+            .bind(None::<i64>)
+            .bind(None::<i64>)
             .bind(node.container_id.clone())
             .bind(node.last_error.clone());
         match self.write(query).await {

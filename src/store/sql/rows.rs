@@ -167,10 +167,9 @@ pub(super) fn node_from_row(row: &AnyRow) -> Result<NodeRow> {
         ));
     }
     Ok(NodeRow {
+        // `api_port`/`gateway_port` of rows an older nexus wrote are no longer used.
         ports: Ports {
             swarm: opt_int(row, n, "swarm_port")?,
-            api: opt_int(row, n, "api_port")?,
-            gateway: opt_int(row, n, "gateway_port")?,
         },
         container_id: col(row, n, "container_id")?,
         last_error: col(row, n, "last_error")?,
