@@ -81,6 +81,7 @@ impl Config {
         // [daemon] [store] [docker]
         let data_dir = self.data_dir()?;
         let store_url = self.store_url(&data_dir)?;
+        let seal = self.seal_source(&data_dir)?;
         let endpoint = self.docker_endpoint()?;
         let instance = InstanceName::new(&self.docker.instance).map_err(|_| {
             self.invalid(
@@ -253,6 +254,7 @@ impl Config {
             settings: Settings {
                 data_dir,
                 store_url,
+                seal,
                 docker,
                 orchestrator,
                 public_address,
