@@ -112,13 +112,10 @@ pub async fn run(
     // The data directory holds the SQLite store, secrets.toml and the seal key file: 0700, and
     // refused (with the chmod to run) when others may use it.
     crate::config::ensure_private_dir(&settings.data_dir)?;
-    let keys = settings
-        .seal
-        .load()
-        .map_err(|cause| StoreError::Sealed {
-            what: "loading the store's seal keys".into(),
-            cause,
-        })?;
+    let keys = settings.seal.load().map_err(|cause| StoreError::Sealed {
+        what: "loading the store's seal keys".into(),
+        cause,
+    })?;
     let sealed = Arc::new(SqlStore::connect(settings.store_url.expose(), keys).await?);
     if let KeySource::File(file) = &settings.seal {
         // A rotation a restart interrupted: every secret is sealed under the new key now.

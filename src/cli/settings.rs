@@ -2,7 +2,7 @@
 //! shared with the daemon so one machine needs no extra setup, and the commands that only
 //! touch configuration (`init`, `daemon`, `token issue`).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use nexus::client::ClientConfig;
 use nexus::config::{self, Config, Create, Env, LogFormat, LogSettings, Secret, Settings};
 use nexus::daemon;

@@ -147,8 +147,11 @@ impl KeyFile {
     }
 
     /// Replaces the file with `ring`'s keys, atomically (a temporary file renamed over it, the
-    /// directory synced), mode 0600.
+    /// directory synced), mode 0600; a missing directory is created 0700.
     pub fn write(&self, ring: &Keyring) -> Result<(), SealError> {
+        if let Some(dir) = self.path.parent() {
+            create_private_dir(dir).map_err(|e| self.bad(e.to_string()))?;
+        }
         write_private(&self.path, &render(ring), true).map_err(|e| self.io(e))?;
         sync_dir(&self.path);
         // The rename keeps the temporary file's mode (0600); make sure anyway.
@@ -209,13 +212,19 @@ mod tests {
         // Loose modes are refused with the chmod to run.
         fs::set_permissions(file.path(), fs::Permissions::from_mode(0o644)).unwrap();
         let err = file.read().unwrap_err().to_string();
-        assert!(err.contains(&format!("chmod 600 {}", file.path().display())), "{err}");
+        assert!(
+            err.contains(&format!("chmod 600 {}", file.path().display())),
+            "{err}"
+        );
 
         // A damaged line is named, never quoted.
         fs::set_permissions(file.path(), fs::Permissions::from_mode(0o600)).unwrap();
         fs::write(file.path(), "# c\nSECRETSECRETnotakey\n").unwrap();
         let err = file.read().unwrap_err().to_string();
-        assert!(err.contains("line 2") && !err.contains("SECRETSECRET"), "{err}");
+        assert!(
+            err.contains("line 2") && !err.contains("SECRETSECRET"),
+            "{err}"
+        );
         fs::write(file.path(), "# only comments\n").unwrap();
         assert!(file.read().unwrap_err().to_string().contains("no key"));
         fs::remove_dir_all(&dir).unwrap();

@@ -50,20 +50,22 @@ pub enum SealError {
     BadKey(String),
     #[error("two keys of the keyring have the same id {0}: give each key once")]
     DuplicateKey(String),
-    #[error("is not sealed (plain text): restart the daemon to seal it, or restore the row")]
+    #[error(
+        "the value is not sealed (plain text): restart the daemon to seal it, or restore the row"
+    )]
     NotSealed,
-    #[error("is sealed in an unknown format (`{0}`): this nexus reads sealed:v1 only; upgrade nexus or restore the row")]
+    #[error("the value is sealed in an unknown format (`{0}`): this nexus reads sealed:v1 only; upgrade nexus or restore the row")]
     UnknownFormat(String),
-    #[error("is damaged: {0}")]
+    #[error("the sealed value is damaged: {0}")]
     Malformed(&'static str),
     #[error(
-        "is sealed under key {id}, which is not in the keyring (it has {known}): configure that key \
+        "the value is sealed under key {id}, which is not in the keyring (it has {known}): configure that key \
          (as store.seal_key, store.seal_previous_keys, or a line of the seal key file) and restart; \
          without it this secret is lost"
     )]
     UnknownKey { id: String, known: String },
     #[error(
-        "does not open under key {id}: it was altered, or moved from another row (each value is \
+        "the value does not open under key {id}: it was altered, or moved from another row (each value is \
          bound to its row); restore the row from a backup"
     )]
     Forged { id: String },
@@ -147,9 +149,10 @@ impl SealKey {
             B64.decode(t.as_bytes())
                 .map_err(|_| SealError::BadKey("text that is not base64".into()))?,
         );
-        let bytes: [u8; KEY_LEN] = raw.as_slice().try_into().map_err(|_| {
-            SealError::BadKey(format!("{} bytes", raw.len()))
-        })?;
+        let bytes: [u8; KEY_LEN] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| SealError::BadKey(format!("{} bytes", raw.len())))?;
         Ok(Self::from_bytes(bytes))
     }
 
@@ -225,7 +228,10 @@ impl Keyring {
     }
 
     fn ids(&self) -> String {
-        self.keys().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ")
+        self.keys()
+            .map(|k| k.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Seals `plaintext` for the place `ad` under the current key.
@@ -246,19 +252,23 @@ impl Keyring {
         let mut body = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         body.extend_from_slice(&nonce);
         body.extend_from_slice(&ciphertext);
-        Ok(format!("{SEALED_V1}{}:{}", self.current.id, B64.encode(body)))
+        Ok(format!(
+            "{SEALED_V1}{}:{}",
+            self.current.id,
+            B64.encode(body)
+        ))
     }
 
     /// Opens a value sealed for the place `ad` under any key of the keyring.
     pub fn open(&self, sealed: &str, ad: &str) -> Result<Zeroizing<Vec<u8>>, SealError> {
         let parsed = Sealed::parse(sealed)?;
-        let key = self
-            .keys()
-            .find(|k| k.id == parsed.key_id)
-            .ok_or_else(|| SealError::UnknownKey {
-                id: parsed.key_id.to_string(),
-                known: self.ids(),
-            })?;
+        let key =
+            self.keys()
+                .find(|k| k.id == parsed.key_id)
+                .ok_or_else(|| SealError::UnknownKey {
+                    id: parsed.key_id.to_string(),
+                    known: self.ids(),
+                })?;
         let (nonce, ciphertext) = parsed.body.split_at(NONCE_LEN);
         let mut nonce_arr = [0u8; NONCE_LEN];
         nonce_arr.copy_from_slice(nonce);
@@ -271,9 +281,7 @@ impl Keyring {
                 },
             )
             .map(Zeroizing::new)
-            .map_err(|_| SealError::Forged {
-                id: key.id.clone(),
-            })
+            .map_err(|_| SealError::Forged { id: key.id.clone() })
     }
 
     /// Whether `stored` needs sealing again: plain text, or sealed under another key than the

@@ -21,9 +21,9 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor as _};
 
+use super::seal::Keyring;
 pub use super::url::{redact_url, Backend};
 use super::url::{scrub, sqlite_create_if_missing};
-use super::seal::Keyring;
 use super::{NetworkRecord, NodeRow, Result, Store, StoreError};
 use crate::node::NetworkName;
 use rows::{bind_network, network_from_row, node_from_row, NETWORK_COLUMNS, NODE_COLUMNS};
@@ -327,9 +327,10 @@ impl Store for SqlStore {
     }
 
     async fn put_node(&self, node: &NodeRow) -> Result<()> {
-        let private_key = zeroize::Zeroizing::new(node.identity.kubo_private_key().map_err(|_| {
-            StoreError::Query("put node: the node's private key cannot be encoded".into())
-        })?);
+        let private_key =
+            zeroize::Zeroizing::new(node.identity.kubo_private_key().map_err(|_| {
+                StoreError::Query("put node: the node's private key cannot be encoded".into())
+            })?);
         let _sealing = self.seal_gate.read().await;
         let private_key = sealed::seal_text(
             &self.keyring(),
@@ -445,7 +446,9 @@ mod tests {
 
     #[tokio::test]
     async fn unsupported_scheme_is_an_open_error() {
-        let err = SqlStore::connect("mysql://u:pw123@h/d", keys()).await.unwrap_err();
+        let err = SqlStore::connect("mysql://u:pw123@h/d", keys())
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::Open { .. }));
         assert!(!err.to_string().contains("pw123"));
     }

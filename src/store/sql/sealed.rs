@@ -355,9 +355,7 @@ impl SqlStore {
         let _one_at_a_time = self.rotating.lock().await;
         let old = self.keyring();
         let new_key = SealKey::generate().map_err(|e| sealed_err(what, e))?;
-        let staged = old
-            .rotated_to(new_key)
-            .map_err(|e| sealed_err(what, e))?;
+        let staged = old.rotated_to(new_key).map_err(|e| sealed_err(what, e))?;
         file.write(&staged).map_err(|e| sealed_err(what, e))?;
         self.set_keyring(staged.clone()).await;
         let resealed = self.reseal().await?;
