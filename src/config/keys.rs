@@ -90,7 +90,7 @@ macro_rules! key {
 
 pub(super) static KEYS: &[KeyDef] = &[
     key!(daemon.data_dir: Str = r#""""#,
-        "Directory for state: the SQLite store and secrets.toml. Empty: $XDG_DATA_HOME/nexus, else ~/.local/share/nexus, else /var/lib/nexus."),
+        "Directory for state: the SQLite store, secrets.toml and seal.key (created 0700; refused when others may use it). Empty: $XDG_DATA_HOME/nexus, else ~/.local/share/nexus, else /var/lib/nexus."),
     key!(store.url: Str = r#""""#,
         "Store URL: sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB. Empty: sqlite://<data_dir>/nexus.db."),
     key!(store.seal_key: Secret = r#""""#,
