@@ -109,8 +109,8 @@ async fn main() -> Result<()> {
             nodes: vec![ReadyNode {
                 index: 0,
                 peer_id: "bench".into(),
-                api,
-                gateway,
+                api: nexus::node::endpoint::Endpoint::Tcp(api),
+                gateway: nexus::node::endpoint::Endpoint::Tcp(gateway),
             }],
         });
     }

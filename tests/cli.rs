@@ -1077,4 +1077,90 @@ fn private_files_and_secrets_rotate() {
     );
     assert!(!err.contains(&current), "{err}");
     assert!(!d.logs().contains(&current), "the seal key is in the log");
+
+/// At `--log-level trace`, with every library's own logging on (bollard's Docker client, hyper,
+/// h2, tonic, sqlx), creating and starting a network logs neither its swarm key nor any node's
+/// private key, in any encoding.
+#[test]
+fn trace_logs_hold_no_secret() {
+    let mut d = Daemon::configure(43700, "");
+    let text = std::fs::read_to_string(&d.config).expect("config");
+    std::fs::write(
+        &d.config,
+        text.replace("level = \"info,nexus=debug\"", "level = \"trace\""),
+    )
+    .expect("config");
+    d.start();
+    let net = format!("e2e-{}", random_hex(2));
+    d.json(&[
+        "network",
+        "create",
+        &net,
+        "--replicas",
+        "2",
+        "--user",
+        "alice",
+    ]);
+    let v = d.json(&["network", "start", &net]);
+    assert_eq!(v["status"], "running", "{v}");
+    // What must not be logged: the key (the join kit is the one answer that hands it out)...
+    let kit = d.json(&["network", "join-kit", &net]);
+    let key_hex = kit["swarm_key"]
+        .as_str()
+        .and_then(|k| k.lines().last())
+        .expect("swarm key")
+        .trim()
+        .to_owned();
+    assert_eq!(key_hex.len(), 64);
+    let key_bytes = hex::decode(&key_hex).expect("hex key");
+    let b64 = |b: &[u8]| {
+        use base64::Engine;
+        [
+            base64::engine::general_purpose::STANDARD.encode(b),
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(b),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b),
+        ]
+    };
+    let mut secrets = vec![key_hex.clone(), key_hex.to_uppercase()];
+    secrets.extend(b64(&key_bytes));
+    // ...and each node's private key, as kubo's config holds it (base64 protobuf) and raw.
+    for i in 0..2 {
+        let config: Value = serde_json::from_str(&docker(&[
+            "exec",
+            &format!("nexus-{net}-{i}"),
+            "cat",
+            "/data/ipfs/config",
+        ]))
+        .expect("node config");
+        let pk = config["Identity"]["PrivKey"]
+            .as_str()
+            .expect("PrivKey")
+            .to_owned();
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&pk)
+            .expect("base64 key");
+        secrets.push(pk);
+        secrets.push(hex::encode(&raw));
+        secrets.extend(b64(&raw));
+        // The ed25519 seed alone (after the 4-byte protobuf header), in every encoding.
+        if raw.len() >= 36 {
+            secrets.push(hex::encode(&raw[4..36]));
+            secrets.extend(b64(&raw[4..36]));
+        }
+    }
+    d.json(&["network", "stop", &net]);
+    let log = d.logs();
+    assert!(
+        log.lines().count() > 100 && log.contains("TRACE"),
+        "the daemon did not log at trace level"
+    );
+    for s in &secrets {
+        assert!(
+            !log.contains(s.as_str()),
+            "a secret ({} characters) is in the trace log",
+            s.len()
+        );
+    }
+    d.json(&["network", "remove", &net]);
 }

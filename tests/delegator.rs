@@ -24,6 +24,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use nexus::access::Access;
 use nexus::delegator::{mint_token, Delegator, DelegatorConfig, JwtConfig};
+use nexus::node::endpoint::{Connector, Endpoint};
 use nexus::node::NetworkName;
 use nexus::node::NodeRuntime;
 use nexus::orchestrator::ports::{BindProbe, PortConfig, PortRange};
@@ -337,6 +338,20 @@ struct Fixture {
     _cleanup: Vec<Cleanup>,
 }
 
+/// The RPC API endpoint of a ready node, as the registry publishes it for the delegator.
+fn node_api(orch: &Orchestrator, network: &str, index: u16) -> Endpoint {
+    let entry = orch
+        .registry()
+        .get(&NetworkName::new(network).unwrap())
+        .expect("network in the registry");
+    let node = entry
+        .nodes
+        .iter()
+        .find(|n| n.index == index)
+        .expect("node ready");
+    node.api.clone()
+}
+
 /// Builds the fixture of test number `test`: the instance name, database and port ranges
 /// (`45000 + 100 × test`, 60 ports) are its own, so tests can run at the same time.
 async fn fixture(test: u16, nets: &[Net]) -> Fixture {
@@ -409,6 +424,11 @@ impl Fixture {
     /// What `start` answered for the `i`-th network.
     fn view(&self, i: usize) -> &NetworkView {
         self.views[i].as_ref().expect("a started network")
+    }
+
+    /// The RPC API endpoint (socket) of node `index` of network `i`, as the registry has it.
+    fn api(&self, i: usize, index: u16) -> Endpoint {
+        node_api(&self.orch, &self.names[i], index)
     }
 
     /// Stops the delegator and removes what the test made.
@@ -523,7 +543,7 @@ async fn denied_rpcs_are_refused_before_the_node() {
     let peer0 = fx.view(0).nodes[0].peer_id.clone();
 
     // Denied RPCs → 403 from us; they would have worked directly.
-    let api0 = fx.view(0).nodes[0].ports.api.unwrap();
+    let api0 = &fx.api(0, 0);
     let (st, _) = rpc(api0, "config/show").await;
     assert_eq!(
         st, 200,
@@ -785,8 +805,8 @@ async fn cors_preflight_is_ours_and_foreign_origins_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_256_mib_add_streams_with_flat_memory() {
     let fx = fixture(7, &[Net::of(1, ALICE, true)]).await;
-    let api0 = fx.view(0).nodes[0].ports.api.unwrap();
-    big_add(&fx.http, &fx.name(0), &token("alice"), api0).await;
+    let api0 = fx.api(0, 0);
+    big_add(&fx.http, &fx.name(0), &token("alice"), &api0).await;
     fx.finish().await;
 }
 
@@ -794,7 +814,7 @@ async fn a_256_mib_add_streams_with_flat_memory() {
 async fn fails_over_past_a_dead_first_node() {
     // Deterministic: a registry of its own whose first node is dead, the second one live.
     let fx = fixture(8, &[Net::of(1, ALICE, true)]).await;
-    failover_with_dead_first_node(fx.view(0)).await;
+    failover_with_dead_first_node(fx.view(0), fx.api(0, 0)).await;
     fx.finish().await;
 }
 
@@ -805,7 +825,7 @@ async fn rpcs_survive_a_node_killed_mid_traffic() {
     let alice = token("alice");
     let va = fx.view(0);
     let peer0 = va.nodes[0].peer_id.clone();
-    let api0 = va.nodes[0].ports.api.unwrap();
+    let api0 = &fx.api(0, va.nodes[0].index);
 
     // A node killed mid-traffic: RPCs keep succeeding on another replica.
     let traffic_ok = Arc::new(AtomicU64::new(0));
@@ -893,7 +913,7 @@ async fn graceful_shutdown_returns_from_serve() {
     fx.finish().await;
 }
 
-async fn big_add(http: &Http, net: &str, tok: &str, api0: u16) {
+async fn big_add(http: &Http, net: &str, tok: &str, api0: &Endpoint) {
     const TOTAL: u64 = 256 * MIB;
     const CHUNK: u64 = 256 * 1024;
     let before = rss_bytes();
@@ -940,8 +960,9 @@ async fn big_add(http: &Http, net: &str, tok: &str, api0: u16) {
     // The content arrived intact: the same bytes added directly to a node with `only-hash`
     // give the same CID. (Reading 256 MiB back is beyond the test image's `cat`, which stages
     // whole files.)
-    let direct = Client::builder(TokioExecutor::new()).build_http::<Body>();
-    let req = hyper::Request::post(format!("http://127.0.0.1:{api0}/api/v0/add?only-hash=true"))
+    let direct = Client::builder(TokioExecutor::new())
+        .build::<_, Body>(Connector::new(Duration::from_secs(5)));
+    let req = hyper::Request::post(api0.uri("/api/v0/add?only-hash=true"))
         .header(
             "content-type",
             format!("multipart/form-data; boundary={BOUNDARY}"),
@@ -973,12 +994,14 @@ fn big_body(total: u64, chunk: u64) -> Body {
     StreamBody::new(chunks).boxed_unsync()
 }
 
-async fn failover_with_dead_first_node(va: &NetworkView) {
+async fn failover_with_dead_first_node(va: &NetworkView, live_api: Endpoint) {
     // A port nothing listens on: bind, note, close.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = Endpoint::Tcp(
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap(),
+    );
     let live = &va.nodes[0];
     let name = NetworkName::new(&va.name).unwrap();
     let reg = Registry::new();
@@ -992,14 +1015,14 @@ async fn failover_with_dead_first_node(va: &NetworkView) {
             ReadyNode {
                 index: 0,
                 peer_id: "dead".into(),
-                api: dead,
-                gateway: dead,
+                api: dead.clone(),
+                gateway: dead.clone(),
             },
             ReadyNode {
                 index: 1,
                 peer_id: live.peer_id.clone(),
-                api: SocketAddr::from(([127, 0, 0, 1], live.ports.api.unwrap())),
-                gateway: SocketAddr::from(([127, 0, 0, 1], live.ports.gateway.unwrap())),
+                api: live_api,
+                gateway: dead.clone(),
             },
         ],
     });
@@ -1024,8 +1047,8 @@ async fn failover_with_dead_first_node(va: &NetworkView) {
         nodes: vec![ReadyNode {
             index: 0,
             peer_id: "dead".into(),
-            api: dead,
-            gateway: dead,
+            api: dead.clone(),
+            gateway: dead.clone(),
         }],
         ..(*reg.get(&name).unwrap()).clone()
     });
@@ -1053,8 +1076,8 @@ async fn failover_with_dead_first_node(va: &NetworkView) {
         nodes: vec![ReadyNode {
             index: 0,
             peer_id: "dead".into(),
-            api: dead,
-            gateway: dead,
+            api: dead.clone(),
+            gateway: dead.clone(),
         }],
         ..(*before).clone()
     });

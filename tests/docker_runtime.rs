@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::StreamExt;
 use nexus::names::InstanceName;
+use nexus::node::endpoint::Endpoint;
 use nexus::node::{
     plan_network, DockerRuntimeConfig, NodeEventKind, NodeRuntime, NodeSecrets, NodeSpec,
     NodeState, Resources, RuntimeError, SwarmKey,
@@ -48,13 +49,13 @@ async fn three_nodes_mesh_without_any_post_start_step_and_share_content() {
 
     // Each node runs as the identity nexus generated for it.
     for (rec, (spec, _)) in records.iter().zip(&plan) {
-        let id = rpc_json(rec.ports.api.unwrap(), "id").await;
+        let id = rpc_json(&api_of(rec), "id").await;
         assert_eq!(id["ID"], spec.peer_id);
         assert_eq!(rec.state, NodeState::Running);
     }
     // Every node sees the two others, with no swarm/connect from us.
     for (rec, (spec, _)) in records.iter().zip(&plan) {
-        let port = rec.ports.api.unwrap();
+        let port = &api_of(rec);
         let want: Vec<String> = spec.peers.iter().map(|p| p.peer_id.clone()).collect();
         let meshed = eventually(Duration::from_secs(30), || {
             let want = want.clone();
@@ -76,9 +77,9 @@ async fn three_nodes_mesh_without_any_post_start_step_and_share_content() {
         "hello from {net} {}",
         hex::encode(key.to_file_contents().len().to_be_bytes())
     );
-    let cid = add(records[0].ports.api.unwrap(), data.as_bytes()).await;
+    let cid = add(&api_of(&records[0]), data.as_bytes()).await;
     for rec in &records[1..] {
-        let (status, body) = rpc(rec.ports.api.unwrap(), &format!("cat?arg={cid}")).await;
+        let (status, body) = rpc(&api_of(rec), &format!("cat?arg={cid}")).await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         assert_eq!(body.as_ref(), data.as_bytes());
     }
@@ -96,9 +97,9 @@ async fn a_node_with_another_key_gets_no_peers() {
     let records = create_all(&rt, &plan).await;
     let outsider = plan[2].0.peer_id.clone();
     let (a, b, c) = (
-        records[0].ports.api.unwrap(),
-        records[1].ports.api.unwrap(),
-        records[2].ports.api.unwrap(),
+        &api_of(&records[0]),
+        &api_of(&records[1]),
+        &api_of(&records[2]),
     );
     // The insiders find each other...
     let meshed = eventually(Duration::from_secs(30), || async move {
@@ -121,8 +122,8 @@ async fn a_node_with_another_key_gets_no_peers() {
     assert_ne!(status, 200, "outsider connected to an insider");
 }
 
-async fn plan_peer(port: u16) -> String {
-    rpc_json(port, "id").await["ID"]
+async fn plan_peer(node: &Endpoint) -> String {
+    rpc_json(node, "id").await["ID"]
         .as_str()
         .unwrap()
         .to_string()
@@ -156,19 +157,28 @@ async fn limits_reach_docker_and_kubo_and_secrets_stay_files() {
         inspect(&name, "{{.HostConfig.RestartPolicy.Name}}"),
         "unless-stopped"
     );
+    // Only the swarm port is published: the RPC API and gateway are unix sockets.
     assert_eq!(
         inspect(
             &name,
-            r#"{{(index (index .HostConfig.PortBindings "5001/tcp") 0).HostIp}}"#
+            "{{range $p, $b := .HostConfig.PortBindings}}{{$p}} {{end}}"
         ),
-        "127.0.0.1"
+        "4001/tcp"
     );
+    // Hardened: the image's node user, no capability, no privilege gain, read-only root.
+    assert_eq!(inspect(&name, "{{.Config.User}}"), "1000:100");
+    assert_eq!(inspect(&name, "{{json .HostConfig.CapDrop}}"), r#"["ALL"]"#);
+    assert_eq!(inspect(&name, "{{json .HostConfig.CapAdd}}"), "null");
     assert_eq!(
-        inspect(
-            &name,
-            r#"{{(index (index .HostConfig.PortBindings "8080/tcp") 0).HostIp}}"#
-        ),
-        "127.0.0.1"
+        inspect(&name, "{{json .HostConfig.SecurityOpt}}"),
+        r#"["no-new-privileges:true"]"#
+    );
+    assert_eq!(inspect(&name, "{{.HostConfig.ReadonlyRootfs}}"), "true");
+    assert_eq!(
+        docker(&["exec", &name, "sh", "-c", "touch /x 2>&1 || echo refused"])
+            .lines()
+            .last(),
+        Some("refused")
     );
     assert_eq!(
         inspect(
@@ -194,14 +204,20 @@ async fn limits_reach_docker_and_kubo_and_secrets_stay_files() {
         "swarm key visible in docker inspect"
     );
     assert!(!everything.contains(&plan[0].1.identity.kubo_private_key().unwrap()));
-    // The data volume is a named volume mounted at the repo.
-    assert_eq!(
-        inspect(
-            &name,
-            r#"{{range .Mounts}}{{.Name}}:{{.Destination}}{{end}}"#
-        ),
-        format!("{}:/data/ipfs", plan[0].0.node.volume_name())
+    // The data volume is a named volume mounted at the repo; the node's directory gives the
+    // init script (read-only) and the run directory; /tmp is a small tmpfs.
+    let mounts = inspect(
+        &name,
+        r#"{{range .Mounts}}{{.Type}}:{{.Name}}:{{.Destination}}:{{.RW}} {{end}}"#,
     );
+    for want in [
+        format!("volume:{}:/data/ipfs:true", plan[0].0.node.volume_name()),
+        "bind::/container-init.d:false".into(),
+        "bind::/nexus:true".into(),
+        "tmpfs::/tmp:true".into(),
+    ] {
+        assert!(mounts.contains(&want), "{want} not in {mounts}");
+    }
 
     // kubo's own config carries the limits and the pnet settings.
     let config: serde_json::Value =
@@ -214,6 +230,14 @@ async fn limits_reach_docker_and_kubo_and_secrets_stay_files() {
     assert_eq!(config["AutoConf"]["Enabled"], false);
     assert_eq!(config["Identity"]["PeerID"], plan[0].0.peer_id);
     assert_eq!(config["Swarm"]["Transports"]["Network"]["QUIC"], false);
+    assert_eq!(config["Addresses"]["API"], "/unix/nexus/api.sock");
+    assert_eq!(config["Addresses"]["Gateway"], "/unix/nexus/gateway.sock");
+    assert_eq!(config["Gateway"]["ExposeRoutingAPI"], false);
+    assert_eq!(config["Gateway"]["DiagnosticServiceURL"], "");
+    assert_eq!(config["HTTPRetrieval"]["Enabled"], false);
+    assert_eq!(config["Provide"]["Enabled"], true);
+    assert_eq!(config["Provide"]["DHT"]["SweepEnabled"], false);
+    assert!(env.contains("IPFS_TELEMETRY=off"), "{env}");
     // The swarm key is a file readable by its owner only.
     let mode = docker(&["exec", &name, "stat", "-c", "%a", "/data/ipfs/swarm.key"]);
     assert_eq!(mode, "400");
@@ -221,8 +245,152 @@ async fn limits_reach_docker_and_kubo_and_secrets_stay_files() {
         docker(&["exec", &name, "cat", "/data/ipfs/swarm.key"]),
         key.to_file_contents().trim_end()
     );
-    // RPC answers on the loopback port only.
-    assert!(rec.ports.api.is_some() && rec.ports.gateway.is_some() && rec.ports.swarm.is_some());
+    // The secret files were installed and removed: neither `docker cp` nor `docker export`
+    // of the container, nor the node's directory on the host, still has them.
+    for f in ["/nexus/swarm.key", "/nexus/identity.sed"] {
+        assert!(
+            !docker_ok(&["cp", &format!("{name}:{f}"), "-"]),
+            "docker cp still finds {f}"
+        );
+    }
+    let export = std::process::Command::new("docker")
+        .args(["export", &name])
+        .output()
+        .unwrap();
+    assert!(export.status.success());
+    let priv_key = plan[0].1.identity.kubo_private_key().unwrap();
+    for secret in [key_hex.as_bytes(), priv_key.as_bytes()] {
+        assert!(
+            !export.stdout.windows(secret.len()).any(|w| w == secret),
+            "docker export carries a secret"
+        );
+    }
+    let host_files = std::process::Command::new("grep")
+        .args(["-rl", &key_hex, rt.config().node_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        host_files.stdout.is_empty(),
+        "a host file holds the swarm key"
+    );
+    // The RPC API answers on its socket; no port is published for it.
+    assert!(rec.ports.api.is_none() && rec.ports.gateway.is_none() && rec.ports.swarm.is_some());
+    assert_eq!(rpc_json(&api_of(&rec), "id").await["ID"], plan[0].0.peer_id);
+}
+
+/// As another local account (`nobody`) and from another container on the node's own Docker
+/// network, nothing of a node's RPC API or gateway answers: the sockets sit in a directory
+/// only the daemon's user may enter, and nothing listens on TCP.
+#[tokio::test(flavor = "multi_thread")]
+async fn node_apis_answer_nobody_but_nexus() {
+    let net = unique_network("iso");
+    let _cleanup = Cleanup(net.to_string());
+    let rt = runtime().await;
+    let key = SwarmKey::generate().unwrap();
+    let plan = plan_network(&net, 1, &image(), small(), &key).unwrap();
+    let rec = rt.create_node(&plan[0].0, &plan[0].1).await.unwrap();
+    let name = plan[0].0.node.container_name();
+    let endpoints = rec.endpoints.clone().expect("endpoints");
+    let api = endpoints
+        .api
+        .socket_path()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let gateway = endpoints
+        .gateway
+        .socket_path()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // nexus itself gets through.
+    let (status, _) = rpc(&endpoints.api, "config/show").await;
+    assert_eq!(status, 200);
+
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(args)
+            .output()
+            .expect("setpriv (util-linux) runs")
+    };
+    // The sockets, by path, as another local user: permission denied at the directory.
+    for (sock, path) in [(&api, "/api/v0/config/show"), (&gateway, "/ipfs/bafkqaaa")] {
+        let out = as_nobody(&[
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            "-X",
+            "POST",
+            "--unix-socket",
+            sock,
+            &format!("http://x{path}"),
+        ]);
+        assert!(!out.status.success(), "nobody reached {sock}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("ermission denied") || err.contains("Couldn't connect"),
+            "{err}"
+        );
+    }
+    // The container's bridge address, as another local user and as root: nothing listens.
+    let ip = inspect(
+        &name,
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+    );
+    assert!(!ip.is_empty());
+    for port in ["5001", "8080"] {
+        let url = format!("http://{ip}:{port}/api/v0/config/show");
+        let out = as_nobody(&["curl", "-sS", "-m", "5", "-X", "POST", &url]);
+        assert!(!out.status.success(), "nobody reached {url}");
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-m", "5", "-X", "POST", &url])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "root reached {url}");
+    }
+    // Another container on the node's own Docker network finds nothing listening either (the
+    // image's own `ipfs` client dials the TCP ports kubo used to listen on).
+    let out = std::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            &format!("nexus-{net}"),
+            "--entrypoint",
+            "/bin/sh",
+            &image(),
+            "-c",
+            &format!(
+                "for p in 5001 8080; do ipfs --api=/ip4/{ip}/tcp/$p id 2>&1; done; echo probed"
+            ),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("probed"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.matches("refused").count(),
+        2,
+        "another container reached the node: {text}"
+    );
+    // The node directory is closed to others on the host.
+    let node_dir = rt.config().node_dir.clone();
+    let mode = std::fs::metadata(&node_dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        mode.permissions().mode() & 0o077,
+        0,
+        "{}",
+        node_dir.display()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -336,7 +504,7 @@ async fn stop_keeps_data_and_remove_leaves_nothing() {
     let plan = plan_network(&net, 1, &image(), small(), &key).unwrap();
     let (spec, secrets) = &plan[0];
     let rec = rt.create_node(spec, secrets).await.unwrap();
-    let cid = add(rec.ports.api.unwrap(), b"kept across restarts").await;
+    let cid = add(&api_of(&rec), b"kept across restarts").await;
 
     rt.stop_node(&spec.node).await.unwrap();
     let stopped = rt.list_nodes().await.unwrap();
@@ -349,7 +517,7 @@ async fn stop_keeps_data_and_remove_leaves_nothing() {
 
     let again = rt.start_node(&spec.node).await.unwrap();
     assert_eq!(again.container_id, rec.container_id);
-    let api = again.ports.api.unwrap();
+    let api = &api_of(&again);
     assert_eq!(rpc_json(api, "id").await["ID"], spec.peer_id);
     let (status, body) = rpc(api, &format!("cat?arg={cid}")).await;
     assert_eq!(status, 200);
@@ -361,7 +529,7 @@ async fn stop_keeps_data_and_remove_leaves_nothing() {
     assert!(docker_ok(&["volume", "inspect", &spec.node.volume_name()]));
     let recreated = rt.create_node(spec, secrets).await.unwrap();
     assert_ne!(recreated.container_id, rec.container_id);
-    let (status, body) = rpc(recreated.ports.api.unwrap(), &format!("cat?arg={cid}")).await;
+    let (status, body) = rpc(&api_of(&recreated), &format!("cat?arg={cid}")).await;
     assert_eq!(
         (status, body.as_ref()),
         (200, b"kept across restarts".as_ref())
@@ -482,7 +650,7 @@ async fn cpu_updates_live_and_memory_recreates_on_the_same_volume() {
     let (spec, secrets) = &plan[0];
     let name = spec.node.container_name();
     let first = rt.create_node(spec, secrets).await.unwrap();
-    let cid = add(first.ports.api.unwrap(), b"survives updates").await;
+    let cid = add(&api_of(&first), b"survives updates").await;
 
     let mut cpu = spec.clone();
     cpu.resources.cpu_millis = 1500;
@@ -505,7 +673,7 @@ async fn cpu_updates_live_and_memory_recreates_on_the_same_volume() {
     );
     assert!(inspect(&name, "{{json .Config.Env}}")
         .contains(&format!("GOMEMLIMIT={}", 320 * MIB / 10 * 9)));
-    let api = recreated.ports.api.unwrap();
+    let api = &api_of(&recreated);
     assert_eq!(rpc_json(api, "id").await["ID"], spec.peer_id);
     let (status, body) = rpc(api, &format!("cat?arg={cid}")).await;
     assert_eq!((status, body.as_ref()), (200, b"survives updates".as_ref()));
@@ -529,8 +697,8 @@ async fn stats_report_real_use() {
     let key = SwarmKey::generate().unwrap();
     let plan = plan_network(&net, 2, &image(), small(), &key).unwrap();
     let records = create_all(&rt, &plan).await;
-    add(records[0].ports.api.unwrap(), &vec![7u8; 256 * 1024]).await;
-    let port = records[0].ports.api.unwrap();
+    add(&api_of(&records[0]), &vec![7u8; 256 * 1024]).await;
+    let port = &api_of(&records[0]);
     assert!(
         eventually(Duration::from_secs(30), || async move {
             !peers(port).await.is_empty()

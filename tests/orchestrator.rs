@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use nexus::node::NodeRuntime;
+use nexus::node::endpoint::Endpoint;
+use nexus::node::{NetworkName, NodeRuntime};
 use nexus::orchestrator::ports::{BindProbe, PortConfig, PortRange};
 use nexus::orchestrator::{CreateNetwork, Orchestrator, OrchestratorConfig, UpdateNetwork};
 use nexus::store::sql::SqlStore;
@@ -72,6 +73,13 @@ async fn orchestrator(
     (orch, runner)
 }
 
+/// The RPC API endpoint of a ready node, as the registry publishes it for the delegator.
+fn api_of_node(orch: &Orchestrator, network: &str, index: u16) -> Option<Endpoint> {
+    let entry = orch.registry().get(&NetworkName::new(network).ok()?)?;
+    let node = entry.nodes.iter().find(|n| n.index == index)?;
+    Some(node.api.clone())
+}
+
 /// Waits until every running node of the network sees all the others.
 async fn meshed(orch: &Orchestrator, network: &str, n: usize) -> bool {
     eventually(Duration::from_secs(60), || async {
@@ -82,10 +90,10 @@ async fn meshed(orch: &Orchestrator, network: &str, n: usize) -> bool {
             return false;
         }
         for node in &view.nodes {
-            let Some(api) = node.ports.api else {
+            let Some(api) = api_of_node(orch, network, node.index) else {
                 return false;
             };
-            let Some((status, body)) = try_rpc(api, "swarm/peers").await else {
+            let Some((status, body)) = try_rpc(&api, "swarm/peers").await else {
                 return false;
             };
             if status != 200 {
@@ -146,8 +154,8 @@ async fn scenario(url: &str, port_base: u16) {
     let view = orch.start(&name).await.unwrap();
     assert_eq!(view.status, NetworkStatus::Running);
     assert!(meshed(&orch, &name, 3).await, "3 nodes did not mesh");
-    let api0 = view.nodes[0].ports.api.unwrap();
-    let cid = add(api0, b"kept by the orchestrator").await;
+    let api0 = api_of_node(&orch, &name, view.nodes[0].index).unwrap();
+    let cid = add(&api0, b"kept by the orchestrator").await;
 
     // Kill a node: it comes back and meshes again with no call from us.
     let victim = format!("nexus-{name}-1");
@@ -194,8 +202,8 @@ async fn scenario(url: &str, port_base: u16) {
     assert_eq!(stopped.status, NetworkStatus::Stopped);
     assert!(container_ids(&name).is_empty());
     let view = orch.start(&name).await.unwrap();
-    let api = view.nodes[0].ports.api.unwrap();
-    let (status, body) = rpc(api, &format!("cat?arg={cid}")).await;
+    let api = api_of_node(&orch, &name, view.nodes[0].index).unwrap();
+    let (status, body) = rpc(&api, &format!("cat?arg={cid}")).await;
     assert_eq!(
         (status, body.as_ref()),
         (200, b"kept by the orchestrator".as_ref())

@@ -15,6 +15,7 @@ use super::values::{clip, parse_size};
 use super::{Config, Result};
 use crate::delegator::{DelegatorConfig, IpNet};
 use crate::names::{is_dns_name, InstanceName};
+use crate::node::docker::MAX_NODE_DIR;
 use crate::node::spec::{validate_image, MAX_NODES};
 use crate::node::DockerRuntimeConfig;
 use crate::orchestrator::OrchestratorConfig;
@@ -80,6 +81,16 @@ impl Config {
     fn parse(&self) -> Result<Parsed> {
         // [daemon] [store] [docker]
         let data_dir = self.data_dir()?;
+        let node_dir = data_dir.join("nodes");
+        if node_dir.as_os_str().len() > MAX_NODE_DIR {
+            return Err(self.invalid(
+                "daemon.data_dir",
+                format!(
+                    "`{}` is too long: the nodes' sockets live in <data_dir>/nodes, which may be at most {MAX_NODE_DIR} bytes; choose a shorter data directory",
+                    clip(&data_dir.display().to_string())
+                ),
+            ));
+        }
         let store_url = self.store_url(&data_dir)?;
         let seal = self.seal_source(&data_dir)?;
         let endpoint = self.docker_endpoint()?;
@@ -248,6 +259,7 @@ impl Config {
             swarm_host_ip: swarm_host_ip.to_owned(),
             instance,
             endpoint: Some(endpoint),
+            node_dir,
             ..DockerRuntimeConfig::default()
         };
         Ok(Parsed {

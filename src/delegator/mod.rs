@@ -29,7 +29,6 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -40,6 +39,7 @@ pub use auth::{mint_token, AuthError, JwtConfig, JwtConfigError, JwtKey, PublicK
 pub use net::{BadIpNet, IpNet};
 pub use route::{Feature, Route, RouteError};
 
+use crate::node::endpoint::Connector;
 use crate::orchestrator::registry::Registry;
 
 /// How the delegator behaves. Build with [`DelegatorConfig::new`] and adjust the fields.
@@ -144,10 +144,7 @@ impl Delegator {
             ));
         }
         let verifier = cfg.jwt.verifier()?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
+        let connector = Connector::new(cfg.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(cfg.idle_timeout)
@@ -415,8 +412,8 @@ mod tests {
             nodes: vec![crate::orchestrator::registry::ReadyNode {
                 index: 0,
                 peer_id: "p".into(),
-                api: up_addr,
-                gateway: up_addr,
+                api: crate::node::endpoint::Endpoint::Tcp(up_addr),
+                gateway: crate::node::endpoint::Endpoint::Tcp(up_addr),
             }],
         });
         let d = Delegator::new(reg, DelegatorConfig::new("nexus.test", jwt())).unwrap();

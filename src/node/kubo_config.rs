@@ -1,28 +1,39 @@
 //! The kubo configuration nexus owns, and how it reaches an unmodified node image.
 //!
-//! Owns: the list of config keys nexus sets on every node (pnet-safe for kubo ≥ 0.37), the
-//! memory split between Docker, Go and libp2p's resource manager, the daemon's command line,
-//! and the files put into a container before its first start (an init script for
-//! `/container-init.d/`, the swarm key, the identity). It must not talk to Docker; the runtime
-//! uploads what this module renders.
+//! Owns: the list of config keys nexus sets on every node (pnet-safe for kubo ≥ 0.37, with the
+//! 0.40–0.43 settings a private network needs), the memory split between Docker, Go and
+//! libp2p's resource manager, the daemon's command line, where kubo listens (unix sockets in
+//! [`RUN_DIR`], never TCP), and the files a container gets before it starts (an init script
+//! for `/container-init.d/`, the swarm key, the identity). It must not talk to Docker or the
+//! file system; the runtime places what this module renders.
 //!
 //! How it works with the official image: the image's own first init creates the repo; on every
 //! start it runs `/container-init.d/*.sh` before `ipfs daemon`. Our script installs the swarm
 //! key, writes the identity into the config file with `sed` (kubo refuses `Identity.PrivKey`
-//! through `ipfs config`), and sets each key below with `ipfs config --json`, leaving every
-//! other key (notably `Datastore.Spec`) as the image's init wrote it.
+//! through `ipfs config`), removes both files, and sets each key below with
+//! `ipfs config --json`, leaving every other key (notably `Datastore.Spec`) as the image's init
+//! wrote it.
 
 use serde_json::{json, Value};
 
-use super::spec::{NodeSecrets, NodeSpec, API_PORT, GATEWAY_PORT, SWARM_PORT};
+use super::spec::{NodeSecrets, NodeSpec, SWARM_PORT};
 
-/// Directory in the container holding the node's secrets (mode 0500, owned by the node user).
-pub const SECRETS_DIR: &str = "/nexus";
-/// The init script's path in the container.
-pub const INIT_SCRIPT: &str = "/container-init.d/00-nexus.sh";
+/// Directory in the container, owned by the node user (0700), holding the secret files until
+/// the init script has installed them, and kubo's RPC API and gateway sockets.
+pub const RUN_DIR: &str = "/nexus";
+/// Directory in the container whose scripts the image runs before every daemon start.
+pub const INIT_DIR: &str = "/container-init.d";
+/// Our init script's name in [`INIT_DIR`].
+pub const INIT_SCRIPT_NAME: &str = "00-nexus.sh";
+/// kubo's RPC API socket in [`RUN_DIR`].
+pub const API_SOCKET_NAME: &str = "api.sock";
+/// kubo's gateway socket in [`RUN_DIR`].
+pub const GATEWAY_SOCKET_NAME: &str = "gateway.sock";
+/// The secret files in [`RUN_DIR`]; the init script removes them once installed.
+pub const SECRET_FILES: [&str; 2] = ["swarm.key", "identity.sed"];
 /// uid/gid kubo runs as in the official image (`ipfs:users`).
-pub const NODE_UID: u64 = 1000;
-pub const NODE_GID: u64 = 100;
+pub const NODE_UID: u32 = 1000;
+pub const NODE_GID: u32 = 100;
 
 /// How a node's memory limit is shared out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +79,8 @@ pub fn container_env(spec: &NodeSpec) -> Vec<String> {
         // Refuse to run without a swarm key rather than join the public network.
         "LIBP2P_FORCE_PNET=1".into(),
         format!("GOMEMLIMIT={}", mem.go_limit_bytes),
-        // The image's first init installs the key from this file too (mode 0400).
-        format!("IPFS_SWARM_KEY_FILE={SECRETS_DIR}/swarm.key"),
+        // kubo 0.37–0.42 report to a public telemetry service unless told not to (0.43 asks).
+        "IPFS_TELEMETRY=off".into(),
     ]
 }
 
@@ -83,15 +94,15 @@ pub fn settings(spec: &NodeSpec) -> Vec<(&'static str, Value)> {
         .map(|p| json!({ "ID": p.peer_id, "Addrs": [p.addr] }))
         .collect();
     vec![
-        // Where kubo listens inside the container; the host publishes them (RPC and gateway
-        // on 127.0.0.1 only).
+        // Unix sockets only, in a directory only nexus can enter on the host: no other local
+        // account and no other container can reach a node's RPC API or gateway.
         (
             "Addresses.API",
-            json!(format!("/ip4/0.0.0.0/tcp/{API_PORT}")),
+            json!(format!("/unix{RUN_DIR}/{API_SOCKET_NAME}")),
         ),
         (
             "Addresses.Gateway",
-            json!(format!("/ip4/0.0.0.0/tcp/{GATEWAY_PORT}")),
+            json!(format!("/unix{RUN_DIR}/{GATEWAY_SOCKET_NAME}")),
         ),
         // pnet is TCP-only: QUIC/WebTransport/WebRTC are fatal under a swarm key.
         (
@@ -128,6 +139,18 @@ pub fn settings(spec: &NodeSpec) -> Vec<(&'static str, Value)> {
         ),
         ("Datastore.StorageGCWatermark", json!(90)),
         ("Datastore.GCPeriod", json!("1h")),
+        // kubo ≥ 0.40: the gateway would serve /routing/v1 with the private network's peers.
+        ("Gateway.ExposeRoutingAPI", json!(false)),
+        // kubo ≥ 0.39: error pages would link to a public diagnostic service.
+        ("Gateway.DiagnosticServiceURL", json!("")),
+        // kubo ≥ 0.36: HTTP retrieval from providers found through delegated routing; inert
+        // under `Routing.Type=dht`, off for certain.
+        ("HTTPRetrieval.Enabled", json!(false)),
+        // kubo ≥ 0.39 provides with the sweep provider, which can drop announcements in very
+        // small networks (go-libp2p-kad-dht#1263); the classic provider keeps a 2-node network
+        // announced. `Provide.Enabled` is explicit, as kubo ≥ 0.42 requires when tuning it.
+        ("Provide.Enabled", json!(true)),
+        ("Provide.DHT.SweepEnabled", json!(false)),
     ]
 }
 
@@ -136,19 +159,27 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The `/container-init.d/` script. It holds no secret (those are files under
-/// [`SECRETS_DIR`]) and is idempotent: it runs before every daemon start.
+/// The `/container-init.d/` script. It holds no secret (those are files in [`RUN_DIR`],
+/// which it removes once installed) and is idempotent: it runs before every daemon start.
 pub fn init_script(spec: &NodeSpec) -> String {
+    let [key, sed] = SECRET_FILES;
     let mut s = String::new();
     s.push_str("#!/bin/sh\n");
     s.push_str("# Written by nexus. Runs before every start of this node's daemon.\n");
     s.push_str("set -e\n");
     s.push_str("repo=\"${IPFS_PATH:-/data/ipfs}\"\n");
+    // kubo does not remove the sockets of a killed daemon, and refuses to listen on them.
     s.push_str(&format!(
-        "rm -f \"$repo/swarm.key\"\ncat {SECRETS_DIR}/swarm.key > \"$repo/swarm.key\"\nchmod 0400 \"$repo/swarm.key\"\n"
+        "rm -f {RUN_DIR}/{API_SOCKET_NAME} {RUN_DIR}/{GATEWAY_SOCKET_NAME}\n"
     ));
     s.push_str(&format!(
-        "sed -i -f {SECRETS_DIR}/identity.sed \"$repo/config\"\n"
+        "if [ -f {RUN_DIR}/{key} ]; then\n  rm -f \"$repo/swarm.key\"\n  cat {RUN_DIR}/{key} > \"$repo/swarm.key\"\n  chmod 0400 \"$repo/swarm.key\"\n  rm -f {RUN_DIR}/{key}\nfi\n"
+    ));
+    s.push_str(
+        "[ -s \"$repo/swarm.key\" ] || { echo 'nexus: no swarm key installed: re-create this node' >&2; exit 1; }\n",
+    );
+    s.push_str(&format!(
+        "if [ -f {RUN_DIR}/{sed} ]; then\n  sed -i -f {RUN_DIR}/{sed} \"$repo/config\"\n  rm -f {RUN_DIR}/{sed}\nfi\n"
     ));
     s.push_str(&format!(
         "grep -q {} \"$repo/config\" || {{ echo 'nexus: could not install the node identity into the config' >&2; exit 1; }}\n",
@@ -179,45 +210,61 @@ pub fn identity_sed(secrets: &NodeSecrets) -> Result<String, super::identity::Id
     ))
 }
 
-/// One file to place in the container before it starts.
+/// Which container directory a file goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// [`INIT_DIR`], read-only, readable by all (no secret).
+    Init,
+    /// [`RUN_DIR`], owned by the node user; secret files are 0400.
+    Run,
+}
+
+/// One file a container gets before it starts.
 #[derive(Debug)]
 pub struct BundleFile {
-    /// Absolute path in the container.
-    pub path: String,
+    pub placement: Placement,
+    pub name: &'static str,
     pub mode: u32,
-    pub uid: u64,
-    pub gid: u64,
     pub contents: Vec<u8>,
 }
 
-/// Everything uploaded into a node container before its first start.
+/// Everything a node container gets before it starts.
 pub fn bundle(
     spec: &NodeSpec,
     secrets: &NodeSecrets,
 ) -> Result<Vec<BundleFile>, super::identity::IdentityError> {
+    let [key, sed] = SECRET_FILES;
     Ok(vec![
         BundleFile {
-            path: INIT_SCRIPT.into(),
+            placement: Placement::Init,
+            name: INIT_SCRIPT_NAME,
             mode: 0o555,
-            uid: 0,
-            gid: 0,
             contents: init_script(spec).into_bytes(),
         },
         BundleFile {
-            path: format!("{SECRETS_DIR}/swarm.key"),
+            placement: Placement::Run,
+            name: key,
             mode: 0o400,
-            uid: NODE_UID,
-            gid: NODE_GID,
             contents: secrets.swarm_key.to_file_contents().into_bytes(),
         },
         BundleFile {
-            path: format!("{SECRETS_DIR}/identity.sed"),
+            placement: Placement::Run,
+            name: sed,
             mode: 0o400,
-            uid: NODE_UID,
-            gid: NODE_GID,
             contents: identity_sed(secrets)?.into_bytes(),
         },
     ])
+}
+
+/// The container's health check: the RPC API answers through its socket.
+pub fn health_command() -> Vec<String> {
+    [
+        "CMD".to_owned(),
+        "ipfs".to_owned(),
+        format!("--api=/unix{RUN_DIR}/{API_SOCKET_NAME}"),
+        "id".to_owned(),
+    ]
+    .into()
 }
 
 #[cfg(test)]
@@ -273,6 +320,19 @@ mod tests {
             get(&s, "Addresses.Swarm"),
             &json!(["/ip4/0.0.0.0/tcp/4001"])
         );
+        // The RPC API and the gateway listen on unix sockets only.
+        assert_eq!(get(&s, "Addresses.API"), &json!("/unix/nexus/api.sock"));
+        assert_eq!(
+            get(&s, "Addresses.Gateway"),
+            &json!("/unix/nexus/gateway.sock")
+        );
+        // kubo 0.40–0.43 settings a private network needs.
+        assert_eq!(get(&s, "Gateway.ExposeRoutingAPI"), &json!(false));
+        assert_eq!(get(&s, "Gateway.DiagnosticServiceURL"), &json!(""));
+        assert_eq!(get(&s, "HTTPRetrieval.Enabled"), &json!(false));
+        assert_eq!(get(&s, "Provide.Enabled"), &json!(true));
+        assert_eq!(get(&s, "Provide.DHT.SweepEnabled"), &json!(false));
+        assert!(container_env(spec).contains(&"IPFS_TELEMETRY=off".to_string()));
         // No "auto" placeholder anywhere.
         assert!(!s.iter().any(|(_, v)| v.to_string().contains("\"auto\"")));
     }
@@ -348,9 +408,10 @@ mod tests {
         for f in &files {
             let text = String::from_utf8(f.contents.clone()).unwrap();
             let secret = text.contains(&key_hex) || text.contains(&priv_key);
-            assert_eq!(secret, f.mode == 0o400, "{}", f.path);
+            assert_eq!(secret, f.mode == 0o400, "{}", f.name);
+            assert_eq!(secret, SECRET_FILES.contains(&f.name), "{}", f.name);
             if secret {
-                assert_eq!(f.uid, NODE_UID);
+                assert_eq!(f.placement, Placement::Run);
             }
         }
         let sed = identity_sed(secrets).unwrap();
@@ -370,6 +431,11 @@ mod tests {
         }
         assert!(script.contains(&format!("\"PeerID\": \"{}\"", spec.peer_id)));
         assert!(!script.contains("Identity.PrivKey"));
+        // The secret files are gone once installed, and stale sockets before kubo listens.
+        for f in SECRET_FILES {
+            assert!(script.contains(&format!("rm -f {RUN_DIR}/{f}")), "{f}");
+        }
+        assert!(script.contains(&format!("rm -f {RUN_DIR}/{API_SOCKET_NAME}")));
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! callers' logic, not that nodes run.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
+use super::endpoint::{Endpoint, NodeEndpoints};
 use super::runtime::{
     NodeDiagnostics, NodeEvent, NodeEventKind, NodeRecord, NodeRuntime, NodeState, NodeStats,
     NotReadyReason, Result, RuntimeError,
@@ -139,9 +141,13 @@ impl NodeRuntime for MockRuntime {
             state: NodeState::Running,
             ports: Ports {
                 swarm: Some(spec.ports.swarm.unwrap_or(base)),
-                api: Some(spec.ports.api.unwrap_or(base + 1)),
-                gateway: Some(spec.ports.gateway.unwrap_or(base + 2)),
+                api: None,
+                gateway: None,
             },
+            endpoints: Some(NodeEndpoints {
+                api: Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], base + 1))),
+                gateway: Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], base + 2))),
+            }),
             started_at: Some("2026-01-01T00:00:00Z".into()),
         };
         st.nodes.insert(spec.node.clone(), record.clone());

@@ -9,6 +9,7 @@
 //! - [`rpc`]: the few kubo RPC calls the runtime itself needs (readiness, peer count).
 
 pub mod docker;
+pub mod endpoint;
 pub mod identity;
 pub mod kubo_config;
 pub mod labels;

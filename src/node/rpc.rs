@@ -4,14 +4,15 @@
 //! `swarm/peers` for stats, `swarm/connect` to mesh a network's new nodes at once. It must not
 //! be a general kubo client nor proxy user traffic (that is the delegator's job).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
+
+use super::endpoint::{Connector, Endpoint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
@@ -49,25 +50,23 @@ pub struct PeerEntry {
     pub addr: String,
 }
 
-/// Client for kubo RPC APIs reachable over plain HTTP.
+/// Client for kubo RPC APIs reachable over plain HTTP (a unix socket or TCP).
 #[derive(Clone)]
 pub struct KuboRpc {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<Connector, Empty<Bytes>>,
     timeout: Duration,
 }
 
 impl KuboRpc {
     pub fn new(timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
         Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new()).build(Connector::new(timeout)),
             timeout,
         }
     }
 
-    async fn post(&self, addr: SocketAddr, path_and_query: &str) -> Result<Bytes, RpcError> {
-        let req = hyper::Request::post(format!("http://{addr}/api/v0/{path_and_query}"))
+    async fn post(&self, addr: &Endpoint, path_and_query: &str) -> Result<Bytes, RpcError> {
+        let req = hyper::Request::post(addr.uri(&format!("/api/v0/{path_and_query}")))
             .body(Empty::<Bytes>::new())
             .map_err(|e| RpcError::Http(e.to_string()))?;
         let fut = async {
@@ -96,14 +95,14 @@ impl KuboRpc {
             .map_err(|_| RpcError::Timeout(self.timeout))?
     }
 
-    pub async fn id(&self, addr: SocketAddr) -> Result<IdResponse, RpcError> {
+    pub async fn id(&self, addr: &Endpoint) -> Result<IdResponse, RpcError> {
         let body = self.post(addr, "id").await?;
         serde_json::from_slice(&body).map_err(|e| RpcError::Json(e.to_string()))
     }
 
     /// Distinct connected peer ids, sorted. `swarm/peers` lists connections, and two nodes
     /// that dial each other at once have two.
-    pub async fn peer_ids(&self, addr: SocketAddr) -> Result<Vec<String>, RpcError> {
+    pub async fn peer_ids(&self, addr: &Endpoint) -> Result<Vec<String>, RpcError> {
         let mut ids: Vec<String> = self
             .swarm_peers(addr)
             .await?
@@ -116,13 +115,13 @@ impl KuboRpc {
     }
 
     /// `swarm/connect` to one peer (`<multiaddr>/p2p/<id>`), which must already be validated.
-    pub async fn swarm_connect(&self, addr: SocketAddr, peer: &str) -> Result<(), RpcError> {
+    pub async fn swarm_connect(&self, addr: &Endpoint, peer: &str) -> Result<(), RpcError> {
         self.post(addr, &format!("swarm/connect?arg={peer}"))
             .await
             .map(|_| ())
     }
 
-    pub async fn swarm_peers(&self, addr: SocketAddr) -> Result<Vec<PeerEntry>, RpcError> {
+    pub async fn swarm_peers(&self, addr: &Endpoint) -> Result<Vec<PeerEntry>, RpcError> {
         let body = self.post(addr, "swarm/peers").await?;
         let parsed: PeersResponse =
             serde_json::from_slice(&body).map_err(|e| RpcError::Json(e.to_string()))?;

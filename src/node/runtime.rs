@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures_util::stream::BoxStream;
 
+use super::endpoint::NodeEndpoints;
 use super::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, Ports, SpecError};
 
 /// Container state, as Docker reports it.
@@ -31,6 +32,9 @@ pub struct NodeRecord {
     pub container_id: String,
     pub state: NodeState,
     pub ports: Ports,
+    /// Where its RPC API and gateway are reached. `None` for a container an older nexus made
+    /// (RPC API and gateway on TCP ports): the orchestrator re-creates it.
+    pub endpoints: Option<NodeEndpoints>,
     /// RFC 3339 time of the last start, if it ever started.
     pub started_at: Option<String>,
 }

@@ -106,7 +106,10 @@ pub fn plan(
             (DesiredState::Stopped, Some(_)) => actions.push(Action::Stop { index }),
             (DesiredState::Stopped, None) => {}
             (DesiredState::Running, None) => actions.push(Action::Create { index }),
-            (DesiredState::Running, Some(r)) if same_node(&r.spec, spec) => {
+            // A container of an older nexus (no sockets) is re-created like a changed one.
+            (DesiredState::Running, Some(r))
+                if same_node(&r.spec, spec) && r.endpoints.is_some() =>
+            {
                 if !is_up(&r.state) {
                     actions.push(Action::Start { index });
                 }
@@ -211,6 +214,10 @@ mod tests {
                 api: spec.ports.api,
                 gateway: spec.ports.gateway,
             },
+            endpoints: Some(crate::node::endpoint::NodeEndpoints {
+                api: crate::node::endpoint::Endpoint::Tcp(([127, 0, 0, 1], 5001).into()),
+                gateway: crate::node::endpoint::Endpoint::Tcp(([127, 0, 0, 1], 8080).into()),
+            }),
             started_at: None,
         }
     }

@@ -1,15 +1,15 @@
 //! The in-memory registry: which nodes of which network can serve traffic right now.
 //!
-//! Owns a snapshot per network (access settings plus its ready nodes' loopback addresses) for
+//! Owns a snapshot per network (access settings plus its ready nodes' RPC API and gateway endpoints) for
 //! hot reads: the delegator resolves network → ready nodes on every request without touching
 //! the store. Only the reconciler writes it; readers get cheap `Arc` snapshots and never block
 //! writers for long. It must not decide anything itself.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use crate::access::Access;
+use crate::node::endpoint::Endpoint;
 use crate::node::NetworkName;
 use crate::sync::{read, write};
 
@@ -18,8 +18,8 @@ use crate::sync::{read, write};
 pub struct ReadyNode {
     pub index: u16,
     pub peer_id: String,
-    pub api: SocketAddr,
-    pub gateway: SocketAddr,
+    pub api: Endpoint,
+    pub gateway: Endpoint,
 }
 
 /// What the delegator needs to know about one network.
@@ -79,8 +79,8 @@ mod tests {
         ReadyNode {
             index,
             peer_id: format!("peer{index}"),
-            api: SocketAddr::from(([127, 0, 0, 1], 5001 + index)),
-            gateway: SocketAddr::from(([127, 0, 0, 1], 8001 + index)),
+            api: Endpoint::Tcp(([127, 0, 0, 1], 5001 + index).into()),
+            gateway: Endpoint::Tcp(([127, 0, 0, 1], 8001 + index).into()),
         }
     }
 

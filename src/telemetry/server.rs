@@ -8,7 +8,6 @@
 //!   scrape kubo without node ports being exposed.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -19,13 +18,13 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::Empty;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::Readiness;
 use crate::api::ApiKeys;
+use crate::node::endpoint::Connector;
 use crate::node::NetworkName;
 use crate::orchestrator::registry::Registry;
 
@@ -46,7 +45,7 @@ pub struct TelemetryState {
     pub readiness: Readiness,
     pub registry: Registry,
     pub keys: ApiKeys,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<Connector, Empty<Bytes>>,
 }
 
 impl TelemetryState {
@@ -56,14 +55,13 @@ impl TelemetryState {
         registry: Registry,
         keys: ApiKeys,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(3)));
         Self {
             handle,
             readiness,
             registry,
             keys,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new())
+                .build(Connector::new(Duration::from_secs(3))),
         }
     }
 }
@@ -151,9 +149,11 @@ async fn node_metrics(
             format!("node {index} of `{name}` is not ready"),
         );
     };
-    let addr: SocketAddr = node.api;
-    let uri = format!("http://{addr}/debug/metrics/prometheus");
-    let Ok(uri) = uri.parse::<hyper::Uri>() else {
+    let Ok(uri) = node
+        .api
+        .uri("/debug/metrics/prometheus")
+        .parse::<hyper::Uri>()
+    else {
         return error(StatusCode::BAD_GATEWAY, "bad node address");
     };
     match tokio::time::timeout(NODE_SCRAPE_TIMEOUT, s.client.get(uri)).await {

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use nexus::node::{DockerRuntime, DockerRuntimeConfig, NetworkName};
+use nexus::node::endpoint::{Connector, Endpoint};
+use nexus::node::{DockerRuntime, DockerRuntimeConfig, NetworkName, NodeRecord};
 
 /// The node image under test. The test command (`scripts/test.sh`) builds it and sets this.
 pub fn image() -> String {
@@ -87,21 +88,30 @@ impl Drop for Cleanup {
     }
 }
 
-fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
+fn client() -> Client<Connector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(Connector::new(Duration::from_secs(5)))
 }
 
-/// POSTs to a node's RPC API on 127.0.0.1; returns status and body.
-pub async fn rpc(port: u16, path_and_query: &str) -> (u16, Bytes) {
-    let req = hyper::Request::post(format!("http://127.0.0.1:{port}/api/v0/{path_and_query}"))
+/// The RPC API endpoint of a node the runtime reported (its socket).
+pub fn api_of(rec: &NodeRecord) -> Endpoint {
+    rec.endpoints
+        .as_ref()
+        .expect("a node made by this nexus has endpoints")
+        .api
+        .clone()
+}
+
+/// POSTs to a node's RPC API (through its socket); returns status and body.
+pub async fn rpc(node: &Endpoint, path_and_query: &str) -> (u16, Bytes) {
+    let req = hyper::Request::post(node.uri(&format!("/api/v0/{path_and_query}")))
         .body(Full::new(Bytes::new()))
         .expect("request");
     send(req).await
 }
 
 /// Like [`rpc`], but `None` when the node does not answer (for polling while nodes restart).
-pub async fn try_rpc(port: u16, path_and_query: &str) -> Option<(u16, Bytes)> {
-    let req = hyper::Request::post(format!("http://127.0.0.1:{port}/api/v0/{path_and_query}"))
+pub async fn try_rpc(node: &Endpoint, path_and_query: &str) -> Option<(u16, Bytes)> {
+    let req = hyper::Request::post(node.uri(&format!("/api/v0/{path_and_query}")))
         .body(Full::new(Bytes::new()))
         .ok()?;
     let resp = tokio::time::timeout(Duration::from_secs(10), client().request(req))
@@ -123,8 +133,8 @@ pub async fn send(req: hyper::Request<Full<Bytes>>) -> (u16, Bytes) {
     (status, body)
 }
 
-pub async fn rpc_json(port: u16, path_and_query: &str) -> serde_json::Value {
-    let (status, body) = rpc(port, path_and_query).await;
+pub async fn rpc_json(node: &Endpoint, path_and_query: &str) -> serde_json::Value {
+    let (status, body) = rpc(node, path_and_query).await;
     assert_eq!(
         status,
         200,
@@ -135,7 +145,7 @@ pub async fn rpc_json(port: u16, path_and_query: &str) -> serde_json::Value {
 }
 
 /// `ipfs add` through the RPC API (multipart upload); returns the CID.
-pub async fn add(port: u16, data: &[u8]) -> String {
+pub async fn add(node: &Endpoint, data: &[u8]) -> String {
     let boundary = "nexus-test-boundary-7d1f";
     let mut body = Vec::new();
     body.extend_from_slice(
@@ -147,7 +157,7 @@ pub async fn add(port: u16, data: &[u8]) -> String {
     );
     body.extend_from_slice(data);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let req = hyper::Request::post(format!("http://127.0.0.1:{port}/api/v0/add"))
+    let req = hyper::Request::post(node.uri("/api/v0/add"))
         .header(
             "content-type",
             format!("multipart/form-data; boundary={boundary}"),
@@ -166,8 +176,8 @@ pub async fn add(port: u16, data: &[u8]) -> String {
 }
 
 /// Peer ids a node is connected to (one entry per connection, as kubo lists them).
-pub async fn peers(port: u16) -> Vec<String> {
-    let v = rpc_json(port, "swarm/peers").await;
+pub async fn peers(node: &Endpoint) -> Vec<String> {
+    let v = rpc_json(node, "swarm/peers").await;
     v["Peers"]
         .as_array()
         .map(|a| {

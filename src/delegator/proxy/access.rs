@@ -3,7 +3,6 @@
 //! not log tokens or bodies, nor decide anything about the request (the pipeline does).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +15,7 @@ use super::headers::{request_id, X_REQUEST_ID};
 use super::response::ProxyError;
 use super::{proxy, ConnInfo, ProxyBody, Shared};
 use crate::delegator::route::Feature;
+use crate::node::endpoint::Endpoint;
 use crate::telemetry::names;
 
 /// What the access log line says about a request, filled in as it is handled.
@@ -24,7 +24,7 @@ pub(super) struct Trace {
     pub(super) network: Option<String>,
     pub(super) feature: Option<Feature>,
     pub(super) user: Option<String>,
-    pub(super) node: Option<SocketAddr>,
+    pub(super) node: Option<Endpoint>,
     /// The network is one the registry lists (only then is it a metric label).
     pub(super) known: bool,
 }
@@ -84,7 +84,7 @@ pub(crate) async fn handle(
         status = resp.status().as_u16(),
         latency_ms = start.elapsed().as_secs_f64() * 1000.0,
         user = trace.user.as_deref().unwrap_or("-"),
-        node = %trace.node.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+        node = %trace.node.as_ref().map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
         peer = %conn.peer.ip(),
         "request"
     );

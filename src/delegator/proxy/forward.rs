@@ -3,7 +3,6 @@
 //! retried once. The body is never buffered: [`ReplayBody`] hands the untouched body to a
 //! second attempt. Counts upstream errors; must not choose nodes (the pipeline does).
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -15,6 +14,7 @@ use hyper::{Method, Request, Response};
 
 use super::response::ProxyError;
 use super::{BoxError, ProxyBody, Shared};
+use crate::node::endpoint::Endpoint;
 use crate::sync::lock;
 use crate::telemetry::names;
 
@@ -26,20 +26,20 @@ use crate::telemetry::names;
 pub(super) async fn forward(
     shared: &Shared,
     network: &str,
-    nodes: &[SocketAddr],
+    nodes: &[Endpoint],
     method: &Method,
     mut headers: HeaderMap,
     path_and_query: &str,
     body: ProxyBody,
     retry_safe: bool,
-) -> Result<(Response<Incoming>, SocketAddr), ProxyError> {
+) -> Result<(Response<Incoming>, Endpoint), ProxyError> {
     let end = body.is_end_stream();
     let hint = body.size_hint();
     let slot = Arc::new(Mutex::new(Some(body)));
     let mut timed_out = false;
     let mut retried = false;
-    for (i, &node) in nodes.iter().enumerate() {
-        let uri = format!("http://{node}{path_and_query}");
+    for (i, node) in nodes.iter().enumerate() {
+        let uri = node.uri(path_and_query);
         let mut req = Request::new(ReplayBody {
             slot: slot.clone(),
             body: None,
@@ -54,7 +54,7 @@ pub(super) async fn forward(
         } else {
             std::mem::take(&mut headers)
         };
-        if let Ok(h) = HeaderValue::from_str(&node.to_string()) {
+        if let Ok(h) = HeaderValue::from_str(&node.host_header()) {
             req.headers_mut().insert(header::HOST, h);
         }
         let sent = shared.client.request(req);
@@ -69,7 +69,7 @@ pub(super) async fn forward(
             None => sent.await,
         };
         match result {
-            Ok(resp) => return Ok((resp, node)),
+            Ok(resp) => return Ok((resp, node.clone())),
             Err(e) => {
                 let untouched = lock(&slot).is_some();
                 let connect = e.is_connect();

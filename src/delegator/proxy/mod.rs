@@ -27,13 +27,13 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Method, Request, Response};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
 use super::auth::Verifier;
 use super::policy;
 use super::route::{self, Feature, RouteError};
 use super::DelegatorConfig;
+use crate::node::endpoint::{Connector, Endpoint};
 use crate::orchestrator::registry::{NetworkEntry, Registry};
 pub(crate) use access::handle;
 use access::Trace;
@@ -51,7 +51,7 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub cfg: DelegatorConfig,
     pub verifier: Verifier,
-    pub client: Client<HttpConnector, ReplayBody>,
+    pub client: Client<Connector, ReplayBody>,
     pub round_robin: AtomicUsize,
 }
 
@@ -117,7 +117,11 @@ async fn proxy(
             let retry_safe = policy::read_only(command);
             // The one node RPC calls go to is the first ready one; the rest are fail-overs.
             (
-                entry.nodes.iter().map(|n| n.api).collect::<Vec<_>>(),
+                entry
+                    .nodes
+                    .iter()
+                    .map(|n| n.api.clone())
+                    .collect::<Vec<_>>(),
                 retry_safe,
             )
         }
@@ -133,7 +137,7 @@ async fn proxy(
                 return Err(ProxyError::Method(m.clone()));
             }
             // Spread over the ready nodes: rotate the starting point.
-            let mut nodes: Vec<SocketAddr> = entry.nodes.iter().map(|n| n.gateway).collect();
+            let mut nodes: Vec<Endpoint> = entry.nodes.iter().map(|n| n.gateway.clone()).collect();
             if !nodes.is_empty() {
                 let k = shared.round_robin.fetch_add(1, Ordering::Relaxed) % nodes.len();
                 nodes.rotate_left(k);

@@ -5,7 +5,6 @@
 //! (the sibling files do, through these checks).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
@@ -119,6 +118,11 @@ impl DockerRuntime {
         })
     }
 
+    /// The settings this runtime was made with.
+    pub fn config(&self) -> &DockerRuntimeConfig {
+        &self.cfg
+    }
+
     /// Fails with [`RuntimeError::ImageMissing`] unless `image` is present locally.
     pub async fn ensure_image(&self, image: &str) -> Result<()> {
         match self.docker.inspect_image(image).await {
@@ -148,14 +152,6 @@ impl DockerRuntime {
             }
         }
         Ok(())
-    }
-
-    /// The address nexus reaches a node's RPC API at (loopback when published on all interfaces).
-    pub(super) fn private_connect_ip(&self) -> IpAddr {
-        match self.cfg.private_host_ip.parse::<IpAddr>() {
-            Ok(ip) if !ip.is_unspecified() => ip,
-            _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        }
     }
 
     /// Inspects a container by name: `None` if absent, an error if it exists but is not ours.

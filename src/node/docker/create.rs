@@ -1,74 +1,29 @@
-//! Creating a node: the network's bridge network and the node's volume (both labelled), the
-//! container with its limits and port bindings, the pre-start file upload, start, readiness
-//! (`id` answers with the expected peer id), and the roll-back of what a failed create made.
-//! Must not touch an object that is not ours, nor remove anything this call did not create.
+//! Creating a node: the network's bridge network and the node's volume (both labelled), its
+//! directory on the host (init script, secrets, sockets: [`super::files`]), the hardened
+//! container with its limits and swarm port, start, readiness (`id` answers with the expected
+//! peer id through the API socket), and the roll-back of what a failed create made. Must not
+//! touch an object that is not ours, nor remove anything this call did not create.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
-    MountType, NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
+    ContainerCreateBody, ContainerStateStatusEnum, HealthConfig, HostConfig, HostConfigLogConfig,
+    Mount, MountBindOptions, MountTmpfsOptions, MountType, NetworkCreateRequest, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
-use bollard::query_parameters::{CreateContainerOptionsBuilder, UploadToContainerOptions};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
 
 use super::client::{docker_err, is_status};
-use super::observe::host_port;
+use super::files::NodeDir;
 use super::{DockerRuntime, REPO_PATH};
-use crate::node::kubo_config::{self, BundleFile};
+use crate::node::kubo_config::{self, NODE_GID, NODE_UID};
 use crate::node::labels;
 use crate::node::runtime::{NodeRecord, NotReadyReason, Result, RuntimeError};
-use crate::node::spec::{
-    NetworkName, NodeRef, NodeSecrets, NodeSpec, API_PORT, GATEWAY_PORT, SWARM_PORT,
-};
+use crate::node::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, SWARM_PORT};
 
-fn tar_of(files: &[BundleFile]) -> std::io::Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut dirs: Vec<(String, u64, u64, u32)> = Vec::new();
-    for f in files {
-        if let Some((dir, _)) = f.path.trim_start_matches('/').rsplit_once('/') {
-            if !dirs.iter().any(|d| d.0 == dir) {
-                // Secret directories belong to the node user and are closed to others.
-                let (uid, gid, mode) = if f.mode == 0o400 {
-                    (f.uid, f.gid, 0o500)
-                } else {
-                    (0, 0, 0o755)
-                };
-                dirs.push((dir.to_owned(), uid, gid, mode));
-            }
-        }
-    }
-    let mtime = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    for (dir, uid, gid, mode) in &dirs {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_path(format!("{dir}/"))?;
-        h.set_mode(*mode);
-        h.set_uid(*uid);
-        h.set_gid(*gid);
-        h.set_mtime(mtime);
-        h.set_size(0);
-        h.set_cksum();
-        builder.append(&h, std::io::empty())?;
-    }
-    for f in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_path(f.path.trim_start_matches('/'))?;
-        h.set_mode(f.mode);
-        h.set_uid(f.uid);
-        h.set_gid(f.gid);
-        h.set_mtime(mtime);
-        h.set_size(f.contents.len() as u64);
-        h.set_cksum();
-        builder.append(&h, f.contents.as_slice())?;
-    }
-    builder.into_inner()
-}
+/// Size of the node's `/tmp` (kubo writes nothing large there; the repo is a volume).
+const TMP_BYTES: i64 = 64 << 20;
 
 impl DockerRuntime {
     /// Creates the network's bridge network unless it exists. Returns whether it created it.
@@ -118,28 +73,30 @@ impl DockerRuntime {
         Ok(true)
     }
 
+    /// The container: limits, the swarm port (the only one published), the repo volume, the
+    /// node directory's two bind mounts, and hardening: the image's node user, no
+    /// capabilities, no privilege gain, a read-only root file system.
     fn container_body(&self, spec: &NodeSpec) -> ContainerCreateBody {
-        let binding = |ip: &str, port: Option<u16>| {
+        let dir = self.node_dir(&spec.node);
+        let port_bindings = HashMap::from([(
+            format!("{SWARM_PORT}/tcp"),
             Some(vec![PortBinding {
-                host_ip: Some(ip.to_owned()),
+                host_ip: Some(self.cfg.swarm_host_ip.clone()),
                 // An empty host port lets Docker choose a free one.
-                host_port: Some(port.map(|p| p.to_string()).unwrap_or_default()),
-            }])
+                host_port: Some(spec.ports.swarm.map(|p| p.to_string()).unwrap_or_default()),
+            }]),
+        )]);
+        let bind = |source: &std::path::Path, target: &str, read_only: bool| Mount {
+            target: Some(target.into()),
+            source: Some(source.display().to_string()),
+            typ: Some(MountType::BIND),
+            read_only: Some(read_only),
+            bind_options: Some(MountBindOptions {
+                create_mountpoint: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
         };
-        let port_bindings = HashMap::from([
-            (
-                format!("{SWARM_PORT}/tcp"),
-                binding(&self.cfg.swarm_host_ip, spec.ports.swarm),
-            ),
-            (
-                format!("{API_PORT}/tcp"),
-                binding(&self.cfg.private_host_ip, spec.ports.api),
-            ),
-            (
-                format!("{GATEWAY_PORT}/tcp"),
-                binding(&self.cfg.private_host_ip, spec.ports.gateway),
-            ),
-        ]);
         let memory = i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX);
         ContainerCreateBody {
             image: Some(spec.image.clone()),
@@ -147,11 +104,18 @@ impl DockerRuntime {
             env: Some(kubo_config::container_env(spec)),
             labels: Some(self.stamp(labels::node_labels(spec))),
             hostname: Some(spec.node.container_name()),
-            exposed_ports: Some(vec![
-                format!("{SWARM_PORT}/tcp"),
-                format!("{API_PORT}/tcp"),
-                format!("{GATEWAY_PORT}/tcp"),
-            ]),
+            // As the image's node user from the start: the entrypoint's root steps (chown,
+            // then dropping to that user) are skipped, so the container needs no capability.
+            user: Some(format!("{NODE_UID}:{NODE_GID}")),
+            exposed_ports: Some(vec![format!("{SWARM_PORT}/tcp")]),
+            healthcheck: Some(HealthConfig {
+                test: Some(kubo_config::health_command()),
+                interval: Some(30_000_000_000),
+                timeout: Some(5_000_000_000),
+                start_period: Some(5_000_000_000),
+                retries: Some(3),
+                ..Default::default()
+            }),
             host_config: Some(HostConfig {
                 nano_cpus: Some(spec.resources.nano_cpus()),
                 memory: Some(memory),
@@ -162,12 +126,29 @@ impl DockerRuntime {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
                 }),
-                mounts: Some(vec![Mount {
-                    target: Some(REPO_PATH.into()),
-                    source: Some(spec.node.volume_name()),
-                    typ: Some(MountType::VOLUME),
-                    ..Default::default()
-                }]),
+                cap_drop: Some(vec!["ALL".into()]),
+                security_opt: Some(vec!["no-new-privileges:true".into()]),
+                readonly_rootfs: Some(true),
+                mounts: Some(vec![
+                    Mount {
+                        target: Some(REPO_PATH.into()),
+                        source: Some(spec.node.volume_name()),
+                        typ: Some(MountType::VOLUME),
+                        ..Default::default()
+                    },
+                    bind(&dir.init_dir(), kubo_config::INIT_DIR, true),
+                    bind(&dir.run_dir(), kubo_config::RUN_DIR, false),
+                    Mount {
+                        target: Some("/tmp".into()),
+                        typ: Some(MountType::TMPFS),
+                        tmpfs_options: Some(MountTmpfsOptions {
+                            size_bytes: Some(TMP_BYTES),
+                            mode: Some(0o1777),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ]),
                 network_mode: Some(spec.node.network.docker_network()),
                 log_config: Some(HostConfigLogConfig {
                     typ: Some("json-file".into()),
@@ -182,9 +163,9 @@ impl DockerRuntime {
         }
     }
 
-    /// Waits until the node's RPC API answers `id` as `expected_peer`. The API is asked every
-    /// 50 ms; Docker (exit, restarts, the published port) every fourth round, to keep the
-    /// engine's load low while many nodes start.
+    /// Waits until the node's RPC API answers `id` as `expected_peer` on its socket. The API is
+    /// asked every 50 ms; Docker (exit, restarts) every fourth round, to keep the engine's load
+    /// low while many nodes start.
     pub(super) async fn wait_ready(
         &self,
         node: &NodeRef,
@@ -193,10 +174,11 @@ impl DockerRuntime {
         let name = node.container_name();
         let deadline = Instant::now() + self.cfg.ready_timeout;
         let mut first_restart_count = None;
-        let mut api = None;
+        let api = self.node_dir(node).api();
+        let mut running = false;
         let mut round: u32 = 0;
         loop {
-            if api.is_none() || round.is_multiple_of(4) {
+            if !running || round.is_multiple_of(4) {
                 let info = self.inspect_node(node).await?;
                 let state = info.state.clone().unwrap_or_default();
                 let restarts = info.restart_count.unwrap_or(0);
@@ -213,14 +195,10 @@ impl DockerRuntime {
                     let reason = NotReadyReason::Restarted(restarts - initial);
                     return Err(self.not_ready(node, reason).await);
                 }
-                api = match state.running {
-                    Some(true) => host_port(&info, API_PORT)
-                        .map(|port| SocketAddr::new(self.private_connect_ip(), port)),
-                    _ => None,
-                };
+                running = state.running == Some(true);
             }
-            if let Some(addr) = api {
-                if let Ok(id) = self.rpc.id(addr).await {
+            if running {
+                if let Ok(id) = self.rpc.id(&api).await {
                     if id.id == expected_peer {
                         return self.record_from(self.inspect_node(node).await?);
                     }
@@ -272,6 +250,12 @@ impl DockerRuntime {
                 return Err(e);
             }
         };
+        let dir = self.node_dir(&spec.node);
+        if let Err(e) = dir.prepare(&self.cfg.node_dir, spec, secrets) {
+            self.rollback(spec, None, created_volume, created_network)
+                .await;
+            return Err(RuntimeError::Bundle(e.to_string()));
+        }
         let container_id = match self.create_container(spec, &name).await {
             Ok(id) => id,
             Err(e) => {
@@ -280,7 +264,11 @@ impl DockerRuntime {
                 return Err(e);
             }
         };
-        let result = self.install_and_start(spec, secrets, &container_id).await;
+        let result = self.start_and_wait(spec, &container_id).await;
+        // Installed into the repo by now (or the node is rolled back): no copy stays behind.
+        if let Err(e) = dir.remove_secrets() {
+            tracing::error!(node = %spec.node, error = %e, "could not remove the node's secret files");
+        }
         if result.is_err() {
             self.rollback(spec, Some(&container_id), created_volume, created_network)
                 .await;
@@ -301,6 +289,10 @@ impl DockerRuntime {
             if let Err(e) = self.remove_container_by_name(id).await {
                 tracing::error!(node = %spec.node, error = %e, "rollback: container not removed");
             }
+        }
+        // No container uses the directory any more (this call made the only one).
+        if let Err(e) = self.node_dir(&spec.node).remove() {
+            tracing::error!(node = %spec.node, error = %e, "rollback: node directory not removed");
         }
         if created_volume {
             if let Err(e) = self.remove_volume(&spec.node.volume_name()).await {
@@ -334,28 +326,8 @@ impl DockerRuntime {
         }
     }
 
-    /// Uploads the node's files into the created container, starts it and waits until ready.
-    async fn install_and_start(
-        &self,
-        spec: &NodeSpec,
-        secrets: &NodeSecrets,
-        container_id: &str,
-    ) -> Result<NodeRecord> {
-        let files =
-            kubo_config::bundle(spec, secrets).map_err(|e| RuntimeError::Bundle(e.to_string()))?;
-        let archive = tar_of(&files).map_err(|e| RuntimeError::Bundle(e.to_string()))?;
-        let upload = UploadToContainerOptions {
-            path: "/".into(),
-            ..Default::default()
-        };
-        self.docker
-            .upload_to_container(
-                container_id,
-                Some(upload),
-                bollard::body_full(archive.into()),
-            )
-            .await
-            .map_err(docker_err)?;
+    /// Starts the created container and waits until it is ready.
+    async fn start_and_wait(&self, spec: &NodeSpec, container_id: &str) -> Result<NodeRecord> {
         self.docker
             .start_container(container_id, None)
             .await
@@ -363,48 +335,9 @@ impl DockerRuntime {
         tracing::info!(node = %spec.node, peer = %spec.peer_id, "node container started");
         self.wait_ready(&spec.node, &spec.peer_id).await
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tar_carries_owners_and_modes() {
-        let files = vec![
-            BundleFile {
-                path: "/container-init.d/00-nexus.sh".into(),
-                mode: 0o555,
-                uid: 0,
-                gid: 0,
-                contents: b"#!/bin/sh\n".to_vec(),
-            },
-            BundleFile {
-                path: "/nexus/swarm.key".into(),
-                mode: 0o400,
-                uid: 1000,
-                gid: 100,
-                contents: b"secret".to_vec(),
-            },
-        ];
-        let bytes = tar_of(&files).unwrap();
-        let mut archive = tar::Archive::new(bytes.as_slice());
-        let entries: Vec<(String, u32, u64)> = archive
-            .entries()
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                let h = e.header();
-                (
-                    e.path().unwrap().display().to_string(),
-                    h.mode().unwrap(),
-                    h.uid().unwrap(),
-                )
-            })
-            .collect();
-        assert!(entries.contains(&("container-init.d/".into(), 0o755, 0)));
-        assert!(entries.contains(&("nexus/".into(), 0o500, 1000)));
-        assert!(entries.contains(&("container-init.d/00-nexus.sh".into(), 0o555, 0)));
-        assert!(entries.contains(&("nexus/swarm.key".into(), 0o400, 1000)));
+    /// The node's directory on the host.
+    pub(super) fn node_dir(&self, node: &NodeRef) -> NodeDir {
+        NodeDir::new(&self.cfg.node_dir, node)
     }
 }

@@ -3,8 +3,6 @@
 //! dialling a node's peers. Touches only what is ours; must not create nodes other than through
 //! [`create`](super::create) nor decide which nodes should exist.
 
-use std::net::SocketAddr;
-
 use bollard::models::ContainerUpdateBody;
 use bollard::query_parameters::{
     ListContainersOptions, ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions,
@@ -12,10 +10,10 @@ use bollard::query_parameters::{
 };
 
 use super::client::{docker_err, is_status};
-use super::observe::host_port;
 use super::DockerRuntime;
+use crate::node::labels;
 use crate::node::runtime::{NodeRecord, Result, RuntimeError};
-use crate::node::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, SpecError, API_PORT};
+use crate::node::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, SpecError};
 
 impl DockerRuntime {
     /// Removes a container by name if it is ours (force: stops it first).
@@ -116,6 +114,13 @@ impl DockerRuntime {
         }
     }
 
+    /// Removes a node's directory on the host (its container is gone).
+    fn remove_node_dir(&self, node: &NodeRef) -> Result<()> {
+        self.node_dir(node)
+            .remove()
+            .map_err(|e| RuntimeError::Bundle(format!("cannot remove the node directory: {e}")))
+    }
+
     /// Removes a node's container if it is ours; its volume (data) stays.
     pub(super) async fn remove_node_container(&self, node: &NodeRef) -> Result<()> {
         let name = node.container_name();
@@ -123,7 +128,7 @@ impl DockerRuntime {
             self.remove_container_by_name(&name).await?;
             tracing::info!(%node, "node container removed; data kept");
         }
-        Ok(())
+        self.remove_node_dir(node)
     }
 
     /// Removes a node's container and volume, if ours; a foreign volume of that name is an error.
@@ -132,6 +137,7 @@ impl DockerRuntime {
         if self.inspect_managed(&name).await?.is_some() {
             self.remove_container_by_name(&name).await?;
         }
+        self.remove_node_dir(node)?;
         let volume = node.volume_name();
         match self.docker.inspect_volume(&volume).await {
             Ok(v) if self.ours(&v.labels) => self.remove_volume(&volume).await?,
@@ -148,6 +154,10 @@ impl DockerRuntime {
         for c in self.network_containers(network).await? {
             if let Some(id) = c.id {
                 self.remove_container_by_name(&id).await?;
+            }
+            let labels = c.labels.unwrap_or_default();
+            if let Ok(node) = labels::node_ref_from_labels(&labels) {
+                self.remove_node_dir(&node)?;
             }
         }
         let volumes = self
@@ -183,7 +193,8 @@ impl DockerRuntime {
         }
         let mut same_but_cpu = current.spec.clone();
         same_but_cpu.resources.cpu_millis = spec.resources.cpu_millis;
-        if &same_but_cpu == spec {
+        // A container of an older nexus (RPC API on a TCP port) is always re-created.
+        if &same_but_cpu == spec && current.endpoints.is_some() {
             if current.spec.resources.cpu_millis != spec.resources.cpu_millis {
                 let body = ContainerUpdateBody {
                     nano_cpus: Some(spec.resources.nano_cpus()),
@@ -216,15 +227,7 @@ impl DockerRuntime {
 
     /// Asks the node to dial each of its peers; returns how many dials succeeded.
     pub(super) async fn dial_peers(&self, spec: &NodeSpec) -> usize {
-        let port = match spec.ports.api {
-            Some(p) => Some(p),
-            None => match self.inspect_node(&spec.node).await {
-                Ok(info) => host_port(&info, API_PORT),
-                Err(_) => None,
-            },
-        };
-        let Some(port) = port else { return 0 };
-        let addr = SocketAddr::new(self.private_connect_ip(), port);
+        let addr = &self.node_dir(&spec.node).api();
         let dials = spec.peers.iter().map(|p| async move {
             let target = format!("{}/p2p/{}", p.addr, p.peer_id);
             match self.rpc.swarm_connect(addr, &target).await {

@@ -1,30 +1,35 @@
 //! The Docker implementation of [`NodeRuntime`](super::runtime::NodeRuntime), through bollard.
 //!
 //! Owns every call nexus makes to the Docker Engine API for nodes: the per-network bridge
-//! network, the per-node volume and container, the pre-start file upload, readiness, stats
-//! and events. It touches only objects labelled `io.nexus.managed=true`; anything else with a
+//! network, the per-node volume and container, the node's directory on the host (init script,
+//! secrets until installed, the RPC API and gateway sockets), readiness, stats and events. It touches only objects labelled `io.nexus.managed=true`; anything else with a
 //! colliding name is reported, never modified. It must not decide which nodes should exist
 //! (the orchestrator does) and keeps no state of its own: Docker is the record.
 //!
 //! One file per concern; the trait impl only delegates:
 //! - [`client`]: the connection, error mapping, the image, and ownership (what is ours).
-//! - [`create`]: network, volume, container, upload, start, readiness and roll-back.
+//! - [`files`]: the node's directory on the host and its layout.
+//! - [`create`]: network, volume, container, start, readiness and roll-back.
 //! - [`lifecycle`]: start, stop, update, remove, and dialling peers of existing nodes.
 //! - [`observe`]: listing, records from inspect, stats, diagnostics and events.
 //! - [`runtime_impl`]: `impl NodeRuntime for DockerRuntime`, delegating to the above.
 
 mod client;
 mod create;
+mod files;
 mod lifecycle;
 mod observe;
 mod runtime_impl;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::Docker;
 
 use super::rpc::KuboRpc;
 use crate::names::InstanceName;
+
+pub use files::MAX_NODE_DIR;
 
 /// Where kubo keeps its repo in the official image (and our volume's mount point).
 const REPO_PATH: &str = "/data/ipfs";
@@ -38,9 +43,10 @@ pub struct DockerRuntimeConfig {
     pub stop_timeout: Duration,
     /// Host address the swarm port is published on (all interfaces: peers must reach it).
     pub swarm_host_ip: String,
-    /// Host address the RPC API and gateway are published on (loopback: only the delegator
-    /// and nexus itself may reach them).
-    pub private_host_ip: String,
+    /// Where the nodes' directories live on the host (`<data_dir>/nodes`; mode 0700): their
+    /// init scripts, secrets until installed, and RPC API and gateway sockets. At most
+    /// [`MAX_NODE_DIR`] bytes long, so that a socket path fits a unix socket address.
+    pub node_dir: PathBuf,
     /// How many log lines an error carries when a node fails to start.
     pub log_tail: usize,
     /// Docker's `PidsLimit` per node container.
@@ -60,7 +66,7 @@ impl Default for DockerRuntimeConfig {
             ready_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(10),
             swarm_host_ip: "0.0.0.0".into(),
-            private_host_ip: "127.0.0.1".into(),
+            node_dir: PathBuf::from("/var/lib/nexus/nodes"),
             log_tail: 40,
             pids_limit: 4096,
             instance: InstanceName::default(),

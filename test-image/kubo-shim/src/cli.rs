@@ -224,7 +224,7 @@ pub fn config_cmd(args: &[String]) -> Result<(), String> {
 }
 
 /// Where the CLI finds the daemon: `--api`, then `$IPFS_PATH/api`, then `Addresses.API`.
-fn api_socket(g: &Globals) -> Result<String, String> {
+fn api_socket(g: &Globals) -> Result<config::ListenAddr, String> {
     let repo = config::repo_path();
     let ma = match &g.api {
         Some(a) => a.clone(),
@@ -236,20 +236,39 @@ fn api_socket(g: &Globals) -> Result<String, String> {
                 .ok_or("no Addresses.API configured")?,
         },
     };
-    let sock = config::multiaddr_to_socket(&ma)?;
-    Ok(sock
-        .replace("0.0.0.0:", "127.0.0.1:")
-        .replace("[::]:", "[::1]:"))
+    Ok(match config::listen_addr(&ma)? {
+        config::ListenAddr::Tcp(sock) => config::ListenAddr::Tcp(
+            sock.replace("0.0.0.0:", "127.0.0.1:")
+                .replace("[::]:", "[::1]:"),
+        ),
+        unix => unix,
+    })
 }
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 /// POST to the daemon over a plain HTTP/1.1 connection; (status, body).
 pub fn post(g: &Globals, path_and_query: &str) -> Result<(u16, Vec<u8>), String> {
-    let sock = api_socket(g)?;
-    let mut s = std::net::TcpStream::connect(&sock)
-        .map_err(|e| format!("cannot connect to the api. Is the daemon running? ({sock}: {e})"))?;
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(30)));
+    let unreachable = |what: &dyn std::fmt::Display, e: std::io::Error| {
+        format!("cannot connect to the api. Is the daemon running? ({what}: {e})")
+    };
+    let timeout = Some(std::time::Duration::from_secs(30));
+    let (mut s, host): (Box<dyn ReadWrite>, String) = match api_socket(g)? {
+        config::ListenAddr::Tcp(sock) => {
+            let s = std::net::TcpStream::connect(&sock).map_err(|e| unreachable(&sock, e))?;
+            let _ = s.set_read_timeout(timeout);
+            (Box::new(s), sock)
+        }
+        config::ListenAddr::Unix(path) => {
+            let s = std::os::unix::net::UnixStream::connect(&path)
+                .map_err(|e| unreachable(&path.display(), e))?;
+            let _ = s.set_read_timeout(timeout);
+            (Box::new(s), "unix".to_owned())
+        }
+    };
     let req = format!(
-        "POST {path_and_query} HTTP/1.1\r\nHost: {sock}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST {path_and_query} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();

@@ -322,7 +322,7 @@ pub fn multiaddr_to_socket(ma: &str) -> Result<String, String> {
             Ok(format!("{host}:{}", parse_port(port, ma)?))
         }
         _ => Err(format!(
-            "unsupported listen multiaddr {ma:?} (only /ip4|ip6/<addr>/tcp/<port>)"
+            "unsupported listen multiaddr {ma:?} (only /ip4|ip6/<addr>/tcp/<port> and /unix/<path>)"
         )),
     }
 }
@@ -330,6 +330,25 @@ pub fn multiaddr_to_socket(ma: &str) -> Result<String, String> {
 fn parse_port(p: &str, ma: &str) -> Result<u16, String> {
     p.parse()
         .map_err(|_| format!("invalid tcp port in multiaddr {ma:?}"))
+}
+
+/// Where a daemon listener binds: TCP (`host:port`) or a unix socket path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(String),
+    Unix(std::path::PathBuf),
+}
+
+/// `/ip4|ip6|dns*/…/tcp/P` or `/unix/<absolute path>` (kubo ≥ 0.25 serves its RPC API and
+/// gateway on either).
+pub fn listen_addr(ma: &str) -> Result<ListenAddr, String> {
+    if let Some(path) = ma.strip_prefix("/unix") {
+        if path.len() > 1 && path.starts_with('/') {
+            return Ok(ListenAddr::Unix(path.into()));
+        }
+        return Err(format!("invalid unix multiaddr {ma:?}"));
+    }
+    multiaddr_to_socket(ma).map(ListenAddr::Tcp)
 }
 
 /// A socket address → `/ip4/A/tcp/P`.
@@ -344,6 +363,20 @@ pub fn socket_to_multiaddr(sa: &std::net::SocketAddr) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn unix_listen_addresses() {
+        assert_eq!(
+            listen_addr("/unix/nexus/api.sock").unwrap(),
+            ListenAddr::Unix("/nexus/api.sock".into())
+        );
+        assert_eq!(
+            listen_addr("/ip4/127.0.0.1/tcp/5001").unwrap(),
+            ListenAddr::Tcp("127.0.0.1:5001".into())
+        );
+        assert!(listen_addr("/unix").is_err());
+        assert!(listen_addr("/unixfoo").is_err());
+    }
 
     #[test]
     fn dotted_set_creates_intermediate_objects() {

@@ -186,8 +186,8 @@ async fn run_async(opts: DaemonOpts) -> i32 {
     let mut gw_socks = Vec::new();
     for (list, out) in [(&api_addrs, &mut api_socks), (&gw_addrs, &mut gw_socks)] {
         for a in list.iter() {
-            match config::multiaddr_to_socket(a) {
-                Ok(s) => out.push(s),
+            match config::listen_addr(a) {
+                Ok(s) => out.push((a.clone(), s)),
                 Err(e) => return fatal(&format!("serveHTTPApi: {e}")),
             }
         }
@@ -264,55 +264,82 @@ async fn run_async(opts: DaemonOpts) -> i32 {
     };
 
     let mut api_listeners = Vec::new();
-    for s in &api_socks {
-        match tokio::net::TcpListener::bind(s).await {
+    for (ma, s) in &api_socks {
+        match Listener::bind(ma, s).await {
             Ok(l) => api_listeners.push(l),
-            Err(e) => return fatal(&format!("serveHTTPApi: manet.Listen({s}) failed: {e}")),
+            Err(e) => return fatal(&format!("serveHTTPApi: manet.Listen({ma}) failed: {e}")),
         }
     }
     let mut gw_listeners = Vec::new();
-    for s in &gw_socks {
-        match tokio::net::TcpListener::bind(s).await {
+    for (ma, s) in &gw_socks {
+        match Listener::bind(ma, s).await {
             Ok(l) => gw_listeners.push(l),
-            Err(e) => return fatal(&format!("serveHTTPGateway: manet.Listen({s}) failed: {e}")),
+            Err(e) => return fatal(&format!("serveHTTPGateway: manet.Listen({ma}) failed: {e}")),
         }
     }
-    if let Some(Ok(a)) = api_listeners.first().map(|l| l.local_addr()) {
-        node.api_port = a.port();
+    if let Some(Listener::Tcp(l)) = api_listeners.first() {
+        if let Ok(a) = l.local_addr() {
+            node.api_port = a.port();
+        }
     }
     let node = Arc::new(node);
+    // Like Go's unix listeners, a clean shutdown removes the socket files; a killed daemon
+    // leaves them behind, and the next start then fails (ipfs/kubo#6856).
+    let mut sockets = Vec::new();
 
     let mut api_file = None;
     for l in api_listeners {
-        let Ok(local) = l.local_addr() else { continue };
-        let ma = config::socket_to_multiaddr(&local);
-        println!("RPC API server listening on {ma}");
-        println!("WebUI: http://{local}/webui");
-        if api_file.is_none() {
-            api_file = Some(ma);
-        }
         let app = axum::Router::new()
             .fallback(api::rpc)
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(node.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(l, app).await;
-        });
+        let ma = match l {
+            Listener::Tcp(l) => {
+                let Ok(local) = l.local_addr() else { continue };
+                println!("WebUI: http://{local}/webui");
+                tokio::spawn(async move {
+                    let _ = axum::serve(l, app).await;
+                });
+                config::socket_to_multiaddr(&local)
+            }
+            Listener::Unix(l, ma, path) => {
+                sockets.push(path);
+                tokio::spawn(async move {
+                    let _ = axum::serve(l, app).await;
+                });
+                ma
+            }
+        };
+        println!("RPC API server listening on {ma}");
+        if api_file.is_none() {
+            api_file = Some(ma);
+        }
     }
     let mut gw_file = None;
     for l in gw_listeners {
-        let Ok(local) = l.local_addr() else { continue };
-        let ma = config::socket_to_multiaddr(&local);
-        println!("Gateway server listening on {ma}");
-        if gw_file.is_none() {
-            gw_file = Some(ma);
-        }
         let app = axum::Router::new()
             .fallback(api::gateway)
             .with_state(node.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(l, app).await;
-        });
+        match l {
+            Listener::Tcp(l) => {
+                let Ok(local) = l.local_addr() else { continue };
+                let ma = config::socket_to_multiaddr(&local);
+                println!("Gateway server listening on {ma}");
+                if gw_file.is_none() {
+                    gw_file = Some(ma);
+                }
+                tokio::spawn(async move {
+                    let _ = axum::serve(l, app).await;
+                });
+            }
+            Listener::Unix(l, ma, path) => {
+                println!("Gateway server listening on {ma}");
+                sockets.push(path);
+                tokio::spawn(async move {
+                    let _ = axum::serve(l, app).await;
+                });
+            }
+        }
     }
     if let Some(ma) = &api_file {
         let _ = std::fs::write(repo.join("api"), ma);
@@ -336,10 +363,43 @@ async fn run_async(opts: DaemonOpts) -> i32 {
     let _ = tokio::time::timeout(Duration::from_secs(5), cleanup).await;
     let _ = std::fs::remove_file(repo.join("api"));
     let _ = std::fs::remove_file(repo.join("gateway"));
+    for path in &sockets {
+        let _ = std::fs::remove_file(path);
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     // Exit at once: the Go runtime's threads must not keep the process alive.
     std::process::exit(0);
+}
+
+/// A bound RPC API or gateway listener.
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    /// The listener, its multiaddr and its path.
+    Unix(tokio::net::UnixListener, String, std::path::PathBuf),
+}
+
+impl Listener {
+    /// Binds like Go's `net.Listen`: an existing file at a unix path is an error
+    /// (`listen unix <path>: bind: address already in use`), never removed.
+    async fn bind(ma: &str, addr: &config::ListenAddr) -> Result<Self, String> {
+        match addr {
+            config::ListenAddr::Tcp(s) => tokio::net::TcpListener::bind(s)
+                .await
+                .map(Self::Tcp)
+                .map_err(|e| e.to_string()),
+            config::ListenAddr::Unix(path) => tokio::net::UnixListener::bind(path)
+                .map(|l| Self::Unix(l, ma.to_owned(), path.clone()))
+                .map_err(|e| {
+                    let what = if e.kind() == std::io::ErrorKind::AddrInUse {
+                        "address already in use".to_owned()
+                    } else {
+                        e.to_string()
+                    };
+                    format!("listen unix {}: bind: {what}", path.display())
+                }),
+        }
+    }
 }
 
 /// Close every connected TCP socket of this process (at this point: only libp2p connections,
