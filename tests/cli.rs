@@ -1077,6 +1077,7 @@ fn private_files_and_secrets_rotate() {
     );
     assert!(!err.contains(&current), "{err}");
     assert!(!d.logs().contains(&current), "the seal key is in the log");
+}
 
 /// At `--log-level trace`, with every library's own logging on (bollard's Docker client, hyper,
 /// h2, tonic, sqlx), creating and starting a network logs neither its swarm key nor any node's
