@@ -78,8 +78,8 @@ fn rotation_status(e: StoreError) -> Status {
              run `nexus secrets rotate` again once the database answers"
         )),
         _ => Status::internal(format!(
-            "{e}. Every secret still opens (the seal key file keeps the keys it needs): fix the \
-             cause, then run `nexus secrets rotate` again"
+            "{e}. No key was lost: the seal key file keeps every key a secret is still sealed \
+             under. Fix the cause, then run `nexus secrets rotate` again"
         )),
     }
 }
