@@ -11,7 +11,7 @@ use nexus::node::SwarmKey;
 
 use super::render;
 use super::settings::{self, parse_cpus, parse_size};
-use super::{CreateFlags, Global, NetworkCmd, ResourceFlags, SwarmKeyCmd, UpdateFlags};
+use super::{CreateFlags, Global, NetworkCmd, ResourceFlags, SecretsCmd, SwarmKeyCmd, UpdateFlags};
 
 /// Prints a typed answer as one JSON document (proto3 JSON, proto field names).
 fn print_json<M: prost::Message>(full_name: &str, msg: &M) -> Result<()> {
@@ -577,6 +577,41 @@ pub async fn network(global: &Global, cmd: NetworkCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_rotation(r: &pb::RotateSecretsResponse) {
+    let rows = [
+        ("old key", r.old_key_id.clone()),
+        ("new key", r.new_key_id.clone()),
+        ("networks", r.networks.to_string()),
+        ("nodes", r.nodes.to_string()),
+        ("key file", r.key_file.clone()),
+    ];
+    for (k, v) in rows {
+        println!("{k:<10} {v}");
+    }
+    eprintln!(
+        "\nevery secret is sealed under key {}; the old key is gone from {}: back the file up \
+         (backups of the database taken from now on need it)",
+        r.new_key_id, r.key_file
+    );
+}
+
+pub async fn secrets(global: &Global, cmd: SecretsCmd) -> Result<()> {
+    let conn = connect(global).await?;
+    let mut c = conn.client();
+    match cmd {
+        SecretsCmd::Rotate => {
+            let call = c.rotate_secrets(pb::RotateSecretsRequest {});
+            call_and_answer(
+                global,
+                call,
+                "nexus.v1.RotateSecretsResponse",
+                print_rotation,
+            )
+            .await
+        }
+    }
 }
 
 pub async fn events(global: &Global, network: Option<String>) -> Result<()> {

@@ -90,9 +90,15 @@ macro_rules! key {
 
 pub(super) static KEYS: &[KeyDef] = &[
     key!(daemon.data_dir: Str = r#""""#,
-        "Directory for state: the SQLite store, secrets.toml and nodes/ (sockets; at most 73 bytes long). Empty: $XDG_DATA_HOME/nexus, else ~/.local/share/nexus, else /var/lib/nexus."),
+        "Directory for state: the SQLite store, secrets.toml, seal.key and nodes/ (sockets; at most 73 bytes long; created 0700, refused when others may use it). Empty: $XDG_DATA_HOME/nexus, else ~/.local/share/nexus, else /var/lib/nexus."),
     key!(store.url: Str = r#""""#,
         "Store URL: sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB. Empty: sqlite://<data_dir>/nexus.db."),
+    key!(store.seal_key: Secret = r#""""#,
+        "Key that seals the swarm keys and node private keys in the store: 32 random bytes as base64 (openssl rand -base64 32). Empty: the key in seal_key_file."),
+    key!(store.seal_previous_keys: Secrets = "[]",
+        "Older seal keys that only open, while rotating a configured seal_key: secrets sealed under them are sealed again under seal_key at start."),
+    key!(store.seal_key_file: Str = r#""""#,
+        "File of seal keys used when seal_key is empty, generated on first start (mode 0600) and rewritten by `nexus secrets rotate`. Empty: <data_dir>/seal.key."),
     key!(docker.endpoint: Str = r#""""#,
         "Docker Engine endpoint: unix://PATH, tcp://HOST:PORT or http://HOST:PORT. Empty: $DOCKER_HOST, else unix:///var/run/docker.sock."),
     key!(docker.instance: Str = r#""default""#,

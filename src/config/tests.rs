@@ -176,7 +176,13 @@ fn every_key_is_in_the_table_once_with_a_default_that_parses() {
             .filter(|k| k.secret)
             .map(|k| k.name)
             .collect::<Vec<_>>(),
-        ["grpc.api_keys", "client.api_key", "delegator.jwt_secret"]
+        [
+            "store.seal_key",
+            "store.seal_previous_keys",
+            "grpc.api_keys",
+            "client.api_key",
+            "delegator.jwt_secret"
+        ]
     );
     assert_eq!(
         keys()
@@ -956,5 +962,121 @@ fn the_reference_documents_every_key() {
     }
     for section in SECTIONS {
         assert!(doc.contains(&format!("[{section}]")), "[{section}] missing");
+    }
+}
+
+#[test]
+fn seal_keys_come_from_the_configuration_or_the_key_file() {
+    use crate::store::seal::{KeySource, SealKey};
+    use base64::Engine;
+    let home = TempDir::new();
+    // Nothing configured: the key file in the data directory (not read or created here).
+    let s = load(&home, "", &[]).unwrap().validate().unwrap();
+    match &s.seal {
+        KeySource::File(f) => assert_eq!(f.path(), s.data_dir.join("seal.key")),
+        other => panic!("{other:?}"),
+    }
+    assert!(!s.data_dir.join("seal.key").exists());
+    let s = load(
+        &home,
+        "[store]\nseal_key_file = \"/etc/nexus/seal.key\"",
+        &[],
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    match &s.seal {
+        KeySource::File(f) => assert_eq!(f.path(), Path::new("/etc/nexus/seal.key")),
+        other => panic!("{other:?}"),
+    }
+
+    // A configured key (as `openssl rand -base64 32` prints it) and a previous one.
+    let current = SealKey::generate().unwrap();
+    let previous = SealKey::generate().unwrap();
+    let openssl_style = |k: &SealKey| {
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(k.to_base64().as_str())
+            .unwrap();
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    };
+    let cur_text = openssl_style(&current);
+    let prev_text = previous.to_base64().to_string();
+    let cfg = load(
+        &home,
+        "",
+        &[
+            ("NEXUS_STORE_SEAL_KEY", &cur_text),
+            ("NEXUS_STORE_SEAL_PREVIOUS_KEYS", &prev_text),
+        ],
+    )
+    .unwrap();
+    let s = cfg.validate().unwrap();
+    match &s.seal {
+        KeySource::Configured { keyring, origin } => {
+            assert_eq!(keyring.current(), &current);
+            assert_eq!(keyring.previous(), std::slice::from_ref(&previous));
+            assert!(origin.contains("NEXUS_STORE_SEAL_KEY"), "{origin}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let debug = format!("{cfg:?} {s:?}");
+    let url_form = current.to_base64();
+    for secret in [cur_text.as_str(), prev_text.as_str(), url_form.as_str()] {
+        assert!(!debug.contains(secret), "seal key in {debug}");
+    }
+    assert!(debug.contains(current.id()), "{debug}");
+
+    // Bad values name the key and where it came from, never the value.
+    let e = error_of("", &[("NEXUS_STORE_SEAL_KEY", "pa55word-pa55word")]);
+    let shown = e.to_string();
+    assert_eq!(e.key(), Some("store.seal_key"), "{shown}");
+    assert!(
+        shown.contains("NEXUS_STORE_SEAL_KEY") && shown.contains("openssl rand -base64 32"),
+        "{shown}"
+    );
+    assert!(!shown.contains("pa55word"), "{shown}");
+    let e = error_of(
+        "",
+        &[
+            ("NEXUS_STORE_SEAL_KEY", &cur_text),
+            ("NEXUS_STORE_SEAL_PREVIOUS_KEYS", "pa55word"),
+        ],
+    );
+    assert_eq!(e.key(), Some("store.seal_previous_keys[0]"), "{e}");
+    assert!(!e.to_string().contains("pa55word"), "{e}");
+    let e = error_of("", &[("NEXUS_STORE_SEAL_PREVIOUS_KEYS", &prev_text)]);
+    assert_eq!(e.key(), Some("store.seal_previous_keys"), "{e}");
+    assert!(e.to_string().contains("store.seal_key"), "{e}");
+    let e = error_of(
+        "[store]\nseal_key_file = \"/etc/nexus/seal.key\"",
+        &[("NEXUS_STORE_SEAL_KEY", &cur_text)],
+    );
+    assert_eq!(e.key(), Some("store.seal_key_file"), "{e}");
+    let e = error_of(
+        "",
+        &[
+            ("NEXUS_STORE_SEAL_KEY", &cur_text),
+            ("NEXUS_STORE_SEAL_PREVIOUS_KEYS", &cur_text),
+        ],
+    );
+    assert!(e.to_string().contains(current.id()), "{e}");
+}
+
+#[test]
+fn the_data_directory_is_private() {
+    let home = TempDir::new();
+    let dir = home.path().join("a/b/data");
+    ensure_private_dir(&dir).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    ensure_private_dir(&dir).unwrap();
+    for loose in [0o755, 0o750, 0o701] {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(loose)).unwrap();
+        let e = ensure_private_dir(&dir).unwrap_err();
+        assert!(matches!(e, ConfigError::DirPermissions { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("chmod 700 {}", dir.display())),
+            "{e}"
+        );
     }
 }

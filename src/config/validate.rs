@@ -92,6 +92,7 @@ impl Config {
             ));
         }
         let store_url = self.store_url(&data_dir)?;
+        let seal = self.seal_source(&data_dir)?;
         let endpoint = self.docker_endpoint()?;
         let instance = InstanceName::new(&self.docker.instance).map_err(|_| {
             self.invalid(
@@ -265,6 +266,7 @@ impl Config {
             settings: Settings {
                 data_dir,
                 store_url,
+                seal,
                 docker,
                 orchestrator,
                 public_address,

@@ -37,7 +37,14 @@ struct Fixture {
 }
 
 async fn fixture_with(cfg: OrchestratorConfig) -> Fixture {
-    let store = Arc::new(SqlStore::connect("sqlite::memory:").await.unwrap());
+    let store = Arc::new(
+        SqlStore::connect(
+            "sqlite::memory:",
+            crate::store::seal::Keyring::generate().unwrap(),
+        )
+        .await
+        .unwrap(),
+    );
     let rt = Arc::new(MockRuntime::new());
     let orch = Orchestrator::new(store.clone(), rt.clone(), cfg, Box::new(AllFree))
         .await
