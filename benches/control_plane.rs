@@ -111,6 +111,8 @@ fn parse_args() -> Result<Args> {
 /// A store for one phase, and how to throw it away.
 struct Scratch {
     url: String,
+    /// The seal keys of the store (kept for a reopen).
+    keys: nexus::store::seal::Keyring,
     dir: Option<PathBuf>,
     /// (admin URL, database) for Postgres.
     pg: Option<(String, String)>,
@@ -126,6 +128,7 @@ impl Scratch {
             let url = format!("sqlite://{}", dir.join("nexus.db").display());
             return Ok(Self {
                 url,
+                keys: nexus::store::seal::Keyring::generate()?,
                 dir: Some(dir),
                 pg: None,
             });
@@ -154,6 +157,7 @@ impl Scratch {
         let url = format!("{}/{tag}{query}", &base[..slash]);
         Ok(Self {
             url,
+            keys: nexus::store::seal::Keyring::generate()?,
             dir: None,
             pg: Some((spec.to_owned(), tag)),
         })
@@ -188,11 +192,7 @@ fn config(nodes: usize) -> Result<OrchestratorConfig> {
     };
     Ok(OrchestratorConfig {
         image: IMAGE.into(),
-        ports: PortConfig {
-            swarm: range(0)?,
-            api: range(1)?,
-            gateway: range(2)?,
-        },
+        ports: PortConfig { swarm: range(0)? },
         ..OrchestratorConfig::default()
     })
 }
@@ -453,7 +453,8 @@ async fn recovery(spec: &str, nodes: usize) -> Result<f64> {
     let runtime = Arc::new(MockRuntime::new());
     let networks = nodes.div_ceil(usize::from(RECOVERY_NETWORK_SIZE));
     {
-        let store: Arc<dyn Store> = cached(SqlStore::connect(&scratch.url).await?);
+        let store: Arc<dyn Store> =
+            cached(SqlStore::connect(&scratch.url, scratch.keys.clone()).await?);
         let orch = orchestrator(store, runtime.clone(), nodes).await?;
         let o = orch.clone();
         run_all(networks, 32, move |i| {
@@ -474,7 +475,8 @@ async fn recovery(spec: &str, nodes: usize) -> Result<f64> {
     }
     // The "restart": a new store connection and orchestrator; the nodes still run.
     let t0 = Instant::now();
-    let store: Arc<dyn Store> = cached(SqlStore::connect(&scratch.url).await?);
+    let store: Arc<dyn Store> =
+        cached(SqlStore::connect(&scratch.url, scratch.keys.clone()).await?);
     let orch = orchestrator(store, runtime.clone(), nodes).await?;
     orch.recover().await?;
     let registry = orch.registry();
@@ -501,7 +503,8 @@ async fn main() -> Result<()> {
     let scratch = Scratch::new(&args.store, "starts").await?;
     let (secs, rss, calls, trips);
     {
-        let sql: Arc<dyn Store> = Arc::new(SqlStore::connect(&scratch.url).await?);
+        let sql: Arc<dyn Store> =
+            Arc::new(SqlStore::connect(&scratch.url, scratch.keys.clone()).await?);
         let counting = Arc::new(Counting {
             inner: sql.clone(),
             calls: AtomicUsize::new(0),

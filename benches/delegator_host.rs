@@ -21,15 +21,24 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use nexus::access::Access;
 use nexus::delegator::{mint_token, Delegator, DelegatorConfig, JwtConfig};
+use nexus::node::endpoint::Endpoint;
 use nexus::node::NetworkName;
 use nexus::orchestrator::registry::{NetworkEntry, ReadyNode, Registry};
 use std::io::Read;
 
 struct Args {
     domain: String,
-    routes: Vec<(NetworkName, SocketAddr, SocketAddr)>,
+    routes: Vec<(NetworkName, Endpoint, Endpoint)>,
     public: bool,
     json_log: bool,
+}
+
+/// `IP:PORT`, or `unix:/path` (a node's socket).
+fn endpoint(s: &str) -> Result<Endpoint> {
+    Ok(match s.strip_prefix("unix:") {
+        Some(path) => Endpoint::Unix(path.into()),
+        None => Endpoint::Tcp(s.parse::<SocketAddr>()?),
+    })
 }
 
 fn parse_args() -> Result<Args> {
@@ -49,8 +58,8 @@ fn parse_args() -> Result<Args> {
                 let (api, gw) = addrs.split_once(',').context("--route: missing `,`")?;
                 routes.push((
                     NetworkName::new(name)?,
-                    api.parse().context("--route: bad API address")?,
-                    gw.parse().context("--route: bad gateway address")?,
+                    endpoint(api).context("--route: bad API address")?,
+                    endpoint(gw).context("--route: bad gateway address")?,
                 ));
             }
             "--public" => public = true,
@@ -65,7 +74,9 @@ fn parse_args() -> Result<Args> {
         }
     }
     if routes.is_empty() {
-        bail!("give at least one --route <network>=<api-addr>,<gateway-addr>");
+        bail!(
+            "give at least one --route <network>=<api-addr>,<gateway-addr> (IP:PORT or unix:/path)"
+        );
     }
     Ok(Args {
         domain,
@@ -109,8 +120,8 @@ async fn main() -> Result<()> {
             nodes: vec![ReadyNode {
                 index: 0,
                 peer_id: "bench".into(),
-                api: nexus::node::endpoint::Endpoint::Tcp(api),
-                gateway: nexus::node::endpoint::Endpoint::Tcp(gateway),
+                api,
+                gateway,
             }],
         });
     }

@@ -1,14 +1,14 @@
 //! The daemon: wires store, runtime, orchestrator and the API together and runs them until a
 //! signal.
 //!
-//! Owns start-up order (metrics recorder → store → instance and its lease → Docker →
-//! orchestrator → listeners → recovery in the background), the node image check, the
-//! readiness and metrics-refresh tasks, and graceful shutdown: on SIGINT/SIGTERM the listeners
-//! stop accepting, in-flight calls finish, the instance's lease is released, and nodes are
-//! left running (the next start adopts them). A daemon that loses its lease
-//! ([`crate::instance`]) stops its reconciler at once, shuts down the same way and returns
-//! [`DaemonError::LeaseLost`]. It must not hold logic of its own about networks; it only
-//! assembles.
+//! Owns start-up order (metrics recorder → private data directory → seal keys → store →
+//! instance and its lease → Docker → orchestrator → listeners → recovery in the background),
+//! the node image check, the readiness and metrics-refresh tasks, and graceful shutdown: on
+//! SIGINT/SIGTERM the listeners stop accepting, in-flight calls finish, the instance's lease is
+//! released, and nodes are left running (the next start adopts them). A daemon that loses its
+//! lease ([`crate::instance`]) stops its reconciler at once, shuts down the same way and
+//! returns [`DaemonError::LeaseLost`]. It must not hold logic of its own about networks; it
+//! only assembles.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,6 +23,8 @@ use crate::instance::{self, InstanceError, LeaseKeeper};
 use crate::node::{DockerRuntime, NodeRuntime, RuntimeError};
 use crate::orchestrator::ports::BindProbe;
 use crate::orchestrator::{Orchestrator, OrchestratorError};
+use crate::store::seal::KeySource;
+use crate::store::sql::SealRotator;
 use crate::store::{CachedStore, SqlStore, Store, StoreError};
 use crate::telemetry::{self, Readiness, TelemetryState};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -117,7 +119,22 @@ pub async fn run(
         }
         None => None,
     };
-    let sql: Arc<dyn Store> = Arc::new(SqlStore::connect(settings.store_url.expose()).await?);
+    // The data directory holds the SQLite store, secrets.toml and the seal key file: 0700, and
+    // refused (with the chmod to run) when others may use it.
+    crate::config::ensure_private_dir(&settings.data_dir)?;
+    let keys = settings.seal.load().map_err(|cause| StoreError::Sealed {
+        what: "loading the store's seal keys".into(),
+        cause,
+    })?;
+    let sealed = Arc::new(SqlStore::connect(settings.store_url.expose(), keys).await?);
+    if let KeySource::File(file) = &settings.seal {
+        // A rotation a restart interrupted: every secret is sealed under the new key now.
+        if let Err(e) = sealed.drop_previous_keys(file).await {
+            tracing::warn!(error = %e, "previous seal keys kept");
+        }
+    }
+    let rotator = SealRotator::new(sealed.clone(), settings.seal.clone());
+    let sql: Arc<dyn Store> = sealed;
     // This daemon is the store's only writer (as the port allocator already requires), so the
     // reconciler's per-network reads can come from memory.
     let store: Arc<dyn Store> = Arc::new(CachedStore::new(sql));
@@ -147,7 +164,16 @@ pub async fn run(
         );
     }
     let lost = keeper.lost();
-    let result = serve(settings, store, delegator, metrics_handle, lost, shutdown).await;
+    let result = serve(
+        settings,
+        store,
+        rotator,
+        delegator,
+        metrics_handle,
+        lost,
+        shutdown,
+    )
+    .await;
     keeper.release().await;
     result
 }
@@ -157,6 +183,7 @@ pub async fn run(
 async fn serve(
     settings: Settings,
     store: Arc<dyn Store>,
+    rotator: SealRotator,
     delegator: Option<delegator::DelegatorConfig>,
     metrics_handle: Option<PrometheusHandle>,
     lost: impl Future<Output = InstanceError> + Send + 'static,
@@ -320,7 +347,8 @@ async fn serve(
             node_image: settings.orchestrator.image.clone(),
         },
         stop_rx.clone(),
-    );
+    )
+    .with_seal_rotator(rotator);
     tracing::info!(
         grpc = %grpc_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         tls = settings.grpc.tls.is_some(),

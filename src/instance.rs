@@ -308,7 +308,8 @@ mod tests {
     use crate::store::SqlStore;
 
     async fn store() -> Arc<dyn Store> {
-        Arc::new(SqlStore::connect("sqlite::memory:").await.unwrap())
+        let keys = crate::store::seal::Keyring::generate().unwrap();
+        Arc::new(SqlStore::connect("sqlite::memory:", keys).await.unwrap())
     }
 
     #[tokio::test]

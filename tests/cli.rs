@@ -70,8 +70,6 @@ disk = "512MiB"
 
 [ports]
 swarm = "{s0}-{s1}"
-api = "{a0}-{a1}"
-gateway = "{g0}-{g1}"
 
 [grpc]
 listen = "127.0.0.1:{grpc}"
@@ -91,10 +89,6 @@ level = "info,nexus=debug"
             image = image(),
             s0 = port_base,
             s1 = port_base + 19,
-            a0 = port_base + 20,
-            a1 = port_base + 39,
-            g0 = port_base + 40,
-            g1 = port_base + 59,
         );
         std::fs::write(&config, text).expect("config");
         Daemon {
@@ -109,12 +103,18 @@ level = "info,nexus=debug"
     }
 
     fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Starts the daemon with `env` added to its environment.
+    fn start_with(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = Command::new(bin())
             .args(["--config"])
             .arg(&self.config)
             .arg("daemon")
             .env_remove("NEXUS_CONFIG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -699,7 +699,7 @@ fn ctl_reaches_every_rpc_through_reflection() {
         .iter()
         .filter_map(|m| m["name"].as_str())
         .collect();
-    assert_eq!(rpcs.len(), 13, "{rpcs:?}");
+    assert_eq!(rpcs.len(), 14, "{rpcs:?}");
 
     let ctl = |args: &[&str]| -> Value {
         let mut all = vec!["ctl"];
@@ -1180,6 +1180,119 @@ async fn a_daemon_that_loses_its_lease_stops() {
     assert!(!status.success(), "{logs}");
     assert!(logs.contains("lost the lease"), "{logs}");
     assert!(logs.contains("another daemon holds it now"), "{logs}");
+}
+
+/// A proto3 JSON integer (64-bit ones are strings).
+fn int(v: &Value) -> u64 {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// The key lines of a seal key file.
+fn key_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("seal key file")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn private_files_and_secrets_rotate() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut d = Daemon::configure(43500, "");
+    let data = d.dir.join("data");
+    let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+    let refused = |d: &Daemon| -> String {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&d.config)
+            .arg("daemon")
+            .env_remove("NEXUS_CONFIG")
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "the daemon started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    // A data directory others may enter (as `mkdir` makes it) is refused, with the chmod.
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let err = refused(&d);
+    assert!(
+        err.contains(&format!("chmod 700 {}", data.display())),
+        "{err}"
+    );
+    // A database file others may read is refused too.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let db = data.join("nexus.db");
+    std::fs::write(&db, b"").expect("db file");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = refused(&d);
+    assert!(
+        err.contains(&format!("chmod 600 {}", db.display())),
+        "{err}"
+    );
+    std::fs::remove_file(&db).expect("rm db");
+
+    d.start();
+    let key_file = data.join("seal.key");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    assert_eq!(mode(&key_file), 0o600);
+    let net = format!("seal-{}", random_hex(2));
+    d.json(&["network", "create", &net, "--replicas", "2"]);
+    for f in ["nexus.db-wal", "nexus.db-shm"] {
+        let p = data.join(f);
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{f}");
+        }
+    }
+    let before = key_lines(&key_file);
+    assert_eq!(before.len(), 1);
+
+    // Rotation: a new key, every row sealed again, the old key gone from the file.
+    let r = d.json(&["secrets", "rotate"]);
+    assert_eq!(int(&r["networks"]), 1, "{r}");
+    let (old_id, new_id) = (r["old_key_id"].as_str(), r["new_key_id"].as_str());
+    assert!(
+        old_id.is_some() && new_id.is_some() && old_id != new_id,
+        "{r}"
+    );
+    assert_eq!(r["key_file"], key_file.display().to_string());
+    let after = key_lines(&key_file);
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before);
+    assert_eq!(mode(&key_file), 0o600);
+    assert_eq!(d.json(&["network", "get", &net])["name"], net.as_str());
+    // For people: a table.
+    let out = d.cli(&["secrets", "rotate"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("new key") && text.contains("networks"),
+        "{text}"
+    );
+
+    // A restart opens everything with the rotated key.
+    assert!(d.terminate(), "daemon did not exit cleanly:\n{}", d.logs());
+    d.start();
+    assert_eq!(d.json(&["network", "get", &net])["name"], net.as_str());
+
+    // With the key from the environment, the daemon cannot rewrite it: refused, saying how.
+    assert!(d.terminate(), "daemon did not exit cleanly:\n{}", d.logs());
+    let current = key_lines(&key_file).remove(0);
+    d.start_with(&[("NEXUS_STORE_SEAL_KEY", current.as_str())]);
+    assert_eq!(d.json(&["network", "get", &net])["name"], net.as_str());
+    let err = d.fails(&["secrets", "rotate"]);
+    assert!(err.contains("FailedPrecondition"), "{err}");
+    assert!(
+        err.contains("NEXUS_STORE_SEAL_PREVIOUS_KEYS") && err.contains("restart"),
+        "{err}"
+    );
+    assert!(!err.contains(&current), "{err}");
+    assert!(!d.logs().contains(&current), "the seal key is in the log");
 }
 
 /// At `--log-level trace`, with every library's own logging on (bollard's Docker client, hyper,

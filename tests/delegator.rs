@@ -205,8 +205,6 @@ fn config(port_base: u16) -> OrchestratorConfig {
         },
         ports: PortConfig {
             swarm: range(port_base),
-            api: range(port_base + 20),
-            gateway: range(port_base + 40),
         },
         ..Default::default()
     }
@@ -217,7 +215,11 @@ async fn orchestrator(
     instance: &str,
     port_base: u16,
 ) -> (Orchestrator, tokio::task::JoinHandle<()>) {
-    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(url).await.expect("store"));
+    let store: Arc<dyn Store> = Arc::new(
+        SqlStore::connect(url, common::seal_keys())
+            .await
+            .expect("store"),
+    );
     let runtime: Arc<dyn NodeRuntime> = Arc::new(
         runtime_with(nexus::node::DockerRuntimeConfig {
             instance: nexus::names::InstanceName::new(instance).unwrap(),

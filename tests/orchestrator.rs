@@ -36,8 +36,6 @@ fn config(port_base: u16) -> OrchestratorConfig {
         },
         ports: PortConfig {
             swarm: range(port_base),
-            api: range(port_base + 20),
-            gateway: range(port_base + 40),
         },
         ..Default::default()
     }
@@ -48,7 +46,11 @@ async fn orchestrator(
     port_base: u16,
     instance: &str,
 ) -> (Orchestrator, tokio::task::JoinHandle<()>) {
-    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(url).await.expect("store"));
+    let store: Arc<dyn Store> = Arc::new(
+        SqlStore::connect(url, common::seal_keys())
+            .await
+            .expect("store"),
+    );
     // Its own owner scope: recovery removes unknown nexus nodes, but only of this instance,
     // so the other tests sharing the Docker daemon are safe.
     let runtime: Arc<dyn NodeRuntime> = Arc::new(

@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use nexus::access::Access;
 use nexus::names::InstanceName;
 use nexus::node::{NetworkName, NodeIdentity, Ports, Resources, SwarmKey};
+use nexus::store::seal::{KeyFile, KeySource, Keyring, SealError, SealKey};
 use nexus::store::sql::SqlStore;
 use nexus::store::{
     CachedStore, DesiredState, Lease, LeaseHolder, LeaseOutcome, NetworkRecord, NetworkStatus,
@@ -33,6 +35,8 @@ enum Kind {
 struct TestDb {
     kind: Kind,
     url: String,
+    /// The keys the store seals under (a reopen needs them).
+    keys: Keyring,
     store: Arc<SqlStore>,
     /// What the contract tests use: `store`, or the cache in front of it.
     s: Arc<dyn Store>,
@@ -104,7 +108,12 @@ impl TestDb {
                 (with_database(&admin, &name), None, Some((admin, name)))
             }
         };
-        let store = Arc::new(SqlStore::connect(&url).await.expect("open store"));
+        let keys = Keyring::generate().expect("seal keys");
+        let store = Arc::new(
+            SqlStore::connect(&url, keys.clone())
+                .await
+                .expect("open store"),
+        );
         let s: Arc<dyn Store> = if kind == Kind::CachedSqliteFile {
             Arc::new(CachedStore::new(store.clone()))
         } else {
@@ -113,6 +122,7 @@ impl TestDb {
         Self {
             kind,
             url,
+            keys,
             store,
             s,
             dir,
@@ -215,8 +225,6 @@ fn node(network: &str, index: u16) -> NodeRow {
         identity: NodeIdentity::generate(),
         ports: Ports {
             swarm: Some(4001 + index),
-            api: Some(u16::MAX),
-            gateway: None,
         },
         container_id: Some(format!("c0ffee{index:04}")),
         last_error: None,
@@ -365,11 +373,7 @@ async fn put_node_upserts(db: &TestDb) {
 
     let replaced = NodeRow {
         identity: NodeIdentity::generate(),
-        ports: Ports {
-            swarm: None,
-            api: Some(5001),
-            gateway: Some(8080),
-        },
+        ports: Ports { swarm: None },
         container_id: None,
         last_error: Some("restarted 3 times".into()),
         ..first.clone()
@@ -519,9 +523,13 @@ async fn concurrent_writes_fail_alone(db: &TestDb) {
     }
 }
 
-async fn memory_stores_are_private(_db: &TestDb) {
-    let a = SqlStore::connect("sqlite::memory:").await.unwrap();
-    let b = SqlStore::connect("sqlite::memory:").await.unwrap();
+async fn memory_stores_are_private(db: &TestDb) {
+    let a = SqlStore::connect("sqlite::memory:", db.keys.clone())
+        .await
+        .unwrap();
+    let b = SqlStore::connect("sqlite::memory:", db.keys.clone())
+        .await
+        .unwrap();
     a.create_network(&plain_record("mine")).await.unwrap();
     assert_eq!(a.list_networks().await.unwrap().len(), 1);
     assert!(b.list_networks().await.unwrap().is_empty());
@@ -537,7 +545,9 @@ async fn reopen_keeps_data_and_migrations_are_idempotent(db: &TestDb) {
     db.store.close().await;
 
     for _ in 0..2 {
-        let again = SqlStore::connect(&db.url).await.expect("reopen");
+        let again = SqlStore::connect(&db.url, db.keys.clone())
+            .await
+            .expect("reopen");
         assert_eq!(
             again.get_network(&full.name).await.unwrap(),
             Some(full.clone())
@@ -580,6 +590,12 @@ async fn damaged_rows_are_corrupt_without_leaking(db: &TestDb) {
 
     let leaked_key = "/key/swarm/psk/1.0.0/\n/base16/\nSECRETSECRETd00d";
     let mut raw = db.raw().await;
+    let (sealed_bad_key,): (String,) =
+        sqlx::query_as("SELECT swarm_key FROM networks WHERE name = $1")
+            .bind("bad")
+            .fetch_one(&mut raw)
+            .await
+            .unwrap();
     sqlx::query("UPDATE networks SET swarm_key = $1 WHERE name = $2")
         .bind(leaked_key)
         .bind("bad")
@@ -589,7 +605,19 @@ async fn damaged_rows_are_corrupt_without_leaking(db: &TestDb) {
 
     let check = |err: StoreError, secret: &str| {
         let shown = format!("{err} | {err:?}");
-        assert!(matches!(&err, StoreError::Corrupt { .. }), "{shown}");
+        // Plain text where a sealed value belongs does not open; a sealed value that opens to
+        // garbage is damaged.
+        assert!(
+            matches!(
+                &err,
+                StoreError::Corrupt { .. }
+                    | StoreError::Sealed {
+                        cause: SealError::NotSealed,
+                        ..
+                    }
+            ),
+            "{shown}"
+        );
         assert!(!shown.contains(secret), "error leaks the secret: {shown}");
         assert!(!shown.contains("SECRET"), "error leaks the secret: {shown}");
         shown
@@ -621,9 +649,17 @@ async fn damaged_rows_are_corrupt_without_leaking(db: &TestDb) {
     check(s.list_nodes(&name("good")).await.unwrap_err(), bad_priv);
     check(s.all_nodes().await.unwrap_err(), bad_priv);
 
+    // Another node's key, sealed for this row: opens, but does not match the peer id.
     let other = NodeIdentity::generate();
+    let sealed_other = db
+        .keys
+        .seal(
+            other.kubo_private_key().unwrap().as_bytes(),
+            "nodes.private_key/good/0",
+        )
+        .unwrap();
     sqlx::query("UPDATE nodes SET private_key = $1 WHERE network = $2 AND idx = 0")
-        .bind(other.kubo_private_key().unwrap())
+        .bind(sealed_other)
         .bind("good")
         .execute(&mut raw)
         .await
@@ -637,7 +673,7 @@ async fn damaged_rows_are_corrupt_without_leaking(db: &TestDb) {
 
     // Out-of-range and unknown values.
     sqlx::query("UPDATE networks SET swarm_key = $1, replicas = $2 WHERE name = $3")
-        .bind(SwarmKey::generate().unwrap().to_file_contents())
+        .bind(sealed_bad_key)
         .bind(70_000_i64)
         .bind("bad")
         .execute(&mut raw)
@@ -662,7 +698,7 @@ async fn debug_and_errors_hide_the_url_password(db: &TestDb) {
         // Same server and database, with a password the trust auth ignores.
         let url = db.url.replacen("://nexus@", "://nexus:hunter2-pw@", 1);
         if url != db.url {
-            let store = SqlStore::connect(&url)
+            let store = SqlStore::connect(&url, db.keys.clone())
                 .await
                 .expect("connect with password");
             let shown = format!("{store:?}");
@@ -671,7 +707,7 @@ async fn debug_and_errors_hide_the_url_password(db: &TestDb) {
             store.close().await;
         }
         let bad = with_database(&url, "no_such_database_here");
-        let err = SqlStore::connect(&bad).await.unwrap_err();
+        let err = SqlStore::connect(&bad, db.keys.clone()).await.unwrap_err();
         let shown = format!("{err} | {err:?}");
         assert!(matches!(err, StoreError::Open { .. }), "{shown}");
         assert!(!shown.contains("hunter2-pw"), "{shown}");
@@ -839,6 +875,492 @@ async fn concurrent_acquires_one_wins(db: &TestDb) {
     }
 }
 
+// ---- sealing (persistent backends) ----
+
+/// The raw text of every sealed column, read behind the store's back.
+async fn raw_secrets(db: &TestDb) -> Vec<String> {
+    let mut raw = db.raw().await;
+    let mut out: Vec<String> = sqlx::query_as::<_, (String,)>("SELECT swarm_key FROM networks")
+        .fetch_all(&mut raw)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(v,)| v)
+        .collect();
+    out.extend(
+        sqlx::query_as::<_, (String,)>("SELECT private_key FROM nodes")
+            .fetch_all(&mut raw)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(v,)| v),
+    );
+    raw.close().await.ok();
+    out
+}
+
+/// Networks `names` with `nodes` nodes each, written through the store.
+async fn populate(s: &dyn Store, names: &[&str], nodes: u16) -> (Vec<NetworkRecord>, Vec<NodeRow>) {
+    let mut recs = Vec::new();
+    let mut rows = Vec::new();
+    for n in names {
+        let rec = full_record(n);
+        s.create_network(&rec).await.unwrap();
+        for i in 0..nodes {
+            let row = node(n, i);
+            s.put_node(&row).await.unwrap();
+            rows.push(row);
+        }
+        recs.push(rec);
+    }
+    (recs, rows)
+}
+
+async fn assert_reads_back(s: &dyn Store, recs: &[NetworkRecord], rows: &[NodeRow]) {
+    for rec in recs {
+        assert_eq!(s.get_network(&rec.name).await.unwrap().as_ref(), Some(rec));
+    }
+    assert_same_nodes(&s.all_nodes().await.unwrap(), rows);
+}
+
+async fn secrets_are_sealed_and_bound_to_their_row(db: &TestDb) {
+    let (recs, rows) = populate(db.s.as_ref(), &["seal-a", "seal-b"], 2).await;
+    let stored = raw_secrets(db).await;
+    assert_eq!(stored.len(), 6);
+    let prefix = format!("sealed:v1:{}:", db.keys.current().id());
+    for v in &stored {
+        assert!(v.starts_with(&prefix), "not sealed under the current key");
+    }
+    for rec in &recs {
+        let hex = swarm_key_bytes(&rec.swarm_key);
+        assert!(!stored.iter().any(|v| v.contains(&hex::encode(&hex))));
+    }
+    for row in &rows {
+        assert!(!stored.iter().any(|v| v.contains(&private_key(row))));
+    }
+    assert_reads_back(db.s.as_ref(), &recs, &rows).await;
+
+    // A sealed value copied into another row does not open there, and says so.
+    let mut raw = db.raw().await;
+    sqlx::query(
+        "UPDATE networks SET swarm_key = (SELECT swarm_key FROM networks WHERE name = 'seal-a') \
+         WHERE name = 'seal-b'",
+    )
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE nodes SET private_key = (SELECT private_key FROM nodes WHERE network = 'seal-a' \
+         AND idx = 0) WHERE network = 'seal-a' AND idx = 1",
+    )
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    raw.close().await.ok();
+    let err = db.store.get_network(&name("seal-b")).await.unwrap_err();
+    let shown = format!("{err} | {err:?}");
+    assert!(
+        matches!(
+            &err,
+            StoreError::Sealed {
+                cause: SealError::Forged { .. },
+                ..
+            }
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("seal-b") && shown.contains("swarm_key"),
+        "{shown}"
+    );
+    assert!(shown.contains("moved from another row"), "{shown}");
+    let err = db.store.list_nodes(&name("seal-a")).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StoreError::Sealed {
+                cause: SealError::Forged { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        db.store
+            .get_network(&name("seal-a"))
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&recs[0])
+    );
+}
+
+async fn legacy_plaintext_rows_are_sealed_on_open(db: &TestDb) {
+    let (recs, rows) = populate(db.s.as_ref(), &["legacy-a", "legacy-b"], 3).await;
+    db.store.close().await;
+
+    // Rows as nexus wrote them before sealing existed: plain text, written with raw SQL.
+    let mut raw = db.raw().await;
+    for rec in &recs {
+        sqlx::query("UPDATE networks SET swarm_key = $1 WHERE name = $2")
+            .bind(rec.swarm_key.to_file_contents())
+            .bind(rec.name.as_str().to_string())
+            .execute(&mut raw)
+            .await
+            .unwrap();
+    }
+    for row in &rows {
+        sqlx::query("UPDATE nodes SET private_key = $1 WHERE network = $2 AND idx = $3")
+            .bind(private_key(row))
+            .bind(row.network.as_str().to_string())
+            .bind(i64::from(row.index))
+            .execute(&mut raw)
+            .await
+            .unwrap();
+    }
+    raw.close().await.ok();
+    assert!(raw_secrets(db)
+        .await
+        .iter()
+        .all(|v| !v.starts_with("sealed:")));
+
+    // The first open seals every one of them under the current key.
+    let again = SqlStore::connect(&db.url, db.keys.clone())
+        .await
+        .expect("reopen seals");
+    let stored = raw_secrets(db).await;
+    let prefix = format!("sealed:v1:{}:", db.keys.current().id());
+    assert_eq!(stored.len(), recs.len() + rows.len());
+    assert!(stored.iter().all(|v| v.starts_with(&prefix)), "all sealed");
+    assert_eq!(again.stale_secrets().await.unwrap(), 0);
+    assert_reads_back(&again, &recs, &rows).await;
+    // A second open finds nothing to do.
+    assert_eq!(again.reseal().await.unwrap(), Default::default());
+
+    // Plain text planted behind a running store's back does not open (nothing accepts an
+    // unsealed secret) and the message says what to do.
+    let mut raw = db.raw().await;
+    sqlx::query("UPDATE networks SET swarm_key = $1 WHERE name = 'legacy-a'")
+        .bind(recs[0].swarm_key.to_file_contents())
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    raw.close().await.ok();
+    let err = again.get_network(&recs[0].name).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StoreError::Sealed {
+                cause: SealError::NotSealed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("restart"), "{err}");
+    again.close().await;
+}
+
+async fn rotation_reseals_every_row_under_the_new_key(db: &TestDb) {
+    let (recs, rows) = populate(db.s.as_ref(), &["rot-a", "rot-b", "rot-c"], 2).await;
+    let dir = std::env::temp_dir().join(format!("nexus-rotate-{}", unique_suffix()));
+    let file = KeyFile::new(dir.join("seal.key"));
+    file.write(&db.keys).unwrap();
+
+    // Configured keys cannot be rewritten: the error says how to rotate them.
+    let configured = KeySource::Configured {
+        keyring: db.keys.clone(),
+        origin: "store.seal_key (from NEXUS_STORE_SEAL_KEY)".into(),
+    };
+    let err = db.store.rotate(&configured).await.unwrap_err().to_string();
+    assert!(
+        err.contains("store.seal_previous_keys") && err.contains("restart"),
+        "{err}"
+    );
+
+    // Writes go on during the rotation (no downtime).
+    let writer = {
+        let s = db.s.clone();
+        let mut rec = recs[0].clone();
+        tokio::spawn(async move {
+            for i in 0..40 {
+                rec.updated_at = i;
+                s.update_network(&rec).await.expect("write during rotation");
+                s.get_network(&rec.name)
+                    .await
+                    .expect("read during rotation");
+            }
+        })
+    };
+    let rotation = db
+        .store
+        .rotate(&KeySource::File(file.clone()))
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(rotation.old_key_id, db.keys.current().id());
+    assert_ne!(rotation.new_key_id, rotation.old_key_id);
+    assert_eq!(rotation.resealed.nodes, rows.len() as u64);
+    // The network written meanwhile may have been sealed under the new key by its own write.
+    assert!(
+        (recs.len() as u64 - 1..=recs.len() as u64).contains(&rotation.resealed.networks),
+        "{rotation:?}"
+    );
+    assert_eq!(rotation.key_file, file.path());
+
+    // Every row is under the new key; the file holds only the new key.
+    let prefix = format!("sealed:v1:{}:", rotation.new_key_id);
+    assert!(raw_secrets(db).await.iter().all(|v| v.starts_with(&prefix)));
+    let new_ring = file.read().unwrap().expect("key file");
+    assert_eq!(new_ring.current().id(), rotation.new_key_id);
+    assert!(new_ring.previous().is_empty());
+    assert_eq!(db.store.keyring().as_ref(), &new_ring);
+    assert_eq!(db.store.stale_secrets().await.unwrap(), 0);
+
+    // The store reads everything back, and so does a new one with only the new key.
+    let mut want = recs.clone();
+    want[0].updated_at = 39;
+    assert_reads_back(db.s.as_ref(), &want, &rows).await;
+    let fresh = SqlStore::connect(&db.url, new_ring.clone())
+        .await
+        .expect("new key opens");
+    assert_reads_back(&fresh, &want, &rows).await;
+    fresh.close().await;
+
+    // The old key alone opens nothing any more: the open names the key it lacks.
+    let err = SqlStore::connect(&db.url, db.keys.clone())
+        .await
+        .unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        matches!(
+            &err,
+            StoreError::Sealed {
+                cause: SealError::UnknownKey { .. },
+                ..
+            }
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains(&rotation.new_key_id), "{shown}");
+    assert!(shown.contains(db.keys.current().id()), "{shown}");
+
+    // A keyring with the new key current and the old as previous is also fine (restart in
+    // the middle of a rotation), and finishing drops the previous key.
+    let middle = db.keys.rotated_to(new_ring.current().clone()).unwrap();
+    file.write(&middle).unwrap();
+    let resumed = SqlStore::connect(&db.url, middle).await.expect("resume");
+    resumed.drop_previous_keys(&file).await.unwrap();
+    assert!(file.read().unwrap().unwrap().previous().is_empty());
+    resumed.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn a_changed_configured_key_reseals_at_open(db: &TestDb) {
+    let (recs, rows) = populate(db.s.as_ref(), &["cfg-a"], 2).await;
+    db.store.close().await;
+    // The operator's rotation with configured keys: the new key current, the old previous.
+    let new_key = SealKey::generate().unwrap();
+    let ring = db.keys.rotated_to(new_key.clone()).unwrap();
+    let again = SqlStore::connect(&db.url, ring).await.expect("reopen");
+    let prefix = format!("sealed:v1:{}:", new_key.id());
+    assert!(raw_secrets(db).await.iter().all(|v| v.starts_with(&prefix)));
+    again.close().await;
+    let only_new = Keyring::new(new_key, vec![]).unwrap();
+    let again = SqlStore::connect(&db.url, only_new)
+        .await
+        .expect("new key only");
+    assert_reads_back(&again, &recs, &rows).await;
+    again.close().await;
+}
+
+/// The swarm key's 32 bytes.
+fn swarm_key_bytes(k: &SwarmKey) -> Vec<u8> {
+    let text = k.to_file_contents();
+    let hex_line = text
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .expect("key line");
+    hex::decode(hex_line).expect("hex")
+}
+
+/// Every encoding of a secret a file could hold it in.
+fn encodings(raw: &[u8]) -> Vec<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    vec![
+        raw.to_vec(),
+        hex::encode(raw).into_bytes(),
+        hex::encode_upper(raw).into_bytes(),
+        STANDARD.encode(raw).into_bytes(),
+        STANDARD_NO_PAD.encode(raw).into_bytes(),
+        URL_SAFE.encode(raw).into_bytes(),
+        URL_SAFE_NO_PAD.encode(raw).into_bytes(),
+    ]
+}
+
+/// Every needle for the secrets of `recs` and `rows`, named.
+fn needles(recs: &[NetworkRecord], rows: &[NodeRow]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for rec in recs {
+        let key = swarm_key_bytes(&rec.swarm_key);
+        assert_eq!(key.len(), 32);
+        for (i, e) in encodings(&key).into_iter().enumerate() {
+            out.push((format!("swarm key of {} (encoding {i})", rec.name), e));
+        }
+        out.push((
+            format!("swarm.key file of {}", rec.name),
+            rec.swarm_key.to_file_contents().into_bytes(),
+        ));
+    }
+    for row in rows {
+        let kubo = private_key(row);
+        out.push((
+            format!("private key of {}/{} (kubo)", row.network, row.index),
+            kubo.clone().into_bytes(),
+        ));
+        let proto = base64::engine::general_purpose::STANDARD
+            .decode(&kubo)
+            .expect("kubo's PrivKey is base64");
+        // The protobuf, and the ed25519 secret inside it (its Data field starts with the
+        // 32-byte seed).
+        for (what, raw) in [
+            ("protobuf", proto.clone()),
+            ("seed", proto[proto.len() - 64..proto.len() - 32].to_vec()),
+        ] {
+            for (i, e) in encodings(&raw).into_iter().enumerate() {
+                out.push((
+                    format!(
+                        "private key of {}/{} ({what}, encoding {i})",
+                        row.network, row.index
+                    ),
+                    e,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Which needles the database files (`nexus.db`, `-wal`, `-shm`) hold.
+fn found_in_files(dir: &std::path::Path, needles: &[(String, Vec<u8>)]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut read_any = false;
+    for f in ["nexus.db", "nexus.db-wal", "nexus.db-shm"] {
+        let Ok(bytes) = std::fs::read(dir.join(f)) else {
+            continue;
+        };
+        read_any |= !bytes.is_empty();
+        for (what, needle) in needles {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                found.push(format!("{what} in {f}"));
+            }
+        }
+    }
+    assert!(read_any, "no database file in {}", dir.display());
+    found
+}
+
+/// The issue's check: a copy of the database files without the key yields no secret, in any
+/// encoding; also after a plain-text database of an older nexus was sealed.
+async fn no_secret_in_the_database_files(db: &TestDb) {
+    let dir = db.dir.clone().expect("a SQLite file");
+    let names = ["grep-a", "grep-b", "grep-c"];
+    let (mut recs, rows) = populate(db.s.as_ref(), &names, 3).await;
+    // Updates too: each rewrites the sealed key (a fresh nonce).
+    for rec in &mut recs {
+        rec.status = NetworkStatus::Running;
+        db.s.update_network(rec).await.unwrap();
+    }
+    let needles = needles(&recs, &rows);
+    // While open (WAL and shm present) and after closing.
+    let found = found_in_files(&dir, &needles);
+    assert!(
+        found.is_empty(),
+        "secrets readable in the open database: {found:?}"
+    );
+    db.store.close().await;
+    let found = found_in_files(&dir, &needles);
+    assert!(
+        found.is_empty(),
+        "secrets readable in the closed database: {found:?}"
+    );
+
+    // The same rows as an older nexus left them: plain text, written with raw SQL.
+    let mut raw = db.raw().await;
+    for rec in &recs {
+        sqlx::query("UPDATE networks SET swarm_key = $1 WHERE name = $2")
+            .bind(rec.swarm_key.to_file_contents())
+            .bind(rec.name.as_str().to_string())
+            .execute(&mut raw)
+            .await
+            .unwrap();
+    }
+    for row in &rows {
+        sqlx::query("UPDATE nodes SET private_key = $1 WHERE network = $2 AND idx = $3")
+            .bind(private_key(row))
+            .bind(row.network.as_str().to_string())
+            .bind(i64::from(row.index))
+            .execute(&mut raw)
+            .await
+            .unwrap();
+    }
+    raw.close().await.ok();
+    // The check finds them in that state (it would catch a leak).
+    assert!(
+        !found_in_files(&dir, &needles).is_empty(),
+        "the grep finds plain text"
+    );
+
+    // One open seals them and scrubs the file; nothing is left, open or closed.
+    let again = SqlStore::connect(&db.url, db.keys.clone())
+        .await
+        .expect("reopen");
+    assert_reads_back(&again, &recs, &rows).await;
+    let found = found_in_files(&dir, &needles);
+    assert!(found.is_empty(), "plain text left after sealing: {found:?}");
+    again.close().await;
+    let found = found_in_files(&dir, &needles);
+    assert!(
+        found.is_empty(),
+        "plain text left after sealing and closing: {found:?}"
+    );
+}
+
+/// The database files are created 0600 and a database others may read is refused.
+async fn sqlite_files_are_private(db: &TestDb) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = db.dir.clone().expect("a SQLite file");
+    populate(db.s.as_ref(), &["perm-a"], 1).await;
+    let mode = |f: &str| {
+        std::fs::metadata(dir.join(f))
+            .map(|m| m.permissions().mode() & 0o777)
+            .ok()
+    };
+    assert_eq!(mode("nexus.db"), Some(0o600));
+    // WAL mode: both exist while the store is open, with the database file's mode.
+    assert_eq!(mode("nexus.db-wal"), Some(0o600));
+    assert_eq!(mode("nexus.db-shm"), Some(0o600));
+    db.store.close().await;
+
+    let db_file = dir.join("nexus.db");
+    std::fs::set_permissions(&db_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = SqlStore::connect(&db.url, db.keys.clone())
+        .await
+        .unwrap_err();
+    let shown = err.to_string();
+    assert!(matches!(err, StoreError::Open { .. }), "{shown}");
+    assert!(
+        shown.contains(&format!("chmod 600 {}", db_file.display())),
+        "{shown}"
+    );
+    std::fs::set_permissions(&db_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let again = SqlStore::connect(&db.url, db.keys.clone())
+        .await
+        .expect("0600 opens");
+    again.close().await;
+}
+
 macro_rules! backend_tests {
     (
         kind = $kind:ident,
@@ -875,6 +1397,12 @@ mod sqlite_file {
             reopen_keeps_data_and_migrations_are_idempotent,
             damaged_rows_are_corrupt_without_leaking,
             debug_and_errors_hide_the_url_password,
+            secrets_are_sealed_and_bound_to_their_row,
+            legacy_plaintext_rows_are_sealed_on_open,
+            rotation_reseals_every_row_under_the_new_key,
+            a_changed_configured_key_reseals_at_open,
+            no_secret_in_the_database_files,
+            sqlite_files_are_private,
         ]
     );
 }
@@ -943,6 +1471,10 @@ mod postgres {
             reopen_keeps_data_and_migrations_are_idempotent,
             damaged_rows_are_corrupt_without_leaking,
             debug_and_errors_hide_the_url_password,
+            secrets_are_sealed_and_bound_to_their_row,
+            legacy_plaintext_rows_are_sealed_on_open,
+            rotation_reseals_every_row_under_the_new_key,
+            a_changed_configured_key_reseals_at_open,
         ]
     );
 }

@@ -11,6 +11,8 @@ Nothing here fails on timing: a missed target is reported, not raised.
 
 import argparse
 import datetime
+import hashlib
+import http.client
 import json
 import os
 import platform
@@ -51,10 +53,44 @@ def spread(xs, fmt="{:.2f}"):
     return f"{fmt.format(min(xs))}–{fmt.format(max(xs))}" if xs else "–"
 
 
-def rpc(port, path, timeout=2.0):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v0/{path}", data=b"", method="POST")
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.loads(r.read() or b"null")
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket: a nexus node's RPC API and gateway have no TCP port."""
+
+    def __init__(self, path, timeout):
+        super().__init__("127.0.0.1", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def node_socket(data_dir, container, which="api"):
+    """Where nexus puts a node's socket: <data_dir>/nodes/<16 hex of sha256(name)>/run/."""
+    h = hashlib.sha256(container.encode()).hexdigest()[:16]
+    return os.path.join(data_dir, "nodes", h, "run", f"{which}.sock")
+
+
+def http_post(target, path, body=b"", headers=None, timeout=2.0):
+    """POST to a TCP port (int) or a unix socket (path); returns the body."""
+    if isinstance(target, int):
+        conn = http.client.HTTPConnection("127.0.0.1", target, timeout=timeout)
+    else:
+        conn = UnixHTTPConnection(target, timeout)
+    try:
+        conn.request("POST", path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}: {data[:200]!r}")
+        return data
+    finally:
+        conn.close()
+
+
+def rpc(target, path, timeout=2.0):
+    return json.loads(http_post(target, f"/api/v0/{path}", timeout=timeout) or b"null")
 
 
 def distinct_peers(port):
@@ -93,12 +129,13 @@ class Daemon:
     def __init__(self, nexus, image, extra_node="", ports=None, log_level="warn"):
         self.nexus = nexus
         self.dir = tempfile.mkdtemp(prefix="nexus-bench-")
+        self.data_dir = os.path.join(self.dir, "data")
         self.config = os.path.join(self.dir, "nexus.toml")
         self.key = secrets.token_hex(24)
         self.grpc = free_port()
         self.delegator = free_port()
         self.instance = "bench-" + secrets.token_hex(3)
-        ports = ports or {"swarm": "4001-5000", "api": "5001-6000", "gateway": "8001-9000"}
+        ports = ports or {"swarm": "4001-5000"}
         # 0600: the file holds the API key (the daemon warns about a readable one).
         with open(os.open(self.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             f.write(f"""
@@ -112,8 +149,6 @@ public_address = "127.0.0.1"
 {extra_node}
 [ports]
 swarm = "{ports['swarm']}"
-api = "{ports['api']}"
-gateway = "{ports['gateway']}"
 [grpc]
 listen = "127.0.0.1:{self.grpc}"
 api_keys = ["{self.key}"]
@@ -226,7 +261,7 @@ def bench_start(a):
                     if who == "nexus":
                         out = json.loads(d.cli("network", "create", name, "--replicas", str(n),
                                                "--start").stdout)
-                        ports = [nd["api_port"] for nd in out["nodes"]]
+                        ports = [node_socket(d.data_dir, f"nexus-{name}-{k}") for k in range(n)]
                     else:
                         r = subprocess.run([ANCHOR, "up", name, str(n), a.image, cpus, str(memory)],
                                            capture_output=True, text=True)
@@ -280,6 +315,8 @@ def bench_start(a):
 # 2. Delegator
 
 NGINX_CONF = """
+# Root workers, like the daemon: the node's gateway socket sits in a 0700 directory.
+user root;
 worker_processes {workers};
 pid {dir}/nginx-{name}.pid;
 error_log {dir}/nginx-{name}-error.log warn;
@@ -379,15 +416,15 @@ def bench_delegator(a):
     try:
         net = json.loads(d.cli("network", "create", "bdel", "--replicas", "1", "--start").stdout)
         node = net["nodes"][0]
-        api_port, gw_port = node["api_port"], node["gateway_port"]
+        api_sock = node_socket(d.data_dir, "nexus-bdel-0")
+        gw_sock = node_socket(d.data_dir, "nexus-bdel-0", "gateway")
         # The small file, added to the node directly.
         boundary = "nexusbench"
         body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"small\"\r\n"
                 f"Content-Type: application/octet-stream\r\n\r\n").encode() + payload + f"\r\n--{boundary}--\r\n".encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{api_port}/api/v0/add", data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            cid = json.loads(r.read().decode().splitlines()[0])["Hash"]
+        out = http_post(api_sock, "/api/v0/add", body,
+                        {"Content-Type": f"multipart/form-data; boundary={boundary}"}, timeout=30)
+        cid = json.loads(out.decode().splitlines()[0])["Hash"]
         path = f"/ipfs/{cid}"
         # The static upstream serves the same bytes at the same path (the delegator forwards
         # only /ipfs/… and /ipns/… to a gateway).
@@ -403,7 +440,7 @@ def bench_delegator(a):
                                  f"server {{ listen 127.0.0.1:{static_port}; root {www}; }}",
                                  "off"))
         upstreams = f"""
-  upstream node {{ server 127.0.0.1:{gw_port}; keepalive 32; }}
+  upstream node {{ server unix:{gw_sock}; keepalive 32; }}
   upstream static {{ server 127.0.0.1:{static_port}; keepalive 32; }}
   server {{ listen 127.0.0.1:{proxy_node};
     location / {{ proxy_pass http://node; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
@@ -411,13 +448,14 @@ def bench_delegator(a):
     location / {{ proxy_pass http://static; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
 """
         procs.append(start_nginx(tmp, "proxy", "auto", upstreams, os.path.join(tmp, "nginx-access.log")))
-        host = Host(a.delegator_host, [("node", f"127.0.0.1:{api_port}", f"127.0.0.1:{gw_port}"),
+        host = Host(a.delegator_host, [("node", f"unix:{api_sock}", f"unix:{gw_sock}"),
                                        ("static", f"127.0.0.1:{static_port}", f"127.0.0.1:{static_port}")],
                     os.path.join(tmp, "delegator-access.log"))
         auth = f"Authorization: Bearer {host.token}"
         targets = {
+            # A node has no TCP port (its gateway is a unix socket, which wrk cannot dial), so
+            # the node upstream is measured through nginx and the delegator only.
             "node": {
-                "direct": (f"http://127.0.0.1:{gw_port}{path}", []),
                 "nginx": (f"http://127.0.0.1:{proxy_node}{path}", []),
                 "delegator": (f"http://{host.addr}{path}", ["Host: node.gateway.bench.localhost", auth]),
             },
@@ -463,10 +501,10 @@ def bench_delegator(a):
         add = {"direct": [], "delegator": [], "rss_idle_mib": [], "rss_peak_mib": []}
         for rnd in range(a.add_rounds):
             for who in (["direct", "delegator"] if rnd % 2 == 0 else ["delegator", "direct"]):
-                url = f"http://127.0.0.1:{api_port}/api/v0/add?only-hash=true&pin=false"
-                hdrs = []
+                url = "http://node/api/v0/add?only-hash=true&pin=false"
+                hdrs = ["--unix-socket", api_sock]
                 if who == "delegator":
-                    host = Host(a.delegator_host, [("node", f"127.0.0.1:{api_port}", f"127.0.0.1:{gw_port}")],
+                    host = Host(a.delegator_host, [("node", f"unix:{api_sock}", f"unix:{gw_sock}")],
                                 os.path.join(tmp, "delegator-add.log"))
                     idle = proc_status(host.proc.pid, "VmRSS")
                     url = f"http://{host.addr}/api/v0/add?only-hash=true&pin=false"
@@ -502,6 +540,8 @@ def bench_delegator(a):
     for up, by in results["small"].items():
         ng = by["nginx"]
         for who in ("direct", "nginx", "delegator"):
+            if who not in by:
+                continue
             xs = by[who]
             rps = [x["rps"] for x in xs]
             p50 = [x["p50_ms"] for x in xs]

@@ -3,7 +3,9 @@
 //! Owns the wire mapping: request fields → orchestrator requests (validation itself is the
 //! orchestrator's), views → messages, errors → gRPC status codes with messages that say what
 //! to do. Only `GetJoinKit` returns a secret (the swarm key); nothing returns a node's private
-//! key. It must not decide anything about networks or talk to the runtime or the store.
+//! key. It must not decide anything about networks or talk to the runtime or the store; the one
+//! store operation it reaches, `RotateSecrets`, goes through the [`SealRotator`] the daemon
+//! gives it.
 
 use std::pin::Pin;
 
@@ -18,6 +20,9 @@ use crate::orchestrator::{
     CreateNetwork, ErrorKind, Event, NetworkView, NodeDiagnosis, Orchestrator, OrchestratorError,
     UpdateNetwork,
 };
+use crate::store::seal::SealError;
+use crate::store::sql::SealRotator;
+use crate::store::StoreError;
 
 /// What the service needs besides the orchestrator.
 #[derive(Clone, Debug)]
@@ -36,6 +41,8 @@ pub struct NexusService {
     /// Becomes `true` when the daemon shuts down: open event streams end then, so graceful
     /// shutdown does not wait for watchers forever.
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// Rotates the store's seal key (`RotateSecrets`); `None`: the call is refused.
+    rotator: Option<SealRotator>,
 }
 
 impl NexusService {
@@ -48,7 +55,32 @@ impl NexusService {
             orch,
             cfg,
             stopping,
+            rotator: None,
         }
+    }
+
+    /// Lets `RotateSecrets` rotate the store's seal key with `rotator`.
+    pub fn with_seal_rotator(mut self, rotator: SealRotator) -> Self {
+        self.rotator = Some(rotator);
+        self
+    }
+}
+
+/// A failed rotation as a status whose message says what to do next.
+fn rotation_status(e: StoreError) -> Status {
+    match &e {
+        StoreError::Sealed {
+            cause: SealError::NotRotatable(_),
+            ..
+        } => Status::failed_precondition(e.to_string()),
+        StoreError::Open { .. } | StoreError::Query(_) => Status::unavailable(format!(
+            "{e}. Every secret still opens (the seal key file keeps the old and the new key): \
+             run `nexus secrets rotate` again once the database answers"
+        )),
+        _ => Status::internal(format!(
+            "{e}. No key was lost: the seal key file keeps every key a secret is still sealed \
+             under. Fix the cause, then run `nexus secrets rotate` again"
+        )),
     }
 }
 
@@ -134,8 +166,6 @@ pub fn network_message(v: NetworkView) -> pb::Network {
                     state,
                     exit_code,
                     swarm_port: n.ports.swarm.map_or(0, u32::from),
-                    api_port: n.ports.api.map_or(0, u32::from),
-                    gateway_port: n.ports.gateway.map_or(0, u32::from),
                     last_error: n.last_error.unwrap_or_default(),
                 }
             })
@@ -159,8 +189,6 @@ fn diagnosis_message(d: NodeDiagnosis) -> pb::NodeDiagnosis {
             .map(|c| serde_json::to_string_pretty(&c).unwrap_or_default())
             .unwrap_or_default(),
         swarm_port: d.ports.swarm.map_or(0, u32::from),
-        api_port: d.ports.api.map_or(0, u32::from),
-        gateway_port: d.ports.gateway.map_or(0, u32::from),
     }
 }
 
@@ -446,6 +474,25 @@ impl pb::nexus_server::Nexus for NexusService {
             name: view.name,
             swarm_key: key.to_file_contents(),
             bootstrap,
+        }))
+    }
+
+    async fn rotate_secrets(
+        &self,
+        _req: Request<pb::RotateSecretsRequest>,
+    ) -> Result<Response<pb::RotateSecretsResponse>, Status> {
+        let Some(rotator) = &self.rotator else {
+            return Err(Status::unimplemented(
+                "this daemon has no sealed store to rotate",
+            ));
+        };
+        let r = rotator.rotate().await.map_err(rotation_status)?;
+        Ok(Response::new(pb::RotateSecretsResponse {
+            old_key_id: r.old_key_id,
+            new_key_id: r.new_key_id,
+            networks: r.resealed.networks,
+            nodes: r.resealed.nodes,
+            key_file: r.key_file.display().to_string(),
         }))
     }
 

@@ -11,7 +11,7 @@ use nexus::node::SwarmKey;
 
 use super::render;
 use super::settings::{self, parse_cpus, parse_size};
-use super::{CreateFlags, Global, NetworkCmd, ResourceFlags, SwarmKeyCmd, UpdateFlags};
+use super::{CreateFlags, Global, NetworkCmd, ResourceFlags, SecretsCmd, SwarmKeyCmd, UpdateFlags};
 
 /// Prints a typed answer as one JSON document (proto3 JSON, proto field names).
 fn print_json<M: prost::Message>(full_name: &str, msg: &M) -> Result<()> {
@@ -288,9 +288,7 @@ fn print_network(n: &pb::Network) {
         "NODE".into(),
         "PEER ID".into(),
         "STATE".into(),
-        "SWARM".into(),
-        "API".into(),
-        "GATEWAY".into(),
+        "SWARM PORT".into(),
         "LAST ERROR".into(),
     ]];
     for node in &n.nodes {
@@ -304,8 +302,6 @@ fn print_network(n: &pb::Network) {
             node.peer_id.clone(),
             state,
             render::port(node.swarm_port),
-            render::port(node.api_port),
-            render::port(node.gateway_port),
             render::or_dash(node.last_error.lines().next().unwrap_or("")),
         ]);
     }
@@ -389,12 +385,7 @@ fn print_diagnostics(d: &pb::NetworkDiagnosticsResponse) {
         if n.state == "exited" {
             println!("exit code: {}", n.exit_code);
         }
-        println!(
-            "ports: swarm {}, api {}, gateway {}",
-            render::port(n.swarm_port),
-            render::port(n.api_port),
-            render::port(n.gateway_port)
-        );
+        println!("swarm port: {}", render::port(n.swarm_port));
         if !n.last_error.is_empty() {
             println!("last error: {}", n.last_error);
         }
@@ -586,6 +577,41 @@ pub async fn network(global: &Global, cmd: NetworkCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_rotation(r: &pb::RotateSecretsResponse) {
+    let rows = [
+        ("old key", r.old_key_id.clone()),
+        ("new key", r.new_key_id.clone()),
+        ("networks", r.networks.to_string()),
+        ("nodes", r.nodes.to_string()),
+        ("key file", r.key_file.clone()),
+    ];
+    for (k, v) in rows {
+        println!("{k:<10} {v}");
+    }
+    eprintln!(
+        "\nevery secret is sealed under key {}; the old key is gone from {}: back the file up \
+         (backups of the database taken from now on need it)",
+        r.new_key_id, r.key_file
+    );
+}
+
+pub async fn secrets(global: &Global, cmd: SecretsCmd) -> Result<()> {
+    let conn = connect(global).await?;
+    let mut c = conn.client();
+    match cmd {
+        SecretsCmd::Rotate => {
+            let call = c.rotate_secrets(pb::RotateSecretsRequest {});
+            call_and_answer(
+                global,
+                call,
+                "nexus.v1.RotateSecretsResponse",
+                print_rotation,
+            )
+            .await
+        }
+    }
 }
 
 pub async fn events(global: &Global, network: Option<String>) -> Result<()> {

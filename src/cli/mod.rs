@@ -89,6 +89,16 @@ pub enum Command {
     /// Swarm key tools (offline).
     #[command(subcommand)]
     SwarmKey(SwarmKeyCmd),
+    /// The store's sealed secrets (swarm keys and node private keys).
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretsCmd {
+    /// Seal every swarm key and node private key again under a new key, with no downtime
+    /// (the daemon rewrites its seal key file).
+    Rotate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -252,6 +262,10 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Network(cmd) => {
             init_client_logging();
             commands::network(&args.global, cmd).await
+        }
+        Command::Secrets(cmd) => {
+            init_client_logging();
+            commands::secrets(&args.global, cmd).await
         }
         Command::Events { network } => {
             init_client_logging();

@@ -2,7 +2,7 @@
 //! shared with the daemon so one machine needs no extra setup, and the commands that only
 //! touch configuration (`init`, `daemon`, `token issue`).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use nexus::client::ClientConfig;
 use nexus::config::{self, Config, Create, Env, LogFormat, LogSettings, Secret, Settings};
 use nexus::daemon;
@@ -96,8 +96,7 @@ pub async fn daemon(global: &Global, flags: &DaemonFlags) -> Result<()> {
             "no configuration file: running on defaults (`nexus init` writes one)"
         ),
     }
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("cannot create {}", settings.data_dir.display()))?;
+    // The daemon creates the data directory 0700 (and refuses one others may use).
     daemon::run(settings, daemon::shutdown_signal()).await?;
     Ok(())
 }

@@ -10,12 +10,13 @@ use base64::Engine;
 
 use super::settings::TlsFiles;
 use super::values::{clip, cores_text, parse_cpus, parse_duration, parse_size, size_text};
-use super::{Config, ConfigError, Result, Secret, DEFAULT_DOCKER_ENDPOINT};
+use super::{Config, ConfigError, Result, Secret, DEFAULT_DOCKER_ENDPOINT, SEAL_KEY_FILE};
 use crate::delegator::auth::MIN_HS256_SECRET;
 use crate::delegator::{JwtConfig, JwtConfigError, PublicKeyAlg};
 use crate::names::is_dns_name;
 use crate::node::Resources;
 use crate::orchestrator::ports::{BindProbe, PortAllocator, PortConfig, PortError, PortRange};
+use crate::store::seal::{KeyFile, KeySource, Keyring, SealKey};
 use crate::store::sql::redact_url;
 
 /// Shortest API key accepted.
@@ -282,22 +283,13 @@ impl Config {
     pub(super) fn ports_checked(&self) -> Result<PortConfig> {
         let cfg = PortConfig {
             swarm: self.port_ranges("ports.swarm", &self.ports.swarm)?,
-            api: self.port_ranges("ports.api", &self.ports.api)?,
-            gateway: self.port_ranges("ports.gateway", &self.ports.gateway)?,
         };
         // Only validates the ranges: nothing is bound or allocated.
         match PortAllocator::new(&cfg, Box::new(BindProbe)) {
             Ok(_) => Ok(cfg),
-            Err(PortError::Overlap { port, a, b }) if a == b => Err(self.invalid(
-                &format!("ports.{a}"),
+            Err(PortError::Overlap { port, .. }) => Err(self.invalid(
+                "ports.swarm",
                 format!("its ranges overlap each other (port {port})"),
-            )),
-            Err(PortError::Overlap { port, a, b }) => Err(self.invalid(
-                &format!("ports.{b}"),
-                format!(
-                    "port {port} is also in {}: the swarm, api and gateway ranges must not overlap",
-                    self.named(&format!("ports.{a}"))
-                ),
             )),
             Err(e) => Err(self.invalid("ports.swarm", e.to_string())),
         }
@@ -346,6 +338,54 @@ impl Config {
             .any(|p| url.starts_with(p) && url.len() > p.len());
         self.expect(ok, "store.url", &redact_url(url), "is not a store URL: use sqlite:///PATH/nexus.db or postgres://USER:PASSWORD@HOST:PORT/DATABASE")?;
         Ok(Secret::new(url))
+    }
+
+    /// `store.seal_key` with `store.seal_previous_keys`, else the key file
+    /// (`store.seal_key_file`, else `<data_dir>/seal.key`). Reads no file.
+    pub(super) fn seal_source(&self, data_dir: &Path) -> Result<KeySource> {
+        let s = &self.store;
+        let file = self.path("store.seal_key_file", &s.seal_key_file)?;
+        if s.seal_key.is_empty() {
+            if !s.seal_previous_keys.is_empty() {
+                return Err(self.invalid(
+                    "store.seal_previous_keys",
+                    format!(
+                        "is set but {} is empty: previous keys go with a configured seal_key \
+                         (the key file keeps its own, and `nexus secrets rotate` rewrites it)",
+                        self.named("store.seal_key")
+                    ),
+                ));
+            }
+            let path = file.unwrap_or_else(|| data_dir.join(SEAL_KEY_FILE));
+            return Ok(KeySource::File(KeyFile::new(path)));
+        }
+        if file.is_some() {
+            return Err(self.invalid(
+                "store.seal_key_file",
+                format!(
+                    "is set together with {}: give the key or the file, not both",
+                    self.named("store.seal_key")
+                ),
+            ));
+        }
+        let current = SealKey::parse(s.seal_key.expose())
+            .map_err(|e| self.invalid("store.seal_key", e.to_string()))?;
+        let previous = s
+            .seal_previous_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                SealKey::parse(k.expose()).map_err(|e| {
+                    self.invalid(&format!("store.seal_previous_keys[{i}]"), e.to_string())
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let keyring = Keyring::new(current, previous)
+            .map_err(|e| self.invalid("store.seal_previous_keys", e.to_string()))?;
+        Ok(KeySource::Configured {
+            keyring,
+            origin: self.named("store.seal_key"),
+        })
     }
 
     /// `docker.endpoint`, else `DOCKER_HOST`, else the local socket.

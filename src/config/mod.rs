@@ -47,7 +47,10 @@ pub use crate::secret::Secret;
 pub use env::{find_config_file, init_config_path, Env};
 pub use init::{render_init_file, write_init_file};
 pub use keys::{keys, KeyDef, Val};
-pub use secrets::{generate_secret, read_or_create_secrets, read_secrets, SecretsFile};
+pub(crate) use secrets::{create_private_dir, loose_mode, write_private};
+pub use secrets::{
+    ensure_private_dir, generate_secret, read_or_create_secrets, read_secrets, SecretsFile,
+};
 pub use settings::{
     ClientSettings, DelegatorSettings, GrpcSettings, LogFormat, LogSettings, MetricsSettings,
     Settings, TlsFiles, CLIENT_CONNECT_TIMEOUT,
@@ -61,6 +64,8 @@ use crate::store::sql::redact_url;
 pub const DEFAULT_DOCKER_ENDPOINT: &str = "unix:///var/run/docker.sock";
 /// The name of the secrets file in the data directory.
 pub const SECRETS_FILE: &str = "secrets.toml";
+/// The name of the seal key file in the data directory (see `store.seal_key_file`).
+pub const SEAL_KEY_FILE: &str = "seal.key";
 /// The sections of the file, in the order `nexus init` writes them.
 pub const SECTIONS: [&str; 10] = [
     "daemon",
@@ -144,6 +149,12 @@ pub enum ConfigError {
         .path.display(), .path.display()
     )]
     Permissions { path: PathBuf, mode: u32 },
+    #[error(
+        "directory {} can be used by other users (mode {mode:04o}) but holds the store and its \
+         keys: run `chmod 700 {}`",
+        .path.display(), .path.display()
+    )]
+    DirPermissions { path: PathBuf, mode: u32 },
     #[error("{}: {detail}", .path.display())]
     SecretsFile { path: PathBuf, detail: String },
     #[error("cannot generate a random secret: {0}")]
@@ -184,6 +195,9 @@ pub struct DaemonSection {
 pub struct StoreSection {
     /// May hold a password: shown redacted.
     pub url: String,
+    pub seal_key: Secret,
+    pub seal_previous_keys: Vec<Secret>,
+    pub seal_key_file: String,
     pub lease_ttl: String,
 }
 
@@ -191,6 +205,9 @@ impl fmt::Debug for StoreSection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreSection")
             .field("url", &redact_url(&self.url))
+            .field("seal_key", &self.seal_key)
+            .field("seal_previous_keys", &self.seal_previous_keys)
+            .field("seal_key_file", &self.seal_key_file)
             .field("lease_ttl", &self.lease_ttl)
             .finish()
     }
@@ -220,8 +237,6 @@ pub struct NodeSection {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PortsSection {
     pub swarm: String,
-    pub api: String,
-    pub gateway: String,
     pub swarm_host_ip: String,
 }
 

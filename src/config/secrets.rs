@@ -38,6 +38,24 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<(), ConfigError> {
         })
 }
 
+/// Creates `dir` (and missing parents) 0700, or, if it exists, refuses it when others than its
+/// owner may read, write or enter it, naming the `chmod` to run: the daemon's data directory
+/// holds the store, `secrets.toml` and the seal key file.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), ConfigError> {
+    create_private_dir(dir)?;
+    match loose_mode(dir) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => Err(ConfigError::DirPermissions {
+            path: dir.to_owned(),
+            mode,
+        }),
+        Err(source) => Err(ConfigError::Read {
+            path: dir.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Writes `contents` to `path` with mode 0600. Without `overwrite`, fails with
 /// `AlreadyExists` if the file exists (checked atomically); with it, replaces the file
 /// atomically (temporary file and rename).

@@ -14,6 +14,7 @@ use crate::names::InstanceName;
 use crate::node::DockerRuntimeConfig;
 use crate::orchestrator::OrchestratorConfig;
 use crate::secret::Secret;
+use crate::store::seal::KeySource;
 
 /// How long the CLI waits to connect to the daemon.
 pub const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,6 +27,9 @@ pub struct Settings {
     /// The store to open: `store.url`, else `sqlite://<data_dir>/nexus.db`. May hold a
     /// password: print it with [`crate::store::redact_url`].
     pub store_url: Secret,
+    /// Where the store's seal keys come from: `store.seal_key` (and previous keys), else the
+    /// seal key file (`store.seal_key_file`, else `<data_dir>/seal.key`).
+    pub seal: KeySource,
     /// How long the daemon's lease of its instance lasts without renewal (`store.lease_ttl`).
     pub lease_ttl: Duration,
     /// `docker.instance` when configured; `None`: the instance recorded in the store

@@ -106,8 +106,6 @@ fn defaults_are_valid_with_no_file() {
     assert_eq!(o.max_resources, d.max_resources);
     assert_eq!(o.op_timeout, d.op_timeout);
     assert_eq!(o.ports.swarm, d.ports.swarm);
-    assert_eq!(o.ports.api, d.ports.api);
-    assert_eq!(o.ports.gateway, d.ports.gateway);
     let r = &s.docker;
     let rd = DockerRuntimeConfig::default();
     assert_eq!(r.ready_timeout, rd.ready_timeout);
@@ -184,6 +182,8 @@ fn every_key_is_in_the_table_once_with_a_default_that_parses() {
             .map(|k| k.name)
             .collect::<Vec<_>>(),
         [
+            "store.seal_key",
+            "store.seal_previous_keys",
             "grpc.api_keys",
             "client.api_key",
             "delegator.jwt_secret",
@@ -283,8 +283,6 @@ op_timeout = "5m"
 public_address = "ipfs.example.com"
 [ports]
 swarm = "10000-10010, 10020"
-api = "11000-11010"
-gateway = "12000-12010"
 swarm_host_ip = "203.0.113.7"
 [metrics]
 listen = ""
@@ -333,7 +331,6 @@ level = "info,nexus=debug"
             }
         ]
     );
-    assert_eq!(o.ports.gateway[0].low, 12000);
     let r = &s.docker;
     assert_eq!(r.instance.as_str(), "prod-1");
     assert_eq!(s.instance.as_ref().map(|i| i.as_str()), Some("prod-1"));
@@ -443,8 +440,9 @@ fn invalid_values_are_errors_naming_the_key() {
         ("[node]\nimage = \"Not An Image\"", "node.image", "ipfs/kubo"),
         ("[node]\npublic_address = \"0.0.0.0\"", "node.public_address", "DNS name"),
         ("[node]\npublic_address = \"not a host\"", "node.public_address", "DNS name"),
-        ("[ports]\napi = \"4500-5500\"", "ports.api", "ports.swarm"),
-        ("[ports]\ngateway = \"5500\"", "ports.gateway", "ports.api"),
+        // Gone with TCP node APIs: the unknown-key error lists what [ports] has.
+        ("[ports]\napi = \"4500-5500\"", "ports.api", "swarm"),
+        ("[ports]\ngateway = \"5500\"", "ports.gateway", "swarm"),
         ("[ports]\nswarm = \"4001-4100,4050-4200\"", "ports.swarm", "each other"),
         ("[ports]\nswarm = \"\"", "ports.swarm", "4001-5000"),
         ("[ports]\nswarm = \"5000-4001\"", "ports.swarm", "LOW-HIGH"),
@@ -976,6 +974,122 @@ fn the_reference_documents_every_key() {
     }
     for section in SECTIONS {
         assert!(doc.contains(&format!("[{section}]")), "[{section}] missing");
+    }
+}
+
+#[test]
+fn seal_keys_come_from_the_configuration_or_the_key_file() {
+    use crate::store::seal::{KeySource, SealKey};
+    use base64::Engine;
+    let home = TempDir::new();
+    // Nothing configured: the key file in the data directory (not read or created here).
+    let s = load(&home, "", &[]).unwrap().validate().unwrap();
+    match &s.seal {
+        KeySource::File(f) => assert_eq!(f.path(), s.data_dir.join("seal.key")),
+        other => panic!("{other:?}"),
+    }
+    assert!(!s.data_dir.join("seal.key").exists());
+    let s = load(
+        &home,
+        "[store]\nseal_key_file = \"/etc/nexus/seal.key\"",
+        &[],
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    match &s.seal {
+        KeySource::File(f) => assert_eq!(f.path(), Path::new("/etc/nexus/seal.key")),
+        other => panic!("{other:?}"),
+    }
+
+    // A configured key (as `openssl rand -base64 32` prints it) and a previous one.
+    let current = SealKey::generate().unwrap();
+    let previous = SealKey::generate().unwrap();
+    let openssl_style = |k: &SealKey| {
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(k.to_base64().as_str())
+            .unwrap();
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    };
+    let cur_text = openssl_style(&current);
+    let prev_text = previous.to_base64().to_string();
+    let cfg = load(
+        &home,
+        "",
+        &[
+            ("NEXUS_STORE_SEAL_KEY", &cur_text),
+            ("NEXUS_STORE_SEAL_PREVIOUS_KEYS", &prev_text),
+        ],
+    )
+    .unwrap();
+    let s = cfg.validate().unwrap();
+    match &s.seal {
+        KeySource::Configured { keyring, origin } => {
+            assert_eq!(keyring.current(), &current);
+            assert_eq!(keyring.previous(), std::slice::from_ref(&previous));
+            assert!(origin.contains("NEXUS_STORE_SEAL_KEY"), "{origin}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let debug = format!("{cfg:?} {s:?}");
+    let url_form = current.to_base64();
+    for secret in [cur_text.as_str(), prev_text.as_str(), url_form.as_str()] {
+        assert!(!debug.contains(secret), "seal key in {debug}");
+    }
+    assert!(debug.contains(current.id()), "{debug}");
+
+    // Bad values name the key and where it came from, never the value.
+    let e = error_of("", &[("NEXUS_STORE_SEAL_KEY", "pa55word-pa55word")]);
+    let shown = e.to_string();
+    assert_eq!(e.key(), Some("store.seal_key"), "{shown}");
+    assert!(
+        shown.contains("NEXUS_STORE_SEAL_KEY") && shown.contains("openssl rand -base64 32"),
+        "{shown}"
+    );
+    assert!(!shown.contains("pa55word"), "{shown}");
+    let e = error_of(
+        "",
+        &[
+            ("NEXUS_STORE_SEAL_KEY", &cur_text),
+            ("NEXUS_STORE_SEAL_PREVIOUS_KEYS", "pa55word"),
+        ],
+    );
+    assert_eq!(e.key(), Some("store.seal_previous_keys[0]"), "{e}");
+    assert!(!e.to_string().contains("pa55word"), "{e}");
+    let e = error_of("", &[("NEXUS_STORE_SEAL_PREVIOUS_KEYS", &prev_text)]);
+    assert_eq!(e.key(), Some("store.seal_previous_keys"), "{e}");
+    assert!(e.to_string().contains("store.seal_key"), "{e}");
+    let e = error_of(
+        "[store]\nseal_key_file = \"/etc/nexus/seal.key\"",
+        &[("NEXUS_STORE_SEAL_KEY", &cur_text)],
+    );
+    assert_eq!(e.key(), Some("store.seal_key_file"), "{e}");
+    let e = error_of(
+        "",
+        &[
+            ("NEXUS_STORE_SEAL_KEY", &cur_text),
+            ("NEXUS_STORE_SEAL_PREVIOUS_KEYS", &cur_text),
+        ],
+    );
+    assert!(e.to_string().contains(current.id()), "{e}");
+}
+
+#[test]
+fn the_data_directory_is_private() {
+    let home = TempDir::new();
+    let dir = home.path().join("a/b/data");
+    ensure_private_dir(&dir).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    ensure_private_dir(&dir).unwrap();
+    for loose in [0o755, 0o750, 0o701] {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(loose)).unwrap();
+        let e = ensure_private_dir(&dir).unwrap_err();
+        assert!(matches!(e, ConfigError::DirPermissions { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("chmod 700 {}", dir.display())),
+            "{e}"
+        );
     }
 }
 

@@ -92,6 +92,7 @@ impl Config {
             ));
         }
         let store_url = self.store_url(&data_dir)?;
+        let seal = self.seal_source(&data_dir)?;
         let endpoint = self.docker_endpoint()?;
         let lease_ttl = self.duration("store.lease_ttl", &self.store.lease_ttl)?;
         if lease_ttl < Duration::from_secs(1) {
@@ -291,6 +292,7 @@ impl Config {
             settings: Settings {
                 data_dir,
                 store_url,
+                seal,
                 lease_ttl,
                 instance: configured_instance,
                 docker,

@@ -164,11 +164,7 @@ mod tests {
         )
         .unwrap();
         let (mut spec, _) = plan.remove(2);
-        spec.ports = Ports {
-            swarm: Some(4101),
-            api: None,
-            gateway: Some(8101),
-        };
+        spec.ports = Ports { swarm: Some(4101) };
         spec.announce = vec!["/ip4/203.0.113.7/tcp/4101".into()];
         spec
     }

@@ -141,8 +141,6 @@ impl NodeRuntime for MockRuntime {
             state: NodeState::Running,
             ports: Ports {
                 swarm: Some(spec.ports.swarm.unwrap_or(base)),
-                api: None,
-                gateway: None,
             },
             endpoints: Some(NodeEndpoints {
                 api: Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], base + 1))),

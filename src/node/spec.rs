@@ -264,12 +264,12 @@ pub fn validate_multiaddr(s: &str) -> Result<(), SpecError> {
 
 /// A node's host ports: allocated by the orchestrator, stored with the node, published by the
 /// runtime, observed back from it. `None`: not allocated (or, when asking the runtime, let
-/// Docker choose a free one).
+/// Docker choose a free one). Only the swarm port is published: the RPC API and gateway are
+/// unix sockets ([`super::endpoint`]). Labels and rows of an older nexus that also carry
+/// `api`/`gateway` ports still read (the extra fields are ignored).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ports {
     pub swarm: Option<u16>,
-    pub api: Option<u16>,
-    pub gateway: Option<u16>,
 }
 
 /// Everything about a node except its secrets. Carried in the container's labels, so a node's

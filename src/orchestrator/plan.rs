@@ -6,7 +6,7 @@
 //! transition testable without Docker. It must not allocate ports or generate identities (the
 //! store rows already carry them).
 
-use crate::node::{NodeRecord, NodeSecrets, NodeSpec, NodeState, Peer, Ports};
+use crate::node::{NodeRecord, NodeSecrets, NodeSpec, NodeState, Peer};
 use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow};
 
 /// One step towards the desired state.
@@ -63,11 +63,7 @@ pub fn desired_nodes(
                 image: image.to_owned(),
                 peer_id: row.identity.peer_id().to_base58(),
                 resources: network.resources,
-                ports: Ports {
-                    swarm: row.ports.swarm,
-                    api: row.ports.api,
-                    gateway: row.ports.gateway,
-                },
+                ports: row.ports,
                 peers,
                 announce: Vec::new(),
             };
@@ -129,8 +125,6 @@ fn same_node(have: &NodeSpec, want: &NodeSpec) -> bool {
         && have.resources == want.resources
         && have.announce == want.announce
         && ports_match(have.ports.swarm, want.ports.swarm)
-        && ports_match(have.ports.api, want.ports.api)
-        && ports_match(have.ports.gateway, want.ports.gateway)
         && {
             let mut a = have.peers.clone();
             let mut b = want.peers.clone();
@@ -195,8 +189,6 @@ mod tests {
                 identity: NodeIdentity::generate(),
                 ports: Ports {
                     swarm: Some(4001 + i),
-                    api: Some(5001 + i),
-                    gateway: Some(8001 + i),
                 },
                 container_id: None,
                 last_error: None,
@@ -209,11 +201,7 @@ mod tests {
             spec: spec.clone(),
             container_id: format!("c{}", spec.node.index),
             state: NodeState::Running,
-            ports: Ports {
-                swarm: spec.ports.swarm,
-                api: spec.ports.api,
-                gateway: spec.ports.gateway,
-            },
+            ports: spec.ports,
             endpoints: Some(crate::node::endpoint::NodeEndpoints {
                 api: crate::node::endpoint::Endpoint::Tcp(([127, 0, 0, 1], 5001).into()),
                 gateway: crate::node::endpoint::Endpoint::Tcp(([127, 0, 0, 1], 8080).into()),
@@ -243,7 +231,7 @@ mod tests {
                 .peers
                 .iter()
                 .all(|p| p.peer_id != rows[3].identity.peer_id().to_base58()));
-            assert_eq!(spec.ports.api, rows[spec.node.index as usize].ports.api);
+            assert_eq!(spec.ports, rows[spec.node.index as usize].ports);
         }
     }
 
@@ -362,11 +350,7 @@ mod tests {
         r[0].ports = Ports::default();
         let want = specs(&net, &r);
         let mut obs = vec![running(&want[0])];
-        obs[0].spec.ports = Ports {
-            swarm: Some(32768),
-            api: Some(32769),
-            gateway: Some(32770),
-        };
+        obs[0].spec.ports = Ports { swarm: Some(32768) };
         assert!(plan(DesiredState::Running, &want, &obs).is_empty());
         net.resources.cpu_millis = 2000;
         let want2 = specs(&net, &r);

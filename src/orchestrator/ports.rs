@@ -1,6 +1,7 @@
 //! Host port allocation for node containers.
 //!
-//! Owns the three configured port ranges (swarm, RPC API, gateway), which ports are handed out,
+//! Owns the configured swarm port ranges (the only host port a node has: its RPC API and
+//! gateway are unix sockets), which ports are handed out,
 //! and the check that a host port is actually free before handing it out. Allocations are
 //! explicit and released explicitly (the Go original only let a 5-minute cache expire), are
 //! rebuilt from the store on start-up, and are never given to two live nodes. It must not talk
@@ -12,20 +13,16 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 
 use crate::node::Ports;
 
-/// Which of a node's three ports.
+/// Which of a node's host ports (only the swarm port is published).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PortKind {
     Swarm,
-    Api,
-    Gateway,
 }
 
 impl fmt::Display for PortKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Swarm => "swarm",
-            Self::Api => "api",
-            Self::Gateway => "gateway",
         })
     }
 }
@@ -186,30 +183,19 @@ impl Pool {
     }
 }
 
-/// Configured ranges of the three port kinds.
+/// Configured host port ranges.
 #[derive(Clone, Debug)]
 pub struct PortConfig {
     pub swarm: Vec<PortRange>,
-    pub api: Vec<PortRange>,
-    pub gateway: Vec<PortRange>,
 }
 
 impl Default for PortConfig {
-    /// The Go original's ranges, minus overlap: swarm 4001-5000, API 5001-6000, gateway
-    /// 8001-9000.
+    /// The Go original's swarm range, 4001-5000.
     fn default() -> Self {
         Self {
             swarm: vec![PortRange {
                 low: 4001,
                 high: 5000,
-            }],
-            api: vec![PortRange {
-                low: 5001,
-                high: 6000,
-            }],
-            gateway: vec![PortRange {
-                low: 8001,
-                high: 9000,
             }],
         }
     }
@@ -224,9 +210,9 @@ pub struct PortUsage {
     pub size: usize,
 }
 
-/// Allocates the three host ports of each node.
+/// Allocates the host ports of each node.
 pub struct PortAllocator {
-    pools: [Pool; 3],
+    pools: [Pool; 1],
     probe: Box<dyn PortProbe>,
 }
 
@@ -239,83 +225,40 @@ impl fmt::Debug for PortAllocator {
 }
 
 impl PortAllocator {
-    /// Validates the ranges (non-empty, no overlap between kinds). The swarm port is probed on
-    /// all interfaces, the RPC API and gateway on loopback, as they are published.
+    /// Validates the ranges (non-empty, no overlap). The swarm port is probed on all
+    /// interfaces, as it is published.
     pub fn new(cfg: &PortConfig, probe: Box<dyn PortProbe>) -> Result<Self, PortError> {
-        let all = [
-            (PortKind::Swarm, &cfg.swarm),
-            (PortKind::Api, &cfg.api),
-            (PortKind::Gateway, &cfg.gateway),
-        ];
-        for (kind, ranges) in all {
-            if ranges.is_empty() {
-                return Err(PortError::Empty(kind));
-            }
+        let kind = PortKind::Swarm;
+        if cfg.swarm.is_empty() {
+            return Err(PortError::Empty(kind));
         }
-        for (i, (ka, ra)) in all.iter().enumerate() {
-            for (kb, rb) in all.iter().skip(i) {
-                for (x, a) in ra.iter().enumerate() {
-                    for (y, b) in rb.iter().enumerate() {
-                        let same = ka == kb && x == y;
-                        if !same && a.low <= b.high && b.low <= a.high {
-                            return Err(PortError::Overlap {
-                                port: a.low.max(b.low),
-                                a: *ka,
-                                b: *kb,
-                            });
-                        }
-                    }
+        for (x, a) in cfg.swarm.iter().enumerate() {
+            for b in cfg.swarm.iter().skip(x + 1) {
+                if a.low <= b.high && b.low <= a.high {
+                    return Err(PortError::Overlap {
+                        port: a.low.max(b.low),
+                        a: kind,
+                        b: kind,
+                    });
                 }
             }
         }
-        let pool = |kind, ranges: &Vec<PortRange>, ip| Pool {
-            kind,
-            ranges: ranges.clone(),
-            bind_ip: ip,
-            used: BTreeSet::new(),
-            cursor: 0,
-        };
         Ok(Self {
-            pools: [
-                pool(
-                    PortKind::Swarm,
-                    &cfg.swarm,
-                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                ),
-                pool(PortKind::Api, &cfg.api, IpAddr::V4(Ipv4Addr::LOCALHOST)),
-                pool(
-                    PortKind::Gateway,
-                    &cfg.gateway,
-                    IpAddr::V4(Ipv4Addr::LOCALHOST),
-                ),
-            ],
+            pools: [Pool {
+                kind,
+                ranges: cfg.swarm.clone(),
+                bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                used: BTreeSet::new(),
+                cursor: 0,
+            }],
             probe,
         })
     }
 
-    /// Three ports for a new node, or none at all.
+    /// The ports of a new node, or none at all.
     pub fn allocate(&mut self) -> Result<Ports, PortError> {
         let swarm = self.pools[0].allocate(self.probe.as_ref())?;
-        let api = match self.pools[1].allocate(self.probe.as_ref()) {
-            Ok(p) => p,
-            Err(e) => {
-                self.pools[0].used.remove(&swarm);
-                return Err(e);
-            }
-        };
-        let gateway = match self.pools[2].allocate(self.probe.as_ref()) {
-            Ok(p) => p,
-            Err(e) => {
-                self.pools[0].used.remove(&swarm);
-                self.pools[1].used.remove(&api);
-                return Err(e);
-            }
-        };
-        Ok(Ports {
-            swarm: Some(swarm),
-            api: Some(api),
-            gateway: Some(gateway),
-        })
+        Ok(Ports { swarm: Some(swarm) })
     }
 
     /// How many ports of each configured range are allocated (for metrics).
@@ -335,7 +278,7 @@ impl PortAllocator {
 
     /// Marks ports recorded in the store as taken (start-up). All or nothing.
     pub fn reserve(&mut self, ports: &Ports) -> Result<(), PortError> {
-        let wanted = [ports.swarm, ports.api, ports.gateway];
+        let wanted = [ports.swarm];
         let mut done: Vec<(usize, u16)> = Vec::new();
         for (i, p) in wanted.into_iter().enumerate() {
             let Some(p) = p else { continue };
@@ -352,10 +295,7 @@ impl PortAllocator {
 
     /// Returns a node's ports to the pools.
     pub fn release(&mut self, ports: &Ports) {
-        for (i, p) in [ports.swarm, ports.api, ports.gateway]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, p) in [ports.swarm].into_iter().enumerate() {
             if let Some(p) = p {
                 self.pools[i].used.remove(&p);
             }
@@ -385,13 +325,9 @@ mod tests {
         }
     }
 
-    fn cfg(s: &str, a: &str, g: &str) -> PortConfig {
+    fn cfg(s: &str) -> PortConfig {
         let p = |t: &str| t.split(',').map(|r| PortRange::parse(r).unwrap()).collect();
-        PortConfig {
-            swarm: p(s),
-            api: p(a),
-            gateway: p(g),
-        }
+        PortConfig { swarm: p(s) }
     }
 
     fn alloc(c: &PortConfig, taken: &[u16]) -> PortAllocator {
@@ -418,32 +354,29 @@ mod tests {
 
     #[test]
     fn overlapping_or_empty_configs_are_refused() {
-        let over = cfg("100-200", "150-160", "300");
+        let self_over = cfg("100-200,150");
         assert!(matches!(
-            PortAllocator::new(&over, Box::new(BindProbe)),
+            PortAllocator::new(&self_over, Box::new(BindProbe)),
             Err(PortError::Overlap { .. })
         ));
-        let self_over = cfg("100-200,150", "300", "400");
-        assert!(PortAllocator::new(&self_over, Box::new(BindProbe)).is_err());
         let mut empty = PortConfig::default();
-        empty.gateway.clear();
+        empty.swarm.clear();
         assert!(matches!(
             PortAllocator::new(&empty, Box::new(BindProbe)),
-            Err(PortError::Empty(PortKind::Gateway))
+            Err(PortError::Empty(PortKind::Swarm))
         ));
         assert!(PortAllocator::new(&PortConfig::default(), Box::new(BindProbe)).is_ok());
+        assert!(PortAllocator::new(&cfg("100-102,300"), Box::new(BindProbe)).is_ok());
     }
 
     #[test]
     fn never_the_same_port_twice_and_exhaustion_is_clear() {
-        let c = cfg("100-102", "200-202", "300-302");
+        let c = cfg("100-102");
         let mut a = alloc(&c, &[]);
         let mut seen = HashSet::new();
         for _ in 0..3 {
             let p = a.allocate().unwrap();
             assert!(seen.insert(p.swarm.unwrap()));
-            assert!(seen.insert(p.api.unwrap()));
-            assert!(seen.insert(p.gateway.unwrap()));
         }
         let err = a.allocate().unwrap_err();
         assert!(matches!(
@@ -462,10 +395,10 @@ mod tests {
 
     #[test]
     fn ports_taken_by_other_programs_are_skipped() {
-        let c = cfg("100-102", "200-202", "300-302");
-        let mut a = alloc(&c, &[100, 101, 200]);
+        let c = cfg("100-102");
+        let mut a = alloc(&c, &[100, 101]);
         let p = a.allocate().unwrap();
-        assert_eq!((p.swarm, p.api), (Some(102), Some(201)));
+        assert_eq!(p.swarm, Some(102));
         // Only 100 and 101 remain in the swarm range, both taken by someone else.
         assert!(matches!(
             a.allocate(),
@@ -474,27 +407,12 @@ mod tests {
                 ..
             })
         ));
-    }
-
-    #[test]
-    fn a_failed_allocation_leaves_nothing_claimed() {
-        let c = cfg("100-105", "200-205", "300");
-        let mut a = alloc(&c, &[]);
-        a.allocate().unwrap();
-        assert!(matches!(
-            a.allocate(),
-            Err(PortError::Exhausted {
-                kind: PortKind::Gateway,
-                ..
-            })
-        ));
         assert_eq!(a.in_use(PortKind::Swarm), 1);
-        assert_eq!(a.in_use(PortKind::Api), 1);
     }
 
     #[test]
     fn release_and_reserve() {
-        let c = cfg("100-101", "200-201", "300-301");
+        let c = cfg("100-101");
         let mut a = alloc(&c, &[]);
         let p1 = a.allocate().unwrap();
         let p2 = a.allocate().unwrap();
@@ -506,16 +424,11 @@ mod tests {
         let mut b = alloc(&c, &[]);
         b.reserve(&p2).unwrap();
         assert!(matches!(b.reserve(&p2), Err(PortError::InUse { .. })));
-        let stray = Ports {
-            swarm: Some(101 - 1),
-            api: Some(9999),
-            gateway: None,
-        };
+        let stray = Ports { swarm: Some(9999) };
         assert!(matches!(
             b.reserve(&stray),
             Err(PortError::OutOfRange { .. })
         ));
-        // The failed reserve claimed nothing: 100 is still free.
         assert_eq!(b.in_use(PortKind::Swarm), 1);
         let next = b.allocate().unwrap();
         assert_ne!(next.swarm, p2.swarm);

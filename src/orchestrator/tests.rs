@@ -37,7 +37,14 @@ struct Fixture {
 }
 
 async fn fixture_with(cfg: OrchestratorConfig) -> Fixture {
-    let store = Arc::new(SqlStore::connect("sqlite::memory:").await.unwrap());
+    let store = Arc::new(
+        SqlStore::connect(
+            "sqlite::memory:",
+            crate::store::seal::Keyring::generate().unwrap(),
+        )
+        .await
+        .unwrap(),
+    );
     let rt = Arc::new(MockRuntime::new());
     let orch = Orchestrator::new(store.clone(), rt.clone(), cfg, Box::new(AllFree))
         .await
@@ -221,9 +228,7 @@ async fn start_runs_every_node_with_distinct_ports_and_fills_the_registry() {
     let mut ports = std::collections::HashSet::new();
     for n in &view.nodes {
         assert_eq!(n.state, Some(NodeState::Running));
-        for p in [n.ports.swarm, n.ports.api, n.ports.gateway] {
-            assert!(ports.insert(p.unwrap()), "port reused");
-        }
+        assert!(ports.insert(n.ports.swarm.unwrap()), "port reused");
         let cfg = PortConfig::default();
         assert!((cfg.swarm[0].low..=cfg.swarm[0].high).contains(&n.ports.swarm.unwrap()));
     }
@@ -315,14 +320,6 @@ async fn port_exhaustion_is_a_clear_failure_with_nothing_left() {
         swarm: vec![PortRange {
             low: 100,
             high: 101,
-        }],
-        api: vec![PortRange {
-            low: 200,
-            high: 201,
-        }],
-        gateway: vec![PortRange {
-            low: 300,
-            high: 301,
         }],
     };
     let f = fixture_with(c).await;

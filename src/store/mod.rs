@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod lease;
+pub mod seal;
 pub mod sql;
 mod url;
 
@@ -151,6 +152,13 @@ pub enum StoreError {
     Query(String),
     #[error("stored record for `{name}` is damaged: {detail}")]
     Corrupt { name: String, detail: String },
+    /// A sealed secret that does not open, or the seal keys themselves (key file, rotation).
+    /// `what` names the row and column or the operation; never a key or a secret.
+    #[error("{what}: {cause}")]
+    Sealed {
+        what: String,
+        cause: seal::SealError,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

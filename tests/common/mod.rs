@@ -24,6 +24,14 @@ pub fn image() -> String {
     })
 }
 
+/// The seal keys of this test binary's stores: one keyring for the whole run, so a store
+/// reopened (a restart) opens what it sealed.
+pub fn seal_keys() -> nexus::store::seal::Keyring {
+    static KEYS: std::sync::OnceLock<nexus::store::seal::Keyring> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| nexus::store::seal::Keyring::generate().expect("seal keys"))
+        .clone()
+}
+
 /// A network name unique to this test run.
 pub fn unique_network(prefix: &str) -> NetworkName {
     let mut b = [0u8; 3];

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HealthConfig, HostConfig, HostConfigLogConfig,
-    Mount, MountBindOptions, MountTmpfsOptions, MountType, NetworkCreateRequest, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    Mount, MountTmpfsOptions, MountType, NetworkCreateRequest, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 
@@ -91,10 +91,6 @@ impl DockerRuntime {
             source: Some(source.display().to_string()),
             typ: Some(MountType::BIND),
             read_only: Some(read_only),
-            bind_options: Some(MountBindOptions {
-                create_mountpoint: Some(true),
-                ..Default::default()
-            }),
             ..Default::default()
         };
         let memory = i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX);

@@ -157,8 +157,6 @@ impl DockerRuntime {
         Ok(NodeRecord {
             ports: Ports {
                 swarm: host_port(&info, SWARM_PORT),
-                api: None,
-                gateway: None,
             },
             endpoints,
             state: state_of(&info),

@@ -4,13 +4,17 @@
 //! Owns the SQL, the embedded migrations (`migrations/*.sql`, the same schema on both backends)
 //! and the pool; the mapping between rows and [`NetworkRecord`]/[`NodeRow`] is [`rows`], SQLite's
 //! group-commit writer is [`writer`], the instance and lease records are [`lease`], URLs are
-//! [`super::url`]. Secrets (swarm keys, node
-//! private keys) are bound as query parameters and never formatted into errors; the URL's
-//! password never appears in `Debug` output or errors.
+//! [`super::url`], sealing secrets and the database files' hygiene is [`sealed`]. Secrets
+//! (swarm keys, node private keys) are stored sealed (see [`crate::store::seal`]), bound as
+//! query parameters and never formatted into errors; the URL's password never appears in
+//! `Debug` output or errors.
 
 mod lease;
 mod rows;
+mod sealed;
 mod writer;
+
+pub use sealed::{Resealed, Rotation, SealRotator};
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -19,6 +23,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor as _};
 
+use super::seal::Keyring;
 pub use super::url::{redact_url, Backend};
 use super::url::{scrub, sqlite_create_if_missing};
 use super::{Lease, LeaseHolder, LeaseOutcome, NetworkRecord, NodeRow, Result, Store, StoreError};
@@ -57,6 +62,15 @@ pub struct SqlStore {
     writer: Option<tokio::sync::mpsc::Sender<WriteJob>>,
     /// The URL with any password replaced (see [`redact_url`]).
     redacted_url: String,
+    /// The keys secrets are sealed and opened with (swapped by a rotation).
+    keys: std::sync::RwLock<std::sync::Arc<Keyring>>,
+    /// Writes hold it shared from sealing until their commit; a keyring swap holds it
+    /// exclusively, so no write sealed under a replaced keyring lands after the swap.
+    seal_gate: tokio::sync::RwLock<()>,
+    /// One rotation at a time.
+    rotating: tokio::sync::Mutex<()>,
+    /// The SQLite database file, if the store is one.
+    file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -69,13 +83,16 @@ impl std::fmt::Debug for SqlStore {
 }
 
 impl SqlStore {
-    /// Opens the store at `url` and brings its schema up to date.
+    /// Opens the store at `url`, brings its schema up to date and seals, under `keys`' current
+    /// key, every secret that is not yet (plain-text rows of an older nexus, rows under a
+    /// previous key). A secret under a key `keys` lacks fails the open, naming the key id.
     ///
-    /// URLs: `sqlite://path/to/nexus.db` (the file is created if missing unless the URL gives
-    /// another `mode=`),
+    /// URLs: `sqlite://path/to/nexus.db` (the file is created if missing, mode 0600, unless
+    /// the URL gives another `mode=`; a database file, `-wal` or `-shm` that others may read or
+    /// write is refused with the `chmod` to run),
     /// `sqlite::memory:` (private to this store, gone when it is dropped), or
     /// `postgres://user:password@host:port/database`.
-    pub async fn connect(url: &str) -> Result<Self> {
+    pub async fn connect(url: &str, keys: Keyring) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let redacted_url = redact_url(url);
         let open_err = |detail: String| StoreError::Open {
@@ -86,6 +103,13 @@ impl SqlStore {
             open_err("unsupported URL: use sqlite://…, sqlite::memory: or postgres://…".into())
         })?;
         let in_memory = backend == Backend::Sqlite && url.contains(":memory:");
+        let file = match backend {
+            Backend::Sqlite if !in_memory => sealed::sqlite_file(url),
+            _ => None,
+        };
+        if let Some((path, create)) = &file {
+            sealed::prepare_sqlite_file(path, *create).map_err(&open_err)?;
+        }
 
         let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
         options = match backend {
@@ -111,6 +135,9 @@ impl SqlStore {
                     // the file cannot be corrupted; a power loss may lose the last commits,
                     // which recovery reconciles against what the runtime runs.
                     conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    // Deleted and overwritten content (an old sealed value, a row sealed at
+                    // open) is zeroed rather than left in free space.
+                    conn.execute("PRAGMA secure_delete = ON").await?;
                     Ok(())
                 })
             });
@@ -141,12 +168,18 @@ impl SqlStore {
             tokio::spawn(group_commit(pool.clone(), rx));
             tx
         });
-        Ok(Self {
+        let store = Self {
             pool,
             backend,
             writer,
             redacted_url,
-        })
+            keys: std::sync::RwLock::new(std::sync::Arc::new(keys)),
+            seal_gate: tokio::sync::RwLock::new(()),
+            rotating: tokio::sync::Mutex::new(()),
+            file: file.map(|(path, _)| path),
+        };
+        store.seal_at_open().await?;
+        Ok(store)
     }
 
     pub fn backend(&self) -> Backend {
@@ -232,7 +265,12 @@ impl Store for SqlStore {
             "INSERT INTO networks ({NETWORK_COLUMNS}) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         );
-        let query = bind_network(sqlx::query(sqlx::AssertSqlSafe(sql)), network)?;
+        let _sealing = self.seal_gate.read().await;
+        let query = bind_network(
+            sqlx::query(sqlx::AssertSqlSafe(sql)),
+            network,
+            &self.keyring(),
+        )?;
         match self.write(query).await {
             Ok(_) => Ok(()),
             Err(WriteError::Sql(e)) if is_unique_violation(&e) => {
@@ -249,7 +287,8 @@ impl Store for SqlStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| query_err("get network", e))?;
-        row.as_ref().map(network_from_row).transpose()
+        let keys = self.keyring();
+        row.as_ref().map(|r| network_from_row(r, &keys)).transpose()
     }
 
     async fn list_networks(&self) -> Result<Vec<NetworkRecord>> {
@@ -258,9 +297,10 @@ impl Store for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| query_err("list networks", e))?;
+        let keys = self.keyring();
         let mut networks = rows
             .iter()
-            .map(network_from_row)
+            .map(|r| network_from_row(r, &keys))
             .collect::<Result<Vec<_>>>()?;
         // Byte order, whatever the database's collation.
         networks.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
@@ -274,8 +314,9 @@ impl Store for SqlStore {
                    status_reason = $13, created_at = $14, updated_at = $15, activated_at = $16, \
                    api_allow = $17, api_deny = $18 \
                    WHERE name = $1";
+        let _sealing = self.seal_gate.read().await;
         let affected = self
-            .write(bind_network(sqlx::query(sql), network)?)
+            .write(bind_network(sqlx::query(sql), network, &self.keyring())?)
             .await
             .map_err(|e| write_err("update network", e))?;
         if affected == 0 {
@@ -294,9 +335,16 @@ impl Store for SqlStore {
     }
 
     async fn put_node(&self, node: &NodeRow) -> Result<()> {
-        let private_key = node.identity.kubo_private_key().map_err(|_| {
-            StoreError::Query("put node: the node's private key cannot be encoded".into())
-        })?;
+        let private_key =
+            zeroize::Zeroizing::new(node.identity.kubo_private_key().map_err(|_| {
+                StoreError::Query("put node: the node's private key cannot be encoded".into())
+            })?);
+        let _sealing = self.seal_gate.read().await;
+        let private_key = sealed::seal_text(
+            &self.keyring(),
+            &private_key,
+            &sealed::private_key_ad(node.network.as_str(), node.index),
+        )?;
         let sql = format!(
             "INSERT INTO nodes ({NODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (network, idx) DO UPDATE SET private_key = excluded.private_key, \
@@ -310,8 +358,9 @@ impl Store for SqlStore {
             .bind(private_key)
             .bind(node.identity.peer_id().to_string())
             .bind(node.ports.swarm.map(i64::from))
-            .bind(node.ports.api.map(i64::from))
-            .bind(node.ports.gateway.map(i64::from))
+            // No longer used: the RPC API and gateway are unix sockets (older rows may hold them).
+            .bind(None::<i64>)
+            .bind(None::<i64>)
             .bind(node.container_id.clone())
             .bind(node.last_error.clone());
         match self.write(query).await {
@@ -330,7 +379,8 @@ impl Store for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| query_err("list nodes", e))?;
-        rows.iter().map(node_from_row).collect()
+        let keys = self.keyring();
+        rows.iter().map(|r| node_from_row(r, &keys)).collect()
     }
 
     async fn all_nodes(&self) -> Result<Vec<NodeRow>> {
@@ -339,7 +389,11 @@ impl Store for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| query_err("list all nodes", e))?;
-        let mut nodes = rows.iter().map(node_from_row).collect::<Result<Vec<_>>>()?;
+        let keys = self.keyring();
+        let mut nodes = rows
+            .iter()
+            .map(|r| node_from_row(r, &keys))
+            .collect::<Result<Vec<_>>>()?;
         nodes.sort_by(|a, b| (a.network.as_str(), a.index).cmp(&(b.network.as_str(), b.index)));
         Ok(nodes)
     }
@@ -393,13 +447,17 @@ impl Store for SqlStore {
 mod tests {
     use super::*;
 
+    fn keys() -> Keyring {
+        Keyring::generate().unwrap()
+    }
+
     #[tokio::test]
     async fn sqlite_file_is_created_without_mode_parameter() {
         let dir = std::env::temp_dir().join(format!("nexus-sql-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("fresh.db");
         let _ = std::fs::remove_file(&path);
-        let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
+        let store = SqlStore::connect(&format!("sqlite://{}", path.display()), keys())
             .await
             .unwrap();
         assert!(store.list_networks().await.unwrap().is_empty());
@@ -410,7 +468,7 @@ mod tests {
 
     #[tokio::test]
     async fn debug_of_a_store_hides_password() {
-        let store = SqlStore::connect("sqlite::memory:").await.unwrap();
+        let store = SqlStore::connect("sqlite::memory:", keys()).await.unwrap();
         let shown = format!("{store:?}");
         assert!(shown.contains("sqlite::memory:"), "{shown}");
         assert!(shown.contains("Sqlite"), "{shown}");
@@ -420,7 +478,7 @@ mod tests {
     async fn open_error_hides_password() {
         // `.invalid` never resolves (RFC 6761): fails at once (a refused connection would be
         // retried until the acquire timeout, as when the database is still starting).
-        let err = SqlStore::connect("postgres://nexus:hunter22@nexus-store.invalid/db")
+        let err = SqlStore::connect("postgres://nexus:hunter22@nexus-store.invalid/db", keys())
             .await
             .unwrap_err();
         let shown = format!("{err} {err:?}");
@@ -431,7 +489,9 @@ mod tests {
 
     #[tokio::test]
     async fn unsupported_scheme_is_an_open_error() {
-        let err = SqlStore::connect("mysql://u:pw123@h/d").await.unwrap_err();
+        let err = SqlStore::connect("mysql://u:pw123@h/d", keys())
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::Open { .. }));
         assert!(!err.to_string().contains("pw123"));
     }

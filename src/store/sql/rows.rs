@@ -2,15 +2,19 @@
 //! [`NetworkRecord`]s and [`NodeRow`]s, checked.
 //!
 //! Owns the column lists and the mapping both ways. A row that does not decode is
-//! [`StoreError::Corrupt`], naming the column but never its value (it may be a secret). It must
-//! not run queries.
+//! [`StoreError::Corrupt`], naming the column but never its value (it may be a secret); a
+//! secret that does not open is [`StoreError::Sealed`]. Secrets are sealed on the way in and
+//! opened on the way out with the keyring given (see [`super::sealed`]). It must not run
+//! queries.
 
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
+use super::sealed::{open_text, private_key_ad, seal_text, swarm_key_ad};
 use super::AnyQuery;
 use crate::access::Access;
 use crate::node::{NetworkName, NodeIdentity, Ports, Resources, SwarmKey};
+use crate::store::seal::Keyring;
 use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow, Result, StoreError};
 
 fn to_i64(value: u64, what: &str) -> Result<i64> {
@@ -31,7 +35,17 @@ pub(super) const NETWORK_COLUMNS: &str =
 pub(super) const NODE_COLUMNS: &str = "network, idx, private_key, peer_id, swarm_port, api_port, \
      gateway_port, container_id, last_error";
 
-pub(super) fn bind_network<'q>(query: AnyQuery<'q>, n: &NetworkRecord) -> Result<AnyQuery<'q>> {
+/// Binds every column of `n`, the swarm key sealed under `keys`' current key.
+pub(super) fn bind_network<'q>(
+    query: AnyQuery<'q>,
+    n: &NetworkRecord,
+    keys: &Keyring,
+) -> Result<AnyQuery<'q>> {
+    let swarm_key = seal_text(
+        keys,
+        &n.swarm_key.to_file_contents(),
+        &swarm_key_ad(n.name.as_str()),
+    )?;
     Ok(query
         .bind(n.name.as_str().to_string())
         .bind(i64::from(n.replicas))
@@ -41,7 +55,7 @@ pub(super) fn bind_network<'q>(query: AnyQuery<'q>, n: &NetworkRecord) -> Result
         .bind(to_json(&n.access.users)?)
         .bind(i64::from(n.access.gateway_public))
         .bind(to_json(&n.access.allowed_origins)?)
-        .bind(n.swarm_key.to_file_contents())
+        .bind(swarm_key)
         .bind(to_json(&n.bootstrap_peers)?)
         .bind(n.desired.as_str().to_string())
         .bind(n.status.as_str().to_string())
@@ -91,7 +105,7 @@ fn list(row: &AnyRow, name: &str, column: &str) -> Result<Vec<String>> {
         .map_err(|_| corrupt(name, format!("`{column}` is not a JSON list of strings")))
 }
 
-pub(super) fn network_from_row(row: &AnyRow) -> Result<NetworkRecord> {
+pub(super) fn network_from_row(row: &AnyRow, keys: &Keyring) -> Result<NetworkRecord> {
     let raw_name: String = col(row, "?", "name")?;
     let name = NetworkName::new(&raw_name).map_err(|e| {
         corrupt(
@@ -105,7 +119,8 @@ pub(super) fn network_from_row(row: &AnyRow) -> Result<NetworkRecord> {
         1 => true,
         v => return Err(corrupt(n, format!("`gateway_public` is {v}, not 0 or 1"))),
     };
-    let swarm_key_text: String = col(row, n, "swarm_key")?;
+    let sealed: String = col(row, n, "swarm_key")?;
+    let swarm_key_text = open_text(keys, &sealed, &swarm_key_ad(n), n, "swarm_key")?;
     // The parse error may quote part of the key: say only that it is bad.
     let swarm_key = SwarmKey::parse(&swarm_key_text)
         .map_err(|_| corrupt(n, "`swarm_key` is not a valid kubo swarm.key"))?;
@@ -141,7 +156,7 @@ pub(super) fn network_from_row(row: &AnyRow) -> Result<NetworkRecord> {
     })
 }
 
-pub(super) fn node_from_row(row: &AnyRow) -> Result<NodeRow> {
+pub(super) fn node_from_row(row: &AnyRow, keys: &Keyring) -> Result<NodeRow> {
     let raw_network: String = col(row, "?", "network")?;
     let network = NetworkName::new(&raw_network).map_err(|e| {
         corrupt(
@@ -151,7 +166,14 @@ pub(super) fn node_from_row(row: &AnyRow) -> Result<NodeRow> {
     })?;
     let n = raw_network.as_str();
     let index: u16 = int(row, n, "idx")?;
-    let private_key: String = col(row, n, "private_key")?;
+    let sealed: String = col(row, n, "private_key")?;
+    let private_key = open_text(
+        keys,
+        &sealed,
+        &private_key_ad(n, index),
+        n,
+        &format!("node {index}: private_key"),
+    )?;
     // The decode error says nothing about the key's content, but keep the message fixed anyway.
     let identity = NodeIdentity::from_kubo_private_key(&private_key).map_err(|_| {
         corrupt(
@@ -167,10 +189,9 @@ pub(super) fn node_from_row(row: &AnyRow) -> Result<NodeRow> {
         ));
     }
     Ok(NodeRow {
+        // `api_port`/`gateway_port` of rows an older nexus wrote are no longer used.
         ports: Ports {
             swarm: opt_int(row, n, "swarm_port")?,
-            api: opt_int(row, n, "api_port")?,
-            gateway: opt_int(row, n, "gateway_port")?,
         },
         container_id: col(row, n, "container_id")?,
         last_error: col(row, n, "last_error")?,
