@@ -63,7 +63,7 @@ cargo build --quiet --bin nexus
 NEXUS_BIN="${CARGO_TARGET_DIR:-target}/debug/nexus"
 BY_DIR="$(mktemp -d /tmp/nexus-bystander.XXXXXX)"
 BY_NET="bystander-$(python3 -c 'import secrets; print(secrets.token_hex(3))')"
-# No [docker] instance: the daemon uses the one its new store generates. Node ports outside
+# No [docker] instance: the daemon uses the one its new store generates. Swarm ports outside
 # the ranges the tests use (41000-47999).
 cat >"$BY_DIR/nexus.toml" <<TOML
 [daemon]
@@ -76,8 +76,6 @@ memory = "256MiB"
 disk = "512MiB"
 [ports]
 swarm = "39000-39019"
-api = "39020-39039"
-gateway = "39040-39059"
 [grpc]
 listen = "127.0.0.1:$(free_port)"
 [delegator]
