@@ -1005,6 +1005,7 @@ async fn failover_with_dead_first_node(va: &NetworkView, live_api: Endpoint) {
     let reg = Registry::new();
     reg.publish(NetworkEntry {
         name: name.clone(),
+        disk_bytes: None,
         access: Access {
             users: vec!["alice".into()],
             ..Access::default()

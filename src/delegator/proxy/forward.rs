@@ -145,6 +145,18 @@ pub(crate) struct ReplayBody {
     hint: SizeHint,
 }
 
+impl ReplayBody {
+    /// A body for a request sent once, with no fail-over (the delegator's own calls to a node).
+    pub(super) fn new(body: ProxyBody) -> Self {
+        Self {
+            end: body.is_end_stream(),
+            hint: body.size_hint(),
+            slot: Arc::new(Mutex::new(Some(body))),
+            body: None,
+        }
+    }
+}
+
 impl Body for ReplayBody {
     type Data = Bytes;
     type Error = BoxError;

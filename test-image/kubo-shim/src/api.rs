@@ -366,7 +366,7 @@ pub async fn rpc(State(node): State<Shared>, req: Request) -> Response {
         "pin/add" => pin_add(&node, &params).await,
         "pin/ls" => pin_ls(&node, &params).await,
         "pin/rm" => pin_rm(&node, &params).await,
-        "repo/stat" => repo_stat(&node).await,
+        "repo/stat" => repo_stat(&node, &params).await,
         "bootstrap" | "bootstrap/list" => bootstrap_list(&node),
         "bootstrap/add" | "bootstrap/add/default" => {
             bootstrap_add(&node, &params, cmd.ends_with("default"))
@@ -845,7 +845,10 @@ fn dir_stats(dir: &Path, size: &mut u64, objects: &mut u64, in_blocks: bool) {
     }
 }
 
-async fn repo_stat(node: &Shared) -> ApiResult {
+/// kubo's `repo/stat`; with `size-only` (what a caller that only needs `RepoSize` asks for:
+/// kubo then skips counting objects) the other fields are zero values, as kubo emits them.
+async fn repo_stat(node: &Shared, params: &Params) -> ApiResult {
+    let size_only = params.flag("size-only", false)?;
     let cfg = config::load(&node.repo).map_err(server_err)?;
     let max = cfg
         .pointer("/Datastore/StorageMax")
@@ -859,6 +862,15 @@ async fn repo_stat(node: &Shared) -> ApiResult {
         (s, o)
     })
     .await?;
+    if size_only {
+        return ok_json(RepoStatOut {
+            repo_size: size,
+            storage_max,
+            num_objects: 0,
+            repo_path: String::new(),
+            version: String::new(),
+        });
+    }
     ok_json(RepoStatOut {
         repo_size: size,
         storage_max,
