@@ -69,6 +69,9 @@ const FRESH: Duration = Duration::from_secs(1);
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest `repo/stat` answer read.
 const READ_MAX_BYTES: usize = 16 * 1024;
+/// How long the rest of a cut body is still read (and dropped), so that a client still sending
+/// it gets the 507 rather than a reset connection.
+const LINGER: Duration = Duration::from_secs(10);
 /// Above this many nodes remembered, nodes idle for [`PRUNE_IDLE`] are forgotten.
 const PRUNE_ABOVE: usize = 1024;
 const PRUNE_IDLE: Duration = Duration::from_secs(600);
@@ -540,6 +543,24 @@ impl Body for Counting {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for Counting {
+    /// A cut body: the client may still be sending it. Its rest is read and dropped for a
+    /// while, so that the 507 reaches the client instead of a reset connection.
+    fn drop(&mut self) {
+        if !self.done {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut rest = std::mem::replace(&mut self.inner, full(Bytes::new()));
+        rt.spawn(async move {
+            let drain = async { while let Some(Ok(_)) = rest.frame().await {} };
+            let _ = tokio::time::timeout(LINGER, drain).await;
+        });
     }
 }
 
