@@ -131,6 +131,10 @@ pub async fn run(
     tracing::info!(url = %crate::store::redact_url(settings.store_url.expose()), "store open");
 
     let docker = DockerRuntime::connect(settings.docker.clone()).await?;
+    match docker.disk_guarantee().await {
+        Ok(g) => tracing::info!(disk = %g, "node disk limits"),
+        Err(e) => tracing::warn!(error = %e, "could not read Docker's storage driver"),
+    }
     match docker.ensure_image(&settings.orchestrator.image).await {
         Ok(()) => {}
         Err(RuntimeError::ImageMissing { image }) => {

@@ -13,6 +13,7 @@
 //! - [`lifecycle`]: start, stop, update, remove, and dialling peers of existing nodes.
 //! - [`observe`]: listing, records from inspect, stats, diagnostics and events.
 //! - [`runtime_impl`]: `impl NodeRuntime for DockerRuntime`, delegating to the above.
+//! - [`storage`]: what the host's Docker storage can guarantee about a node's disk (reports).
 
 mod client;
 mod create;
@@ -20,6 +21,7 @@ mod files;
 mod lifecycle;
 mod observe;
 mod runtime_impl;
+mod storage;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +29,7 @@ use std::time::Duration;
 use bollard::Docker;
 
 use super::rpc::KuboRpc;
+pub use storage::DiskGuarantee;
 use crate::names::InstanceName;
 
 pub use files::MAX_NODE_DIR;
