@@ -1,9 +1,9 @@
 //! The in-memory registry: which nodes of which network can serve traffic right now.
 //!
-//! Owns a snapshot per network (access settings plus its ready nodes' RPC API and gateway endpoints) for
-//! hot reads: the delegator resolves network → ready nodes on every request without touching
-//! the store. Only the reconciler writes it; readers get cheap `Arc` snapshots and never block
-//! writers for long. It must not decide anything itself.
+//! Owns a snapshot per network (access settings, disk limit and its ready nodes' RPC API and
+//! gateway endpoints) for hot reads: the delegator resolves network → ready nodes on every
+//! request without touching the store. Only the reconciler writes it; readers get cheap `Arc`
+//! snapshots and never block writers for long. It must not decide anything itself.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
