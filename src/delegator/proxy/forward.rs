@@ -70,6 +70,9 @@ pub(super) async fn forward(
         };
         match result {
             Ok(resp) => return Ok((resp, node.clone())),
+            // A body cut at the disk limit is the request's doing, not the node's: no retry,
+            // no upstream error (the pipeline answers 507).
+            Err(e) if super::quota::cut_at_limit(&e) => return Err(ProxyError::BadGateway),
             Err(e) => {
                 let untouched = lock(&slot).is_some();
                 let connect = e.is_connect();

@@ -441,6 +441,18 @@ fn refused(network: &str, when: &'static str) {
     .increment(1);
 }
 
+/// Whether an upstream failure is a body this module cut at the limit.
+pub(super) fn cut_at_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<QuotaError>().is_some() {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
 /// Why a node's use could not be read.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ReadError {
@@ -913,6 +925,25 @@ mod tests {
         n.observe(100, before);
         let s = lock(&n.state);
         assert_eq!((s.repo, s.read_at.is_none()), (150, true));
+    }
+
+    #[tokio::test]
+    async fn a_cut_is_recognised_in_an_upstream_error() {
+        let q = Quotas::default();
+        let calls = AtomicUsize::new(0);
+        let a = q
+            .admit_with(
+                &entry(1, Some(LIMIT)),
+                None,
+                chunks(&[2000]),
+                reader(0, &calls),
+            )
+            .await
+            .unwrap();
+        let cut = a.body.collect().await.err().expect("cut");
+        assert!(cut_at_limit(&*cut));
+        let other: BoxError = "connection reset".into();
+        assert!(!cut_at_limit(&*other));
     }
 
     #[test]

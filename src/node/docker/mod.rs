@@ -29,8 +29,8 @@ use std::time::Duration;
 use bollard::Docker;
 
 use super::rpc::KuboRpc;
-pub use storage::DiskGuarantee;
 use crate::names::InstanceName;
+pub use storage::DiskGuarantee;
 
 pub use files::MAX_NODE_DIR;
 
