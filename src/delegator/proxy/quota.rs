@@ -940,7 +940,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let cut = a.body.collect().await.err().expect("cut");
+        let cut = a.body.collect().await.expect_err("cut");
         assert!(cut_at_limit(&*cut));
         let other: BoxError = "connection reset".into();
         assert!(!cut_at_limit(&*other));
