@@ -112,6 +112,7 @@ async fn main() -> Result<()> {
     for (name, api, gateway) in args.routes {
         registry.publish(NetworkEntry {
             name,
+            disk_bytes: None,
             access: Access {
                 users: vec!["bench".into()],
                 gateway_public: args.public,

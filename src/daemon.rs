@@ -205,6 +205,10 @@ async fn serve(
     });
 
     let docker = DockerRuntime::connect(settings.docker.clone()).await?;
+    match docker.disk_guarantee().await {
+        Ok(g) => tracing::info!(disk = %g, "node disk limits"),
+        Err(e) => tracing::warn!(error = %e, "could not read Docker's storage driver"),
+    }
     match docker.ensure_image(&settings.orchestrator.image).await {
         Ok(()) => {}
         Err(RuntimeError::ImageMissing { image }) => {

@@ -157,6 +157,7 @@ impl Delegator {
                 verifier,
                 client,
                 round_robin: AtomicUsize::new(0),
+                quota: proxy::Quotas::default(),
             }),
         })
     }
@@ -405,6 +406,7 @@ mod tests {
         let name = crate::node::NetworkName::new("tls").unwrap();
         reg.publish(crate::orchestrator::registry::NetworkEntry {
             name,
+            disk_bytes: None,
             access: crate::access::Access {
                 gateway_public: true,
                 ..Default::default()

@@ -106,7 +106,8 @@ pub fn rpc_command(path: &str) -> Option<&str> {
     is_command_path(c).then_some(c)
 }
 
-fn matches(rule: &str, command: &str) -> bool {
+/// Whether `rule` names `command` or one of its parents (whole segments).
+pub(crate) fn matches(rule: &str, command: &str) -> bool {
     command
         .strip_prefix(rule)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))

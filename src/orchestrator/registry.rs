@@ -1,9 +1,9 @@
 //! The in-memory registry: which nodes of which network can serve traffic right now.
 //!
-//! Owns a snapshot per network (access settings plus its ready nodes' RPC API and gateway endpoints) for
-//! hot reads: the delegator resolves network → ready nodes on every request without touching
-//! the store. Only the reconciler writes it; readers get cheap `Arc` snapshots and never block
-//! writers for long. It must not decide anything itself.
+//! Owns a snapshot per network (access settings, disk limit and its ready nodes' RPC API and
+//! gateway endpoints) for hot reads: the delegator resolves network → ready nodes on every
+//! request without touching the store. Only the reconciler writes it; readers get cheap `Arc`
+//! snapshots and never block writers for long. It must not decide anything itself.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -30,6 +30,9 @@ pub struct NetworkEntry {
     pub access: Access,
     /// Ready nodes, ordered by index (empty while none is ready).
     pub nodes: Vec<ReadyNode>,
+    /// Each node's disk limit in bytes (the network's `disk`), which the delegator enforces on
+    /// write commands; `None`: no limit (entries built by hand in tests and benchmarks).
+    pub disk_bytes: Option<u64>,
 }
 
 /// Shared, cheaply cloneable registry.
@@ -95,6 +98,7 @@ mod tests {
                 ..Access::default()
             },
             nodes: vec![node(2), node(0)],
+            disk_bytes: None,
         });
         let snap = reg.get(&name).unwrap();
         assert_eq!(
@@ -128,6 +132,7 @@ mod tests {
                             ..Access::default()
                         },
                         nodes: (0..(i % 4)).map(node).collect(),
+                        disk_bytes: None,
                     });
                 }
             })

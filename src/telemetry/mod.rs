@@ -107,6 +107,10 @@ pub mod names {
         /// node (a fail-over to another node counts each attempt).
         DELEGATOR_UPSTREAM_ERRORS = "nexus_delegator_upstream_errors_total", Counter, None,
             "Failed attempts of the delegator to reach a node.";
+        /// Counter, `network`, `when` (`before`: refused up front; `streaming`: a body cut at
+        /// the limit): writes refused with 507 because the node's disk limit would be passed.
+        DELEGATOR_DISK_REFUSALS = "nexus_delegator_disk_refusals_total", Counter, None,
+            "Writes the delegator refused because the node's disk limit would be passed.";
         /// Gauges, `network`, `node`: the runtime's stats of each node with a container.
         NODE_CPU = "nexus_node_cpu_usage_cores", Gauge, None, "CPU used by a node, in cores.";
         NODE_MEMORY = "nexus_node_memory_usage_bytes", Gauge, Some(Unit::Bytes),

@@ -65,6 +65,7 @@ mod tests {
     fn entry(origins: &[&str]) -> NetworkEntry {
         NetworkEntry {
             name: crate::node::NetworkName::new("cors").unwrap(),
+            disk_bytes: None,
             access: crate::access::Access {
                 allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
                 ..Default::default()

@@ -70,6 +70,9 @@ pub(super) async fn forward(
         };
         match result {
             Ok(resp) => return Ok((resp, node.clone())),
+            // A body cut at the disk limit is the request's doing, not the node's: no retry,
+            // no upstream error (the pipeline answers 507).
+            Err(e) if super::quota::cut_at_limit(&e) => return Err(ProxyError::BadGateway),
             Err(e) => {
                 let untouched = lock(&slot).is_some();
                 let connect = e.is_connect();
@@ -143,6 +146,18 @@ pub(crate) struct ReplayBody {
     body: Option<ProxyBody>,
     end: bool,
     hint: SizeHint,
+}
+
+impl ReplayBody {
+    /// A body for a request sent once, with no fail-over (the delegator's own calls to a node).
+    pub(super) fn new(body: ProxyBody) -> Self {
+        Self {
+            end: body.is_end_stream(),
+            hint: body.size_hint(),
+            slot: Arc::new(Mutex::new(Some(body))),
+            body: None,
+        }
+    }
 }
 
 impl Body for ReplayBody {

@@ -9,13 +9,14 @@
 //! One file per concern, as linkerd2-proxy keeps them: [`access`] (the service function, its
 //! metrics and the access line), [`headers`] (request id, host, hop-by-hop, `X-Forwarded-*`),
 //! [`cors`], [`forward`] (the streaming forward with fail-over), [`response`] (the JSON error
-//! answers and the status feature). This file holds the pipeline itself: route, resolve, CORS,
-//! the feature's checks, forward.
+//! answers and the status feature), [`quota`] (the disk limit on writes). This file holds the
+//! pipeline itself: route, resolve, CORS, the feature's checks, the disk limit, forward.
 
 mod access;
 mod cors;
 mod forward;
 mod headers;
+mod quota;
 mod response;
 
 use std::net::SocketAddr;
@@ -41,6 +42,7 @@ use cors::{add_cors, origin_allowed, preflight};
 use forward::forward;
 use forward::ReplayBody;
 use headers::{request_host, strip_hop_by_hop, upstream_headers};
+pub(crate) use quota::Quotas;
 use response::{status_response, ProxyError};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -53,6 +55,8 @@ pub(crate) struct Shared {
     pub verifier: Verifier,
     pub client: Client<Connector, ReplayBody>,
     pub round_robin: AtomicUsize,
+    /// Each node's disk use, for the limit on writes.
+    pub quota: Quotas,
 }
 
 /// Where a request came from (the TCP peer and whether it arrived over TLS).
@@ -101,7 +105,7 @@ async fn proxy(
         }
     }
 
-    let (nodes, retry_safe) = match r.feature {
+    let (mut nodes, retry_safe, write) = match r.feature {
         Feature::Status => {
             if req.method() != Method::GET && req.method() != Method::HEAD {
                 return Err(ProxyError::Method(req.method().clone()));
@@ -123,6 +127,7 @@ async fn proxy(
                     .map(|n| n.api.clone())
                     .collect::<Vec<_>>(),
                 retry_safe,
+                quota::is_write(command),
             )
         }
         Feature::Gateway => {
@@ -142,7 +147,7 @@ async fn proxy(
                 let k = shared.round_robin.fetch_add(1, Ordering::Relaxed) % nodes.len();
                 nodes.rotate_left(k);
             }
-            (nodes, true)
+            (nodes, true, false)
         }
     };
     if nodes.is_empty() {
@@ -159,12 +164,22 @@ async fn proxy(
         Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed_unsync(),
         None => body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
     };
+    // The disk limit: a write is measured against the node it goes to (507 up front, or its
+    // body cut at the limit); the node's answer keeps it counted until it ends.
+    let (body, ticket) = if write {
+        let declared = content_length(&parts.headers);
+        let a = shared.quota.admit(shared, &entry, declared, body).await?;
+        nodes.drain(..a.skip.min(nodes.len()));
+        (a.body, a.ticket)
+    } else {
+        (body, None)
+    };
     let headers = upstream_headers(cfg, conn, &parts.headers, &host, request_id, r.feature);
     let path_and_query = match parts.uri.query() {
         Some(q) => format!("{}?{q}", r.path),
         None => r.path.clone(),
     };
-    let (resp, node) = forward(
+    let forwarded = forward(
         shared,
         entry.name.as_str(),
         &nodes,
@@ -174,7 +189,12 @@ async fn proxy(
         body,
         retry_safe,
     )
-    .await?;
+    .await;
+    // A body cut at the disk limit: 507, whatever the node made of the broken upload.
+    if let Some(cut) = ticket.as_ref().and_then(|t| t.cut()) {
+        return Err(cut.into());
+    }
+    let (resp, node) = forwarded?;
     trace.node = Some(node);
 
     let (mut rparts, rbody) = resp.into_parts();
@@ -190,6 +210,10 @@ async fn proxy(
     }
     add_cors(&mut rparts.headers, origin.as_ref());
     let body = rbody.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+    let body = match ticket {
+        Some(t) => t.hold(body),
+        None => body,
+    };
     Ok(Response::from_parts(rparts, body))
 }
 

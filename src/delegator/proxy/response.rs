@@ -7,6 +7,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 
+use super::quota::QuotaError;
 use super::ProxyBody;
 use crate::delegator::auth::AuthError;
 use crate::delegator::policy::PolicyError;
@@ -36,6 +37,8 @@ pub(crate) enum ProxyError {
     Origin(String),
     #[error("request body larger than the configured limit of {0} bytes")]
     TooLarge(u64),
+    #[error(transparent)]
+    Disk(#[from] QuotaError),
     #[error("the network's nodes could not be reached")]
     BadGateway,
     #[error("the node did not answer in time")]
@@ -53,6 +56,7 @@ impl ProxyError {
             ProxyError::GatewayPath => 404,
             ProxyError::Method(_) => 405,
             ProxyError::TooLarge(_) => 413,
+            ProxyError::Disk(e) => e.status().as_u16(),
             ProxyError::BadGateway => 502,
             ProxyError::Timeout => 504,
         };
@@ -60,14 +64,18 @@ impl ProxyError {
     }
 
     pub(super) fn response(&self, request_id: &str) -> Response<ProxyBody> {
-        let mut resp = json_response(
-            self.status(),
-            &serde_json::json!({
-                "error": self.to_string(),
-                "status": self.status().as_u16(),
-                "request_id": request_id,
-            }),
-        );
+        let mut body = serde_json::json!({
+            "error": self.to_string(),
+            "status": self.status().as_u16(),
+            "request_id": request_id,
+        });
+        // A 507 also gives its numbers: the limit and the use.
+        if let (ProxyError::Disk(e), Some(obj)) = (self, body.as_object_mut()) {
+            if let Some(serde_json::Value::Object(fields)) = e.fields() {
+                obj.extend(fields);
+            }
+        }
+        let mut resp = json_response(self.status(), &body);
         if let ProxyError::Unauthorized(_) = self {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

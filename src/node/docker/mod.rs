@@ -13,6 +13,7 @@
 //! - [`lifecycle`]: start, stop, update, remove, and dialling peers of existing nodes.
 //! - [`observe`]: listing, records from inspect, stats, diagnostics and events.
 //! - [`runtime_impl`]: `impl NodeRuntime for DockerRuntime`, delegating to the above.
+//! - [`storage`]: what the host's Docker storage can guarantee about a node's disk (reports).
 
 mod client;
 mod create;
@@ -20,6 +21,7 @@ mod files;
 mod lifecycle;
 mod observe;
 mod runtime_impl;
+mod storage;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +30,7 @@ use bollard::Docker;
 
 use super::rpc::KuboRpc;
 use crate::names::InstanceName;
+pub use storage::DiskGuarantee;
 
 pub use files::MAX_NODE_DIR;
 

@@ -162,6 +162,7 @@ impl Orchestrator {
             name: rec.name.clone(),
             access: rec.access.clone(),
             nodes,
+            disk_bytes: Some(rec.resources.disk_bytes),
         });
     }
 }

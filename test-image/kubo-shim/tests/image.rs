@@ -539,6 +539,13 @@ fn rpc_rejects_get_and_foreign_origin_and_answers_like_kubo() {
     let stat = rpc(&api, "repo/stat").json();
     assert_eq!(stat["StorageMax"], 10_000_000_000u64);
     assert_eq!(stat["RepoPath"], "/data/ipfs");
+    // size-only: kubo reports RepoSize and StorageMax, the rest as zero values.
+    let small = rpc(&api, "repo/stat?size-only=true").json();
+    assert_eq!(small["StorageMax"], 10_000_000_000u64);
+    assert!(small["RepoSize"].as_u64().unwrap() > 0);
+    assert_eq!(small["NumObjects"], 0);
+    assert_eq!(small["RepoPath"], "");
+    assert_eq!(small["Version"], "");
 
     // Config over RPC hides nothing but the private key.
     let shown = rpc(&api, "config/show").json();
