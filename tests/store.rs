@@ -197,6 +197,7 @@ fn full_record(n: &str) -> NetworkRecord {
         created_at: 1_700_000_000_123,
         updated_at: 1_700_000_999_456,
         activated_at: Some(-1),
+        subnet: Some("10.224.3.64/26".parse().expect("cidr")),
     }
 }
 
@@ -215,6 +216,7 @@ fn plain_record(n: &str) -> NetworkRecord {
         created_at: 0,
         updated_at: 0,
         activated_at: None,
+        subnet: None,
     }
 }
 

@@ -155,6 +155,7 @@ pub fn network_message(v: NetworkView) -> pb::Network {
         created_at_ms: v.created_at,
         updated_at_ms: v.updated_at,
         activated_at_ms: v.activated_at.unwrap_or(0),
+        subnet: v.subnet.map(|s| s.to_string()).unwrap_or_default(),
         nodes: v
             .nodes
             .into_iter()

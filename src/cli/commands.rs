@@ -274,6 +274,14 @@ fn print_network(n: &pb::Network) {
         ("api allow", render::list(&n.api_allow)),
         ("api deny", render::list(&n.api_deny)),
         ("bootstrap", render::list(&n.bootstrap_peers)),
+        (
+            "subnet",
+            if n.subnet.is_empty() {
+                "docker default".into()
+            } else {
+                n.subnet.clone()
+            },
+        ),
         ("created", render::time(n.created_at_ms)),
         ("running since", render::time(n.activated_at_ms)),
     ];

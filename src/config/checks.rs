@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
+use ipnet::Ipv4Net;
 
 use super::settings::TlsFiles;
 use super::values::{clip, cores_text, parse_cpus, parse_duration, parse_size, size_text};
@@ -16,6 +17,7 @@ use crate::delegator::{JwtConfig, JwtConfigError, PublicKeyAlg};
 use crate::names::is_dns_name;
 use crate::node::Resources;
 use crate::orchestrator::ports::{BindProbe, PortAllocator, PortConfig, PortError, PortRange};
+use crate::orchestrator::subnets::SubnetConfig;
 use crate::store::seal::{KeyFile, KeySource, Keyring, SealKey};
 use crate::store::sql::redact_url;
 
@@ -293,6 +295,35 @@ impl Config {
             )),
             Err(e) => Err(self.invalid("ports.swarm", e.to_string())),
         }
+    }
+
+    /// The subnet pool and prefix, checked against the largest network allowed.
+    pub(super) fn subnets_checked(&self, max_replicas: u16) -> Result<SubnetConfig> {
+        let text = self.docker.subnet_pool.trim();
+        let pool: Ipv4Net = text.parse().map_err(|_| {
+            self.invalid(
+                "docker.subnet_pool",
+                format!(
+                    "`{}` is not an IPv4 range: use CIDR such as 10.224.0.0/12",
+                    clip(text)
+                ),
+            )
+        })?;
+        if pool != pool.trunc() {
+            return Err(self.invalid(
+                "docker.subnet_pool",
+                format!("`{pool}` has host bits set: did you mean {}?", pool.trunc()),
+            ));
+        }
+        let prefix = u8::try_from(self.docker.subnet_prefix).unwrap_or(u8::MAX);
+        let cfg = SubnetConfig { pool, prefix };
+        cfg.check(max_replicas).map_err(|e| {
+            self.invalid(
+                "docker.subnet_prefix",
+                format!("{e} (node.max_replicas is {max_replicas})"),
+            )
+        })?;
+        Ok(cfg)
     }
 
     pub(super) fn check_api_key(&self, key: &str, s: &Secret) -> Result<()> {

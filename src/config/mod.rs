@@ -217,6 +217,8 @@ impl fmt::Debug for StoreSection {
 pub struct DockerSection {
     pub endpoint: String,
     pub instance: String,
+    pub subnet_pool: String,
+    pub subnet_prefix: u16,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

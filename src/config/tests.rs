@@ -106,6 +106,8 @@ fn defaults_are_valid_with_no_file() {
     assert_eq!(o.max_resources, d.max_resources);
     assert_eq!(o.op_timeout, d.op_timeout);
     assert_eq!(o.ports.swarm, d.ports.swarm);
+    assert_eq!(o.subnets, d.subnets);
+    assert_eq!(o.subnets.pool.to_string(), "10.224.0.0/12");
     let r = &s.docker;
     let rd = DockerRuntimeConfig::default();
     assert_eq!(r.ready_timeout, rd.ready_timeout);
@@ -444,6 +446,17 @@ fn invalid_values_are_errors_naming_the_key() {
         ("[ports]\napi = \"4500-5500\"", "ports.api", "swarm"),
         ("[ports]\ngateway = \"5500\"", "ports.gateway", "swarm"),
         ("[ports]\nswarm = \"4001-4100,4050-4200\"", "ports.swarm", "each other"),
+        ("[docker]\nsubnet_pool = \"10.224.0.0\"", "docker.subnet_pool", "CIDR"),
+        ("[docker]\nsubnet_pool = \"fd00::/8\"", "docker.subnet_pool", "IPv4"),
+        ("[docker]\nsubnet_pool = \"10.224.1.0/12\"", "docker.subnet_pool", "10.224.0.0/12"),
+        ("[docker]\nsubnet_prefix = 8", "docker.subnet_prefix", "between"),
+        ("[docker]\nsubnet_prefix = 30", "docker.subnet_prefix", "/29"),
+        ("[docker]\nsubnet_prefix = 300", "docker.subnet_prefix", "between"),
+        (
+            "[docker]\nsubnet_prefix = 28\n[node]\nmax_replicas = 16",
+            "docker.subnet_prefix",
+            "/27 or shorter",
+        ),
         ("[ports]\nswarm = \"\"", "ports.swarm", "4001-5000"),
         ("[ports]\nswarm = \"5000-4001\"", "ports.swarm", "LOW-HIGH"),
         ("[ports]\nswarm_host_ip = \"everywhere\"", "ports.swarm_host_ip", "0.0.0.0"),

@@ -133,6 +133,8 @@ impl Config {
             ));
         }
 
+        let subnets = self.subnets_checked(self.node.max_replicas)?;
+
         // [ports]
         let ports = self.ports_checked()?;
         let swarm_host_ip = self.ports.swarm_host_ip.trim();
@@ -277,6 +279,7 @@ impl Config {
             default_resources,
             max_resources,
             ports,
+            subnets,
             op_timeout,
             ..OrchestratorConfig::default()
         };

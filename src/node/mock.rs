@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
+use ipnet::Ipv4Net;
+
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
@@ -17,7 +19,7 @@ use super::runtime::{
     NodeDiagnostics, NodeEvent, NodeEventKind, NodeRecord, NodeRuntime, NodeState, NodeStats,
     NotReadyReason, Result, RuntimeError,
 };
-use super::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, Ports, SpecError};
+use super::spec::{NetworkName, NetworkSpec, NodeRef, NodeSecrets, NodeSpec, Ports, SpecError};
 
 #[derive(Default)]
 struct State {
@@ -27,6 +29,11 @@ struct State {
     fail_once: Vec<String>,
     next_id: u64,
     calls: Vec<String>,
+    /// Networks prepared, with their subnets.
+    networks: BTreeMap<NetworkName, Option<Ipv4Net>>,
+    /// Subnets of networks that are not ours; `listed: false` ones are refused by
+    /// `prepare_network` but not reported by `foreign_subnets` (a network made meanwhile).
+    foreign: Vec<(Ipv4Net, String, bool)>,
 }
 
 /// Fake runtime: nodes are records in memory.
@@ -58,6 +65,17 @@ impl MockRuntime {
     /// as if the Docker daemon were briefly unreachable.
     pub fn fail_once(&self, prefix: &str) {
         self.lock().fail_once.push(prefix.to_owned());
+    }
+
+    /// Puts a network that is not ours on `subnet`. `listed`: whether `foreign_subnets`
+    /// reports it (else only `prepare_network` finds out, as when it appeared a moment ago).
+    pub fn add_foreign_subnet(&self, subnet: Ipv4Net, name: &str, listed: bool) {
+        self.lock().foreign.push((subnet, name.to_owned(), listed));
+    }
+
+    /// The subnet a prepared network is on (`Some(None)`: the engine's defaults).
+    pub fn network_subnet(&self, network: &NetworkName) -> Option<Option<Ipv4Net>> {
+        self.lock().networks.get(network).copied()
     }
 
     /// The runtime methods called so far, e.g. `create nexus-a-0`.
@@ -133,6 +151,8 @@ impl NodeRuntime for MockRuntime {
                 logs: "mock: injected failure".into(),
             });
         }
+        // As Docker's runtime does when nobody prepared the network: the engine's defaults.
+        st.networks.entry(spec.node.network.clone()).or_insert(None);
         st.next_id += 1;
         let base = 20000 + (st.next_id as u16) * 3;
         let record = NodeRecord {
@@ -201,7 +221,59 @@ impl NodeRuntime for MockRuntime {
         let mut st = self.lock();
         st.calls.push(format!("remove-network {network}"));
         st.nodes.retain(|n, _| &n.network != network);
+        st.networks.remove(network);
         Ok(())
+    }
+
+    async fn prepare_network(&self, spec: &NetworkSpec) -> Result<bool> {
+        let mut st = self.lock();
+        st.calls.push(format!("prepare-network {}", spec.name));
+        Self::injected(&mut st, &format!("prepare-network {}", spec.name))?;
+        if st.networks.contains_key(&spec.name) {
+            return Ok(false);
+        }
+        if let Some(subnet) = spec.subnet {
+            let overlaps =
+                |o: &Ipv4Net| o.contains(&subnet.network()) || subnet.contains(&o.network());
+            let taken = st
+                .foreign
+                .iter()
+                .find(|(o, _, _)| overlaps(o))
+                .map(|(_, name, _)| name.clone())
+                .or_else(|| {
+                    st.networks
+                        .iter()
+                        .find(|(_, o)| o.as_ref().is_some_and(overlaps))
+                        .map(|(n, _)| n.docker_network())
+                });
+            if let Some(by) = taken {
+                return Err(RuntimeError::SubnetTaken {
+                    subnet,
+                    detail: format!("mock: overlaps network `{by}`"),
+                });
+            }
+        }
+        st.networks.insert(spec.name.clone(), spec.subnet);
+        Ok(true)
+    }
+
+    async fn release_network(&self, network: &NetworkName) -> Result<()> {
+        let mut st = self.lock();
+        st.calls.push(format!("release-network {network}"));
+        if !st.nodes.keys().any(|n| &n.network == network) {
+            st.networks.remove(network);
+        }
+        Ok(())
+    }
+
+    async fn foreign_subnets(&self) -> Result<Vec<(Ipv4Net, String)>> {
+        let st = self.lock();
+        Ok(st
+            .foreign
+            .iter()
+            .filter(|(_, _, listed)| *listed)
+            .map(|(s, n, _)| (*s, n.clone()))
+            .collect())
     }
 
     async fn update_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord> {

@@ -25,5 +25,7 @@ pub use runtime::{
     NodeDiagnostics, NodeEvent, NodeEventKind, NodeRecord, NodeRuntime, NodeState, NodeStats,
     RuntimeError,
 };
-pub use spec::{plan_network, NetworkName, NodeRef, NodeSecrets, NodeSpec, Peer, Ports, Resources};
+pub use spec::{
+    plan_network, NetworkName, NetworkSpec, NodeRef, NodeSecrets, NodeSpec, Peer, Ports, Resources,
+};
 pub use swarm_key::SwarmKey;

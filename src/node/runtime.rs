@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::stream::BoxStream;
 
 use super::endpoint::NodeEndpoints;
-use super::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, Ports, SpecError};
+use super::spec::{NetworkName, NetworkSpec, NodeRef, NodeSecrets, NodeSpec, Ports, SpecError};
 
 /// Container state, as Docker reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +129,14 @@ pub enum RuntimeError {
          Remove or rename it, or use another network name"
     )]
     NameTaken { name: String },
+    #[error(
+        "subnet {subnet} is already used on this host outside nexus ({detail}); nexus allocates \
+         the network another one"
+    )]
+    SubnetTaken {
+        subnet: ipnet::Ipv4Net,
+        detail: String,
+    },
     #[error("node {node} already exists")]
     AlreadyExists { node: NodeRef },
     #[error("node {node} does not exist")]
@@ -172,6 +180,18 @@ pub trait NodeRuntime: Send + Sync {
     async fn remove_node(&self, node: &NodeRef) -> Result<()>;
     /// Removes every node of a network and the network's Docker network.
     async fn remove_network(&self, network: &NetworkName) -> Result<()>;
+    /// Makes the network's own network (where its nodes reach each other) exist on
+    /// `spec.subnet`; `None`: the engine's default pools. An existing network of ours is kept
+    /// as it is. [`RuntimeError::SubnetTaken`] when the engine reports the subnet overlapping a
+    /// network that is not ours (nothing is created). Returns whether it created it.
+    async fn prepare_network(&self, spec: &NetworkSpec) -> Result<bool>;
+    /// Removes the network's own network if no node is attached to it (undoing
+    /// [`Self::prepare_network`] after a start that failed). Absent is not an error.
+    async fn release_network(&self, network: &NetworkName) -> Result<()>;
+    /// IPv4 subnets the engine's networks hold that are not this runtime's (other programs'
+    /// networks, other installations'), each with the network that holds it: what the
+    /// orchestrator's subnet allocator must skip.
+    async fn foreign_subnets(&self) -> Result<Vec<(ipnet::Ipv4Net, String)>>;
     /// Brings a node to `spec`: CPU changes apply live; memory, disk, image, peers or ports
     /// re-create the container on the same volume (a restart), keeping labels true.
     async fn update_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord>;

@@ -272,6 +272,15 @@ pub struct Ports {
     pub swarm: Option<u16>,
 }
 
+/// A network as its runtime makes it: the name and the IPv4 subnet nexus allocated to it.
+/// `subnet: None` is a network made before nexus allocated subnets: the engine chose its
+/// subnet from its default pools, and keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkSpec {
+    pub name: NetworkName,
+    pub subnet: Option<ipnet::Ipv4Net>,
+}
+
 /// Everything about a node except its secrets. Carried in the container's labels, so a node's
 /// record can be rebuilt from Docker alone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! What can go wrong in an orchestrator operation, and what kind of failure each is.
 //!
 //! Owns [`OrchestratorError`] and [`ErrorKind`]: the one place that looks into the lower
-//! layers' errors (runtime, store, ports) to say whether a failure is the caller's input, a
+//! layers' errors (runtime, store, ports, subnets) to say whether a failure is the caller's input, a
 //! missing or conflicting network, a resource that ran out, or a dependency that is down, so
 //! the API maps kinds to status codes without knowing those layers. It must not render
 //! messages for a protocol (the API does).
@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use super::ports::PortError;
+use super::subnets::SubnetError;
 use crate::access::AccessError;
 use crate::node::RuntimeError;
 use crate::store::StoreError;
@@ -26,6 +27,8 @@ pub enum OrchestratorError {
     FailedPrecondition(String),
     #[error(transparent)]
     Ports(#[from] PortError),
+    #[error(transparent)]
+    Subnets(#[from] SubnetError),
     #[error("network `{name}` failed: {reason}")]
     Failed { name: String, reason: String },
     #[error("network `{name}` did not reach `{wanted}` within {after:?} (now `{status}`); it keeps converging in the background")]
@@ -58,7 +61,7 @@ pub enum ErrorKind {
     AlreadyExists,
     /// The network (or host) is not in a state that allows this; the message says what to do.
     FailedPrecondition,
-    /// A pool (ports) is used up.
+    /// A pool (ports, subnets) is used up.
     Exhausted,
     /// The network failed; its status reason says why.
     Failed,
@@ -81,6 +84,8 @@ impl OrchestratorError {
             Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Self::Ports(PortError::Exhausted { .. }) => ErrorKind::Exhausted,
             Self::Ports(_) => ErrorKind::Invalid,
+            Self::Subnets(SubnetError::Exhausted { .. }) => ErrorKind::Exhausted,
+            Self::Subnets(_) => ErrorKind::Invalid,
             Self::Failed { .. } => ErrorKind::Failed,
             Self::Timeout { .. } => ErrorKind::Timeout,
             Self::Runtime(RuntimeError::DockerUnavailable { .. }) => ErrorKind::RuntimeUnavailable,

@@ -1,7 +1,7 @@
 //! The orchestrator's handle and the state its rooms share.
 //!
 //! Owns [`OrchestratorConfig`], [`Orchestrator`] (a cheap clone of one shared state: store,
-//! runtime, port allocator, registry, per-network locks, crash history, the pass queue, the
+//! runtime, port and subnet allocators, registry, per-network locks, crash history, the pass queue, the
 //! event bus, the reconciler's liveness) and the small accessors the daemon, the API and
 //! telemetry use. The operations ([`super::operations`]) and the reconciler
 //! ([`super::reconcile`]) are `impl Orchestrator` blocks of their own files; this file must not
@@ -17,6 +17,7 @@ use super::events::{Event, EventBus, EventKind};
 use super::ports::{PortAllocator, PortConfig, PortProbe, PortUsage};
 use super::reconcile::{Crashes, PassQueue};
 use super::registry::Registry;
+use super::subnets::{SubnetAllocator, SubnetConfig};
 use crate::node::spec::validate_image;
 use crate::node::Ports;
 use crate::node::{NetworkName, NodeIdentity, NodeRecord, NodeRef, NodeRuntime, Resources};
@@ -35,6 +36,8 @@ pub struct OrchestratorConfig {
     /// The most CPU, memory and disk a request may give one node (create and update).
     pub max_resources: Resources,
     pub ports: PortConfig,
+    /// Where networks' subnets come from.
+    pub subnets: SubnetConfig,
     /// How long start/update/stop may take before the caller gets a timeout.
     pub op_timeout: Duration,
     /// How often every network is reconciled even without events.
@@ -59,6 +62,7 @@ impl Default for OrchestratorConfig {
                 disk_bytes: 1 << 40,
             },
             ports: PortConfig::default(),
+            subnets: SubnetConfig::default(),
             op_timeout: Duration::from_secs(180),
             resync_interval: Duration::from_secs(30),
             restart_backoff: Duration::from_secs(1),
@@ -74,6 +78,7 @@ pub(super) struct Inner {
     pub(super) runtime: Arc<dyn NodeRuntime>,
     pub(super) cfg: OrchestratorConfig,
     pub(super) ports: Mutex<PortAllocator>,
+    pub(super) subnets: Mutex<SubnetAllocator>,
     pub(super) registry: Registry,
     locks: Mutex<HashMap<NetworkName, Arc<tokio::sync::Mutex<()>>>>,
     pub(super) crashes: Mutex<HashMap<NodeRef, Crashes>>,
@@ -123,7 +128,7 @@ pub(super) fn new_row(name: &NetworkName, index: u16) -> NodeRow {
 }
 
 impl Orchestrator {
-    /// Builds the orchestrator and reserves every port the store records. Call
+    /// Builds the orchestrator and reserves every port and subnet the store records. Call
     /// [`Orchestrator::recover`] next, then [`Orchestrator::run`] in a task.
     pub async fn new(
         store: Arc<dyn Store>,
@@ -142,12 +147,20 @@ impl Orchestrator {
                 store.put_node(&row).await?;
             }
         }
+        cfg.subnets.check(cfg.max_replicas).map_err(invalid)?;
+        let mut subnets = SubnetAllocator::new(cfg.subnets);
+        for rec in store.list_networks().await? {
+            if let Some(subnet) = rec.subnet {
+                subnets.reserve(subnet);
+            }
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
                 runtime,
                 cfg,
                 ports: Mutex::new(ports),
+                subnets: Mutex::new(subnets),
                 registry: Registry::new(),
                 locks: Mutex::default(),
                 crashes: Mutex::default(),

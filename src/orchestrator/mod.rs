@@ -10,12 +10,15 @@
 //!   [`error`] (what went wrong, by kind).
 //! - [`plan`]: the reconciler's pure decisions (desired specs, actions, status).
 //! - [`ports`]: host port ranges and allocation.
+//! - [`subnets`]: the subnet pool and each network's subnet; [`addressing`] joins it to the
+//!   runtime (allocation at create, the network prepared on it before nodes are created).
 //! - [`registry`]: the in-memory view of ready nodes the delegator reads.
 //! - [`events`]: the bus of network and node events (`WatchEvents`, logs).
 //!
 //! It reads the store and drives the [`crate::node::NodeRuntime`]; it never talks to Docker
 //! directly, nor serves traffic.
 
+mod addressing;
 pub mod error;
 pub mod events;
 mod handle;
@@ -25,6 +28,7 @@ pub mod ports;
 mod reconcile;
 pub mod registry;
 pub mod request;
+pub mod subnets;
 pub mod view;
 
 pub use error::{ErrorKind, OrchestratorError, Result};

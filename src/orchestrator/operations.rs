@@ -12,6 +12,7 @@ use super::error::{invalid, OrchestratorError, Result};
 use super::events::EventKind;
 use super::handle::{new_row, now_ms, Orchestrator};
 use super::request::{parse_name, CreateNetwork, UpdateNetwork};
+use super::subnets::fits;
 use super::view::{NetworkView, NodeDiagnosis};
 use crate::node::{NetworkName, NodeRecord, NodeRef, NodeStats, RuntimeError, SwarmKey};
 use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow, StoreError};
@@ -28,6 +29,10 @@ impl Orchestrator {
         };
         let guard = self.network_lock(&name);
         let _guard = guard.lock().await;
+        if self.inner.store.get_network(&name).await?.is_some() {
+            return Err(OrchestratorError::AlreadyExists(name.to_string()));
+        }
+        let subnet = self.allocate_subnet(&name).await?;
         let now = now_ms();
         let record = NetworkRecord {
             name: name.clone(),
@@ -42,11 +47,16 @@ impl Orchestrator {
             created_at: now,
             updated_at: now,
             activated_at: None,
+            subnet: Some(subnet),
         };
-        match self.inner.store.create_network(&record).await {
-            Ok(()) => {}
-            Err(StoreError::Duplicate(n)) => return Err(OrchestratorError::AlreadyExists(n)),
-            Err(e) => return Err(e.into()),
+        let created = match self.inner.store.create_network(&record).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Duplicate(n)) => Err(OrchestratorError::AlreadyExists(n)),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = created {
+            lock(&self.inner.subnets).release(&subnet);
+            return Err(e);
         }
         let mut rows = Vec::with_capacity(usize::from(record.replicas));
         for index in 0..record.replicas {
@@ -92,6 +102,11 @@ impl Orchestrator {
             let _guard = guard.lock().await;
             let mut rec = self.record(&name).await?;
             if let Some(r) = changes.replicas {
+                if let Some(subnet) = rec.subnet {
+                    fits(subnet.prefix_len(), r).map_err(|e| {
+                        invalid(format!("network `{name}` is on subnet {subnet}: {e}"))
+                    })?;
+                }
                 rec.replicas = r;
             }
             rec.resources = changes.resources(rec.resources)?;
@@ -133,6 +148,9 @@ impl Orchestrator {
             }
         }
         self.inner.store.delete_network(&name).await?;
+        if let Some(subnet) = rec.subnet {
+            lock(&self.inner.subnets).release(&subnet);
+        }
         self.inner.registry.remove(&name);
         self.forget_crashes(&name);
         self.emit(

@@ -178,6 +178,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             activated_at: None,
+            subnet: None,
         }
     }
 

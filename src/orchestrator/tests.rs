@@ -831,3 +831,138 @@ async fn a_burst_of_events_for_one_network_costs_at_most_two_passes() {
     );
     runner.abort();
 }
+
+fn subnet_cfg(pool: &str, prefix: u8, max_replicas: u16) -> OrchestratorConfig {
+    OrchestratorConfig {
+        subnets: super::subnets::SubnetConfig {
+            pool: pool.parse().unwrap(),
+            prefix,
+        },
+        max_replicas,
+        ..cfg()
+    }
+}
+
+async fn stored_subnet(f: &Fixture, n: &str) -> Option<ipnet::Ipv4Net> {
+    f.store.get_network(&name(n)).await.unwrap().unwrap().subnet
+}
+
+#[tokio::test]
+async fn each_network_gets_its_own_subnet_until_the_pool_is_full() {
+    let f = fixture_with(subnet_cfg("10.9.0.0/24", 26, 16)).await;
+    let mut got = Vec::new();
+    for n in ["s0", "s1", "s2", "s3"] {
+        let view = f.orch.create(req(n, 2)).await.unwrap();
+        assert_eq!(view.subnet, stored_subnet(&f, n).await);
+        got.push(view.subnet.unwrap());
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 4, "{got:?}");
+    // Full: refused up front, as a resource that ran out, and nothing recorded.
+    let err = f.orch.create(req("s4", 1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Exhausted, "{err}");
+    assert!(err.to_string().contains("10.9.0.0/24"), "{err}");
+    assert!(f.store.get_network(&name("s4")).await.unwrap().is_none());
+    // The network is made on its recorded subnet before its nodes.
+    f.orch.start("s1").await.unwrap();
+    let calls = f.rt.calls();
+    let prepared = calls
+        .iter()
+        .position(|c| c == "prepare-network s1")
+        .unwrap();
+    let created = calls.iter().position(|c| c == "create nexus-s1-0").unwrap();
+    assert!(prepared < created, "{calls:?}");
+    assert_eq!(
+        f.rt.network_subnet(&name("s1")),
+        Some(stored_subnet(&f, "s1").await)
+    );
+    // Removing one frees its subnet for the next network.
+    let freed = stored_subnet(&f, "s1").await;
+    f.orch.remove("s1", true).await.unwrap();
+    f.orch.create(req("s5", 1)).await.unwrap();
+    assert_eq!(stored_subnet(&f, "s5").await, freed);
+}
+
+#[tokio::test]
+async fn subnets_held_outside_nexus_are_skipped() {
+    let f = fixture_with(subnet_cfg("10.9.0.0/24", 26, 16)).await;
+    // Listed when nexus allocates: skipped at create.
+    f.rt.add_foreign_subnet("10.9.0.0/25".parse().unwrap(), "br-other", true);
+    f.orch.create(req("a", 1)).await.unwrap();
+    assert_eq!(
+        stored_subnet(&f, "a").await,
+        Some("10.9.0.128/26".parse().unwrap())
+    );
+    // Appearing between create and start: the network, which has no node yet, moves to the
+    // next free subnet, and the store says so.
+    f.orch.create(req("b", 1)).await.unwrap();
+    let b = stored_subnet(&f, "b").await.unwrap();
+    assert_eq!(b, "10.9.0.192/26".parse().unwrap());
+    f.rt.add_foreign_subnet(b, "br-late", false);
+    // Nothing left for `b` to move to: the start fails and says why, leaving nothing.
+    let err = f.orch.start("b").await.unwrap_err();
+    assert!(err.to_string().contains("no free /26 subnet"), "{err}");
+    assert!(f
+        .rt
+        .list_network_nodes(&name("b"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(f.rt.network_subnet(&name("b")), None);
+    // With room to move, the same start succeeds on another subnet.
+    let f = fixture_with(subnet_cfg("10.9.0.0/24", 26, 16)).await;
+    f.orch.create(req("c", 1)).await.unwrap();
+    let first = stored_subnet(&f, "c").await.unwrap();
+    f.rt.add_foreign_subnet(first, "br-late", false);
+    f.orch.start("c").await.unwrap();
+    let moved = stored_subnet(&f, "c").await.unwrap();
+    assert_ne!(moved, first);
+    assert_eq!(f.rt.network_subnet(&name("c")), Some(Some(moved)));
+}
+
+#[tokio::test]
+async fn recorded_subnets_survive_a_restart_and_bound_scale_up() {
+    let f = fixture_with(subnet_cfg("10.9.0.0/24", 29, 5)).await;
+    f.orch.create(req("small", 2)).await.unwrap();
+    f.orch.start("small").await.unwrap();
+    let small = stored_subnet(&f, "small").await.unwrap();
+    // A new orchestrator on the same store, with a coarser prefix and larger networks allowed.
+    let Fixture { orch, rt, store } = f;
+    drop(orch);
+    let f = Fixture {
+        orch: Orchestrator::new(store.clone(), rt.clone(), cfg(), Box::new(AllFree))
+            .await
+            .unwrap(),
+        rt,
+        store,
+    };
+    let fresh = Orchestrator::new(
+        f.store.clone(),
+        f.rt.clone(),
+        subnet_cfg("10.9.0.0/24", 27, 16),
+        Box::new(AllFree),
+    )
+    .await
+    .unwrap();
+    fresh.recover().await.unwrap();
+    assert_eq!(stored_subnet(&f, "small").await, Some(small));
+    // A new network never overlaps the recorded /29.
+    fresh.create(req("big", 8)).await.unwrap();
+    let big = stored_subnet(&f, "big").await.unwrap();
+    assert!(!big.contains(&small.network()) && !small.contains(&big.network()));
+    // `small`'s /29 holds 5 nodes: 8 are refused, naming the subnet, and nothing changes.
+    let err = fresh
+        .update(
+            "small",
+            UpdateNetwork {
+                replicas: Some(8),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    assert!(err.to_string().contains(&small.to_string()), "{err}");
+    assert_eq!(fresh.get("small").await.unwrap().replicas, 2);
+}

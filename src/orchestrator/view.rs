@@ -23,6 +23,8 @@ pub struct NetworkView {
     pub created_at: i64,
     pub updated_at: i64,
     pub activated_at: Option<i64>,
+    /// The network's subnet (`None`: Docker's default pools chose it).
+    pub subnet: Option<ipnet::Ipv4Net>,
     pub nodes: Vec<NodeView>,
 }
 
@@ -75,6 +77,7 @@ impl NetworkView {
             created_at: rec.created_at,
             updated_at: rec.updated_at,
             activated_at: rec.activated_at,
+            subnet: rec.subnet,
             nodes,
         }
     }

@@ -112,6 +112,9 @@ pub struct NetworkRecord {
     pub updated_at: i64,
     /// When it last reached `running`; `None` while it never did or is stopped.
     pub activated_at: Option<i64>,
+    /// The IPv4 subnet nexus allocated to its nodes' network. `None`: made before nexus
+    /// allocated subnets (Docker's default pools chose one, which it keeps).
+    pub subnet: Option<ipnet::Ipv4Net>,
 }
 
 /// One node of a network as stored.

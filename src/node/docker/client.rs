@@ -32,6 +32,22 @@ pub(super) fn is_status(e: &DockerError, code: u16) -> bool {
     status_of(e) == Some(code)
 }
 
+/// Docker's refusal of a network whose subnet overlaps another network's ("Pool overlaps with
+/// other one on this address space"), as its message; `None` for any other error.
+pub(super) fn overlap_detail(e: &DockerError) -> Option<String> {
+    match e {
+        DockerError::DockerResponseServerError {
+            status_code,
+            message,
+        } if (400..500).contains(status_code)
+            && message.to_ascii_lowercase().contains("overlap") =>
+        {
+            Some(message.chars().take(200).collect())
+        }
+        _ => None,
+    }
+}
+
 /// Maps a bollard error: transport failures mean the daemon is unreachable.
 /// Every failed Docker call passes here (or through `connect`), so this is where they are counted.
 pub(super) fn docker_err(e: DockerError) -> RuntimeError {

@@ -1,53 +1,97 @@
-//! Creating a node: the network's bridge network and the node's volume (both labelled), its
-//! directory on the host (init script, secrets, sockets: [`super::files`]), the hardened
-//! container with its limits and swarm port, start, readiness (`id` answers with the expected
-//! peer id through the API socket), and the roll-back of what a failed create made. Must not
-//! touch an object that is not ours, nor remove anything this call did not create.
+//! Creating a node: the network's bridge network (on the subnet the orchestrator allocated,
+//! or Docker's default pools) and the node's volume (both labelled), its directory on the host
+//! (init script, secrets, sockets: [`super::files`]), the hardened container with its limits
+//! and swarm port, start, readiness (`id` answers with the expected peer id through the API
+//! socket), and the roll-back of what a failed create made. Also the Docker networks' subnets
+//! that are not ours (what the allocator must skip). Must not touch an object that is not
+//! ours, nor remove anything this call did not create.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HealthConfig, HostConfig, HostConfigLogConfig,
-    Mount, MountTmpfsOptions, MountType, NetworkCreateRequest, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum, VolumeCreateRequest,
+    Ipam, IpamConfig, Mount, MountTmpfsOptions, MountType, NetworkCreateRequest, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
-use bollard::query_parameters::CreateContainerOptionsBuilder;
+use bollard::query_parameters::{CreateContainerOptionsBuilder, ListNetworksOptions};
+use ipnet::Ipv4Net;
 
-use super::client::{docker_err, is_status};
+use super::client::{docker_err, is_status, overlap_detail};
 use super::files::NodeDir;
 use super::{DockerRuntime, REPO_PATH};
 use crate::node::kubo_config::{self, NODE_GID, NODE_UID};
 use crate::node::labels;
 use crate::node::runtime::{NodeRecord, NotReadyReason, Result, RuntimeError};
-use crate::node::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec, SWARM_PORT};
+use crate::node::spec::{NetworkSpec, NodeRef, NodeSecrets, NodeSpec, SWARM_PORT};
 
 /// Size of the node's `/tmp` (kubo writes nothing large there; the repo is a volume).
 const TMP_BYTES: i64 = 64 << 20;
 
 impl DockerRuntime {
-    /// Creates the network's bridge network unless it exists. Returns whether it created it.
-    async fn ensure_network(&self, network: &NetworkName) -> Result<bool> {
+    /// Creates the network's bridge network on `spec.subnet` (`None`: Docker's default pools)
+    /// unless it exists; an existing one of ours is kept as it is. Returns whether it created
+    /// it. A subnet Docker reports overlapping another network is [`RuntimeError::SubnetTaken`].
+    pub(super) async fn ensure_network(&self, spec: &NetworkSpec) -> Result<bool> {
         let _guard = self.network_lock.lock().await;
-        let name = network.docker_network();
+        let name = spec.name.docker_network();
         match self.docker.inspect_network(&name, None).await {
             Ok(n) if n.labels.as_ref().is_some_and(|l| self.ours(l)) => return Ok(false),
             Ok(_) => return Err(RuntimeError::NameTaken { name }),
             Err(e) if is_status(&e, 404) => {}
             Err(e) => return Err(docker_err(e)),
         }
+        let ipam = spec.subnet.map(|subnet| Ipam {
+            driver: Some("default".into()),
+            config: Some(vec![IpamConfig {
+                subnet: Some(subnet.to_string()),
+                ..Default::default()
+            }]),
+            options: None,
+        });
         let req = NetworkCreateRequest {
             name: name.clone(),
             driver: Some("bridge".into()),
-            labels: Some(self.stamp(labels::network_labels(network))),
+            ipam,
+            labels: Some(self.stamp(labels::network_labels(&spec.name))),
             ..Default::default()
         };
         match self.docker.create_network(req).await {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                tracing::debug!(network = %spec.name, subnet = ?spec.subnet, "network created");
+                Ok(true)
+            }
             // Another node of the same network created it concurrently.
             Err(e) if is_status(&e, 409) => Ok(false),
-            Err(e) => Err(docker_err(e)),
+            Err(e) => match (spec.subnet, overlap_detail(&e)) {
+                (Some(subnet), Some(detail)) => Err(RuntimeError::SubnetTaken { subnet, detail }),
+                _ => Err(docker_err(e)),
+            },
         }
+    }
+
+    /// The IPv4 subnets of Docker networks that are not this instance's.
+    pub(super) async fn foreign_subnets(&self) -> Result<Vec<(Ipv4Net, String)>> {
+        let networks = self
+            .docker
+            .list_networks(None::<ListNetworksOptions>)
+            .await
+            .map_err(docker_err)?;
+        let mut out = Vec::new();
+        for n in networks {
+            if n.labels.as_ref().is_some_and(|l| self.ours(l)) {
+                continue;
+            }
+            let name = n.name.unwrap_or_default();
+            let configs = n.ipam.and_then(|i| i.config).unwrap_or_default();
+            for c in configs {
+                // IPv6 subnets and unparsable ones cannot overlap an IPv4 pool.
+                if let Some(subnet) = c.subnet.and_then(|s| s.parse::<Ipv4Net>().ok()) {
+                    out.push((subnet.trunc(), name.clone()));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Creates the node's volume unless it exists. Returns whether it created it.
@@ -238,7 +282,14 @@ impl DockerRuntime {
             });
         }
         self.ensure_image(&spec.image).await?;
-        let created_network = self.ensure_network(&spec.node.network).await?;
+        // The orchestrator prepares the network on its subnet first; a caller that did not gets
+        // one on Docker's default pools.
+        let created_network = self
+            .ensure_network(&NetworkSpec {
+                name: spec.node.network.clone(),
+                subnet: None,
+            })
+            .await?;
         let created_volume = match self.ensure_volume(&spec.node).await {
             Ok(v) => v,
             Err(e) => {

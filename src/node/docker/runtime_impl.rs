@@ -10,7 +10,7 @@ use super::DockerRuntime;
 use crate::node::runtime::{
     NodeDiagnostics, NodeEvent, NodeRecord, NodeRuntime, NodeStats, Result,
 };
-use crate::node::spec::{NetworkName, NodeRef, NodeSecrets, NodeSpec};
+use crate::node::spec::{NetworkName, NetworkSpec, NodeRef, NodeSecrets, NodeSpec};
 
 #[async_trait::async_trait]
 impl NodeRuntime for DockerRuntime {
@@ -36,6 +36,18 @@ impl NodeRuntime for DockerRuntime {
 
     async fn remove_node(&self, node: &NodeRef) -> Result<()> {
         self.remove_node_and_data(node).await
+    }
+
+    async fn prepare_network(&self, spec: &NetworkSpec) -> Result<bool> {
+        self.ensure_network(spec).await
+    }
+
+    async fn release_network(&self, network: &NetworkName) -> Result<()> {
+        self.remove_network_if_unused(network).await
+    }
+
+    async fn foreign_subnets(&self) -> Result<Vec<(ipnet::Ipv4Net, String)>> {
+        DockerRuntime::foreign_subnets(self).await
     }
 
     async fn remove_network(&self, network: &NetworkName) -> Result<()> {

@@ -2,14 +2,16 @@
 //!
 //! Owns what a pass changes: it makes sure every wanted node has a row, allocates ports to the
 //! nodes that will run, asks [`crate::orchestrator::plan`] what to do, and does it through the
-//! runtime (updates one at a time, creates in parallel, then the new nodes dial their peers).
-//! A start that fails part-way is rolled back ([`Orchestrator::roll_back`]) so no container,
-//! port or row is left half made. It runs under the network's lock, taken by its caller; it
-//! must not write the network's status (its caller does).
+//! runtime (updates one at a time; before creates, the network is prepared on its subnet; then
+//! creates in parallel, then the new nodes dial their peers). A start that fails part-way is
+//! rolled back ([`Orchestrator::roll_back`]) so no container, port, row or network is left half
+//! made. It runs under the network's lock, taken by its caller; it must not write the
+//! network's status (its caller does).
 
 use super::PassError;
 use crate::node::Ports;
 use crate::node::{NodeRecord, NodeRef, NodeSecrets, NodeSpec};
+use crate::orchestrator::error::{ErrorKind, OrchestratorError};
 use crate::orchestrator::handle::{new_row, Orchestrator};
 use crate::orchestrator::plan::{desired_nodes, observed_status, plan, Action};
 use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow};
@@ -47,14 +49,29 @@ impl Orchestrator {
         }
         let creates = self.apply(rec, &mut rows, &desired, &actions).await?;
         if !creates.is_empty() {
+            // A fresh start is undone whole; a scale-up only loses its new nodes.
+            let undo: Vec<u16> = if fresh_start {
+                rows.iter().map(|r| r.index).collect()
+            } else {
+                creates.clone()
+            };
+            let prepared = match self.prepare_network(rec, fresh_start).await {
+                Ok(created) => created,
+                Err(e) if transient(&e) => return Err(PassError::Transient(e)),
+                Err(e) => {
+                    self.roll_back(rec, &mut rows, &undo, &had_container).await;
+                    return Err(PassError::Fatal(format!(
+                        "the network's own network could not be made: {e}"
+                    )));
+                }
+            };
             if let Err(reason) = self.create_nodes(&mut rows, &desired, &creates).await {
-                // A fresh start is undone whole; a scale-up only loses its new nodes.
-                let undo: Vec<u16> = if fresh_start {
-                    rows.iter().map(|r| r.index).collect()
-                } else {
-                    creates
-                };
                 self.roll_back(rec, &mut rows, &undo, &had_container).await;
+                if prepared && fresh_start {
+                    if let Err(e) = self.inner.runtime.release_network(&name).await {
+                        tracing::error!(network = %name, error = %e, "rollback: network not removed");
+                    }
+                }
                 return Err(PassError::Fatal(reason));
             }
         }
@@ -274,6 +291,15 @@ impl Orchestrator {
             let _ = self.inner.store.put_node(row).await;
         }
     }
+}
+
+/// Whether a failure is the engine or the store being briefly unreachable (retry), rather
+/// than something the operator must fix.
+fn transient(e: &OrchestratorError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::RuntimeUnavailable | ErrorKind::StoreUnavailable
+    )
 }
 
 fn find(desired: &[(NodeSpec, NodeSecrets)], index: u16) -> Option<&(NodeSpec, NodeSecrets)> {

@@ -30,7 +30,7 @@ fn to_json(list: &[String]) -> Result<String> {
 pub(super) const NETWORK_COLUMNS: &str =
     "name, replicas, cpu_millis, memory_bytes, disk_bytes, users, \
      gateway_public, allowed_origins, swarm_key, bootstrap_peers, desired, status, status_reason, \
-     created_at, updated_at, activated_at, api_allow, api_deny";
+     created_at, updated_at, activated_at, api_allow, api_deny, subnet";
 
 pub(super) const NODE_COLUMNS: &str = "network, idx, private_key, peer_id, swarm_port, api_port, \
      gateway_port, container_id, last_error";
@@ -64,7 +64,8 @@ pub(super) fn bind_network<'q>(
         .bind(n.updated_at)
         .bind(n.activated_at)
         .bind(to_json(&n.access.api_allow)?)
-        .bind(to_json(&n.access.api_deny)?))
+        .bind(to_json(&n.access.api_deny)?)
+        .bind(n.subnet.map(|s| s.to_string())))
 }
 
 /// Reads one column; a type mismatch is damage. The message names the column, never its value.
@@ -152,6 +153,12 @@ pub(super) fn network_from_row(row: &AnyRow, keys: &Keyring) -> Result<NetworkRe
         created_at: col(row, n, "created_at")?,
         updated_at: col(row, n, "updated_at")?,
         activated_at: col(row, n, "activated_at")?,
+        subnet: col::<Option<String>>(row, n, "subnet")?
+            .map(|t| {
+                t.parse::<ipnet::Ipv4Net>()
+                    .map_err(|_| corrupt(n, format!("`subnet` is not an IPv4 CIDR (`{t}`)")))
+            })
+            .transpose()?,
         name,
     })
 }
