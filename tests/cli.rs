@@ -264,6 +264,13 @@ level = "info,nexus=debug"
         }
     }
 
+    /// Rewrites the configuration: `from` (which must be there) becomes `to`.
+    fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        assert!(text.contains(from), "no `{from}` in the configuration");
+        std::fs::write(&self.config, text.replacen(from, to, 1)).expect("config");
+    }
+
     /// Runs the CLI against this daemon (configuration file only: no flags, no env).
     fn cli(&self, args: &[&str]) -> Output {
         Command::new(bin())
@@ -1380,4 +1387,336 @@ fn trace_logs_hold_no_secret() {
         );
     }
     d.json(&["network", "remove", &net]);
+}
+
+// --- subnets (issue 19) --------------------------------------------------------------------
+
+/// The subnet Docker gave a network (its first IPAM config), or empty.
+fn docker_subnet(net: &str) -> String {
+    docker(&[
+        "network",
+        "inspect",
+        &format!("nexus-{net}"),
+        "-f",
+        "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+    ])
+    .trim()
+    .to_owned()
+}
+
+/// Docker networks of an instance.
+fn instance_networks(instance: &str) -> Vec<String> {
+    docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=io.nexus.instance={instance}"),
+    ])
+    .split_whitespace()
+    .map(String::from)
+    .collect()
+}
+
+/// Removes a Docker network that is not nexus's when dropped.
+struct ForeignNetwork(String);
+
+impl Drop for ForeignNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn a_full_subnet_pool_refuses_up_front_and_foreign_networks_are_skipped() {
+    // A pool of four /28s of its own (outside the default pool, so no other test's networks
+    // are in it), the second held by a Docker network that is not nexus's.
+    let mut b = [0u8; 2];
+    getrandom::fill(&mut b).expect("rng");
+    let base = format!("10.240.{}.{}", b[0], (b[1] % 4) * 64);
+    let pool = format!("{base}/26");
+    let sub = |i: u8| {
+        let last: u8 = base.rsplit('.').next().unwrap().parse().unwrap();
+        format!("10.240.{}.{}/28", b[0], last + 16 * i)
+    };
+    let foreign = ForeignNetwork(format!("foreign-{}", random_hex(3)));
+    assert!(
+        common::docker_ok(&["network", "create", "--subnet", &sub(1), &foreign.0]),
+        "could not make the foreign network on {}",
+        sub(1)
+    );
+
+    let mut d = Daemon::configure(43600, "");
+    d.edit_config(
+        &format!("instance = \"{}\"", d.instance),
+        &format!(
+            "instance = \"{}\"\nsubnet_pool = \"{pool}\"\nsubnet_prefix = 28",
+            d.instance
+        ),
+    );
+    d.edit_config("disk = \"512MiB\"", "disk = \"512MiB\"\nmax_replicas = 4");
+    d.start();
+    let id = random_hex(2);
+    let net = |i: usize| format!("pool-{id}-{i}");
+
+    // Three networks fit; each on its own subnet, never the foreign one's.
+    let mut got = Vec::new();
+    for i in 0..3 {
+        let n = d.json(&["network", "create", &net(i), "--start"]);
+        assert_eq!(n["status"], "running", "{n}");
+        let subnet = n["subnet"].as_str().expect("subnet").to_owned();
+        assert_eq!(
+            docker_subnet(&net(i)),
+            subnet,
+            "Docker's subnet is the recorded one"
+        );
+        got.push(subnet);
+    }
+    let mut want = vec![sub(0), sub(2), sub(3)];
+    want.sort();
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(sorted, want);
+    let logs = d.logs();
+    assert!(
+        logs.contains("subnet skipped") && logs.contains(&foreign.0),
+        "the log does not say which subnet was skipped and why:\n{logs}"
+    );
+    // `network get` shows it to people too.
+    let text = String::from_utf8_lossy(&d.cli(&["network", "get", &net(0)]).stdout).into_owned();
+    assert!(text.contains(&got[0]), "{text}");
+
+    // The fourth is refused up front, saying which pool ran out and what to do; nothing made.
+    let err = d.fails(&["network", "create", &net(3)]);
+    assert!(err.contains("ResourceExhausted"), "{err}");
+    assert!(
+        err.contains(&pool) && err.contains("no free /28 subnet") && err.contains("widen"),
+        "{err}"
+    );
+    assert!(!names(&d.json(&["network", "list"])).contains(&net(3)));
+    assert!(!common::docker_ok(&[
+        "network",
+        "inspect",
+        &format!("nexus-{}", net(3))
+    ]));
+
+    // Removing one frees its subnet for the next.
+    d.json(&["network", "remove", &net(1), "--force"]);
+    assert!(!common::docker_ok(&[
+        "network",
+        "inspect",
+        &format!("nexus-{}", net(1))
+    ]));
+    let n = d.json(&["network", "create", &net(3), "--start"]);
+    assert_eq!(n["status"], "running", "{n}");
+    assert_eq!(n["subnet"].as_str(), Some(got[1].as_str()));
+    assert_eq!(docker_subnet(&net(3)), got[1]);
+}
+
+/// Checks every 2 s until `check` holds (true) or `limit` passed (false).
+fn poll_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn mem_available_bytes() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .expect("MemAvailable")
+}
+
+/// Runs `nexus <args>` for every item at once (one thread each); returns the failures.
+fn cli_all(d: &Daemon, items: &[String], args: impl Fn(&str) -> Vec<String> + Sync) -> Vec<String> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .iter()
+            .map(|item| {
+                let a = args(item);
+                scope.spawn(move || {
+                    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+                    let out = d.cli(&refs);
+                    (!out.status.success())
+                        .then(|| format!("{item}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().expect("thread"))
+            .collect()
+    })
+}
+
+/// Every network of the list `network list --json` gives, by name: (status, subnet).
+fn statuses(d: &Daemon) -> std::collections::BTreeMap<String, (String, String)> {
+    d.json(&["network", "list"])["networks"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| {
+                    (
+                        n["name"].as_str().unwrap_or_default().to_owned(),
+                        (
+                            n["status"].as_str().unwrap_or_default().to_owned(),
+                            n["subnet"].as_str().unwrap_or_default().to_owned(),
+                        ),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 19: far more networks than Docker's default pools hold (~30), each on the subnet
+/// nexus recorded, through a daemon killed during 60 concurrent starts. Heavy: the test command
+/// runs it on its own after the suite (`heavy_` tests), so it does not starve the others.
+#[test]
+fn heavy_hundreds_of_networks_each_on_its_own_subnet() {
+    const TARGET: usize = 200;
+    const FIRST: usize = 60;
+    const BATCH: usize = 10;
+    /// Stop adding networks when the host has less memory than this available.
+    const MEMORY_FLOOR: u64 = 3 << 30;
+    let t0 = Instant::now();
+    let mut d = Daemon::configure(48000, "");
+    d.edit_config("swarm = \"48000-48019\"", "swarm = \"48000-48299\"");
+    d.edit_config("cpus = \"0.5\"", "cpus = \"0.1\"");
+    d.edit_config("memory = \"256MiB\"", "memory = \"128MiB\"");
+    d.edit_config(
+        "disk = \"512MiB\"",
+        "disk = \"64MiB\"\nready_timeout = \"600s\"\nop_timeout = \"900s\"",
+    );
+    d.edit_config("level = \"info,nexus=debug\"", "level = \"info\"");
+    d.start();
+    let id = random_hex(2);
+    let names: Vec<String> = (0..TARGET).map(|i| format!("h{id}-{i}")).collect();
+
+    // 60 networks started at once; the daemon is killed (-9) while they start.
+    let first = &names[..FIRST];
+    for n in first {
+        d.json(&["network", "create", n]);
+    }
+    let killed = std::thread::scope(|scope| {
+        let starts = scope.spawn(|| {
+            cli_all(&d, first, |n| {
+                vec!["network".into(), "start".into(), n.into()]
+            })
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while d.containers("running") < FIRST / 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let running = d.containers("running");
+        let _ = Command::new("kill")
+            .args(["-KILL", &d.pid().to_string()])
+            .status();
+        let _ = starts.join();
+        running
+    });
+    d.kill();
+    assert!(
+        killed < FIRST,
+        "the daemon was killed only after every start ({killed})"
+    );
+    d.start();
+    let recovered = poll_until(Duration::from_secs(900), || {
+        let s = statuses(&d);
+        first
+            .iter()
+            .all(|n| s.get(n).is_some_and(|(st, _)| st == "running"))
+    });
+    let s = statuses(&d);
+    assert!(
+        recovered,
+        "not every network ran after recovery: {:?}\n{}",
+        first.iter().map(|n| (n, s.get(n))).collect::<Vec<_>>(),
+        d.logs()
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for n in first {
+        let (_, subnet) = &s[n];
+        assert!(subnet.starts_with("10."), "{n}: {subnet}");
+        assert_eq!(
+            &docker_subnet(n),
+            subnet,
+            "{n}: Docker's subnet is not the recorded one"
+        );
+        assert!(seen.insert(subnet.clone()), "{subnet} twice");
+    }
+    eprintln!(
+        "subnets: {FIRST} networks recovered after a kill during their starts ({killed} nodes were up) in {:?}",
+        t0.elapsed()
+    );
+
+    // Then on, ten at a time, until the target or the host's memory says stop.
+    let mut started = FIRST;
+    let mut stopped_by_memory = false;
+    while started < TARGET {
+        if mem_available_bytes() < MEMORY_FLOOR {
+            stopped_by_memory = true;
+            break;
+        }
+        let batch = &names[started..(started + BATCH).min(TARGET)];
+        let failed = cli_all(&d, batch, |n| {
+            vec![
+                "network".into(),
+                "create".into(),
+                n.into(),
+                "--start".into(),
+            ]
+        });
+        assert!(failed.is_empty(), "starts failed at {started}: {failed:?}");
+        started += batch.len();
+    }
+    let s = statuses(&d);
+    let up: Vec<_> = names[..started]
+        .iter()
+        .filter(|n| s.get(*n).is_some_and(|(st, _)| st == "running"))
+        .collect();
+    assert_eq!(up.len(), started, "every started network runs");
+    let subnets: std::collections::BTreeSet<_> =
+        names[..started].iter().map(|n| s[n].1.clone()).collect();
+    assert_eq!(subnets.len(), started, "one subnet per network");
+    eprintln!(
+        "subnets: {started} one-node networks running, each on its own subnet, after {:?} ({}; MemAvailable {} MiB)",
+        t0.elapsed(),
+        if stopped_by_memory { "stopped by the memory floor" } else { "target reached" },
+        mem_available_bytes() >> 20
+    );
+    assert!(
+        started >= 100,
+        "only {started} networks before the host's memory ran low: far fewer than the test needs to show"
+    );
+
+    // Removed, they leave no Docker network behind.
+    for chunk in names[..started].chunks(20) {
+        let failed = cli_all(&d, chunk, |n| {
+            vec![
+                "network".into(),
+                "remove".into(),
+                n.into(),
+                "--force".into(),
+            ]
+        });
+        assert!(failed.is_empty(), "{failed:?}");
+    }
+    assert!(statuses(&d).is_empty());
+    assert_eq!(instance_networks(&d.instance), Vec::<String>::new());
+    assert_eq!(
+        d.containers("running") + d.containers("exited") + d.containers("created"),
+        0
+    );
 }
