@@ -97,12 +97,19 @@ BY_INSTANCE="$(grep -o 'io.nexus.instance=[a-z0-9-]*' "$BY_DIR/daemon.log" | hea
 log "bystander: daemon pid $BY_PID, instance ${BY_INSTANCE:-?}, network $BY_NET, container ${BY_CONTAINER:0:12} (log: $BY_DIR/daemon.log)"
 
 # --- the suite -------------------------------------------------------------------------------
+# Tests named `heavy_…` load the whole host (hundreds of nodes): they run after the others,
+# one at a time, so they neither starve nor are starved by the rest.
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast --test-threads "${NEXUS_TEST_THREADS:-4}" "$@" || status=$?
+  cargo nextest run --workspace --no-fail-fast --test-threads "${NEXUS_TEST_THREADS:-4}" \
+    -E 'not test(/^heavy_/)' "$@" || status=$?
+  log "the heavy tests, alone"
+  cargo nextest run --workspace --no-fail-fast --test-threads 1 --no-capture \
+    -E 'test(/^heavy_/)' "$@" || status=$?
 else
   log "cargo-nextest not found; using cargo test"
-  cargo test --workspace --no-fail-fast "$@" || status=$?
+  cargo test --workspace --no-fail-fast "$@" -- --skip heavy_ || status=$?
+  cargo test --workspace --no-fail-fast "$@" -- --test-threads 1 --nocapture heavy_ || status=$?
 fi
 
 # --- the bystander is untouched --------------------------------------------------------------

@@ -108,6 +108,13 @@ level = "info,nexus=debug"
 
     /// Starts the daemon with `env` added to its environment.
     fn start_with(&mut self, env: &[(&str, &str)]) {
+        if let Err(e) = self.try_start_with(env) {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the daemon; `Err` with its log if it exited at start (e.g. refused).
+    fn try_start_with(&mut self, env: &[(&str, &str)]) -> Result<(), String> {
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = Command::new(bin())
             .args(["--config"])
@@ -127,13 +134,17 @@ level = "info,nexus=debug"
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("daemon exited at start ({status}):\n{}", self.logs());
+                self.child = None;
+                return Err(format!(
+                    "daemon exited at start ({status}):\n{}",
+                    self.logs()
+                ));
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.grpc)).is_ok() {
                 if self.instance.is_empty() {
                     self.instance = self.logged_instance().unwrap_or_default();
                 }
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -1600,6 +1611,8 @@ fn heavy_hundreds_of_networks_each_on_its_own_subnet() {
         "disk = \"64MiB\"\nready_timeout = \"600s\"\nop_timeout = \"900s\"",
     );
     d.edit_config("level = \"info,nexus=debug\"", "level = \"info\"");
+    // A killed daemon's lease expires soon, so the restart is not refused for long.
+    d.edit_config("[docker]", "[store]\nlease_ttl = \"2s\"\n\n[docker]");
     d.start();
     let id = random_hex(2);
     let names: Vec<String> = (0..TARGET).map(|i| format!("h{id}-{i}")).collect();
@@ -1631,7 +1644,19 @@ fn heavy_hundreds_of_networks_each_on_its_own_subnet() {
         killed < FIRST,
         "the daemon was killed only after every start ({killed})"
     );
-    d.start();
+    // Started again as an operator would: refused while the killed daemon's lease lasts.
+    let killed_at = Instant::now();
+    while let Err(e) = d.try_start_with(&[]) {
+        assert!(
+            e.contains("another live daemon") && killed_at.elapsed() < Duration::from_secs(60),
+            "{e}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "subnets: restarted {:?} after the kill",
+        killed_at.elapsed()
+    );
     let recovered = poll_until(Duration::from_secs(900), || {
         let s = statuses(&d);
         first
