@@ -104,7 +104,7 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast --test-threads "${NEXUS_TEST_THREADS:-4}" \
     -E 'not test(/^heavy_/)' "$@" || status=$?
   log "the heavy tests, alone"
-  cargo nextest run --workspace --no-fail-fast --test-threads 1 --no-capture \
+  cargo nextest run --workspace --no-fail-fast --test-threads 1 --no-capture --no-tests=warn \
     -E 'test(/^heavy_/)' "$@" || status=$?
 else
   log "cargo-nextest not found; using cargo test"
