@@ -966,3 +966,22 @@ async fn recorded_subnets_survive_a_restart_and_bound_scale_up() {
     assert!(err.to_string().contains(&small.to_string()), "{err}");
     assert_eq!(fresh.get("small").await.unwrap().replicas, 2);
 }
+
+#[tokio::test]
+async fn a_network_from_before_subnets_keeps_dockers_choice() {
+    let f = fixture().await;
+    f.orch.create(req("legacy", 2)).await.unwrap();
+    // As an older nexus stored it: no subnet.
+    let mut rec = f.store.get_network(&name("legacy")).await.unwrap().unwrap();
+    rec.subnet = None;
+    f.store.update_network(&rec).await.unwrap();
+    let fresh = Orchestrator::new(f.store.clone(), f.rt.clone(), cfg(), Box::new(AllFree))
+        .await
+        .unwrap();
+    let view = fresh.start("legacy").await.unwrap();
+    assert_eq!(view.status, NetworkStatus::Running);
+    assert_eq!(view.subnet, None);
+    // Prepared on the engine's default pools, and nothing recorded behind the operator's back.
+    assert_eq!(f.rt.network_subnet(&name("legacy")), Some(None));
+    assert_eq!(stored_subnet(&f, "legacy").await, None);
+}
