@@ -611,6 +611,10 @@ async fn metrics_of_a_running_network() {
         "nexus_port_pool_used_ports",
         &[("kind", "swarm"), ("range", swarm_range)]
     ));
+    // The subnet pool: this daemon's one network holds one of the default pool's /26s.
+    let pool = [("pool", "10.224.0.0/12")];
+    assert_eq!(v("nexus_subnet_pool_used_subnets", &pool), 1.0);
+    assert_eq!(v("nexus_subnet_pool_size_subnets", &pool), 16384.0);
     // gRPC.
     let create = "/nexus.v1.Nexus/CreateNetwork";
     assert!(

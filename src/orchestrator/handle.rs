@@ -187,6 +187,12 @@ impl Orchestrator {
         lock(&self.inner.ports).usage()
     }
 
+    /// The subnet pool and how many subnets networks hold.
+    pub fn subnet_usage(&self) -> (SubnetConfig, usize) {
+        let subnets = lock(&self.inner.subnets);
+        (subnets.config(), subnets.in_use())
+    }
+
     /// The registry the delegator reads.
     pub fn registry(&self) -> Registry {
         self.inner.registry.clone()

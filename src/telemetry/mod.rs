@@ -91,6 +91,12 @@ pub mod names {
             "Ports of a configured range allocated to nodes.";
         /// Gauge, `kind`, `range`: ports in a configured range.
         PORTS_SIZE = "nexus_port_pool_size_ports", Gauge, None, "Ports in a configured range.";
+        /// Gauge, `pool`: subnets of the subnet pool held by networks.
+        SUBNETS_USED = "nexus_subnet_pool_used_subnets", Gauge, None,
+            "Subnets held by networks (of the pool, or kept from an earlier pool).";
+        /// Gauge, `pool`: subnets the subnet pool holds.
+        SUBNETS_SIZE = "nexus_subnet_pool_size_subnets", Gauge, None,
+            "Subnets the configured subnet pool holds.";
         /// Counter, `method`, `code`: finished gRPC calls.
         GRPC_REQUESTS = "nexus_grpc_requests_total", Counter, None,
             "Finished gRPC calls by method and status code.";

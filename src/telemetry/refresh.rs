@@ -55,6 +55,10 @@ pub async fn refresh_once(orch: &Orchestrator) {
         metrics::gauge!(names::PORTS_USED, &labels).set(u.used as f64);
         metrics::gauge!(names::PORTS_SIZE, &labels).set(u.size as f64);
     }
+    let (subnets, used) = orch.subnet_usage();
+    let labels = [("pool", subnets.pool.to_string())];
+    metrics::gauge!(names::SUBNETS_USED, &labels).set(used as f64);
+    metrics::gauge!(names::SUBNETS_SIZE, &labels).set(subnets.total() as f64);
     let networks = match orch.list().await {
         Ok(n) => n,
         Err(e) => {
