@@ -125,6 +125,8 @@ pub(super) static KEYS: &[KeyDef] = &[
         "Repository size limit per node when a request gives none."),
     key!(node.max_replicas: U16 = "16",
         "Most nodes a network may have (at most 64)."),
+    key!(node.start_parallelism: U16 = "0",
+        "Most node starts (create, start, re-create) at once across all networks; a node waits its turn before its ready_timeout starts. 0: two per CPU core."),
     key!(node.max_cpus: Str = r#""4""#,
         "Most CPU cores a request may give one node."),
     key!(node.max_memory: Str = r#""8GiB""#,

@@ -231,6 +231,7 @@ pub struct NodeSection {
     pub memory: String,
     pub disk: String,
     pub max_replicas: u16,
+    pub start_parallelism: u16,
     pub max_cpus: String,
     pub max_memory: String,
     pub max_disk: String,

@@ -18,7 +18,7 @@ use crate::names::{is_dns_name, InstanceName};
 use crate::node::docker::MAX_NODE_DIR;
 use crate::node::spec::{validate_image, MAX_NODES};
 use crate::node::DockerRuntimeConfig;
-use crate::orchestrator::OrchestratorConfig;
+use crate::orchestrator::{default_start_parallelism, OrchestratorConfig};
 
 /// The checked values, before the public key file is read.
 struct Parsed {
@@ -281,6 +281,10 @@ impl Config {
             ports,
             subnets,
             op_timeout,
+            start_parallelism: match self.node.start_parallelism {
+                0 => default_start_parallelism(),
+                n => usize::from(n),
+            },
             ..OrchestratorConfig::default()
         };
         let docker = DockerRuntimeConfig {

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use ipnet::Ipv4Net;
@@ -40,6 +41,11 @@ struct State {
 pub struct MockRuntime {
     state: Mutex<State>,
     events: broadcast::Sender<NodeEvent>,
+    /// How long a `create_node` takes (zero: at once).
+    create_delay: Mutex<std::time::Duration>,
+    /// Creates in flight now, and the most there ever were.
+    creating: AtomicUsize,
+    most_creating: AtomicUsize,
 }
 
 impl Default for MockRuntime {
@@ -47,6 +53,9 @@ impl Default for MockRuntime {
         Self {
             state: Mutex::default(),
             events: broadcast::channel(4096).0,
+            create_delay: Mutex::default(),
+            creating: AtomicUsize::new(0),
+            most_creating: AtomicUsize::new(0),
         }
     }
 }
@@ -76,6 +85,16 @@ impl MockRuntime {
     /// The subnet a prepared network is on (`Some(None)`: the engine's defaults).
     pub fn network_subnet(&self, network: &NetworkName) -> Option<Option<Ipv4Net>> {
         self.lock().networks.get(network).copied()
+    }
+
+    /// Makes every `create_node` take `delay` (as a node's start does).
+    pub fn set_create_delay(&self, delay: std::time::Duration) {
+        *crate::sync::lock(&self.create_delay) = delay;
+    }
+
+    /// The most `create_node` calls that were ever in flight at once.
+    pub fn most_concurrent_creates(&self) -> usize {
+        self.most_creating.load(Ordering::SeqCst)
     }
 
     /// The runtime methods called so far, e.g. `create nexus-a-0`.
@@ -136,6 +155,13 @@ impl NodeRuntime for MockRuntime {
     async fn create_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord> {
         spec.validate()?;
         secrets.check(spec)?;
+        let delay = *crate::sync::lock(&self.create_delay);
+        if !delay.is_zero() {
+            let now = self.creating.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_creating.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(delay).await;
+            self.creating.fetch_sub(1, Ordering::SeqCst);
+        }
         let mut st = self.lock();
         st.calls
             .push(format!("create {}", spec.node.container_name()));

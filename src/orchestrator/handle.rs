@@ -48,6 +48,19 @@ pub struct OrchestratorConfig {
     /// A node dying this many times within `crash_window` makes its network `failed`.
     pub crash_limit: usize,
     pub crash_window: Duration,
+    /// Most node starts (create, start, re-create) in flight at once, across all networks.
+    /// A node waits for its turn before its readiness deadline starts, so a burst of starts
+    /// queues instead of missing deadlines on a small host.
+    pub start_parallelism: usize,
+}
+
+/// Node starts at once when the configuration does not say: two per core the host gives
+/// this process (at least two). Starting a kubo node is CPU-bound for its first seconds.
+pub fn default_start_parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() * 2)
+        .unwrap_or(2)
+        .max(2)
 }
 
 impl Default for OrchestratorConfig {
@@ -69,6 +82,7 @@ impl Default for OrchestratorConfig {
             restart_backoff_max: Duration::from_secs(60),
             crash_limit: 5,
             crash_window: Duration::from_secs(300),
+            start_parallelism: default_start_parallelism(),
         }
     }
 }
@@ -89,6 +103,8 @@ pub(super) struct Inner {
     events: EventBus,
     /// Whether the reconciler runs (readiness).
     pub(super) heartbeat: Mutex<Liveness>,
+    /// Turns for node starts ([`OrchestratorConfig::start_parallelism`]).
+    pub(super) starts: tokio::sync::Semaphore,
 }
 
 /// The reconciler's life, for readiness.
@@ -154,6 +170,7 @@ impl Orchestrator {
                 subnets.reserve(subnet);
             }
         }
+        let starts = tokio::sync::Semaphore::new(cfg.start_parallelism.max(1));
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -168,6 +185,7 @@ impl Orchestrator {
                 passes: AtomicU64::new(0),
                 events: EventBus::default(),
                 heartbeat: Mutex::default(),
+                starts,
             }),
         })
     }
@@ -191,6 +209,12 @@ impl Orchestrator {
     pub fn subnet_usage(&self) -> (SubnetConfig, usize) {
         let subnets = lock(&self.inner.subnets);
         (subnets.config(), subnets.in_use())
+    }
+
+    /// Waits for a turn to start a node (see [`OrchestratorConfig::start_parallelism`]); the
+    /// turn lasts as long as the permit is held. Never fails: the semaphore is never closed.
+    pub(super) async fn start_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.inner.starts.acquire().await.ok()
     }
 
     /// The registry the delegator reads.

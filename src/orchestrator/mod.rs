@@ -33,7 +33,7 @@ pub mod view;
 
 pub use error::{ErrorKind, OrchestratorError, Result};
 pub use events::{Event, EventBus, EventKind};
-pub use handle::{Orchestrator, OrchestratorConfig};
+pub use handle::{default_start_parallelism, Orchestrator, OrchestratorConfig};
 pub use request::{CreateNetwork, UpdateNetwork};
 pub use view::{NetworkView, NodeDiagnosis, NodeView};
 

@@ -985,3 +985,22 @@ async fn a_network_from_before_subnets_keeps_dockers_choice() {
     assert_eq!(f.rt.network_subnet(&name("legacy")), Some(None));
     assert_eq!(stored_subnet(&f, "legacy").await, None);
 }
+
+#[tokio::test]
+async fn a_burst_of_starts_waits_its_turn() {
+    let f = fixture_with(OrchestratorConfig {
+        start_parallelism: 2,
+        ..cfg()
+    })
+    .await;
+    f.rt.set_create_delay(Duration::from_millis(50));
+    for n in ["q0", "q1", "q2"] {
+        f.orch.create(req(n, 3)).await.unwrap();
+    }
+    let (a, b, c) = tokio::join!(f.orch.start("q0"), f.orch.start("q1"), f.orch.start("q2"));
+    for v in [a, b, c] {
+        assert_eq!(v.unwrap().status, NetworkStatus::Running);
+    }
+    assert_eq!(creates(&f.rt), 9);
+    assert_eq!(f.rt.most_concurrent_creates(), 2);
+}

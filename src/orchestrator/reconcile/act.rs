@@ -180,13 +180,19 @@ impl Orchestrator {
                         self.schedule(name.clone(), wait);
                         continue;
                     }
-                    if let Err(e) = runtime.start_node(&node(index)).await {
+                    let turn = self.start_turn().await;
+                    let started = runtime.start_node(&node(index)).await;
+                    drop(turn);
+                    if let Err(e) = started {
                         self.note_error(rows, index, &e.to_string()).await;
                     }
                 }
                 Action::Update { index } => {
                     if let Some((spec, secrets)) = find(desired, index) {
-                        match runtime.update_node(spec, secrets).await {
+                        let turn = self.start_turn().await;
+                        let updated = runtime.update_node(spec, secrets).await;
+                        drop(turn);
+                        match updated {
                             Ok(r) => self.note_container(rows, index, &r.container_id).await,
                             Err(e) => {
                                 return Err(PassError::Fatal(format!("updating node {index}: {e}")))
@@ -211,7 +217,11 @@ impl Orchestrator {
         let runtime = &self.inner.runtime;
         let results = futures_util::future::join_all(creates.iter().filter_map(|i| {
             let (spec, secrets) = find(desired, *i)?;
-            Some(async move { (*i, runtime.create_node(spec, secrets).await) })
+            Some(async move {
+                // The node's readiness deadline starts once it has its turn.
+                let _turn = self.start_turn().await;
+                (*i, runtime.create_node(spec, secrets).await)
+            })
         }))
         .await;
         let mut failure = None;
