@@ -1272,3 +1272,121 @@ fn check_refusal(v: &serde_json::Value, limit: u64) {
         "{msg}"
     );
 }
+
+/// Writes `raw` to the delegator on a fresh connection and reads the whole answer.
+async fn raw_http(addr: SocketAddr, raw: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(raw.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A token signed with the test key whose claims are exactly `claims`.
+fn token_with(claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .expect("token")
+}
+
+/// Issue 15, observations 3–6 against a real node: a bad `sub` never falls back to `id`
+/// (401); ambiguous requests are JSON 400s; the client's host never changes what the node
+/// serves; content on the shared origin (path form) is sandboxed, the host form is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unambiguous_requests_bound_users_and_a_sandboxed_shared_origin() {
+    let fx = fixture(20, &[Net::public(1, ALICE, true)]).await;
+    let (http, an, addr) = (&fx.http, fx.name(0), fx.addr);
+    let alice = token("alice");
+    let page = b"<html><script>document.title='tenant'</script></html>";
+    let cid = http.add(&api_host(&an), "/api/v0/add", &alice, page).await;
+
+    // Observation 3: a present but invalid `sub` is a 401, whatever `id` says.
+    let now = jsonwebtoken::get_current_timestamp();
+    for sub in [
+        serde_json::json!(123),
+        serde_json::json!(""),
+        serde_json::json!(null),
+    ] {
+        let mut claims =
+            serde_json::json!({"sub": sub, "id": "alice", "exp": now + 600, "iat": now});
+        if let Some(aud) = jwt().audience {
+            claims["aud"] = serde_json::json!(aud);
+        }
+        let t = token_with(claims);
+        let r = http.rpc(&api_host(&an), "/api/v0/id", Some(&t)).await;
+        assert_eq!(r.status, 401, "sub = {sub}: {}", r.text());
+        assert!(r.json()["error"].is_string());
+    }
+
+    // Observation 4: ambiguous requests are refused with a JSON 400 before any node.
+    let gw = gw_host(&an);
+    for (what, req) in [
+        (
+            "absolute-form target naming another host",
+            format!(
+                "GET http://other.gateway.{DOMAIN}/ipfs/{cid} HTTP/1.1\r\nHost: {gw}\r\nConnection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "two Host headers",
+            format!(
+                "GET /ipfs/{cid} HTTP/1.1\r\nHost: {gw}\r\nHost: other.gateway.{DOMAIN}\r\nConnection: close\r\n\r\n"
+            ),
+        ),
+    ] {
+        let answer = raw_http(addr, &req).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+        assert!(answer.contains("\"status\":400"), "{what}: {answer}");
+    }
+    // HTTP/2 with `:authority` ≠ `host`.
+    {
+        use hyper_util::rt::TokioIo;
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(conn);
+        let req = hyper::Request::get(format!("http://{gw}/ipfs/{cid}"))
+            .header("host", format!("other.gateway.{DOMAIN}"))
+            .body(empty())
+            .expect("request");
+        let resp = send.send_request(req).await.expect("h2 answer");
+        assert_eq!(resp.status(), 400);
+        let req = hyper::Request::get(format!("http://{gw}/ipfs/{cid}"))
+            .body(empty())
+            .expect("request");
+        let resp = send.send_request(req).await.expect("h2 answer");
+        assert_eq!(resp.status(), 200);
+    }
+
+    // Observations 5 and 6: the path form on the apex serves the content itself (a client's
+    // `X-Forwarded-Host` cannot turn it into a subdomain redirect), sandboxed.
+    let r = http
+        .send(
+            "GET",
+            DOMAIN,
+            &format!("/network/{an}/gateway/ipfs/{cid}"),
+            &[("x-forwarded-host", format!("{cid}.ipfs.localhost"))],
+            empty(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body.as_ref(), page.as_ref());
+    assert_eq!(r.headers["content-security-policy"], "sandbox");
+    assert_eq!(r.headers["x-content-type-options"], "nosniff");
+    // The host form is the network's own origin: served as the node serves it.
+    let r = http
+        .send("GET", &gw, &format!("/ipfs/{cid}"), &[], empty())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.headers.contains_key("content-security-policy"));
+    fx.finish().await;
+}

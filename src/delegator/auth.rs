@@ -235,18 +235,34 @@ pub enum AuthError {
     BadIssuer,
     #[error("token names no user (`sub` or `id` claim)")]
     NoSubject,
+    #[error("token's user claim is not a valid user id (a string of 1 to 256 characters)")]
+    BadSubject,
+}
+
+/// A user claim's value: a string of 1..=256 characters.
+fn user_claim(v: serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) if !s.is_empty() && s.len() <= 256 => Some(s),
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]
 struct Claims {
-    #[serde(default)]
+    /// `Some(Null)` when the claim is present as `null`: present is present.
+    #[serde(default, deserialize_with = "present")]
     sub: Option<serde_json::Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     id: Option<serde_json::Value>,
     #[serde(default)]
     exp: Option<serde_json::Value>,
     #[serde(default)]
     nbf: Option<serde_json::Value>,
+}
+
+/// A claim that is there, whatever its value (`null` included), as `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 /// Most verified tokens remembered; when full, the memory starts over.
@@ -362,13 +378,13 @@ impl Verifier {
             },
         )?;
         let mut claims = data.claims;
-        let user = |v: Option<serde_json::Value>| match v {
-            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 256 => Some(s),
-            _ => None,
+        // A present `sub` decides, valid or not: `id` (the Go original's claim) is read only
+        // when there is no `sub` at all, so a bad `sub` never falls back to another user.
+        let user = match (claims.sub.take(), claims.id.take()) {
+            (Some(sub), _) => user_claim(sub).ok_or(AuthError::BadSubject)?,
+            (None, Some(id)) => user_claim(id).ok_or(AuthError::BadSubject)?,
+            (None, None) => return Err(AuthError::NoSubject),
         };
-        let user = user(claims.sub.take())
-            .or_else(|| user(claims.id.take()))
-            .ok_or(AuthError::NoSubject)?;
         Ok((user, claims))
     }
 }
@@ -530,9 +546,9 @@ mod tests {
         let t = hs(json!({"exp": now() + 60}), SECRET);
         assert_eq!(v.check(&t), Err(AuthError::NoSubject));
         let t = hs(json!({"sub": "", "exp": now() + 60}), SECRET);
-        assert_eq!(v.check(&t), Err(AuthError::NoSubject));
+        assert_eq!(v.check(&t), Err(AuthError::BadSubject));
         let t = hs(json!({"sub": 7, "exp": now() + 60}), SECRET);
-        assert_eq!(v.check(&t), Err(AuthError::NoSubject));
+        assert_eq!(v.check(&t), Err(AuthError::BadSubject));
         // Wrong signature.
         let t = hs(
             json!({"sub": "a", "exp": now() + 60}),
@@ -542,6 +558,39 @@ mod tests {
         // Within the leeway.
         let t = hs(json!({"sub": "a", "exp": now() - 5}), SECRET);
         assert_eq!(v.check(&t), Ok("a".into()));
+    }
+
+    /// A present but invalid `sub` is refused; it never falls back to `id`.
+    #[test]
+    fn a_bad_sub_never_falls_back_to_id() {
+        let v = hs_verifier();
+        for sub in [
+            json!(123),
+            json!(""),
+            json!(null),
+            json!(["alice"]),
+            json!({"u": 1}),
+        ] {
+            let t = hs(
+                json!({"sub": sub, "id": "alice", "exp": now() + 60}),
+                SECRET,
+            );
+            // jsonwebtoken itself refuses a `sub` of the wrong JSON type (malformed): either
+            // way a 401, never alice.
+            let r = v.check(&t);
+            assert!(
+                matches!(r, Err(AuthError::BadSubject | AuthError::Malformed)),
+                "sub = {sub}: {r:?}"
+            );
+        }
+        let t = hs(json!({"id": 5, "exp": now() + 60}), SECRET);
+        assert_eq!(v.check(&t), Err(AuthError::BadSubject));
+        let long = "a".repeat(257);
+        let t = hs(
+            json!({"sub": long, "id": "alice", "exp": now() + 60}),
+            SECRET,
+        );
+        assert_eq!(v.check(&t), Err(AuthError::BadSubject));
     }
 
     #[test]

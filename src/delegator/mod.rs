@@ -485,4 +485,207 @@ mod tests {
             "still accepting"
         );
     }
+
+    /// An upstream that records every request's headers and answers a small HTML page.
+    async fn recording_upstream() -> (SocketAddr, Arc<std::sync::Mutex<Vec<hyper::HeaderMap>>>) {
+        let seen: Arc<std::sync::Mutex<Vec<hyper::HeaderMap>>> = Arc::default();
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = upstream.local_addr().unwrap();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = upstream.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        log.lock().unwrap().push(req.headers().clone());
+                        async {
+                            let mut r = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from_static(b"<script>alert(1)</script>"),
+                            ));
+                            r.headers_mut()
+                                .insert("content-type", "text/html".parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    /// A delegator for `nexus.test` in front of `up` as network `obs` (public gateway).
+    async fn delegator_in_front_of(up: SocketAddr) -> SocketAddr {
+        let reg = Registry::new();
+        reg.publish(crate::orchestrator::registry::NetworkEntry {
+            name: crate::node::NetworkName::new("obs").unwrap(),
+            disk_bytes: None,
+            access: crate::access::Access {
+                gateway_public: true,
+                ..Default::default()
+            },
+            nodes: vec![crate::orchestrator::registry::ReadyNode {
+                index: 0,
+                peer_id: "p".into(),
+                api: crate::node::endpoint::Endpoint::Tcp(up),
+                gateway: crate::node::endpoint::Endpoint::Tcp(up),
+            }],
+        });
+        let d = Delegator::new(reg, DelegatorConfig::new("nexus.test", jwt())).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(d.serve(listener, None, std::future::pending()));
+        addr
+    }
+
+    /// Writes `raw` on a fresh connection and reads the whole answer.
+    async fn raw(addr: SocketAddr, raw: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Observation 4: a request that names two hosts is a JSON 400 and reaches no node.
+    #[tokio::test]
+    async fn ambiguous_hosts_are_refused_with_400() {
+        use http_body_util::{BodyExt, Empty};
+        let (up, seen) = recording_upstream().await;
+        let addr = delegator_in_front_of(up).await;
+        for (what, req) in [
+            (
+                "absolute-form target naming another host",
+                "GET http://other.gateway.nexus.test/ipfs/x HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n",
+            ),
+            (
+                "two Host headers",
+                "GET /ipfs/x HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nHost: other.gateway.nexus.test\r\nConnection: close\r\n\r\n",
+            ),
+            (
+                "two identical Host headers",
+                "GET /ipfs/x HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n",
+            ),
+        ] {
+            let answer = raw(addr, req).await;
+            assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+            assert!(answer.contains("application/json"), "{what}: {answer}");
+            assert!(answer.contains("ambiguous request"), "{what}: {answer}");
+        }
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "an ambiguous request was forwarded"
+        );
+        // The same target as Host (any case) is fine.
+        let answer = raw(
+            addr,
+            "GET http://OBS.gateway.nexus.test/ipfs/x HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+        // HTTP/2 (prior knowledge): `:authority` and `host` must agree.
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = |host: Option<&str>| {
+            let mut b = hyper::Request::get("http://obs.gateway.nexus.test/ipfs/x");
+            if let Some(h) = host {
+                b = b.header("host", h);
+            }
+            b.body(Empty::<bytes::Bytes>::new()).unwrap()
+        };
+        let resp = send
+            .send_request(req(Some("other.gateway.nexus.test")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"].as_str().unwrap().contains(":authority"), "{v}");
+        let before = seen.lock().unwrap().len();
+        assert_eq!(
+            before, 1,
+            "only the unambiguous HTTP/1.1 request was forwarded"
+        );
+        let resp = send.send_request(req(None)).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let resp = send
+            .send_request(req(Some("obs.gateway.nexus.test")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
+    /// Observation 5: the node sees its own `Host` and no host a client chose.
+    #[tokio::test]
+    async fn the_node_never_sees_the_clients_host() {
+        let (up, seen) = recording_upstream().await;
+        let addr = delegator_in_front_of(up).await;
+        let answer = raw(
+            addr,
+            "GET /network/obs/gateway/ipfs/x HTTP/1.1\r\nHost: nexus.test\r\nX-Forwarded-Host: x.ipfs.localhost\r\nForwarded: host=x.ipfs.localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let seen = seen.lock().unwrap();
+        let h = &seen[0];
+        assert_eq!(h["host"], up.to_string());
+        assert!(!h.contains_key("x-forwarded-host"), "{h:?}");
+        assert!(!h.contains_key("forwarded"), "{h:?}");
+    }
+
+    /// Observation 6: what the path form serves on the shared origin is sandboxed; the host
+    /// form (each network's own origin) is not.
+    #[tokio::test]
+    async fn the_shared_origin_is_sandboxed() {
+        let (up, _seen) = recording_upstream().await;
+        let addr = delegator_in_front_of(up).await;
+        let path_form = raw(
+            addr,
+            "GET /network/obs/gateway/ipfs/x HTTP/1.1\r\nHost: nexus.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .to_ascii_lowercase();
+        assert!(path_form.starts_with("http/1.1 200"), "{path_form}");
+        assert!(
+            path_form.contains("\r\ncontent-security-policy: sandbox\r\n"),
+            "{path_form}"
+        );
+        assert!(
+            path_form.contains("\r\nx-content-type-options: nosniff\r\n"),
+            "{path_form}"
+        );
+        // Refusals on the shared origin too.
+        let refused = raw(
+            addr,
+            "GET /network/obs/gateway/nope HTTP/1.1\r\nHost: nexus.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .to_ascii_lowercase();
+        assert!(
+            refused.contains("content-security-policy: sandbox"),
+            "{refused}"
+        );
+        let host_form = raw(
+            addr,
+            "GET /ipfs/x HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .to_ascii_lowercase();
+        assert!(host_form.starts_with("http/1.1 200"), "{host_form}");
+        assert!(
+            !host_form.contains("content-security-policy"),
+            "{host_form}"
+        );
+    }
 }

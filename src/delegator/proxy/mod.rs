@@ -41,6 +41,7 @@ use access::Trace;
 use cors::{add_cors, origin_allowed, preflight};
 use forward::forward;
 use forward::ReplayBody;
+pub(crate) use headers::AmbiguousHost;
 use headers::{request_host, strip_hop_by_hop, upstream_headers};
 pub(crate) use quota::Quotas;
 use response::{status_response, ProxyError};
@@ -76,10 +77,11 @@ async fn proxy(
     trace: &mut Trace,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let cfg = &shared.cfg;
-    let host = request_host(cfg, conn, &req).ok_or(RouteError::UnknownHost)?;
+    let host = request_host(cfg, conn, &req)?.ok_or(RouteError::UnknownHost)?;
     let r = route::route(&host, req.uri().path(), &cfg.domain)?;
     trace.network = Some(r.network.to_string());
     trace.feature = Some(r.feature);
+    trace.form = Some(r.form);
     let entry = shared
         .registry
         .get(&r.network)
@@ -174,7 +176,7 @@ async fn proxy(
     } else {
         (body, None)
     };
-    let headers = upstream_headers(cfg, conn, &parts.headers, &host, request_id, r.feature);
+    let headers = upstream_headers(cfg, conn, &parts.headers, request_id, r.feature);
     let path_and_query = match parts.uri.query() {
         Some(q) => format!("{}?{q}", r.path),
         None => r.path.clone(),

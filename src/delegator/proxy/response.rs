@@ -19,6 +19,8 @@ use crate::orchestrator::registry::NetworkEntry;
 pub(crate) enum ProxyError {
     #[error(transparent)]
     Route(#[from] RouteError),
+    #[error(transparent)]
+    Ambiguous(#[from] super::AmbiguousHost),
     #[error("unknown network `{0}`")]
     UnknownNetwork(String),
     #[error("network `{0}` has no ready node right now")]
@@ -49,6 +51,7 @@ impl ProxyError {
     pub(super) fn status(&self) -> StatusCode {
         let code = match self {
             ProxyError::Route(e) => e.status(),
+            ProxyError::Ambiguous(_) => 400,
             ProxyError::UnknownNetwork(_) => 404,
             ProxyError::NoReadyNode(_) => 503,
             ProxyError::Unauthorized(_) => 401,
@@ -61,6 +64,18 @@ impl ProxyError {
             ProxyError::Timeout => 504,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The refusal's reason label for `nexus_delegator_refusals_total`, for the refusals an
+    /// operator watches for abuse; `None` for the rest.
+    pub(super) fn refusal_reason(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::Ambiguous(_) => Some("ambiguous_host"),
+            ProxyError::Unauthorized(_) => Some("token"),
+            ProxyError::NotMember(_) => Some("membership"),
+            ProxyError::Policy(_) => Some("policy"),
+            _ => None,
+        }
     }
 
     pub(super) fn response(&self, request_id: &str) -> Response<ProxyBody> {
