@@ -14,6 +14,44 @@ pub const MAX_COMMAND_LEN: usize = 64;
 /// Most entries in `api_allow` or `api_deny`.
 pub const MAX_COMMANDS: usize = 256;
 
+/// What a user may do on a network, lowest first: `reader` < `writer` < `admin`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// The gateway and read-only RPC.
+    Reader,
+    /// Reader plus adding and pinning content.
+    #[default]
+    Writer,
+    /// Writer plus removing shared data, publishing the node's name, statistics.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Writer => "writer",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// `reader`, `writer` or `admin` (exactly, lower case).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reader" => Some(Role::Reader),
+            "writer" => Some(Role::Writer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A network's access settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Access {

@@ -1381,3 +1381,101 @@ fn trace_logs_hold_no_secret() {
     }
     d.json(&["network", "remove", &net]);
 }
+
+/// `POST /api/v0/id` through the daemon's delegator (host form) with `tok`; the status.
+fn delegator_id(d: &Daemon, net: &str, tok: &str) -> u16 {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let port = d.delegator;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let req = hyper::Request::post(format!("http://127.0.0.1:{port}/api/v0/id"))
+            .header("host", format!("{net}.api.localhost:{port}"))
+            .header("authorization", format!("Bearer {tok}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        common::send(req).await.0
+    })
+}
+
+/// Issue 15, observation 2: tokens bound and revocable, through the real daemon. `token
+/// issue --json` gives the id; `token revoke` makes the delegator refuse it at once (well
+/// within a second), and still after a restart; a token limited to another network and one
+/// for another audience are refused; bad ids are refused with nothing recorded.
+#[test]
+fn revoked_tokens_stay_refused_across_a_restart() {
+    let mut d = Daemon::configure(43800, "");
+    d.start();
+    let net = format!("rv-{}", random_hex(2));
+    let other = format!("rw-{}", random_hex(2));
+    d.json(&[
+        "network",
+        "create",
+        &net,
+        "--replicas",
+        "1",
+        "--user",
+        "alice",
+    ]);
+    d.json(&["network", "create", &other, "--user", "alice"]);
+    let n = d.json(&["network", "start", &net]);
+    assert_eq!(n["status"], "running", "{n}");
+
+    let issue = |extra: &[&str]| -> Value {
+        let mut args = vec!["token", "issue", "--user", "alice", "--ttl", "1h"];
+        args.extend_from_slice(extra);
+        d.json(&args)
+    };
+    let t = issue(&[]);
+    let (tok, jti) = (
+        t["token"].as_str().expect("token").to_owned(),
+        t["jti"].as_str().expect("jti").to_owned(),
+    );
+    let spare = issue(&[]);
+    let spare = spare["token"].as_str().expect("token").to_owned();
+    assert_eq!(delegator_id(&d, &net, &tok), 200);
+
+    // Limited to another network: refused here.
+    let elsewhere = issue(&["--net", &other]);
+    let elsewhere = elsewhere["token"].as_str().expect("token").to_owned();
+    assert_eq!(delegator_id(&d, &net, &elsewhere), 403);
+    let here = issue(&["--net", &net]);
+    assert_eq!(
+        delegator_id(&d, &net, here["token"].as_str().expect("token")),
+        200
+    );
+    // Longer than delegator.max_ttl (30 days) cannot be issued.
+    let err = d.fails(&["token", "issue", "--user", "alice", "--ttl", "31d"]);
+    assert!(err.contains("lifetime"), "{err}");
+
+    // Bad ids: refused, nothing recorded.
+    let err = d.fails(&["token", "revoke", "has space"]);
+    assert!(err.contains("InvalidArgument"), "{err}");
+
+    // Revoked: refused from the answer on.
+    let r = d.json(&["token", "revoke", &jti]);
+    assert_eq!(r["jti"], jti.as_str());
+    let started = Instant::now();
+    assert_eq!(delegator_id(&d, &net, &tok), 401);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(delegator_id(&d, &net, &spare), 200, "only that token");
+
+    // …and after a restart.
+    assert!(d.terminate(), "daemon did not exit cleanly:\n{}", d.logs());
+    d.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while delegator_id(&d, &net, &spare) != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the network did not come back:\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(delegator_id(&d, &net, &tok), 401);
+    assert!(!d.logs().contains(&tok), "a token is in the log");
+    assert!(d.terminate(), "daemon did not exit cleanly:\n{}", d.logs());
+}

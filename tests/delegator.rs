@@ -243,6 +243,7 @@ async fn orchestrator(
 /// Starts a delegator on 127.0.0.1:0; returns its address and a shutdown trigger.
 async fn delegator(
     registry: Registry,
+    revocations: nexus::revocations::Revocations,
 ) -> (
     SocketAddr,
     tokio::sync::oneshot::Sender<()>,
@@ -251,7 +252,7 @@ async fn delegator(
     let mut cfg = DelegatorConfig::new(DOMAIN, jwt());
     cfg.connect_timeout = Duration::from_secs(2);
     cfg.request_timeout = Some(Duration::from_secs(120));
-    let d = Delegator::new(registry, cfg).expect("delegator");
+    let d = Delegator::with_revocations(registry, revocations, cfg).expect("delegator");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -400,7 +401,7 @@ async fn fixture(test: u16, nets: &[Net]) -> Fixture {
             );
         }
     }
-    let (addr, stop, server) = delegator(registry).await;
+    let (addr, stop, server) = delegator(registry, orch.revocations()).await;
     Fixture {
         orch,
         runner,
@@ -1027,7 +1028,7 @@ async fn failover_with_dead_first_node(va: &NetworkView, live_api: Endpoint) {
             },
         ],
     });
-    let (addr, stop, server) = delegator(reg.clone()).await;
+    let (addr, stop, server) = delegator(reg.clone(), Default::default()).await;
     let http = Http::new(addr);
     let alice = token("alice");
     // A read-only call and a body-carrying add both reach the live replica.
@@ -1388,5 +1389,75 @@ async fn unambiguous_requests_bound_users_and_a_sandboxed_shared_origin() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(!r.headers.contains_key("content-security-policy"));
+    fx.finish().await;
+}
+
+/// Issue 15, observation 2 against a real node: a token for another application (`aud`) and
+/// one that lives too long are refused; a `net` claim limits a token to its networks; a
+/// revoked token is refused at once, others of the same user are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_are_bound_to_an_audience_networks_and_revocable() {
+    let fx = fixture(21, &[Net::of(1, ALICE, true), Net::of(1, ALICE, false)]).await;
+    let (http, an, bn) = (&fx.http, fx.name(0), fx.name(1));
+    let now = jsonwebtoken::get_current_timestamp();
+    let host = api_host(&an);
+    let id = |tok: String| {
+        let host = host.clone();
+        async move { http.rpc(&host, "/api/v0/id", Some(&tok)).await }
+    };
+
+    // Same key, another application's audience, or none: 401.
+    for aud in [Some("billing-app"), None] {
+        let mut claims = serde_json::json!({"sub": "alice", "iat": now, "exp": now + 600});
+        if let Some(a) = aud {
+            claims["aud"] = serde_json::json!(a);
+        }
+        let r = id(token_with(claims)).await;
+        assert_eq!(r.status, 401, "aud {aud:?}: {}", r.text());
+    }
+    // Ten years: 401.
+    let r = id(token_with(serde_json::json!({
+        "sub": "alice", "aud": "nexus", "iat": now, "exp": now + 3650 * 86_400
+    })))
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+
+    // `net`: this network only.
+    let only_b = nexus::delegator::mint(
+        &jwt(),
+        &nexus::delegator::TokenRequest {
+            user: "alice".into(),
+            ttl: Duration::from_secs(600),
+            networks: vec![bn.clone()],
+            role: None,
+        },
+    )
+    .expect("mint");
+    let r = id(only_b.token.clone()).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = http
+        .rpc(&api_host(&bn), "/api/v0/id", Some(&only_b.token))
+        .await;
+    assert_ne!(r.status, 403, "{}", r.text());
+
+    // Revocation: refused from the call's return on; the user's other tokens still work.
+    let minted = nexus::delegator::mint(
+        &jwt(),
+        &nexus::delegator::TokenRequest {
+            user: "alice".into(),
+            ttl: Duration::from_secs(600),
+            networks: vec![],
+            role: None,
+        },
+    )
+    .expect("mint");
+    let other = token("alice");
+    assert_eq!(id(minted.token.clone()).await.status, 200);
+    fx.orch.revoke_token(&minted.jti).await.expect("revoke");
+    let r = id(minted.token.clone()).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("revoked"));
+    assert_eq!(id(other).await.status, 200);
+    assert!(fx.orch.revoke_token("no spaces allowed").await.is_err());
     fx.finish().await;
 }

@@ -266,6 +266,7 @@ pub struct DelegatorSection {
     pub jwt_algorithm: String,
     pub jwt_audience: String,
     pub jwt_issuer: String,
+    pub max_ttl: String,
     pub max_body: String,
     pub connect_timeout: String,
     pub idle_timeout: String,

@@ -33,6 +33,7 @@ struct DelegatorParts {
     trusted_proxies: Vec<IpNet>,
     audience: Option<String>,
     issuer: Option<String>,
+    max_ttl: Duration,
     max_body: Option<u64>,
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -56,6 +57,7 @@ impl Config {
         settings.delegator.config = jwt.map(|mut jwt| {
             jwt.audience = d.audience;
             jwt.issuer = d.issuer;
+            jwt.max_ttl = d.max_ttl;
             let mut c = DelegatorConfig::new(d.domain, jwt);
             c.trusted_proxies = d.trusted_proxies;
             c.max_body_bytes = d.max_body;
@@ -187,6 +189,13 @@ impl Config {
         } else {
             Some(parse_size(&d.max_body).map_err(|e| self.invalid("delegator.max_body", e.0))?)
         };
+        let max_ttl = self.duration("delegator.max_ttl", &d.max_ttl)?;
+        if max_ttl < Duration::from_secs(1) || max_ttl > crate::delegator::auth::MAX_MAX_TTL {
+            return Err(self.invalid(
+                "delegator.max_ttl",
+                "must be between 1s and 3650d".to_string(),
+            ));
+        }
         let connect_timeout = self.duration("delegator.connect_timeout", &d.connect_timeout)?;
         let idle_timeout = self.duration("delegator.idle_timeout", &d.idle_timeout)?;
         let delegator_tls = self.tls_pair("delegator", &d.tls_cert, &d.tls_key)?;
@@ -278,6 +287,7 @@ impl Config {
             max_resources,
             ports,
             op_timeout,
+            revocation_horizon: max_ttl + crate::delegator::auth::DEFAULT_LEEWAY,
             ..OrchestratorConfig::default()
         };
         let docker = DockerRuntimeConfig {
@@ -327,6 +337,7 @@ impl Config {
                 trusted_proxies,
                 audience: non_empty(&d.jwt_audience),
                 issuer: non_empty(&d.jwt_issuer),
+                max_ttl,
                 max_body,
                 connect_timeout,
                 idle_timeout,

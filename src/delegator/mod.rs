@@ -35,12 +35,16 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-pub use auth::{mint_token, AuthError, JwtConfig, JwtConfigError, JwtKey, PublicKeyAlg, Verifier};
+pub use auth::{
+    mint, mint_token, AuthError, Identity, JwtConfig, JwtConfigError, JwtKey, Minted, PublicKeyAlg,
+    TokenRequest, Verifier,
+};
 pub use net::{BadIpNet, IpNet};
 pub use route::{Feature, Route, RouteError};
 
 use crate::node::endpoint::Connector;
 use crate::orchestrator::registry::Registry;
+use crate::revocations::Revocations;
 
 /// How the delegator behaves. Build with [`DelegatorConfig::new`] and adjust the fields.
 #[derive(Clone, Debug)]
@@ -124,8 +128,19 @@ impl std::fmt::Debug for Delegator {
 }
 
 impl Delegator {
-    /// Validates the configuration and prepares the upstream connection pool.
-    pub fn new(registry: Registry, mut cfg: DelegatorConfig) -> Result<Self, DelegatorError> {
+    /// Validates the configuration and prepares the upstream connection pool (with no token
+    /// revoked: see [`Delegator::with_revocations`]).
+    pub fn new(registry: Registry, cfg: DelegatorConfig) -> Result<Self, DelegatorError> {
+        Self::with_revocations(registry, Revocations::default(), cfg)
+    }
+
+    /// Like [`Delegator::new`], refusing the token ids `revocations` lists (read on every
+    /// request; the orchestrator writes it).
+    pub fn with_revocations(
+        registry: Registry,
+        revocations: Revocations,
+        mut cfg: DelegatorConfig,
+    ) -> Result<Self, DelegatorError> {
         cfg.domain = route::normalise_domain(&cfg.domain)
             .ok_or_else(|| DelegatorError::BadDomain(cfg.domain.chars().take(64).collect()))?;
         if cfg.connect_timeout.is_zero() {
@@ -153,6 +168,7 @@ impl Delegator {
         Ok(Self {
             shared: Arc::new(proxy::Shared {
                 registry,
+                revocations,
                 cfg,
                 verifier,
                 client,

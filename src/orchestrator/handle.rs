@@ -20,6 +20,7 @@ use super::registry::Registry;
 use crate::node::spec::validate_image;
 use crate::node::Ports;
 use crate::node::{NetworkName, NodeIdentity, NodeRecord, NodeRef, NodeRuntime, Resources};
+use crate::revocations::Revocations;
 use crate::store::{NetworkRecord, NetworkStatus, NodeRow, Store};
 use crate::sync::lock;
 
@@ -45,6 +46,9 @@ pub struct OrchestratorConfig {
     /// A node dying this many times within `crash_window` makes its network `failed`.
     pub crash_limit: usize,
     pub crash_window: Duration,
+    /// How long a revoked token id stays on the revocation list: the longest a token carrying
+    /// it can still be accepted (the delegator's `max_ttl` plus its leeway).
+    pub revocation_horizon: Duration,
 }
 
 impl Default for OrchestratorConfig {
@@ -65,6 +69,8 @@ impl Default for OrchestratorConfig {
             restart_backoff_max: Duration::from_secs(60),
             crash_limit: 5,
             crash_window: Duration::from_secs(300),
+            revocation_horizon: crate::delegator::auth::DEFAULT_MAX_TTL
+                + crate::delegator::auth::DEFAULT_LEEWAY,
         }
     }
 }
@@ -75,6 +81,8 @@ pub(super) struct Inner {
     pub(super) cfg: OrchestratorConfig,
     pub(super) ports: Mutex<PortAllocator>,
     pub(super) registry: Registry,
+    /// The revoked token ids the delegator refuses (the store's list, kept in step).
+    pub(super) revocations: Revocations,
     locks: Mutex<HashMap<NetworkName, Arc<tokio::sync::Mutex<()>>>>,
     pub(super) crashes: Mutex<HashMap<NodeRef, Crashes>>,
     /// Background passes: at most one running and one waiting per network.
@@ -149,6 +157,7 @@ impl Orchestrator {
                 cfg,
                 ports: Mutex::new(ports),
                 registry: Registry::new(),
+                revocations: Revocations::default(),
                 locks: Mutex::default(),
                 crashes: Mutex::default(),
                 queue: PassQueue::default(),
@@ -177,6 +186,11 @@ impl Orchestrator {
     /// The registry the delegator reads.
     pub fn registry(&self) -> Registry {
         self.inner.registry.clone()
+    }
+
+    /// The revocation list the delegator reads ([`Orchestrator::revoke_token`] writes it).
+    pub fn revocations(&self) -> Revocations {
+        self.inner.revocations.clone()
     }
 
     /// Reconcile passes run since start, whatever triggered them.

@@ -12,6 +12,8 @@
 //! - [`ports`]: host port ranges and allocation.
 //! - [`registry`]: the in-memory view of ready nodes the delegator reads.
 //! - [`events`]: the bus of network and node events (`WatchEvents`, logs).
+//! - `tokens`: the revocation list of tenant tokens (stored first, then the in-memory list
+//!   the delegator reads), loaded at start, expired ids forgotten.
 //!
 //! It reads the store and drives the [`crate::node::NodeRuntime`]; it never talks to Docker
 //! directly, nor serves traffic.
@@ -25,6 +27,7 @@ pub mod ports;
 mod reconcile;
 pub mod registry;
 pub mod request;
+mod tokens;
 pub mod view;
 
 pub use error::{ErrorKind, OrchestratorError, Result};

@@ -30,12 +30,13 @@ use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Method, Request, Response};
 use hyper_util::client::legacy::Client;
 
-use super::auth::Verifier;
+use super::auth::{AuthError, Verifier};
 use super::policy;
 use super::route::{self, Feature, RouteError};
 use super::DelegatorConfig;
 use crate::node::endpoint::{Connector, Endpoint};
 use crate::orchestrator::registry::{NetworkEntry, Registry};
+use crate::revocations::Revocations;
 pub(crate) use access::handle;
 use access::Trace;
 use cors::{add_cors, origin_allowed, preflight};
@@ -52,6 +53,8 @@ pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 /// State shared by every connection.
 pub(crate) struct Shared {
     pub registry: Registry,
+    /// Revoked token ids (the orchestrator keeps it in step with the store).
+    pub revocations: Revocations,
     pub cfg: DelegatorConfig,
     pub verifier: Verifier,
     pub client: Client<Connector, ReplayBody>,
@@ -219,19 +222,28 @@ async fn proxy(
     Ok(Response::from_parts(rparts, body))
 }
 
-/// The bearer token's user, who must be one of the network's users (401, then 403).
+/// The bearer token's user, who must be one of the network's users: a valid, unrevoked token
+/// (401), limited to this network if it names networks, of a member (403).
 fn authenticate(
     shared: &Shared,
     entry: &NetworkEntry,
     headers: &HeaderMap,
     trace: &mut Trace,
 ) -> Result<(), ProxyError> {
-    let user = shared
+    let id = shared
         .verifier
-        .check_header(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
-    let member = entry.access.users.contains(&user);
-    trace.user = Some(user);
-    if member {
+        .identify_header(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+    trace.user = Some(id.user.clone());
+    if let Some(jti) = &id.jti {
+        let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX);
+        if shared.revocations.is_revoked(jti, now) {
+            return Err(AuthError::Revoked.into());
+        }
+    }
+    if !id.allows_network(entry.name.as_str()) {
+        return Err(ProxyError::TokenNetwork(entry.name.to_string()));
+    }
+    if entry.access.users.contains(&id.user) {
         Ok(())
     } else {
         Err(ProxyError::NotMember(entry.name.to_string()))

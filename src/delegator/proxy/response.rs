@@ -29,6 +29,8 @@ pub(crate) enum ProxyError {
     Unauthorized(#[from] AuthError),
     #[error("user is not a member of network `{0}`")]
     NotMember(String),
+    #[error("this token is limited to other networks than `{0}`")]
+    TokenNetwork(String),
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error("the gateway serves only /ipfs/… and /ipns/… paths")]
@@ -55,7 +57,10 @@ impl ProxyError {
             ProxyError::UnknownNetwork(_) => 404,
             ProxyError::NoReadyNode(_) => 503,
             ProxyError::Unauthorized(_) => 401,
-            ProxyError::NotMember(_) | ProxyError::Policy(_) | ProxyError::Origin(_) => 403,
+            ProxyError::NotMember(_)
+            | ProxyError::TokenNetwork(_)
+            | ProxyError::Policy(_)
+            | ProxyError::Origin(_) => 403,
             ProxyError::GatewayPath => 404,
             ProxyError::Method(_) => 405,
             ProxyError::TooLarge(_) => 413,
@@ -71,8 +76,9 @@ impl ProxyError {
     pub(super) fn refusal_reason(&self) -> Option<&'static str> {
         match self {
             ProxyError::Ambiguous(_) => Some("ambiguous_host"),
+            ProxyError::Unauthorized(AuthError::Revoked) => Some("revoked"),
             ProxyError::Unauthorized(_) => Some("token"),
-            ProxyError::NotMember(_) => Some("membership"),
+            ProxyError::NotMember(_) | ProxyError::TokenNetwork(_) => Some("membership"),
             ProxyError::Policy(_) => Some("policy"),
             _ => None,
         }
