@@ -146,7 +146,8 @@ pub struct CreateFlags {
     pub replicas: u32,
     #[command(flatten)]
     pub resources: ResourceFlags,
-    /// A user (JWT `sub`) allowed through the delegator; repeat for several.
+    /// A user (JWT `sub`) allowed through the delegator, as ID or ID:ROLE (reader, writer or
+    /// admin; default writer); repeat for several.
     #[arg(long = "user")]
     pub users: Vec<String>,
     /// Serve the gateway without a token.
@@ -194,7 +195,8 @@ pub struct UpdateFlags {
     pub replicas: Option<u32>,
     #[command(flatten)]
     pub resources: ResourceFlags,
-    /// Replace the users with these (repeat); see --clear-users.
+    /// Replace the users with these, as ID or ID:ROLE (reader, writer, admin; default writer);
+    /// repeat; see --clear-users.
     #[arg(long = "user")]
     pub users: Vec<String>,
     /// Remove every user.

@@ -34,6 +34,7 @@ use super::auth::{AuthError, Verifier};
 use super::policy;
 use super::route::{self, Feature, RouteError};
 use super::DelegatorConfig;
+use crate::access::Role;
 use crate::node::endpoint::{Connector, Endpoint};
 use crate::orchestrator::registry::{NetworkEntry, Registry};
 use crate::revocations::Revocations;
@@ -120,9 +121,10 @@ async fn proxy(
             return Ok(resp);
         }
         Feature::Api => {
-            authenticate(shared, &entry, req.headers(), trace)?;
+            let (user, role) = authenticate(shared, &entry, req.headers(), trace)?;
             let command =
                 policy::check_rpc(&r.path, &entry.access.api_allow, &entry.access.api_deny)?;
+            policy::check_role(command, req.uri().query(), &user, role)?;
             let retry_safe = policy::read_only(command);
             // The one node RPC calls go to is the first ready one; the rest are fail-overs.
             (
@@ -136,6 +138,7 @@ async fn proxy(
             )
         }
         Feature::Gateway => {
+            // Every role reads the gateway.
             if !entry.access.gateway_public {
                 authenticate(shared, &entry, req.headers(), trace)?;
             }
@@ -223,13 +226,14 @@ async fn proxy(
 }
 
 /// The bearer token's user, who must be one of the network's users: a valid, unrevoked token
-/// (401), limited to this network if it names networks, of a member (403).
+/// (401), limited to this network if it names networks, of a member (403). Returns the user
+/// and the role the request has: the user's on the network, lowered by the token's `role`.
 fn authenticate(
     shared: &Shared,
     entry: &NetworkEntry,
     headers: &HeaderMap,
     trace: &mut Trace,
-) -> Result<(), ProxyError> {
+) -> Result<(String, Role), ProxyError> {
     let id = shared
         .verifier
         .identify_header(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
@@ -243,10 +247,12 @@ fn authenticate(
     if !id.allows_network(entry.name.as_str()) {
         return Err(ProxyError::TokenNetwork(entry.name.to_string()));
     }
-    if entry.access.users.contains(&id.user) {
-        Ok(())
-    } else {
-        Err(ProxyError::NotMember(entry.name.to_string()))
+    match entry.access.role_of(&id.user) {
+        Some(role) => {
+            let role = id.role.map_or(role, |t| t.min(role));
+            Ok((id.user.clone(), role))
+        }
+        None => Err(ProxyError::NotMember(entry.name.to_string())),
     }
 }
 

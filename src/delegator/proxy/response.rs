@@ -79,6 +79,9 @@ impl ProxyError {
             ProxyError::Unauthorized(AuthError::Revoked) => Some("revoked"),
             ProxyError::Unauthorized(_) => Some("token"),
             ProxyError::NotMember(_) | ProxyError::TokenNetwork(_) => Some("membership"),
+            ProxyError::Policy(PolicyError::Role { .. } | PolicyError::OutsideOwnDir(_)) => {
+                Some("role")
+            }
             ProxyError::Policy(_) => Some("policy"),
             _ => None,
         }
