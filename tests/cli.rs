@@ -699,7 +699,7 @@ fn ctl_reaches_every_rpc_through_reflection() {
         .iter()
         .filter_map(|m| m["name"].as_str())
         .collect();
-    assert_eq!(rpcs.len(), 14, "{rpcs:?}");
+    assert_eq!(rpcs.len(), 15, "{rpcs:?}");
 
     let ctl = |args: &[&str]| -> Value {
         let mut all = vec!["ctl"];
@@ -748,6 +748,9 @@ fn ctl_reaches_every_rpc_through_reflection() {
             .map(Vec::len),
         Some(1)
     );
+    let r = ctl(&["RevokeToken", "jti=ctl-revoked-id"]);
+    assert_eq!(r["jti"], "ctl-revoked-id");
+    assert!(r["forget_at"].as_i64().unwrap_or(0) > 0, "{r}");
     let n = ctl(&[
         "UpdateNetwork",
         &format!("name={net}"),

@@ -629,9 +629,26 @@ async fn status_in_both_forms_tells_no_secrets() {
     .await;
     let (http, an, bn) = (&fx.http, fx.name(0), fx.name(1));
 
-    // Status, host and path form: no secrets.
+    // Status of a private network: for its members only (issue 15, observation 7).
     let r = http
         .send("GET", &format!("{an}.status.{DOMAIN}"), "/", &[], empty())
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let bob = [("authorization", format!("Bearer {}", token("bob")))];
+    let r = http
+        .send("GET", &format!("{an}.status.{DOMAIN}"), "/", &bob, empty())
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // Status, host and path form: no secrets.
+    let alice = [("authorization", format!("Bearer {}", token("alice")))];
+    let r = http
+        .send(
+            "GET",
+            &format!("{an}.status.{DOMAIN}"),
+            "/",
+            &alice,
+            empty(),
+        )
         .await;
     assert_eq!(r.status, 200);
     let v = r.json();
@@ -647,6 +664,17 @@ async fn status_in_both_forms_tells_no_secrets() {
         )
         .await;
     assert_eq!(r.json()["gateway_public"], true);
+    // A public network's gateway resolves no DNS name for anonymous clients.
+    let r = http
+        .send(
+            "GET",
+            &gw_host(&bn),
+            "/ipns/example.com/index.html",
+            &[],
+            empty(),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
     fx.finish().await;
 }
 
@@ -890,7 +918,8 @@ async fn rpcs_survive_a_node_killed_mid_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_shutdown_returns_from_serve() {
-    let mut fx = fixture(10, &[Net::of(1, ALICE, false)]).await;
+    // Public: its status answers without a token.
+    let mut fx = fixture(10, &[Net::public(1, ALICE, false)]).await;
     // A kept-alive client connection is open while the delegator shuts down.
     let r = fx
         .http

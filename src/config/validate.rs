@@ -34,6 +34,11 @@ struct DelegatorParts {
     audience: Option<String>,
     issuer: Option<String>,
     max_ttl: Duration,
+    limits: crate::delegator::LimitConfig,
+    max_connections: usize,
+    max_connections_per_client: usize,
+    header_timeout: Duration,
+    gateway_timeout: Duration,
     max_body: Option<u64>,
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -62,6 +67,11 @@ impl Config {
             c.trusted_proxies = d.trusted_proxies;
             c.max_body_bytes = d.max_body;
             c.connect_timeout = d.connect_timeout;
+            c.limits = d.limits;
+            c.max_connections = d.max_connections;
+            c.max_connections_per_client = d.max_connections_per_client;
+            c.header_read_timeout = d.header_timeout;
+            c.gateway_timeout = Some(d.gateway_timeout);
             c.idle_timeout = d.idle_timeout;
             c
         });
@@ -196,6 +206,44 @@ impl Config {
                 "must be between 1s and 3650d".to_string(),
             ));
         }
+        let rate = |key: &str, v: &str| -> Result<Option<crate::delegator::Rate>> {
+            let n: f64 = v.trim().parse().map_err(|_| {
+                self.invalid(
+                    key,
+                    format!(
+                        "`{}` is not a number of requests per second (0: no limit)",
+                        clip(v)
+                    ),
+                )
+            })?;
+            if !(0.0..=1_000_000.0).contains(&n) {
+                return Err(self.invalid(key, "must be between 0 and 1000000".to_string()));
+            }
+            Ok((n > 0.0).then(|| crate::delegator::Rate {
+                per_second: n,
+                burst: (2.0 * n).ceil().max(1.0) as u32,
+            }))
+        };
+        let positive = |n: u16| (n > 0).then_some(u32::from(n));
+        let limits = crate::delegator::LimitConfig {
+            rate_per_client: rate("delegator.rate_per_client", &d.rate_per_client)?,
+            rate_per_user: rate("delegator.rate_per_user", &d.rate_per_user)?,
+            concurrent_per_client: positive(d.concurrent_per_client),
+            concurrent_per_user: positive(d.concurrent_per_user),
+        };
+        for (key, n) in [
+            ("delegator.max_connections", d.max_connections),
+            (
+                "delegator.max_connections_per_client",
+                d.max_connections_per_client,
+            ),
+        ] {
+            if n == 0 {
+                return Err(self.invalid(key, "must be at least 1".to_string()));
+            }
+        }
+        let header_timeout = self.duration("delegator.header_timeout", &d.header_timeout)?;
+        let gateway_timeout = self.duration("delegator.gateway_timeout", &d.gateway_timeout)?;
         let connect_timeout = self.duration("delegator.connect_timeout", &d.connect_timeout)?;
         let idle_timeout = self.duration("delegator.idle_timeout", &d.idle_timeout)?;
         let delegator_tls = self.tls_pair("delegator", &d.tls_cert, &d.tls_key)?;
@@ -338,6 +386,11 @@ impl Config {
                 audience: non_empty(&d.jwt_audience),
                 issuer: non_empty(&d.jwt_issuer),
                 max_ttl,
+                limits,
+                max_connections: usize::from(d.max_connections),
+                max_connections_per_client: usize::from(d.max_connections_per_client),
+                header_timeout,
+                gateway_timeout,
                 max_body,
                 connect_timeout,
                 idle_timeout,

@@ -40,6 +40,7 @@ pub use auth::{
     TokenRequest, Verifier,
 };
 pub use net::{BadIpNet, IpNet};
+pub use proxy::{LimitConfig, Rate};
 pub use route::{Feature, Route, RouteError};
 
 use crate::node::endpoint::Connector;
@@ -72,11 +73,22 @@ pub struct DelegatorConfig {
     pub shutdown_grace: Duration,
     /// Idle pooled connections kept per node.
     pub max_idle_per_node: usize,
+    /// Request rates and in-flight caps per client address and per user (429 + `Retry-After`).
+    pub limits: LimitConfig,
+    /// Time allowed until a node's gateway answers (its response head); an unknown CID on a
+    /// public gateway then costs a client this long, not kubo's own timeout.
+    pub gateway_timeout: Option<Duration>,
+    /// Most client connections open at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Most connections open at once from one client address; further ones are closed at once.
+    pub max_connections_per_client: usize,
 }
 
 impl DelegatorConfig {
     /// Defaults: no trusted proxy, no body limit, connect 5 s, idle 90 s, no request timeout,
-    /// headers within 30 s, 30 s of shutdown grace.
+    /// gateway answers within 10 s, headers within 30 s, 30 s of shutdown grace, 4096
+    /// connections (256 per client address), no request rate or in-flight limit (the daemon's
+    /// configuration sets them: `delegator.rate_per_client` and the like).
     pub fn new(domain: impl Into<String>, jwt: JwtConfig) -> Self {
         Self {
             domain: domain.into(),
@@ -89,6 +101,10 @@ impl DelegatorConfig {
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             max_idle_per_node: 32,
+            limits: LimitConfig::default(),
+            gateway_timeout: Some(Duration::from_secs(10)),
+            max_connections: 4096,
+            max_connections_per_client: 256,
         }
     }
 }
@@ -153,12 +169,31 @@ impl Delegator {
                 "request_timeout must be above zero",
             ));
         }
+        if cfg.gateway_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(DelegatorError::BadSetting(
+                "gateway_timeout must be above zero",
+            ));
+        }
+        if cfg.max_connections == 0 || cfg.max_connections_per_client == 0 {
+            return Err(DelegatorError::BadSetting(
+                "max_connections and max_connections_per_client must be above zero",
+            ));
+        }
+        let bad_rate = |r: &Option<proxy::Rate>| {
+            r.is_some_and(|r| !(r.per_second.is_finite() && r.per_second > 0.0) || r.burst == 0)
+        };
+        if bad_rate(&cfg.limits.rate_per_client) || bad_rate(&cfg.limits.rate_per_user) {
+            return Err(DelegatorError::BadSetting(
+                "a request rate must be above zero with a burst of at least 1",
+            ));
+        }
         if cfg.header_read_timeout.is_zero() {
             return Err(DelegatorError::BadSetting(
                 "header_read_timeout must be above zero",
             ));
         }
         let verifier = cfg.jwt.verifier()?;
+        let cfg_limits = cfg.limits;
         let connector = Connector::new(cfg.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
@@ -174,6 +209,7 @@ impl Delegator {
                 client,
                 round_robin: AtomicUsize::new(0),
                 quota: proxy::Quotas::default(),
+                limits: proxy::Limits::new(cfg_limits),
             }),
         })
     }
@@ -189,6 +225,9 @@ impl Delegator {
     ) -> Result<(), DelegatorError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut conns = JoinSet::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.shared.cfg.max_connections));
+        let per_client: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+            Arc::default();
         tokio::pin!(shutdown);
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, tls = tls.is_some(), domain = %self.shared.cfg.domain, "delegator listening");
@@ -197,18 +236,35 @@ impl Delegator {
             tokio::select! {
                 _ = &mut shutdown => break Ok(()),
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                accepted = listener.accept() => match accepted {
+                // At the global cap, nothing is accepted until a connection ends.
+                permit = slots.clone().acquire_owned() => {
+                    let Ok(permit) = permit else { break Ok(()) };
+                    let accepted = tokio::select! {
+                        _ = &mut shutdown => break Ok(()),
+                        a = listener.accept() => a,
+                    };
+                    match accepted {
                     Ok((stream, peer)) => {
+                        let Some(guard) = ClientConn::open(&per_client, peer.ip(), self.shared.cfg.max_connections_per_client) else {
+                            metrics::counter!(crate::telemetry::names::DELEGATOR_REFUSALS, "network" => "-", "reason" => "connections").increment(1);
+                            tracing::debug!(%peer, "connection refused: too many from this address");
+                            drop(stream);
+                            continue;
+                        };
                         let shared = self.shared.clone();
                         let tls = tls.clone();
                         let stop = stop_rx.clone();
-                        conns.spawn(connection(shared, stream, peer, tls, stop));
+                        conns.spawn(async move {
+                            connection(shared, stream, peer, tls, stop).await;
+                            drop((guard, permit));
+                        });
                     }
                     Err(e) if transient_accept_error(&e) => {
                         tracing::warn!(error = %e, "accept failed; continuing");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     Err(e) => break Err(DelegatorError::Accept(e)),
+                    }
                 },
             }
         };
@@ -226,6 +282,44 @@ impl Delegator {
         }
         tracing::info!("delegator stopped");
         result
+    }
+}
+
+/// One open connection of a client address, counted until dropped.
+struct ClientConn {
+    map: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl ClientConn {
+    /// Counts a connection of `ip`, or `None` when it already has `max` open.
+    fn open(
+        map: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+        max: usize,
+    ) -> Option<Self> {
+        let mut m = crate::sync::lock(map);
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            map: map.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientConn {
+    fn drop(&mut self) {
+        let mut m = crate::sync::lock(&self.map);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -514,7 +608,11 @@ mod tests {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
                         log.lock().unwrap().push(req.headers().clone());
-                        async {
+                        let slow = req.uri().path().contains("slow");
+                        async move {
+                            if slow {
+                                tokio::time::sleep(Duration::from_secs(5)).await;
+                            }
                             let mut r = hyper::Response::new(http_body_util::Full::new(
                                 bytes::Bytes::from_static(b"<script>alert(1)</script>"),
                             ));
@@ -534,6 +632,11 @@ mod tests {
 
     /// A delegator for `nexus.test` in front of `up` as network `obs` (public gateway).
     async fn delegator_in_front_of(up: SocketAddr) -> SocketAddr {
+        delegator_with(up, DelegatorConfig::new("nexus.test", jwt())).await
+    }
+
+    /// Like [`delegator_in_front_of`], with `cfg`.
+    async fn delegator_with(up: SocketAddr, cfg: DelegatorConfig) -> SocketAddr {
         let reg = Registry::new();
         reg.publish(crate::orchestrator::registry::NetworkEntry {
             name: crate::node::NetworkName::new("obs").unwrap(),
@@ -549,11 +652,119 @@ mod tests {
                 gateway: crate::node::endpoint::Endpoint::Tcp(up),
             }],
         });
-        let d = Delegator::new(reg, DelegatorConfig::new("nexus.test", jwt())).unwrap();
+        let d = Delegator::new(reg, cfg).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(d.serve(listener, None, std::future::pending()));
         addr
+    }
+
+    /// Observation 7: a client over its rate gets 429 with `Retry-After`; others do not.
+    #[tokio::test]
+    async fn a_client_over_its_rate_gets_429_with_retry_after() {
+        let (up, _seen) = recording_upstream().await;
+        let mut cfg = DelegatorConfig::new("nexus.test", jwt());
+        cfg.limits.rate_per_client = Some(Rate {
+            per_second: 0.5,
+            burst: 2,
+        });
+        let addr = delegator_with(up, cfg).await;
+        let req =
+            "GET /ipfs/x HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n";
+        for _ in 0..2 {
+            assert!(raw(addr, req).await.starts_with("HTTP/1.1 200"));
+        }
+        let refused = raw(addr, req).await.to_ascii_lowercase();
+        assert!(refused.starts_with("http/1.1 429"), "{refused}");
+        assert!(refused.contains("\r\nretry-after: 2\r\n"), "{refused}");
+        assert!(refused.contains("too many requests"), "{refused}");
+        // Another client address has its own bucket.
+        let other = raw_from("127.0.0.2", addr, req).await;
+        assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    }
+
+    /// Observation 7: an unknown CID holds a gateway client for the gateway timeout, not kubo's.
+    #[tokio::test]
+    async fn a_slow_gateway_answer_is_cut_at_the_first_byte_timeout() {
+        let (up, _seen) = recording_upstream().await;
+        let mut cfg = DelegatorConfig::new("nexus.test", jwt());
+        cfg.gateway_timeout = Some(Duration::from_millis(300));
+        let addr = delegator_with(up, cfg).await;
+        let start = std::time::Instant::now();
+        let answer = raw(
+            addr,
+            "GET /ipfs/slow HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
+    /// Observation 7, slowloris: one address opening many connections and trickling headers
+    /// gets at most its per-address share, each dropped at the header timeout, and the
+    /// delegator keeps serving another client meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slowloris_client_does_not_starve_others() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (up, _seen) = recording_upstream().await;
+        let mut cfg = DelegatorConfig::new("nexus.test", jwt());
+        cfg.header_read_timeout = Duration::from_secs(1);
+        cfg.max_connections = 64;
+        cfg.max_connections_per_client = 16;
+        let addr = delegator_with(up, cfg).await;
+        let mut held = Vec::new();
+        for _ in 0..200 {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            let Ok(mut s) = sock.connect(addr).await else {
+                continue;
+            };
+            let _ = s.write_all(b"GET /ipfs/x HTTP/1.1\r\nHost: obs.gat").await;
+            held.push(s);
+        }
+        // Another client is served at once.
+        let start = std::time::Instant::now();
+        let ok = raw(
+            addr,
+            "GET /ipfs/x HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(
+            start.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            start.elapsed()
+        );
+        // The attacker's connections are all closed within the header timeout (beyond its
+        // share at once; the rest when the timeout fires).
+        let mut closed = 0;
+        for s in &mut held {
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+                Ok(Ok(_)) | Ok(Err(_)) => closed += 1,
+                Err(_) => {}
+            }
+        }
+        assert_eq!(
+            closed,
+            held.len(),
+            "a slow connection outlived the header timeout"
+        );
+    }
+
+    /// [`raw`] from a chosen local address (another client).
+    async fn raw_from(local: &str, addr: SocketAddr, raw: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{local}:0").parse().unwrap()).unwrap();
+        let mut s = sock.connect(addr).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// Writes `raw` on a fresh connection and reads the whole answer.

@@ -325,6 +325,14 @@ pub fn read_only(command: &str) -> bool {
     READ_ONLY.iter().any(|r| matches(r, command))
 }
 
+/// Whether a gateway path names an IPNS name that needs DNS to resolve (`/ipns/<name>` whose
+/// name has a dot: DNSLink), rather than a key.
+pub fn needs_dns(path: &str) -> bool {
+    path.strip_prefix("/ipns/")
+        .and_then(|rest| rest.split('/').next())
+        .is_some_and(|name| name.contains('.'))
+}
+
 /// Gateway paths the delegator forwards: content under `/ipfs/` and `/ipns/` only (not the
 /// gateway port's other handlers).
 pub fn gateway_path_allowed(path: &str) -> bool {

@@ -21,6 +21,11 @@ pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwar
 pub(super) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub(super) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// Whether `peer` is one of the configured trusted proxies.
+pub(super) fn is_trusted(cfg: &DelegatorConfig, peer: IpAddr) -> bool {
+    trusted(cfg, peer)
+}
+
 fn trusted(cfg: &DelegatorConfig, peer: IpAddr) -> bool {
     let peer = match peer {
         IpAddr::V6(v6) => v6

@@ -16,6 +16,7 @@ mod access;
 mod cors;
 mod forward;
 mod headers;
+mod limit;
 mod quota;
 mod response;
 
@@ -45,6 +46,8 @@ use forward::forward;
 use forward::ReplayBody;
 pub(crate) use headers::AmbiguousHost;
 use headers::{request_host, strip_hop_by_hop, upstream_headers};
+pub use limit::{LimitConfig, Rate};
+pub(crate) use limit::{LimitError, Limits};
 pub(crate) use quota::Quotas;
 use response::{status_response, ProxyError};
 
@@ -62,6 +65,8 @@ pub(crate) struct Shared {
     pub round_robin: AtomicUsize,
     /// Each node's disk use, for the limit on writes.
     pub quota: Quotas,
+    /// Request rates and in-flight caps per client address and per user.
+    pub limits: Limits,
 }
 
 /// Where a request came from (the TCP peer and whether it arrived over TLS).
@@ -81,6 +86,9 @@ async fn proxy(
     trace: &mut Trace,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let cfg = &shared.cfg;
+    // Limits per client address first: a client over its rate is refused before any work.
+    let mut slots = Vec::new();
+    slots.extend(shared.limits.client(client_ip(cfg, conn, req.headers()))?);
     let host = request_host(cfg, conn, &req)?.ok_or(RouteError::UnknownHost)?;
     let r = route::route(&host, req.uri().path(), &cfg.domain)?;
     trace.network = Some(r.network.to_string());
@@ -116,12 +124,18 @@ async fn proxy(
             if req.method() != Method::GET && req.method() != Method::HEAD {
                 return Err(ProxyError::Method(req.method().clone()));
             }
+            // The network's existence and peer ids are for its members, unless it is public.
+            if !entry.access.gateway_public {
+                let (user, _) = authenticate(shared, &entry, req.headers(), trace)?;
+                slots.extend(shared.limits.user(&user)?);
+            }
             let mut resp = status_response(&entry);
             add_cors(resp.headers_mut(), origin.as_ref());
             return Ok(resp);
         }
         Feature::Api => {
             let (user, role) = authenticate(shared, &entry, req.headers(), trace)?;
+            slots.extend(shared.limits.user(&user)?);
             let command =
                 policy::check_rpc(&r.path, &entry.access.api_allow, &entry.access.api_deny)?;
             policy::check_role(command, req.uri().query(), &user, role)?;
@@ -140,7 +154,11 @@ async fn proxy(
         Feature::Gateway => {
             // Every role reads the gateway.
             if !entry.access.gateway_public {
-                authenticate(shared, &entry, req.headers(), trace)?;
+                let (user, _) = authenticate(shared, &entry, req.headers(), trace)?;
+                slots.extend(shared.limits.user(&user)?);
+            }
+            if entry.access.gateway_public && policy::needs_dns(&r.path) {
+                return Err(ProxyError::IpnsDns);
             }
             if !policy::gateway_path_allowed(&r.path) {
                 return Err(ProxyError::GatewayPath);
@@ -187,6 +205,13 @@ async fn proxy(
         Some(q) => format!("{}?{q}", r.path),
         None => r.path.clone(),
     };
+    let timeout = match r.feature {
+        Feature::Gateway => match (cfg.gateway_timeout, cfg.request_timeout) {
+            (Some(g), Some(t)) => Some(g.min(t)),
+            (g, t) => g.or(t),
+        },
+        _ => cfg.request_timeout,
+    };
     let forwarded = forward(
         shared,
         entry.name.as_str(),
@@ -196,6 +221,7 @@ async fn proxy(
         &path_and_query,
         body,
         retry_safe,
+        timeout,
     )
     .await;
     // A body cut at the disk limit: 507, whatever the node made of the broken upload.
@@ -222,7 +248,7 @@ async fn proxy(
         Some(t) => t.hold(body),
         None => body,
     };
-    Ok(Response::from_parts(rparts, body))
+    Ok(Response::from_parts(rparts, limit::hold(body, slots)))
 }
 
 /// The bearer token's user, who must be one of the network's users: a valid, unrevoked token
@@ -254,6 +280,21 @@ fn authenticate(
         }
         None => Err(ProxyError::NotMember(entry.name.to_string())),
     }
+}
+
+/// The client's address: the TCP peer, or the nearest address a trusted proxy appended.
+fn client_ip(cfg: &DelegatorConfig, conn: ConnInfo, h: &HeaderMap) -> std::net::IpAddr {
+    if headers::is_trusted(cfg, conn.peer.ip()) {
+        if let Some(ip) = h
+            .get(headers::X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse().ok())
+        {
+            return ip;
+        }
+    }
+    conn.peer.ip()
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {

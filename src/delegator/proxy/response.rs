@@ -47,6 +47,10 @@ pub(crate) enum ProxyError {
     BadGateway,
     #[error("the node did not answer in time")]
     Timeout,
+    #[error(transparent)]
+    Limited(#[from] super::LimitError),
+    #[error("/ipns/ names that need DNS are not resolved on a public gateway: use /ipns/<key> or /ipfs/<cid>")]
+    IpnsDns,
 }
 
 impl ProxyError {
@@ -67,6 +71,8 @@ impl ProxyError {
             ProxyError::Disk(e) => e.status().as_u16(),
             ProxyError::BadGateway => 502,
             ProxyError::Timeout => 504,
+            ProxyError::Limited(_) => 429,
+            ProxyError::IpnsDns => 403,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -76,6 +82,8 @@ impl ProxyError {
     pub(super) fn refusal_reason(&self) -> Option<&'static str> {
         match self {
             ProxyError::Ambiguous(_) => Some("ambiguous_host"),
+            ProxyError::Limited(e) => Some(e.reason()),
+            ProxyError::IpnsDns => Some("ipns_dns"),
             ProxyError::Unauthorized(AuthError::Revoked) => Some("revoked"),
             ProxyError::Unauthorized(_) => Some("token"),
             ProxyError::NotMember(_) | ProxyError::TokenNetwork(_) => Some("membership"),
@@ -103,6 +111,12 @@ impl ProxyError {
         if let ProxyError::Unauthorized(_) = self {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ProxyError::Limited(e) = self {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(super::limit::retry_after(e.retry_after())),
+            );
         }
         resp
     }
