@@ -1331,7 +1331,7 @@ fn token_with(claims: serde_json::Value) -> String {
 /// serves; content on the shared origin (path form) is sandboxed, the host form is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unambiguous_requests_bound_users_and_a_sandboxed_shared_origin() {
-    let fx = fixture(20, &[Net::public(1, ALICE, true)]).await;
+    let fx = fixture(11, &[Net::public(1, ALICE, true)]).await;
     let (http, an, addr) = (&fx.http, fx.name(0), fx.addr);
     let alice = token("alice");
     let page = b"<html><script>document.title='tenant'</script></html>";
@@ -1426,7 +1426,7 @@ async fn unambiguous_requests_bound_users_and_a_sandboxed_shared_origin() {
 /// revoked token is refused at once, others of the same user are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tokens_are_bound_to_an_audience_networks_and_revocable() {
-    let fx = fixture(21, &[Net::of(1, ALICE, true), Net::of(1, ALICE, false)]).await;
+    let fx = fixture(12, &[Net::of(1, ALICE, true), Net::of(1, ALICE, false)]).await;
     let (http, an, bn) = (&fx.http, fx.name(0), fx.name(1));
     let now = jsonwebtoken::get_current_timestamp();
     let host = api_host(&an);

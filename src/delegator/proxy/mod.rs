@@ -282,6 +282,11 @@ fn authenticate(
     }
 }
 
+/// Whether `ip` is one of the configured trusted proxies.
+pub(crate) fn is_trusted_peer(cfg: &DelegatorConfig, ip: std::net::IpAddr) -> bool {
+    headers::is_trusted(cfg, ip)
+}
+
 /// The client's address: the TCP peer, or the nearest address a trusted proxy appended.
 fn client_ip(cfg: &DelegatorConfig, conn: ConnInfo, h: &HeaderMap) -> std::net::IpAddr {
     if headers::is_trusted(cfg, conn.peer.ip()) {
