@@ -299,6 +299,18 @@ impl Store for Counting {
         self.tick();
         self.inner.get_lease(instance).await
     }
+    async fn revoke_token(&self, jti: &str, revoked_at: i64, forget_at: i64) -> StoreResult<()> {
+        self.tick();
+        self.inner.revoke_token(jti, revoked_at, forget_at).await
+    }
+    async fn revoked_tokens(&self, now: i64) -> StoreResult<Vec<nexus::store::RevokedToken>> {
+        self.tick();
+        self.inner.revoked_tokens(now).await
+    }
+    async fn forget_revoked_tokens(&self, now: i64) -> StoreResult<u64> {
+        self.tick();
+        self.inner.forget_revoked_tokens(now).await
+    }
 }
 
 /// `SELECT 1` round trips per second through the store at `concurrency`.

@@ -14,10 +14,49 @@ pub const MAX_COMMAND_LEN: usize = 64;
 /// Most entries in `api_allow` or `api_deny`.
 pub const MAX_COMMANDS: usize = 256;
 
+/// What a user may do on a network, lowest first: `reader` < `writer` < `admin`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// The gateway and read-only RPC.
+    Reader,
+    /// Reader plus adding and pinning content.
+    #[default]
+    Writer,
+    /// Writer plus removing shared data, publishing the node's name, statistics.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Writer => "writer",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// `reader`, `writer` or `admin` (exactly, lower case).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reader" => Some(Role::Reader),
+            "writer" => Some(Role::Writer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A network's access settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Access {
-    /// User ids allowed through the delegator.
+    /// Users allowed through the delegator, each `id` (a writer) or `id:role` (see
+    /// [`split_user`]).
     pub users: Vec<String>,
     /// Whether the gateway is served without a token.
     pub gateway_public: bool,
@@ -42,8 +81,10 @@ pub struct AccessUpdate {
 /// Why access settings are refused; the message says what is allowed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AccessError {
-    #[error("user id `{0}` is not allowed: 1–128 printable characters, no commas")]
+    #[error("user `{0}` is not allowed: write ID or ID:ROLE (ROLE reader, writer or admin); an id is 1–128 printable characters, no commas or colons")]
     User(String),
+    #[error("user `{0}` is listed twice")]
+    DuplicateUser(String),
     #[error("CORS origin `{0}` must be `*` or start with http:// or https://")]
     Origin(String),
     #[error("{field}: at most {MAX_COMMANDS} commands")]
@@ -116,10 +157,42 @@ fn clip(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
+/// A users entry as `(id, role)`: `alice:admin` → (`alice`, admin); `alice` → (`alice`,
+/// writer). Lenient for records written before roles existed: a suffix after the last `:` that
+/// is not a role name is part of the id (new entries are checked strictly by [`Access::validate`]).
+pub fn split_user(entry: &str) -> (&str, Role) {
+    match entry.rsplit_once(':') {
+        Some((id, role)) => match Role::parse(role) {
+            Some(r) => (id, r),
+            None => (entry, Role::default()),
+        },
+        None => (entry, Role::default()),
+    }
+}
+
+impl Access {
+    /// The role of `user` on this network, or `None` when it is not a user of it.
+    pub fn role_of(&self, user: &str) -> Option<Role> {
+        self.users.iter().find_map(|e| {
+            let (id, role) = split_user(e);
+            (id == user).then_some(role)
+        })
+    }
+}
+
 fn check_users(users: &[String]) -> Result<(), AccessError> {
+    let mut seen = std::collections::HashSet::new();
     for u in users {
-        if u.is_empty() || u.len() > 128 || u.chars().any(|c| c.is_control() || c == ',') {
+        let id = match u.split_once(':') {
+            Some((id, role)) if Role::parse(role).is_some() => id,
+            Some(_) => return Err(AccessError::User(clip(u, 40))),
+            None => u.as_str(),
+        };
+        if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c == ',') {
             return Err(AccessError::User(clip(u, 40)));
+        }
+        if !seen.insert(id) {
+            return Err(AccessError::DuplicateUser(clip(id, 40)));
         }
     }
     Ok(())
@@ -170,6 +243,37 @@ mod tests {
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn users_carry_roles_and_old_entries_are_writers() {
+        let a = Access {
+            users: strings(&["alice", "bob:reader", "carol:admin", "dave:writer"]),
+            ..Access::default()
+        };
+        assert!(a.validate().is_ok());
+        assert_eq!(a.role_of("alice"), Some(Role::Writer));
+        assert_eq!(a.role_of("bob"), Some(Role::Reader));
+        assert_eq!(a.role_of("carol"), Some(Role::Admin));
+        assert_eq!(a.role_of("dave"), Some(Role::Writer));
+        assert_eq!(a.role_of("bob:reader"), None);
+        assert_eq!(a.role_of("mallory"), None);
+        // A record from before roles with a colon in an id reads as that id, a writer.
+        assert_eq!(split_user("x:y"), ("x:y", Role::Writer));
+        for bad in [
+            &["alice:root"][..],
+            &["alice:"],
+            &[":admin"],
+            &["a:b:admin"],
+            &["alice", "alice:admin"],
+        ] {
+            let a = Access {
+                users: strings(bad),
+                ..Access::default()
+            };
+            assert!(a.validate().is_err(), "{bad:?}");
+        }
+        assert!(Role::Reader < Role::Writer && Role::Writer < Role::Admin);
     }
 
     #[test]

@@ -32,6 +32,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 /// How often readiness is checked for the gRPC health service (and the log).
 pub const READINESS_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How often revoked token ids whose tokens have all expired are forgotten.
+const REVOCATION_SWEEP: Duration = Duration::from_secs(3600);
+
 /// Why the daemon could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -308,7 +311,21 @@ async fn serve(
                 Some(t) => Some(delegator::tls_acceptor_from_pem_files(&t.cert, &t.key)?),
                 None => None,
             };
-            let server = Delegator::new(orch.registry(), config)?;
+            // Revoked tokens are refused from the first request on.
+            let revoked = orch.load_revocations().await?;
+            tracing::info!(revoked, "revocation list loaded");
+            let server = Delegator::with_revocations(orch.registry(), orch.revocations(), config)?;
+            // Ids whose tokens have all expired are forgotten, hourly.
+            let o = orch.clone();
+            telemetry_tasks.push(tokio::spawn(async move {
+                let mut every = tokio::time::interval(REVOCATION_SWEEP);
+                loop {
+                    every.tick().await;
+                    if let Err(e) = o.forget_expired_revocations().await {
+                        tracing::warn!(error = %e, "could not forget expired revocations");
+                    }
+                }
+            }));
             let signal = stopped(stop_rx.clone());
             Some(tokio::spawn(async move {
                 server.serve(listener, acceptor, signal).await

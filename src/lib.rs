@@ -9,6 +9,7 @@ pub mod instance;
 pub mod names;
 pub mod node;
 pub mod orchestrator;
+pub mod revocations;
 pub mod secret;
 pub mod store;
 pub mod sync;

@@ -717,7 +717,7 @@ fn ctl_reaches_every_rpc_through_reflection() {
         .iter()
         .filter_map(|m| m["name"].as_str())
         .collect();
-    assert_eq!(rpcs.len(), 14, "{rpcs:?}");
+    assert_eq!(rpcs.len(), 15, "{rpcs:?}");
 
     let ctl = |args: &[&str]| -> Value {
         let mut all = vec!["ctl"];
@@ -766,6 +766,9 @@ fn ctl_reaches_every_rpc_through_reflection() {
             .map(Vec::len),
         Some(1)
     );
+    let r = ctl(&["RevokeToken", "jti=ctl-revoked-id"]);
+    assert_eq!(r["jti"], "ctl-revoked-id");
+    assert!(r["forget_at"].as_i64().unwrap_or(0) > 0, "{r}");
     let n = ctl(&[
         "UpdateNetwork",
         &format!("name={net}"),
@@ -1757,4 +1760,232 @@ fn heavy_hundreds_of_networks_each_on_its_own_subnet() {
         d.containers("running") + d.containers("exited") + d.containers("created"),
         0
     );
+}
+
+/// `POST /api/v0/id` through the daemon's delegator (host form) with `tok`; the status.
+fn delegator_id(d: &Daemon, net: &str, tok: &str) -> u16 {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let port = d.delegator;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let req = hyper::Request::post(format!("http://127.0.0.1:{port}/api/v0/id"))
+            .header("host", format!("{net}.api.localhost:{port}"))
+            .header("authorization", format!("Bearer {tok}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        common::send(req).await.0
+    })
+}
+
+/// Issue 15, observation 2: tokens bound and revocable, through the real daemon. `token
+/// issue --json` gives the id; `token revoke` makes the delegator refuse it at once (well
+/// within a second), and still after a restart; a token limited to another network and one
+/// for another audience are refused; bad ids are refused with nothing recorded.
+#[test]
+fn revoked_tokens_stay_refused_across_a_restart() {
+    let mut d = Daemon::configure(43800, "");
+    d.start();
+    let net = format!("rv-{}", random_hex(2));
+    let other = format!("rw-{}", random_hex(2));
+    d.json(&[
+        "network",
+        "create",
+        &net,
+        "--replicas",
+        "1",
+        "--user",
+        "alice",
+    ]);
+    d.json(&["network", "create", &other, "--user", "alice"]);
+    let n = d.json(&["network", "start", &net]);
+    assert_eq!(n["status"], "running", "{n}");
+
+    let issue = |extra: &[&str]| -> Value {
+        let mut args = vec!["token", "issue", "--user", "alice", "--ttl", "1h"];
+        args.extend_from_slice(extra);
+        d.json(&args)
+    };
+    let t = issue(&[]);
+    let (tok, jti) = (
+        t["token"].as_str().expect("token").to_owned(),
+        t["jti"].as_str().expect("jti").to_owned(),
+    );
+    let spare = issue(&[]);
+    let spare = spare["token"].as_str().expect("token").to_owned();
+    assert_eq!(delegator_id(&d, &net, &tok), 200);
+
+    // Limited to another network: refused here.
+    let elsewhere = issue(&["--net", &other]);
+    let elsewhere = elsewhere["token"].as_str().expect("token").to_owned();
+    assert_eq!(delegator_id(&d, &net, &elsewhere), 403);
+    let here = issue(&["--net", &net]);
+    assert_eq!(
+        delegator_id(&d, &net, here["token"].as_str().expect("token")),
+        200
+    );
+    // Longer than delegator.max_ttl (30 days) cannot be issued.
+    let err = d.fails(&["token", "issue", "--user", "alice", "--ttl", "31d"]);
+    assert!(err.contains("lifetime"), "{err}");
+
+    // Bad ids: refused, nothing recorded.
+    let err = d.fails(&["token", "revoke", "has space"]);
+    assert!(err.contains("InvalidArgument"), "{err}");
+
+    // Revoked: refused from the answer on.
+    let r = d.json(&["token", "revoke", &jti]);
+    assert_eq!(r["jti"], jti.as_str());
+    let started = Instant::now();
+    assert_eq!(delegator_id(&d, &net, &tok), 401);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(delegator_id(&d, &net, &spare), 200, "only that token");
+
+    // …and after a restart.
+    assert!(d.terminate(), "daemon did not exit cleanly:\n{}", d.logs());
+    d.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while delegator_id(&d, &net, &spare) != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the network did not come back:\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(delegator_id(&d, &net, &tok), 401);
+    assert!(!d.logs().contains(&tok), "a token is in the log");
+    assert!(d.terminate(), "daemon did not exit cleanly:\n{}", d.logs());
+}
+
+/// A POST through the daemon's delegator (host form) with `tok`: status and body.
+fn delegator_rpc(d: &Daemon, net: &str, path_and_query: &str, tok: &str) -> (u16, String) {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let port = d.delegator;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let req = hyper::Request::post(format!("http://127.0.0.1:{port}{path_and_query}"))
+            .header("host", format!("{net}.api.localhost:{port}"))
+            .header("authorization", format!("Bearer {tok}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let (status, body) = common::send(req).await;
+        (status, String::from_utf8_lossy(&body).into_owned())
+    })
+}
+
+/// Issue 15, observation 1: roles per user, through the real daemon's delegator against a real
+/// node. Every row of the role table (`policy::ROLES`, the table of docs/delegator.md) is
+/// called by a reader, a writer, an admin and a user given without a role (a writer): the
+/// delegator refuses exactly the roles below the row's (403 naming the role), and lets the
+/// others reach the node. A writer's MFS is its own directory; a token's `role` claim only
+/// lowers; the hard denials stay closed to an admin.
+#[test]
+fn every_role_table_row_through_the_daemons_delegator() {
+    use nexus::access::Role;
+    use nexus::delegator::policy::{Scope, ROLES};
+    let mut d = Daemon::configure(43900, "");
+    d.start();
+    let net = format!("ro-{}", random_hex(2));
+    d.json(&[
+        "network",
+        "create",
+        &net,
+        "--replicas",
+        "1",
+        "--user",
+        "rd:reader",
+        "--user",
+        "wr:writer",
+        "--user",
+        "ad:admin",
+        "--user",
+        "plain",
+        "--api-allow",
+        "object/stat",
+        "--api-allow",
+        "resolve",
+    ]);
+    let err = d.fails(&["network", "create", "ro-bad", "--user", "x:root"]);
+    assert!(
+        err.contains("InvalidArgument") && err.contains("x:root"),
+        "{err}"
+    );
+    let n = d.json(&["network", "start", &net]);
+    assert_eq!(n["status"], "running", "{n}");
+    let users = [
+        ("rd", Role::Reader),
+        ("wr", Role::Writer),
+        ("ad", Role::Admin),
+        ("plain", Role::Writer),
+    ];
+    let tokens: Vec<(&str, Role, String)> =
+        users.iter().map(|&(u, r)| (u, r, token(&d, u))).collect();
+    for &(rule, needed, scope) in ROLES {
+        let command = match rule {
+            "stats" => "stats/bw",
+            r => r,
+        };
+        for (user, role, tok) in &tokens {
+            let query = match (rule, scope) {
+                ("files", Scope::OwnDir) => format!("?arg=/{user}/d&parents=true"),
+                _ => String::new(),
+            };
+            let path = format!("/api/v0/{command}{query}");
+            let (status, body) = delegator_rpc(&d, &net, &path, tok);
+            if *role >= needed {
+                assert_ne!(status, 403, "{user} ({role}) {path}: {body}");
+            } else {
+                assert_eq!(status, 403, "{user} ({role}) {path}: {body}");
+                assert!(body.contains(&format!("needs the {needed} role")), "{body}");
+            }
+        }
+    }
+    let tok = |u: &str| tokens.iter().find(|t| t.0 == u).expect("user").2.clone();
+    // A writer's MFS is /<user>: not another's, not the root; an admin's is everywhere.
+    let (s, body) = delegator_rpc(&d, &net, "/api/v0/files/mkdir?arg=/ad/x", &tok("wr"));
+    assert_eq!(s, 403, "{body}");
+    let (s, _) = delegator_rpc(
+        &d,
+        &net,
+        "/api/v0/files/rm?arg=/wr/d&recursive=true",
+        &tok("wr"),
+    );
+    assert_ne!(s, 403);
+    let (s, _) = delegator_rpc(&d, &net, "/api/v0/files/mkdir?arg=/shared", &tok("ad"));
+    assert_ne!(s, 403);
+    // A token's role claim lowers, never raises.
+    let lowered = d.json(&["token", "issue", "--user", "ad", "--role", "reader"]);
+    let lowered = lowered["token"].as_str().expect("token").to_owned();
+    let (s, body) = delegator_rpc(&d, &net, "/api/v0/pin/rm?arg=x", &lowered);
+    assert_eq!(s, 403, "{body}");
+    let (s, _) = delegator_rpc(&d, &net, "/api/v0/version", &lowered);
+    assert_eq!(s, 200);
+    let raised = d.json(&["token", "issue", "--user", "rd", "--role", "admin"]);
+    let raised = raised["token"].as_str().expect("token").to_owned();
+    let (s, _) = delegator_rpc(&d, &net, "/api/v0/pin/rm?arg=x", &raised);
+    assert_eq!(s, 403);
+    // Hard denials: no role lifts them.
+    for path in [
+        "/api/v0/config/show",
+        "/api/v0/shutdown",
+        "/api/v0/key/export?arg=self",
+        "/api/v0/key/list",
+        "/api/v0/p2p/ls",
+        "/api/v0/swarm/connect?arg=/ip4/1.2.3.4/tcp/1",
+        "/api/v0/pin/remote/service/ls",
+        "/api/v0/repo/gc",
+        "/api/v0/diag/profile",
+        "/api/v0/log/level?arg=all&arg=debug",
+    ] {
+        let (s, body) = delegator_rpc(&d, &net, path, &tok("ad"));
+        assert_eq!(s, 403, "{path}: {body}");
+    }
+    assert!(d.terminate(), "daemon did not exit cleanly:\n{}", d.logs());
 }

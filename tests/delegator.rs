@@ -243,6 +243,7 @@ async fn orchestrator(
 /// Starts a delegator on 127.0.0.1:0; returns its address and a shutdown trigger.
 async fn delegator(
     registry: Registry,
+    revocations: nexus::revocations::Revocations,
 ) -> (
     SocketAddr,
     tokio::sync::oneshot::Sender<()>,
@@ -251,7 +252,7 @@ async fn delegator(
     let mut cfg = DelegatorConfig::new(DOMAIN, jwt());
     cfg.connect_timeout = Duration::from_secs(2);
     cfg.request_timeout = Some(Duration::from_secs(120));
-    let d = Delegator::new(registry, cfg).expect("delegator");
+    let d = Delegator::with_revocations(registry, revocations, cfg).expect("delegator");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -400,7 +401,7 @@ async fn fixture(test: u16, nets: &[Net]) -> Fixture {
             );
         }
     }
-    let (addr, stop, server) = delegator(registry).await;
+    let (addr, stop, server) = delegator(registry, orch.revocations()).await;
     Fixture {
         orch,
         runner,
@@ -628,9 +629,26 @@ async fn status_in_both_forms_tells_no_secrets() {
     .await;
     let (http, an, bn) = (&fx.http, fx.name(0), fx.name(1));
 
-    // Status, host and path form: no secrets.
+    // Status of a private network: for its members only (issue 15, observation 7).
     let r = http
         .send("GET", &format!("{an}.status.{DOMAIN}"), "/", &[], empty())
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let bob = [("authorization", format!("Bearer {}", token("bob")))];
+    let r = http
+        .send("GET", &format!("{an}.status.{DOMAIN}"), "/", &bob, empty())
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // Status, host and path form: no secrets.
+    let alice = [("authorization", format!("Bearer {}", token("alice")))];
+    let r = http
+        .send(
+            "GET",
+            &format!("{an}.status.{DOMAIN}"),
+            "/",
+            &alice,
+            empty(),
+        )
         .await;
     assert_eq!(r.status, 200);
     let v = r.json();
@@ -646,6 +664,17 @@ async fn status_in_both_forms_tells_no_secrets() {
         )
         .await;
     assert_eq!(r.json()["gateway_public"], true);
+    // A public network's gateway resolves no DNS name for anonymous clients.
+    let r = http
+        .send(
+            "GET",
+            &gw_host(&bn),
+            "/ipns/example.com/index.html",
+            &[],
+            empty(),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
     fx.finish().await;
 }
 
@@ -889,7 +918,8 @@ async fn rpcs_survive_a_node_killed_mid_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_shutdown_returns_from_serve() {
-    let mut fx = fixture(10, &[Net::of(1, ALICE, false)]).await;
+    // Public: its status answers without a token.
+    let mut fx = fixture(10, &[Net::public(1, ALICE, false)]).await;
     // A kept-alive client connection is open while the delegator shuts down.
     let r = fx
         .http
@@ -1027,7 +1057,7 @@ async fn failover_with_dead_first_node(va: &NetworkView, live_api: Endpoint) {
             },
         ],
     });
-    let (addr, stop, server) = delegator(reg.clone()).await;
+    let (addr, stop, server) = delegator(reg.clone(), Default::default()).await;
     let http = Http::new(addr);
     let alice = token("alice");
     // A read-only call and a body-carrying add both reach the live replica.
@@ -1271,4 +1301,192 @@ fn check_refusal(v: &serde_json::Value, limit: u64) {
             && msg.contains(&format!("in use {used} bytes")),
         "{msg}"
     );
+}
+
+/// Writes `raw` to the delegator on a fresh connection and reads the whole answer.
+async fn raw_http(addr: SocketAddr, raw: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(raw.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A token signed with the test key whose claims are exactly `claims`.
+fn token_with(claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .expect("token")
+}
+
+/// Issue 15, observations 3–6 against a real node: a bad `sub` never falls back to `id`
+/// (401); ambiguous requests are JSON 400s; the client's host never changes what the node
+/// serves; content on the shared origin (path form) is sandboxed, the host form is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unambiguous_requests_bound_users_and_a_sandboxed_shared_origin() {
+    let fx = fixture(11, &[Net::public(1, ALICE, true)]).await;
+    let (http, an, addr) = (&fx.http, fx.name(0), fx.addr);
+    let alice = token("alice");
+    let page = b"<html><script>document.title='tenant'</script></html>";
+    let cid = http.add(&api_host(&an), "/api/v0/add", &alice, page).await;
+
+    // Observation 3: a present but invalid `sub` is a 401, whatever `id` says.
+    let now = jsonwebtoken::get_current_timestamp();
+    for sub in [
+        serde_json::json!(123),
+        serde_json::json!(""),
+        serde_json::json!(null),
+    ] {
+        let mut claims =
+            serde_json::json!({"sub": sub, "id": "alice", "exp": now + 600, "iat": now});
+        if let Some(aud) = jwt().audience {
+            claims["aud"] = serde_json::json!(aud);
+        }
+        let t = token_with(claims);
+        let r = http.rpc(&api_host(&an), "/api/v0/id", Some(&t)).await;
+        assert_eq!(r.status, 401, "sub = {sub}: {}", r.text());
+        assert!(r.json()["error"].is_string());
+    }
+
+    // Observation 4: ambiguous requests are refused with a JSON 400 before any node.
+    let gw = gw_host(&an);
+    for (what, req) in [
+        (
+            "absolute-form target naming another host",
+            format!(
+                "GET http://other.gateway.{DOMAIN}/ipfs/{cid} HTTP/1.1\r\nHost: {gw}\r\nConnection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "two Host headers",
+            format!(
+                "GET /ipfs/{cid} HTTP/1.1\r\nHost: {gw}\r\nHost: other.gateway.{DOMAIN}\r\nConnection: close\r\n\r\n"
+            ),
+        ),
+    ] {
+        let answer = raw_http(addr, &req).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+        assert!(answer.contains("\"status\":400"), "{what}: {answer}");
+    }
+    // HTTP/2 with `:authority` ≠ `host`.
+    {
+        use hyper_util::rt::TokioIo;
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(conn);
+        let req = hyper::Request::get(format!("http://{gw}/ipfs/{cid}"))
+            .header("host", format!("other.gateway.{DOMAIN}"))
+            .body(empty())
+            .expect("request");
+        let resp = send.send_request(req).await.expect("h2 answer");
+        assert_eq!(resp.status(), 400);
+        let req = hyper::Request::get(format!("http://{gw}/ipfs/{cid}"))
+            .body(empty())
+            .expect("request");
+        let resp = send.send_request(req).await.expect("h2 answer");
+        assert_eq!(resp.status(), 200);
+    }
+
+    // Observations 5 and 6: the path form on the apex serves the content itself (a client's
+    // `X-Forwarded-Host` cannot turn it into a subdomain redirect), sandboxed.
+    let r = http
+        .send(
+            "GET",
+            DOMAIN,
+            &format!("/network/{an}/gateway/ipfs/{cid}"),
+            &[("x-forwarded-host", format!("{cid}.ipfs.localhost"))],
+            empty(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body.as_ref(), page.as_ref());
+    assert_eq!(r.headers["content-security-policy"], "sandbox");
+    assert_eq!(r.headers["x-content-type-options"], "nosniff");
+    // The host form is the network's own origin: served as the node serves it.
+    let r = http
+        .send("GET", &gw, &format!("/ipfs/{cid}"), &[], empty())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.headers.contains_key("content-security-policy"));
+    fx.finish().await;
+}
+
+/// Issue 15, observation 2 against a real node: a token for another application (`aud`) and
+/// one that lives too long are refused; a `net` claim limits a token to its networks; a
+/// revoked token is refused at once, others of the same user are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_are_bound_to_an_audience_networks_and_revocable() {
+    let fx = fixture(12, &[Net::of(1, ALICE, true), Net::of(1, ALICE, false)]).await;
+    let (http, an, bn) = (&fx.http, fx.name(0), fx.name(1));
+    let now = jsonwebtoken::get_current_timestamp();
+    let host = api_host(&an);
+    let id = |tok: String| {
+        let host = host.clone();
+        async move { http.rpc(&host, "/api/v0/id", Some(&tok)).await }
+    };
+
+    // Same key, another application's audience, or none: 401.
+    for aud in [Some("billing-app"), None] {
+        let mut claims = serde_json::json!({"sub": "alice", "iat": now, "exp": now + 600});
+        if let Some(a) = aud {
+            claims["aud"] = serde_json::json!(a);
+        }
+        let r = id(token_with(claims)).await;
+        assert_eq!(r.status, 401, "aud {aud:?}: {}", r.text());
+    }
+    // Ten years: 401.
+    let r = id(token_with(serde_json::json!({
+        "sub": "alice", "aud": "nexus", "iat": now, "exp": now + 3650 * 86_400
+    })))
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+
+    // `net`: this network only.
+    let only_b = nexus::delegator::mint(
+        &jwt(),
+        &nexus::delegator::TokenRequest {
+            user: "alice".into(),
+            ttl: Duration::from_secs(600),
+            networks: vec![bn.clone()],
+            role: None,
+        },
+    )
+    .expect("mint");
+    let r = id(only_b.token.clone()).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = http
+        .rpc(&api_host(&bn), "/api/v0/id", Some(&only_b.token))
+        .await;
+    assert_ne!(r.status, 403, "{}", r.text());
+
+    // Revocation: refused from the call's return on; the user's other tokens still work.
+    let minted = nexus::delegator::mint(
+        &jwt(),
+        &nexus::delegator::TokenRequest {
+            user: "alice".into(),
+            ttl: Duration::from_secs(600),
+            networks: vec![],
+            role: None,
+        },
+    )
+    .expect("mint");
+    let other = token("alice");
+    assert_eq!(id(minted.token.clone()).await.status, 200);
+    fx.orch.revoke_token(&minted.jti).await.expect("revoke");
+    let r = id(minted.token.clone()).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("revoked"));
+    assert_eq!(id(other).await.status, 200);
+    assert!(fx.orch.revoke_token("no spaces allowed").await.is_err());
+    fx.finish().await;
 }

@@ -767,6 +767,33 @@ fn held(o: LeaseOutcome) -> Lease {
     }
 }
 
+/// The revocation list (issue 15): ids kept until their `forget_at`, a second revocation keeps
+/// the later time, expired ones are forgotten; it survives a reopen where the backend can.
+async fn revocations_are_kept_until_forgotten(db: &TestDb) {
+    let s = &db.s;
+    assert!(s.revoked_tokens(0).await.unwrap().is_empty());
+    s.revoke_token("b-jti", 100, 1_000).await.unwrap();
+    s.revoke_token("a-jti", 100, 2_000).await.unwrap();
+    // Again, with an earlier forget_at: the later one stays.
+    s.revoke_token("b-jti", 150, 500).await.unwrap();
+    let all = s.revoked_tokens(0).await.unwrap();
+    let ids: Vec<(&str, i64)> = all.iter().map(|r| (r.jti.as_str(), r.forget_at)).collect();
+    assert_eq!(ids, vec![("a-jti", 2_000), ("b-jti", 1_000)]);
+    assert_eq!(all[1].revoked_at, 100);
+    // Not listed once its time has passed, then deleted.
+    let live = s.revoked_tokens(1_000).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(s.forget_revoked_tokens(1_000).await.unwrap(), 1);
+    assert_eq!(s.forget_revoked_tokens(1_000).await.unwrap(), 0);
+    if db.kind != Kind::SqliteMemory {
+        let again = SqlStore::connect(&db.url, db.keys.clone()).await.unwrap();
+        let kept = again.revoked_tokens(0).await.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].jti, "a-jti");
+        again.close().await;
+    }
+}
+
 async fn instance_is_recorded_once(db: &TestDb) {
     let s = &db.s;
     assert_eq!(s.instance().await.unwrap(), None);
@@ -1384,6 +1411,7 @@ mod sqlite_file {
         kind = SqliteFile,
         tests = [
             instance_is_recorded_once,
+            revocations_are_kept_until_forgotten,
             lease_acquire_renew_expire_release,
             concurrent_acquires_one_wins,
             round_trip_every_field,
@@ -1414,6 +1442,7 @@ mod sqlite_memory {
         kind = SqliteMemory,
         tests = [
             instance_is_recorded_once,
+            revocations_are_kept_until_forgotten,
             lease_acquire_renew_expire_release,
             concurrent_acquires_one_wins,
             round_trip_every_field,
@@ -1436,6 +1465,7 @@ mod cached_sqlite_file {
         kind = CachedSqliteFile,
         tests = [
             instance_is_recorded_once,
+            revocations_are_kept_until_forgotten,
             lease_acquire_renew_expire_release,
             concurrent_acquires_one_wins,
             round_trip_every_field,
@@ -1458,6 +1488,7 @@ mod postgres {
         kind = Postgres,
         tests = [
             instance_is_recorded_once,
+            revocations_are_kept_until_forgotten,
             lease_acquire_renew_expire_release,
             concurrent_acquires_one_wins,
             round_trip_every_field,

@@ -478,6 +478,19 @@ impl pb::nexus_server::Nexus for NexusService {
         }))
     }
 
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let jti = req.into_inner().jti;
+        let r = self.orch.revoke_token(&jti).await.map_err(to_status)?;
+        Ok(Response::new(pb::RevokeTokenResponse {
+            jti: r.jti,
+            revoked_at: r.revoked_at,
+            forget_at: r.forget_at,
+        }))
+    }
+
     async fn rotate_secrets(
         &self,
         _req: Request<pb::RotateSecretsRequest>,

@@ -622,6 +622,25 @@ pub async fn secrets(global: &Global, cmd: SecretsCmd) -> Result<()> {
     }
 }
 
+pub async fn revoke_token(global: &Global, jti: String) -> Result<()> {
+    let conn = connect(global).await?;
+    let mut c = conn.client();
+    let call = c.revoke_token(pb::RevokeTokenRequest { jti });
+    call_and_answer(
+        global,
+        call,
+        "nexus.v1.RevokeTokenResponse",
+        |r: &pb::RevokeTokenResponse| {
+            println!("revoked    {}", r.jti);
+            println!(
+                "forgotten  {} (unix; every token with this id has expired by then)",
+                r.forget_at
+            );
+        },
+    )
+    .await
+}
+
 pub async fn events(global: &Global, network: Option<String>) -> Result<()> {
     let conn = connect(global).await?;
     let mut stream = conn

@@ -146,7 +146,8 @@ pub struct CreateFlags {
     pub replicas: u32,
     #[command(flatten)]
     pub resources: ResourceFlags,
-    /// A user (JWT `sub`) allowed through the delegator; repeat for several.
+    /// A user (JWT `sub`) allowed through the delegator, as ID or ID:ROLE (reader, writer or
+    /// admin; default writer); repeat for several.
     #[arg(long = "user")]
     pub users: Vec<String>,
     /// Serve the gateway without a token.
@@ -194,7 +195,8 @@ pub struct UpdateFlags {
     pub replicas: Option<u32>,
     #[command(flatten)]
     pub resources: ResourceFlags,
-    /// Replace the users with these (repeat); see --clear-users.
+    /// Replace the users with these, as ID or ID:ROLE (reader, writer, admin; default writer);
+    /// repeat; see --clear-users.
     #[arg(long = "user")]
     pub users: Vec<String>,
     /// Remove every user.
@@ -222,14 +224,27 @@ pub struct UpdateFlags {
 
 #[derive(Subcommand, Debug)]
 pub enum TokenCmd {
-    /// Mint a delegator token (JWT) for a user with the configured HS256 secret.
+    /// Mint a delegator token (JWT) for a user with the configured HS256 secret; prints the
+    /// token (with --json: the token, its id for `token revoke`, and when it expires).
     Issue {
         /// The user (`sub` claim); must be in a network's users to reach it.
         #[arg(long)]
         user: String,
-        /// Lifetime, e.g. 1h, 30m, 7d.
+        /// Lifetime, e.g. 1h, 30m, 7d (at most delegator.max_ttl).
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// Limit the token to this network (repeat for several; `net` claim).
+        #[arg(long = "net")]
+        networks: Vec<String>,
+        /// Lower the user's role for this token: reader, writer or admin (`role` claim).
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Revoke a token by its id (`jti`, as `token issue --json` prints it): the daemon's
+    /// delegator refuses it from now on, across restarts, until it would have expired anyway.
+    Revoke {
+        /// The token id.
+        jti: String,
     },
 }
 
@@ -251,9 +266,18 @@ pub async fn run(args: Args) -> Result<()> {
             init_client_logging();
             commands::swarm_key(cmd)
         }
-        Command::Token(TokenCmd::Issue { user, ttl }) => {
+        Command::Token(TokenCmd::Issue {
+            user,
+            ttl,
+            networks,
+            role,
+        }) => {
             init_client_logging();
-            settings::issue_token(&args.global, &user, &ttl)
+            settings::issue_token(&args.global, &user, &ttl, networks, role.as_deref())
+        }
+        Command::Token(TokenCmd::Revoke { jti }) => {
+            init_client_logging();
+            commands::revoke_token(&args.global, jti).await
         }
         Command::Version => {
             init_client_logging();

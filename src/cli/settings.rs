@@ -102,21 +102,53 @@ pub async fn daemon(global: &Global, flags: &DaemonFlags) -> Result<()> {
 }
 
 /// `nexus token issue`: an HS256 token signed with the delegator's secret.
-pub fn issue_token(global: &Global, user: &str, ttl: &str) -> Result<()> {
+pub fn issue_token(
+    global: &Global,
+    user: &str,
+    ttl: &str,
+    networks: Vec<String>,
+    role: Option<&str>,
+) -> Result<()> {
     let env = Env::from_process();
     let mut cfg = load(global, &env)?;
     cfg.resolve_secrets(Create::No)?;
     let ttl = config::parse_duration(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+    let role = match role {
+        Some(r) => Some(nexus::access::Role::parse(r).ok_or_else(|| {
+            anyhow::anyhow!("--role: `{r}` is not a role: use reader, writer or admin")
+        })?),
+        None => None,
+    };
     let settings = cfg.validate()?;
     let jwt = &settings.delegator.config()?.jwt;
-    let token = nexus::delegator::mint_token(jwt, user, ttl)?;
+    let minted = nexus::delegator::mint(
+        jwt,
+        &nexus::delegator::TokenRequest {
+            user: user.to_owned(),
+            ttl,
+            networks: networks.clone(),
+            role,
+        },
+    )?;
     if global.json {
         println!(
             "{}",
-            serde_json::json!({ "token": token, "user": user, "ttl_seconds": ttl.as_secs() })
+            serde_json::json!({
+                "token": minted.token,
+                "jti": minted.jti,
+                "user": user,
+                "ttl_seconds": ttl.as_secs(),
+                "expires_at": minted.expires_at,
+                "networks": networks,
+                "role": role.map(|r| r.as_str()),
+            })
         );
     } else {
-        println!("{token}");
+        println!("{}", minted.token);
+        eprintln!(
+            "token id (for `nexus token revoke`): {}; expires at {} (unix)",
+            minted.jti, minted.expires_at
+        );
     }
     Ok(())
 }

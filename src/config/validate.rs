@@ -33,6 +33,12 @@ struct DelegatorParts {
     trusted_proxies: Vec<IpNet>,
     audience: Option<String>,
     issuer: Option<String>,
+    max_ttl: Duration,
+    limits: crate::delegator::LimitConfig,
+    max_connections: usize,
+    max_connections_per_client: usize,
+    header_timeout: Duration,
+    gateway_timeout: Duration,
     max_body: Option<u64>,
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -56,10 +62,16 @@ impl Config {
         settings.delegator.config = jwt.map(|mut jwt| {
             jwt.audience = d.audience;
             jwt.issuer = d.issuer;
+            jwt.max_ttl = d.max_ttl;
             let mut c = DelegatorConfig::new(d.domain, jwt);
             c.trusted_proxies = d.trusted_proxies;
             c.max_body_bytes = d.max_body;
             c.connect_timeout = d.connect_timeout;
+            c.limits = d.limits;
+            c.max_connections = d.max_connections;
+            c.max_connections_per_client = d.max_connections_per_client;
+            c.header_read_timeout = d.header_timeout;
+            c.gateway_timeout = Some(d.gateway_timeout);
             c.idle_timeout = d.idle_timeout;
             c
         });
@@ -189,6 +201,51 @@ impl Config {
         } else {
             Some(parse_size(&d.max_body).map_err(|e| self.invalid("delegator.max_body", e.0))?)
         };
+        let max_ttl = self.duration("delegator.max_ttl", &d.max_ttl)?;
+        if max_ttl < Duration::from_secs(1) || max_ttl > crate::delegator::auth::MAX_MAX_TTL {
+            return Err(self.invalid(
+                "delegator.max_ttl",
+                "must be between 1s and 3650d".to_string(),
+            ));
+        }
+        let rate = |key: &str, v: &str| -> Result<Option<crate::delegator::Rate>> {
+            let n: f64 = v.trim().parse().map_err(|_| {
+                self.invalid(
+                    key,
+                    format!(
+                        "`{}` is not a number of requests per second (0: no limit)",
+                        clip(v)
+                    ),
+                )
+            })?;
+            if !(0.0..=1_000_000.0).contains(&n) {
+                return Err(self.invalid(key, "must be between 0 and 1000000".to_string()));
+            }
+            Ok((n > 0.0).then(|| crate::delegator::Rate {
+                per_second: n,
+                burst: (2.0 * n).ceil().max(1.0) as u32,
+            }))
+        };
+        let positive = |n: u16| (n > 0).then_some(u32::from(n));
+        let limits = crate::delegator::LimitConfig {
+            rate_per_client: rate("delegator.rate_per_client", &d.rate_per_client)?,
+            rate_per_user: rate("delegator.rate_per_user", &d.rate_per_user)?,
+            concurrent_per_client: positive(d.concurrent_per_client),
+            concurrent_per_user: positive(d.concurrent_per_user),
+        };
+        for (key, n) in [
+            ("delegator.max_connections", d.max_connections),
+            (
+                "delegator.max_connections_per_client",
+                d.max_connections_per_client,
+            ),
+        ] {
+            if n == 0 {
+                return Err(self.invalid(key, "must be at least 1".to_string()));
+            }
+        }
+        let header_timeout = self.duration("delegator.header_timeout", &d.header_timeout)?;
+        let gateway_timeout = self.duration("delegator.gateway_timeout", &d.gateway_timeout)?;
         let connect_timeout = self.duration("delegator.connect_timeout", &d.connect_timeout)?;
         let idle_timeout = self.duration("delegator.idle_timeout", &d.idle_timeout)?;
         let delegator_tls = self.tls_pair("delegator", &d.tls_cert, &d.tls_key)?;
@@ -285,6 +342,7 @@ impl Config {
                 0 => default_start_parallelism(),
                 n => usize::from(n),
             },
+            revocation_horizon: max_ttl + crate::delegator::auth::DEFAULT_LEEWAY,
             ..OrchestratorConfig::default()
         };
         let docker = DockerRuntimeConfig {
@@ -334,6 +392,12 @@ impl Config {
                 trusted_proxies,
                 audience: non_empty(&d.jwt_audience),
                 issuer: non_empty(&d.jwt_issuer),
+                max_ttl,
+                limits,
+                max_connections: usize::from(d.max_connections),
+                max_connections_per_client: usize::from(d.max_connections_per_client),
+                header_timeout,
+                gateway_timeout,
                 max_body,
                 connect_timeout,
                 idle_timeout,

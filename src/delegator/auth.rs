@@ -2,9 +2,13 @@
 //!
 //! Owns the key material for checking `Authorization: Bearer <JWT>` and the claim rules:
 //! algorithm pinned to the configured key (HS256 secret, RS256 or EdDSA public key), `exp`
-//! required, optional `aud` and `iss`, a small leeway, `nbf` checked when present; the user is
-//! `sub`, or the Go original's `id` claim. It must not decide network membership or RPC policy,
-//! and it never puts a token or a secret in an error, a log line or `Debug` output.
+//! required, `aud` required (`nexus` unless configured otherwise or turned off), optional
+//! `iss`, a lifetime (`exp - iat`) of at most `max_ttl`, a small leeway, `nbf` checked when
+//! present; the user is a valid `sub`, or the Go original's `id` claim when there is no `sub`;
+//! the optional `jti` (revocation), `net` (the networks the token is limited to) and `role` (a
+//! role it lowers the user to) are checked and handed on as an [`Identity`]. It must not decide
+//! network membership, revocation or RPC policy, and it never puts a token or a secret in an
+//! error, a log line or `Debug` output.
 //!
 //! A token whose signature and claims were verified is remembered (exact bytes → user and time
 //! window) so that a client's next requests skip the signature check; its `exp` and `nbf` are
@@ -22,6 +26,21 @@ pub const MIN_HS256_SECRET: usize = 32;
 
 /// Leeway applied to `exp` and `nbf` unless configured otherwise.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
+/// The `aud` tokens must carry unless configured otherwise (`delegator.jwt_audience`).
+pub const DEFAULT_AUDIENCE: &str = "nexus";
+
+/// The longest lifetime (`exp - iat`) accepted and minted unless configured otherwise.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+/// The longest `max_ttl` that may be configured.
+pub const MAX_MAX_TTL: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// Longest `jti` accepted.
+pub const MAX_JTI: usize = 128;
+
+/// Most networks a `net` claim may list.
+pub const MAX_TOKEN_NETWORKS: usize = 64;
 
 /// The key tokens are checked against. Exactly one algorithm is accepted per key.
 #[derive(Clone)]
@@ -97,8 +116,10 @@ pub enum JwtConfigError {
         "minting tokens needs an HS256 secret; with {0} keys, tokens come from the key's owner"
     )]
     CannotMint(&'static str),
-    #[error("the token lifetime must be between 1 second and 10 years")]
-    BadTtl,
+    #[error("the token lifetime must be between 1 second and {}s (delegator.max_ttl)", .0.as_secs())]
+    BadTtl(Duration),
+    #[error("`{0}` is not a network name a token can be limited to")]
+    BadNetwork(String),
     #[error("the user id must be 1..=256 characters")]
     BadUser,
     #[error("could not sign the token: {0}")]
@@ -116,6 +137,8 @@ pub struct JwtConfig {
     pub issuer: Option<String>,
     /// Clock-skew leeway for `exp` and `nbf`.
     pub leeway: Duration,
+    /// Longest lifetime accepted (`exp - iat`, or `exp - now` without `iat`) and minted.
+    pub max_ttl: Duration,
 }
 
 impl JwtConfig {
@@ -142,10 +165,23 @@ impl JwtConfig {
     fn with_key(key: JwtKey) -> Self {
         Self {
             key,
-            audience: None,
+            audience: Some(DEFAULT_AUDIENCE.to_owned()),
             issuer: None,
             leeway: DEFAULT_LEEWAY,
+            max_ttl: DEFAULT_MAX_TTL,
         }
+    }
+
+    /// Accepts tokens without checking `aud` (not recommended: a token the same key signed for
+    /// another application is then accepted).
+    pub fn without_audience(mut self) -> Self {
+        self.audience = None;
+        self
+    }
+
+    pub fn with_max_ttl(mut self, max_ttl: Duration) -> Self {
+        self.max_ttl = max_ttl;
+        self
     }
 
     pub fn with_audience(mut self, aud: impl Into<String>) -> Self {
@@ -207,6 +243,7 @@ impl JwtConfig {
             key,
             validation: v,
             leeway: self.leeway.as_secs(),
+            max_ttl: self.max_ttl.as_secs(),
             verified: Arc::default(),
         })
     }
@@ -235,18 +272,118 @@ pub enum AuthError {
     BadIssuer,
     #[error("token names no user (`sub` or `id` claim)")]
     NoSubject,
+    #[error("token's user claim is not a valid user id (a string of 1 to 256 characters)")]
+    BadSubject,
+    #[error("token's `{0}` claim is not valid")]
+    BadClaim(&'static str),
+    #[error("token lives longer than this server accepts (exp - iat above the maximum)")]
+    TooLong,
+    #[error("token has been revoked")]
+    Revoked,
+}
+
+/// What a verified token says: who, and within which bounds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    /// The token's id, for revocation (tokens without one cannot be revoked one by one).
+    pub jti: Option<String>,
+    /// `exp`, seconds since the epoch.
+    pub exp: u64,
+    /// The networks the token is limited to (`net` claim); `None`: any of the user's.
+    pub networks: Option<Vec<String>>,
+    /// The role the token lowers its user to (`role` claim); never raises it.
+    pub role: Option<crate::access::Role>,
+}
+
+impl Identity {
+    /// Whether the token may be used on `network` (its `net` claim, when present, lists it).
+    pub fn allows_network(&self, network: &str) -> bool {
+        self.networks
+            .as_ref()
+            .is_none_or(|nets| nets.iter().any(|n| n == network))
+    }
+}
+
+/// A user claim's value: a string of 1..=256 characters.
+fn user_claim(v: serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) if !s.is_empty() && s.len() <= 256 => Some(s),
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]
 struct Claims {
-    #[serde(default)]
+    /// `Some(Null)` when the claim is present as `null`: present is present.
+    #[serde(default, deserialize_with = "present")]
     sub: Option<serde_json::Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     id: Option<serde_json::Value>,
     #[serde(default)]
     exp: Option<serde_json::Value>,
     #[serde(default)]
     nbf: Option<serde_json::Value>,
+    #[serde(default)]
+    iat: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    jti: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    net: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    role: Option<serde_json::Value>,
+}
+
+/// `jti`: 1..=128 printable ASCII characters.
+fn jti_claim(v: serde_json::Value) -> Result<String, AuthError> {
+    match v {
+        serde_json::Value::String(s) if valid_jti(&s) => Ok(s),
+        _ => Err(AuthError::BadClaim("jti")),
+    }
+}
+
+/// A token id nexus accepts (in a token or `nexus token revoke`): 1..=128 printable ASCII
+/// characters.
+pub fn valid_jti(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_JTI && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// `net`: a network name or a non-empty list of them.
+fn net_claim(v: serde_json::Value) -> Result<Vec<String>, AuthError> {
+    let bad = || AuthError::BadClaim("net");
+    let names = match v {
+        serde_json::Value::String(s) => vec![s],
+        serde_json::Value::Array(a) if !a.is_empty() && a.len() <= MAX_TOKEN_NETWORKS => a
+            .into_iter()
+            .map(|n| match n {
+                serde_json::Value::String(s) => Ok(s),
+                _ => Err(bad()),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(bad()),
+    };
+    if names
+        .iter()
+        .any(|n| crate::node::NetworkName::new(n).is_err())
+    {
+        return Err(bad());
+    }
+    Ok(names)
+}
+
+/// `role`: `reader`, `writer` or `admin`.
+fn role_claim(v: serde_json::Value) -> Result<crate::access::Role, AuthError> {
+    match v {
+        serde_json::Value::String(s) => {
+            crate::access::Role::parse(&s).ok_or(AuthError::BadClaim("role"))
+        }
+        _ => Err(AuthError::BadClaim("role")),
+    }
+}
+
+/// A claim that is there, whatever its value (`null` included), as `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 /// Most verified tokens remembered; when full, the memory starts over.
@@ -255,9 +392,7 @@ const VERIFIED_CAPACITY: usize = 4096;
 /// What a verified token was found to say.
 #[derive(Clone, Debug)]
 struct VerifiedToken {
-    user: String,
-    /// `exp` in seconds since the epoch (required, so always known).
-    exp: u64,
+    identity: Arc<Identity>,
     nbf: Option<u64>,
 }
 
@@ -267,6 +402,7 @@ pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
     leeway: u64,
+    max_ttl: u64,
     /// Tokens already verified, by their exact text.
     verified: Arc<Mutex<HashMap<String, VerifiedToken>>>,
 }
@@ -292,30 +428,40 @@ impl std::fmt::Debug for Verifier {
 impl Verifier {
     /// Checks an `Authorization` header value; returns the user.
     pub fn check_header(&self, header: Option<&[u8]>) -> Result<String, AuthError> {
+        self.identify_header(header).map(|i| i.user.clone())
+    }
+
+    /// Checks an `Authorization` header value; returns what the token says.
+    pub fn identify_header(&self, header: Option<&[u8]>) -> Result<Arc<Identity>, AuthError> {
         let value = header.ok_or(AuthError::Missing)?;
         let value = std::str::from_utf8(value).map_err(|_| AuthError::Malformed)?;
         let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::Missing)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::Missing);
         }
-        self.check(token.trim())
+        self.identify(token.trim())
     }
 
     /// Checks a bare token; returns the user (`sub`, else `id`).
     pub fn check(&self, token: &str) -> Result<String, AuthError> {
+        self.identify(token).map(|i| i.user.clone())
+    }
+
+    /// Checks a bare token; returns what it says.
+    pub fn identify(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
         self.check_at(token, jsonwebtoken::get_current_timestamp())
     }
 
-    fn check_at(&self, token: &str, now: u64) -> Result<String, AuthError> {
+    fn check_at(&self, token: &str, now: u64) -> Result<Arc<Identity>, AuthError> {
         let mut verified = crate::sync::lock(&self.verified);
         if let Some(t) = verified.get(token) {
             // The same rules jsonwebtoken applies, with the same leeway.
-            let expired = t.exp.saturating_add(self.leeway) < now;
+            let expired = t.identity.exp.saturating_add(self.leeway) < now;
             let early = t
                 .nbf
                 .is_some_and(|nbf| nbf > now.saturating_add(self.leeway));
             if !expired && !early {
-                return Ok(t.user.clone());
+                return Ok(t.identity.clone());
             }
             verified.remove(token);
             return Err(if expired {
@@ -325,25 +471,22 @@ impl Verifier {
             });
         }
         drop(verified);
-        let (user, claims) = self.verify(token)?;
-        let Some(exp) = numeric_date(claims.exp.as_ref()) else {
-            return Ok(user);
-        };
+        let (identity, nbf) = self.verify(token, now)?;
+        let identity = Arc::new(identity);
         let entry = VerifiedToken {
-            user: user.clone(),
-            exp,
-            nbf: numeric_date(claims.nbf.as_ref()),
+            identity: identity.clone(),
+            nbf,
         };
         let mut verified = crate::sync::lock(&self.verified);
         if verified.len() >= VERIFIED_CAPACITY {
             verified.clear();
         }
         verified.insert(token.to_owned(), entry);
-        Ok(user)
+        Ok(identity)
     }
 
-    /// The full check: signature, algorithm and claims.
-    fn verify(&self, token: &str) -> Result<(String, Claims), AuthError> {
+    /// The full check: signature, algorithm and claims; the identity and `nbf`.
+    fn verify(&self, token: &str, now: u64) -> Result<(Identity, Option<u64>), AuthError> {
         use jsonwebtoken::errors::ErrorKind as K;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
@@ -362,14 +505,36 @@ impl Verifier {
             },
         )?;
         let mut claims = data.claims;
-        let user = |v: Option<serde_json::Value>| match v {
-            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 256 => Some(s),
-            _ => None,
+        // A present `sub` decides, valid or not: `id` (the Go original's claim) is read only
+        // when there is no `sub` at all, so a bad `sub` never falls back to another user.
+        let user = match (claims.sub.take(), claims.id.take()) {
+            (Some(sub), _) => user_claim(sub).ok_or(AuthError::BadSubject)?,
+            (None, Some(id)) => user_claim(id).ok_or(AuthError::BadSubject)?,
+            (None, None) => return Err(AuthError::NoSubject),
         };
-        let user = user(claims.sub.take())
-            .or_else(|| user(claims.id.take()))
-            .ok_or(AuthError::NoSubject)?;
-        Ok((user, claims))
+        let exp = numeric_date(claims.exp.as_ref()).ok_or(AuthError::NoExpiry)?;
+        // The lifetime: from `iat` when given (which must not be in the future), else from now.
+        let from = match claims.iat.as_ref() {
+            Some(v) => {
+                let iat = numeric_date(Some(v)).ok_or(AuthError::BadClaim("iat"))?;
+                if iat > now.saturating_add(self.leeway) {
+                    return Err(AuthError::BadClaim("iat"));
+                }
+                iat
+            }
+            None => now.saturating_sub(self.leeway),
+        };
+        if exp.saturating_sub(from) > self.max_ttl {
+            return Err(AuthError::TooLong);
+        }
+        let identity = Identity {
+            user,
+            jti: claims.jti.take().map(jti_claim).transpose()?,
+            exp,
+            networks: claims.net.take().map(net_claim).transpose()?,
+            role: claims.role.take().map(role_claim).transpose()?,
+        };
+        Ok((identity, numeric_date(claims.nbf.as_ref())))
     }
 }
 
@@ -378,14 +543,66 @@ struct MintClaims<'a> {
     sub: &'a str,
     iat: u64,
     exp: u64,
+    jti: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    net: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
 }
 
-/// Issues an HS256 token for `user`, valid for `ttl` (with the config's `aud`/`iss`).
+/// What to mint: a user, a lifetime, and optionally networks and a role to limit it to.
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    pub user: String,
+    pub ttl: Duration,
+    /// The networks the token may be used on (`net` claim); empty: any of the user's.
+    pub networks: Vec<String>,
+    /// The role the token lowers its user to (`role` claim).
+    pub role: Option<crate::access::Role>,
+}
+
+/// A minted token and what identifies it.
+pub struct Minted {
+    /// The token (a secret: print it once, never log it).
+    pub token: String,
+    /// Its `jti`, for `nexus token revoke`.
+    pub jti: String,
+    /// Its `exp`, seconds since the epoch.
+    pub expires_at: u64,
+}
+
+impl std::fmt::Debug for Minted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minted")
+            .field("jti", &self.jti)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Issues an HS256 token for `user`, valid for `ttl` (with the config's `aud`/`iss` and a fresh
+/// `jti`).
 pub fn mint_token(cfg: &JwtConfig, user: &str, ttl: Duration) -> Result<String, JwtConfigError> {
+    mint(
+        cfg,
+        &TokenRequest {
+            user: user.to_owned(),
+            ttl,
+            networks: Vec::new(),
+            role: None,
+        },
+    )
+    .map(|m| m.token)
+}
+
+/// Issues an HS256 token as `req` asks (with the config's `aud`/`iss` and a fresh `jti`); the
+/// lifetime must be at most the config's `max_ttl`.
+pub fn mint(cfg: &JwtConfig, req: &TokenRequest) -> Result<Minted, JwtConfigError> {
+    let (user, ttl) = (req.user.as_str(), req.ttl);
     let JwtKey::Hs256(secret) = &cfg.key else {
         return Err(JwtConfigError::CannotMint(match cfg.key {
             JwtKey::Rs256(_) => "RS256",
@@ -395,23 +612,48 @@ pub fn mint_token(cfg: &JwtConfig, user: &str, ttl: Duration) -> Result<String, 
     if user.is_empty() || user.len() > 256 {
         return Err(JwtConfigError::BadUser);
     }
-    if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(10 * 365 * 86_400) {
-        return Err(JwtConfigError::BadTtl);
+    if ttl < Duration::from_secs(1) || ttl > cfg.max_ttl.min(MAX_MAX_TTL) {
+        return Err(JwtConfigError::BadTtl(cfg.max_ttl.min(MAX_MAX_TTL)));
     }
+    if req.networks.len() > MAX_TOKEN_NETWORKS {
+        return Err(JwtConfigError::BadNetwork(format!(
+            "{} networks",
+            req.networks.len()
+        )));
+    }
+    if let Some(bad) = req
+        .networks
+        .iter()
+        .find(|n| crate::node::NetworkName::new(n).is_err())
+    {
+        return Err(JwtConfigError::BadNetwork(bad.chars().take(64).collect()));
+    }
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| JwtConfigError::Sign(e.to_string()))?;
+    let jti = hex::encode(id);
     let now = jsonwebtoken::get_current_timestamp();
+    let exp = now + ttl.as_secs();
     let claims = MintClaims {
         sub: user,
         iat: now,
-        exp: now + ttl.as_secs(),
+        exp,
+        jti: &jti,
         aud: cfg.audience.as_deref(),
         iss: cfg.issuer.as_deref(),
+        net: &req.networks,
+        role: req.role.map(crate::access::Role::as_str),
     };
-    jsonwebtoken::encode(
+    let token = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
         &EncodingKey::from_secret(secret),
     )
-    .map_err(|e| JwtConfigError::Sign(e.to_string()))
+    .map_err(|e| JwtConfigError::Sign(e.to_string()))?;
+    Ok(Minted {
+        token,
+        jti,
+        expires_at: exp,
+    })
 }
 
 #[cfg(test)]
@@ -427,7 +669,11 @@ mod tests {
         jsonwebtoken::get_current_timestamp()
     }
 
-    fn hs(claims: serde_json::Value, secret: &[u8]) -> String {
+    /// A token with `claims`, plus `"aud": "nexus"` unless `aud` is given.
+    fn hs(mut claims: serde_json::Value, secret: &[u8]) -> String {
+        if claims.get("aud").is_none() {
+            claims["aud"] = json!(DEFAULT_AUDIENCE);
+        }
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
@@ -449,31 +695,49 @@ mod tests {
             .unwrap();
         let t0 = now();
         let t = hs(json!({"sub": "alice", "exp": t0 + 60, "nbf": t0}), SECRET);
-        assert_eq!(v.check_at(&t, t0), Ok("alice".into()));
+        assert_eq!(
+            v.check_at(&t, t0).map(|i| i.user.clone()),
+            Ok("alice".into())
+        );
         assert_eq!(
             v.verified.lock().unwrap().len(),
             1,
             "verified token remembered"
         );
         // Remembered: still answered within its window (leeway included)…
-        assert_eq!(v.check_at(&t, t0 + 65), Ok("alice".into()));
+        assert_eq!(
+            v.check_at(&t, t0 + 65).map(|i| i.user.clone()),
+            Ok("alice".into())
+        );
         // …and refused after it, and forgotten.
-        assert_eq!(v.check_at(&t, t0 + 66), Err(AuthError::Expired));
+        assert_eq!(
+            v.check_at(&t, t0 + 66).map(|i| i.user.clone()),
+            Err(AuthError::Expired)
+        );
         assert!(v.verified.lock().unwrap().is_empty());
         // A remembered token vouches only for its exact bytes.
-        assert_eq!(v.check_at(&t, t0), Ok("alice".into()));
+        assert_eq!(
+            v.check_at(&t, t0).map(|i| i.user.clone()),
+            Ok("alice".into())
+        );
         // One character inside the signature changed (not the last: its low bits are padding,
         // so a change there can make the encoding itself invalid instead of the signature).
         let mut forged = t.clone().into_bytes();
         let i = forged.len() - 5;
         forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
         let forged = String::from_utf8(forged).unwrap();
-        assert_eq!(v.check_at(&forged, t0), Err(AuthError::BadSignature));
+        assert_eq!(
+            v.check_at(&forged, t0).map(|i| i.user.clone()),
+            Err(AuthError::BadSignature)
+        );
         let other = hs(
             json!({"sub": "mallory", "exp": t0 + 60}),
             b"another-secret-another-secret-xx",
         );
-        assert_eq!(v.check_at(&other, t0), Err(AuthError::BadSignature));
+        assert_eq!(
+            v.check_at(&other, t0).map(|i| i.user.clone()),
+            Err(AuthError::BadSignature)
+        );
         // Not yet valid: never remembered early.
         let later = hs(
             json!({"sub": "bob", "exp": t0 + 600, "nbf": t0 + 300}),
@@ -486,7 +750,7 @@ mod tests {
         // Bounded.
         for i in 0..(VERIFIED_CAPACITY + 10) {
             let t = hs(json!({"sub": format!("u{i}"), "exp": t0 + 60}), SECRET);
-            assert!(v.check_at(&t, t0).is_ok());
+            assert!(v.check_at(&t, t0).map(|i| i.user.clone()).is_ok());
         }
         assert!(v.verified.lock().unwrap().len() <= VERIFIED_CAPACITY);
     }
@@ -530,9 +794,9 @@ mod tests {
         let t = hs(json!({"exp": now() + 60}), SECRET);
         assert_eq!(v.check(&t), Err(AuthError::NoSubject));
         let t = hs(json!({"sub": "", "exp": now() + 60}), SECRET);
-        assert_eq!(v.check(&t), Err(AuthError::NoSubject));
+        assert_eq!(v.check(&t), Err(AuthError::BadSubject));
         let t = hs(json!({"sub": 7, "exp": now() + 60}), SECRET);
-        assert_eq!(v.check(&t), Err(AuthError::NoSubject));
+        assert_eq!(v.check(&t), Err(AuthError::BadSubject));
         // Wrong signature.
         let t = hs(
             json!({"sub": "a", "exp": now() + 60}),
@@ -542,6 +806,156 @@ mod tests {
         // Within the leeway.
         let t = hs(json!({"sub": "a", "exp": now() - 5}), SECRET);
         assert_eq!(v.check(&t), Ok("a".into()));
+    }
+
+    /// A present but invalid `sub` is refused; it never falls back to `id`.
+    #[test]
+    fn a_bad_sub_never_falls_back_to_id() {
+        let v = hs_verifier();
+        for sub in [
+            json!(123),
+            json!(""),
+            json!(null),
+            json!(["alice"]),
+            json!({"u": 1}),
+        ] {
+            let t = hs(
+                json!({"sub": sub, "id": "alice", "exp": now() + 60}),
+                SECRET,
+            );
+            // jsonwebtoken itself refuses a `sub` of the wrong JSON type (malformed): either
+            // way a 401, never alice.
+            let r = v.check(&t);
+            assert!(
+                matches!(r, Err(AuthError::BadSubject | AuthError::Malformed)),
+                "sub = {sub}: {r:?}"
+            );
+        }
+        let t = hs(json!({"id": 5, "exp": now() + 60}), SECRET);
+        assert_eq!(v.check(&t), Err(AuthError::BadSubject));
+        let long = "a".repeat(257);
+        let t = hs(
+            json!({"sub": long, "id": "alice", "exp": now() + 60}),
+            SECRET,
+        );
+        assert_eq!(v.check(&t), Err(AuthError::BadSubject));
+    }
+
+    /// Issue 15, observation 2: tokens are bound to this server (`aud` required by default) and
+    /// to a lifetime; `jti`, `net` and `role` are checked and handed on.
+    #[test]
+    fn tokens_are_bound_to_an_audience_a_lifetime_and_their_claims() {
+        let v = hs_verifier();
+        let raw = |claims: serde_json::Value| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .unwrap()
+        };
+        let n = now();
+        // Another application's token (same key), and one with no audience at all.
+        let billing = raw(json!({"sub": "alice", "exp": n + 60, "aud": "billing-app"}));
+        assert_eq!(v.check(&billing), Err(AuthError::BadAudience));
+        let none = raw(json!({"sub": "alice", "exp": n + 60}));
+        assert_eq!(v.check(&none), Err(AuthError::BadAudience));
+        // Turned off explicitly, it is accepted.
+        let open = JwtConfig::hs256(SECRET)
+            .unwrap()
+            .without_audience()
+            .verifier()
+            .unwrap();
+        assert_eq!(open.check(&none), Ok("alice".into()));
+        // The lifetime: at most 30 days from iat (or from now without iat); iat not in the
+        // future.
+        let day = 86_400;
+        let t = hs(json!({"sub": "a", "iat": n, "exp": n + 30 * day}), SECRET);
+        assert!(v.check(&t).is_ok());
+        let t = hs(
+            json!({"sub": "a", "iat": n, "exp": n + 30 * day + 1}),
+            SECRET,
+        );
+        assert_eq!(v.check(&t), Err(AuthError::TooLong));
+        let t = hs(json!({"sub": "a", "exp": n + 3650 * day}), SECRET);
+        assert_eq!(v.check(&t), Err(AuthError::TooLong));
+        let t = hs(
+            json!({"sub": "a", "iat": n + 3600, "exp": n + 7200}),
+            SECRET,
+        );
+        assert_eq!(v.check(&t), Err(AuthError::BadClaim("iat")));
+        let short = JwtConfig::hs256(SECRET)
+            .unwrap()
+            .with_max_ttl(Duration::from_secs(60))
+            .verifier()
+            .unwrap();
+        let t = hs(json!({"sub": "a", "iat": n, "exp": n + 600}), SECRET);
+        assert_eq!(short.check(&t), Err(AuthError::TooLong));
+        // jti, net, role.
+        let t = hs(
+            json!({"sub": "a", "exp": n + 60, "jti": "j-1", "net": ["acme", "beta"], "role": "reader"}),
+            SECRET,
+        );
+        let id = v.identify(&t).unwrap();
+        assert_eq!(id.jti.as_deref(), Some("j-1"));
+        assert!(id.allows_network("acme") && id.allows_network("beta"));
+        assert!(!id.allows_network("gamma"));
+        assert_eq!(id.role, Some(crate::access::Role::Reader));
+        let t = hs(json!({"sub": "a", "exp": n + 60, "net": "acme"}), SECRET);
+        assert!(v.identify(&t).unwrap().allows_network("acme"));
+        for (claim, bad) in [
+            ("jti", json!(7)),
+            ("jti", json!("")),
+            ("jti", json!("x".repeat(129))),
+            ("net", json!([])),
+            ("net", json!(["Not A Name"])),
+            ("net", json!(5)),
+            ("role", json!("root")),
+            ("role", json!(1)),
+        ] {
+            let mut c = json!({"sub": "a", "exp": n + 60});
+            c[claim] = bad.clone();
+            assert_eq!(
+                v.check(&hs(c, SECRET)),
+                Err(AuthError::BadClaim(claim)),
+                "{claim} = {bad}"
+            );
+        }
+        // Minted tokens carry all of it.
+        let cfg = JwtConfig::hs256(SECRET).unwrap();
+        let m = mint(
+            &cfg,
+            &TokenRequest {
+                user: "carol".into(),
+                ttl: Duration::from_secs(3600),
+                networks: vec!["acme".into()],
+                role: Some(crate::access::Role::Reader),
+            },
+        )
+        .unwrap();
+        let id = v.identify(&m.token).unwrap();
+        assert_eq!(id.user, "carol");
+        assert_eq!(id.jti.as_deref(), Some(m.jti.as_str()));
+        assert_eq!(id.exp, m.expires_at);
+        assert_eq!(id.networks, Some(vec!["acme".to_string()]));
+        assert_eq!(id.role, Some(crate::access::Role::Reader));
+        assert!(!format!("{m:?}").contains(&m.token));
+        let two = mint_token(&cfg, "carol", Duration::from_secs(60)).unwrap();
+        assert_ne!(
+            v.identify(&two).unwrap().jti,
+            id.jti,
+            "a fresh jti per token"
+        );
+        assert!(mint(
+            &cfg,
+            &TokenRequest {
+                user: "c".into(),
+                ttl: Duration::from_secs(60),
+                networks: vec!["Bad Name".into()],
+                role: None,
+            }
+        )
+        .is_err());
     }
 
     #[test]
@@ -572,7 +986,7 @@ mod tests {
         let (private, public) = ed_pair();
         let cfg = JwtConfig::from_public_key_pem(PublicKeyAlg::EdDsa, &public).unwrap();
         let v = cfg.verifier().unwrap();
-        let claims = json!({"sub": "erin", "exp": now() + 60});
+        let claims = json!({"sub": "erin", "exp": now() + 60, "aud": "nexus"});
         let t = jsonwebtoken::encode(
             &Header::new(Algorithm::EdDSA),
             &claims,
@@ -596,7 +1010,7 @@ mod tests {
             .unwrap()
             .verifier()
             .unwrap();
-        let claims = json!({"sub": "rita", "exp": now() + 60});
+        let claims = json!({"sub": "rita", "exp": now() + 60, "aud": "nexus"});
         let t = jsonwebtoken::encode(
             &Header::new(Algorithm::RS256),
             &claims,
@@ -624,10 +1038,12 @@ mod tests {
             SECRET,
         );
         assert_eq!(v.check(&t), Err(AuthError::BadAudience));
-        let t = hs(
-            json!({"sub": "a", "exp": now() + 60, "iss": "temporal"}),
-            SECRET,
-        );
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": "a", "exp": now() + 60, "iss": "temporal"}),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
         assert_eq!(v.check(&t), Err(AuthError::BadAudience));
         let t = hs(
             json!({"sub": "a", "exp": now() + 60, "aud": "nexus", "iss": "x"}),
@@ -649,6 +1065,10 @@ mod tests {
         assert!(!dbg.contains("0123456789abcdef"), "{dbg}");
         assert!(mint_token(&cfg, "", Duration::from_secs(60)).is_err());
         assert!(mint_token(&cfg, "a", Duration::ZERO).is_err());
+        assert!(matches!(
+            mint_token(&cfg, "a", DEFAULT_MAX_TTL + Duration::from_secs(1)),
+            Err(JwtConfigError::BadTtl(_))
+        ));
         let (_, public) = ed_pair();
         let ed = JwtConfig::from_public_key_pem(PublicKeyAlg::EdDsa, &public).unwrap();
         assert!(matches!(

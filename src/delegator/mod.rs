@@ -35,12 +35,17 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-pub use auth::{mint_token, AuthError, JwtConfig, JwtConfigError, JwtKey, PublicKeyAlg, Verifier};
+pub use auth::{
+    mint, mint_token, AuthError, Identity, JwtConfig, JwtConfigError, JwtKey, Minted, PublicKeyAlg,
+    TokenRequest, Verifier,
+};
 pub use net::{BadIpNet, IpNet};
+pub use proxy::{LimitConfig, Rate};
 pub use route::{Feature, Route, RouteError};
 
 use crate::node::endpoint::Connector;
 use crate::orchestrator::registry::Registry;
+use crate::revocations::Revocations;
 
 /// How the delegator behaves. Build with [`DelegatorConfig::new`] and adjust the fields.
 #[derive(Clone, Debug)]
@@ -68,11 +73,22 @@ pub struct DelegatorConfig {
     pub shutdown_grace: Duration,
     /// Idle pooled connections kept per node.
     pub max_idle_per_node: usize,
+    /// Request rates and in-flight caps per client address and per user (429 + `Retry-After`).
+    pub limits: LimitConfig,
+    /// Time allowed until a node's gateway answers (its response head); an unknown CID on a
+    /// public gateway then costs a client this long, not kubo's own timeout.
+    pub gateway_timeout: Option<Duration>,
+    /// Most client connections open at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Most connections open at once from one client address; further ones are closed at once.
+    pub max_connections_per_client: usize,
 }
 
 impl DelegatorConfig {
     /// Defaults: no trusted proxy, no body limit, connect 5 s, idle 90 s, no request timeout,
-    /// headers within 30 s, 30 s of shutdown grace.
+    /// gateway answers within 10 s, headers within 30 s, 30 s of shutdown grace, 4096
+    /// connections (256 per client address), no request rate or in-flight limit (the daemon's
+    /// configuration sets them: `delegator.rate_per_client` and the like).
     pub fn new(domain: impl Into<String>, jwt: JwtConfig) -> Self {
         Self {
             domain: domain.into(),
@@ -85,6 +101,10 @@ impl DelegatorConfig {
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             max_idle_per_node: 32,
+            limits: LimitConfig::default(),
+            gateway_timeout: Some(Duration::from_secs(10)),
+            max_connections: 4096,
+            max_connections_per_client: 256,
         }
     }
 }
@@ -124,8 +144,19 @@ impl std::fmt::Debug for Delegator {
 }
 
 impl Delegator {
-    /// Validates the configuration and prepares the upstream connection pool.
-    pub fn new(registry: Registry, mut cfg: DelegatorConfig) -> Result<Self, DelegatorError> {
+    /// Validates the configuration and prepares the upstream connection pool (with no token
+    /// revoked: see [`Delegator::with_revocations`]).
+    pub fn new(registry: Registry, cfg: DelegatorConfig) -> Result<Self, DelegatorError> {
+        Self::with_revocations(registry, Revocations::default(), cfg)
+    }
+
+    /// Like [`Delegator::new`], refusing the token ids `revocations` lists (read on every
+    /// request; the orchestrator writes it).
+    pub fn with_revocations(
+        registry: Registry,
+        revocations: Revocations,
+        mut cfg: DelegatorConfig,
+    ) -> Result<Self, DelegatorError> {
         cfg.domain = route::normalise_domain(&cfg.domain)
             .ok_or_else(|| DelegatorError::BadDomain(cfg.domain.chars().take(64).collect()))?;
         if cfg.connect_timeout.is_zero() {
@@ -138,12 +169,31 @@ impl Delegator {
                 "request_timeout must be above zero",
             ));
         }
+        if cfg.gateway_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(DelegatorError::BadSetting(
+                "gateway_timeout must be above zero",
+            ));
+        }
+        if cfg.max_connections == 0 || cfg.max_connections_per_client == 0 {
+            return Err(DelegatorError::BadSetting(
+                "max_connections and max_connections_per_client must be above zero",
+            ));
+        }
+        let bad_rate = |r: &Option<proxy::Rate>| {
+            r.is_some_and(|r| !(r.per_second.is_finite() && r.per_second > 0.0) || r.burst == 0)
+        };
+        if bad_rate(&cfg.limits.rate_per_client) || bad_rate(&cfg.limits.rate_per_user) {
+            return Err(DelegatorError::BadSetting(
+                "a request rate must be above zero with a burst of at least 1",
+            ));
+        }
         if cfg.header_read_timeout.is_zero() {
             return Err(DelegatorError::BadSetting(
                 "header_read_timeout must be above zero",
             ));
         }
         let verifier = cfg.jwt.verifier()?;
+        let cfg_limits = cfg.limits;
         let connector = Connector::new(cfg.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
@@ -153,11 +203,13 @@ impl Delegator {
         Ok(Self {
             shared: Arc::new(proxy::Shared {
                 registry,
+                revocations,
                 cfg,
                 verifier,
                 client,
                 round_robin: AtomicUsize::new(0),
                 quota: proxy::Quotas::default(),
+                limits: proxy::Limits::new(cfg_limits),
             }),
         })
     }
@@ -173,6 +225,9 @@ impl Delegator {
     ) -> Result<(), DelegatorError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut conns = JoinSet::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.shared.cfg.max_connections));
+        let per_client: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+            Arc::default();
         tokio::pin!(shutdown);
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, tls = tls.is_some(), domain = %self.shared.cfg.domain, "delegator listening");
@@ -181,18 +236,41 @@ impl Delegator {
             tokio::select! {
                 _ = &mut shutdown => break Ok(()),
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                accepted = listener.accept() => match accepted {
+                // At the global cap, nothing is accepted until a connection ends.
+                permit = slots.clone().acquire_owned() => {
+                    let Ok(permit) = permit else { break Ok(()) };
+                    let accepted = tokio::select! {
+                        _ = &mut shutdown => break Ok(()),
+                        a = listener.accept() => a,
+                    };
+                    match accepted {
                     Ok((stream, peer)) => {
+                        // A trusted proxy carries many clients: only the global cap applies to it.
+                        let cap = if proxy::is_trusted_peer(&self.shared.cfg, peer.ip()) {
+                            usize::MAX
+                        } else {
+                            self.shared.cfg.max_connections_per_client
+                        };
+                        let Some(guard) = ClientConn::open(&per_client, peer.ip(), cap) else {
+                            metrics::counter!(crate::telemetry::names::DELEGATOR_REFUSALS, "network" => "-", "reason" => "connections").increment(1);
+                            tracing::debug!(%peer, "connection refused: too many from this address");
+                            drop(stream);
+                            continue;
+                        };
                         let shared = self.shared.clone();
                         let tls = tls.clone();
                         let stop = stop_rx.clone();
-                        conns.spawn(connection(shared, stream, peer, tls, stop));
+                        conns.spawn(async move {
+                            connection(shared, stream, peer, tls, stop).await;
+                            drop((guard, permit));
+                        });
                     }
                     Err(e) if transient_accept_error(&e) => {
                         tracing::warn!(error = %e, "accept failed; continuing");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     Err(e) => break Err(DelegatorError::Accept(e)),
+                    }
                 },
             }
         };
@@ -210,6 +288,44 @@ impl Delegator {
         }
         tracing::info!("delegator stopped");
         result
+    }
+}
+
+/// One open connection of a client address, counted until dropped.
+struct ClientConn {
+    map: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl ClientConn {
+    /// Counts a connection of `ip`, or `None` when it already has `max` open.
+    fn open(
+        map: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+        max: usize,
+    ) -> Option<Self> {
+        let mut m = crate::sync::lock(map);
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            map: map.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientConn {
+    fn drop(&mut self) {
+        let mut m = crate::sync::lock(&self.map);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -483,6 +599,359 @@ mod tests {
         assert!(
             tokio::net::TcpStream::connect(addr).await.is_err(),
             "still accepting"
+        );
+    }
+
+    /// An upstream that records every request's headers and answers a small HTML page.
+    async fn recording_upstream() -> (SocketAddr, Arc<std::sync::Mutex<Vec<hyper::HeaderMap>>>) {
+        let seen: Arc<std::sync::Mutex<Vec<hyper::HeaderMap>>> = Arc::default();
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = upstream.local_addr().unwrap();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = upstream.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        log.lock().unwrap().push(req.headers().clone());
+                        let slow = req.uri().path().contains("slow");
+                        async move {
+                            if slow {
+                                tokio::time::sleep(Duration::from_secs(5)).await;
+                            }
+                            let mut r = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from_static(b"<script>alert(1)</script>"),
+                            ));
+                            r.headers_mut()
+                                .insert("content-type", "text/html".parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    /// A delegator for `nexus.test` in front of `up` as network `obs` (public gateway).
+    async fn delegator_in_front_of(up: SocketAddr) -> SocketAddr {
+        delegator_with(up, DelegatorConfig::new("nexus.test", jwt())).await
+    }
+
+    /// Like [`delegator_in_front_of`], with `cfg`.
+    async fn delegator_with(up: SocketAddr, cfg: DelegatorConfig) -> SocketAddr {
+        let reg = Registry::new();
+        reg.publish(crate::orchestrator::registry::NetworkEntry {
+            name: crate::node::NetworkName::new("obs").unwrap(),
+            disk_bytes: None,
+            access: crate::access::Access {
+                gateway_public: true,
+                ..Default::default()
+            },
+            nodes: vec![crate::orchestrator::registry::ReadyNode {
+                index: 0,
+                peer_id: "p".into(),
+                api: crate::node::endpoint::Endpoint::Tcp(up),
+                gateway: crate::node::endpoint::Endpoint::Tcp(up),
+            }],
+        });
+        let d = Delegator::new(reg, cfg).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(d.serve(listener, None, std::future::pending()));
+        addr
+    }
+
+    /// Observation 7: a client over its rate gets 429 with `Retry-After`; others do not.
+    #[tokio::test]
+    async fn a_client_over_its_rate_gets_429_with_retry_after() {
+        let (up, _seen) = recording_upstream().await;
+        let mut cfg = DelegatorConfig::new("nexus.test", jwt());
+        cfg.limits.rate_per_client = Some(Rate {
+            per_second: 0.5,
+            burst: 2,
+        });
+        let addr = delegator_with(up, cfg).await;
+        let req =
+            "GET /ipfs/x HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n";
+        for _ in 0..2 {
+            assert!(raw(addr, req).await.starts_with("HTTP/1.1 200"));
+        }
+        let refused = raw(addr, req).await.to_ascii_lowercase();
+        assert!(refused.starts_with("http/1.1 429"), "{refused}");
+        assert!(refused.contains("\r\nretry-after: 2\r\n"), "{refused}");
+        assert!(refused.contains("too many requests"), "{refused}");
+        // Another client address has its own bucket.
+        let other = raw_from("127.0.0.2", addr, req).await;
+        assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    }
+
+    /// Observation 7: an unknown CID holds a gateway client for the gateway timeout, not kubo's.
+    #[tokio::test]
+    async fn a_slow_gateway_answer_is_cut_at_the_first_byte_timeout() {
+        let (up, _seen) = recording_upstream().await;
+        let mut cfg = DelegatorConfig::new("nexus.test", jwt());
+        cfg.gateway_timeout = Some(Duration::from_millis(300));
+        let addr = delegator_with(up, cfg).await;
+        let start = std::time::Instant::now();
+        let answer = raw(
+            addr,
+            "GET /ipfs/slow HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
+    /// Observation 7, slowloris: one address opening many connections and trickling headers
+    /// gets at most its per-address share, each dropped at the header timeout, and the
+    /// delegator keeps serving another client meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slowloris_client_does_not_starve_others() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (up, _seen) = recording_upstream().await;
+        let mut cfg = DelegatorConfig::new("nexus.test", jwt());
+        cfg.header_read_timeout = Duration::from_secs(1);
+        cfg.max_connections = 64;
+        cfg.max_connections_per_client = 16;
+        let addr = delegator_with(up, cfg).await;
+        let mut held = Vec::new();
+        for _ in 0..200 {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            let Ok(mut s) = sock.connect(addr).await else {
+                continue;
+            };
+            let _ = s.write_all(b"GET /ipfs/x HTTP/1.1\r\nHost: obs.gat").await;
+            held.push(s);
+        }
+        // Another client is served at once.
+        let start = std::time::Instant::now();
+        let ok = raw(
+            addr,
+            "GET /ipfs/x HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(
+            start.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            start.elapsed()
+        );
+        // The attacker's connections are all closed within the header timeout (beyond its
+        // share at once; the rest when the timeout fires).
+        let mut closed = 0;
+        for s in &mut held {
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+                Ok(Ok(_)) | Ok(Err(_)) => closed += 1,
+                Err(_) => {}
+            }
+        }
+        assert_eq!(
+            closed,
+            held.len(),
+            "a slow connection outlived the header timeout"
+        );
+    }
+
+    /// The per-address connection cap closes an address's extra connections at once, except a
+    /// trusted proxy's (it carries many clients).
+    #[tokio::test]
+    async fn the_per_address_connection_cap_spares_trusted_proxies() {
+        let (up, _seen) = recording_upstream().await;
+        let mut cfg = DelegatorConfig::new("nexus.test", jwt());
+        cfg.max_connections_per_client = 2;
+        cfg.trusted_proxies = vec![IpNet::parse("127.0.0.3").unwrap()];
+        let addr = delegator_with(up, cfg).await;
+        let idle = |local: &'static str| async move {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(format!("{local}:0").parse().unwrap()).unwrap();
+            sock.connect(addr).await.unwrap()
+        };
+        let req =
+            "GET /ipfs/x HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n";
+        let _held = [idle("127.0.0.4").await, idle("127.0.0.4").await];
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let third = raw_from("127.0.0.4", addr, req).await;
+        assert!(third.is_empty(), "a third connection was served: {third}");
+        let _proxy = [
+            idle("127.0.0.3").await,
+            idle("127.0.0.3").await,
+            idle("127.0.0.3").await,
+        ];
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let served = raw_from("127.0.0.3", addr, req).await;
+        assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    }
+
+    /// [`raw`] from a chosen local address (another client).
+    async fn raw_from(local: &str, addr: SocketAddr, raw: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{local}:0").parse().unwrap()).unwrap();
+        let mut s = sock.connect(addr).await.unwrap();
+        // A connection closed at once may refuse the write or the read: nothing was served.
+        if s.write_all(raw.as_bytes()).await.is_err() {
+            return String::new();
+        }
+        let mut out = Vec::new();
+        match tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await {
+            Ok(Ok(_)) => String::from_utf8_lossy(&out).into_owned(),
+            Ok(Err(_)) => String::new(),
+            Err(_) => panic!("no answer in time"),
+        }
+    }
+
+    /// Writes `raw` on a fresh connection and reads the whole answer.
+    async fn raw(addr: SocketAddr, raw: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Observation 4: a request that names two hosts is a JSON 400 and reaches no node.
+    #[tokio::test]
+    async fn ambiguous_hosts_are_refused_with_400() {
+        use http_body_util::{BodyExt, Empty};
+        let (up, seen) = recording_upstream().await;
+        let addr = delegator_in_front_of(up).await;
+        for (what, req) in [
+            (
+                "absolute-form target naming another host",
+                "GET http://other.gateway.nexus.test/ipfs/x HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n",
+            ),
+            (
+                "two Host headers",
+                "GET /ipfs/x HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nHost: other.gateway.nexus.test\r\nConnection: close\r\n\r\n",
+            ),
+            (
+                "two identical Host headers",
+                "GET /ipfs/x HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n",
+            ),
+        ] {
+            let answer = raw(addr, req).await;
+            assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+            assert!(answer.contains("application/json"), "{what}: {answer}");
+            assert!(answer.contains("ambiguous request"), "{what}: {answer}");
+        }
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "an ambiguous request was forwarded"
+        );
+        // The same target as Host (any case) is fine.
+        let answer = raw(
+            addr,
+            "GET http://OBS.gateway.nexus.test/ipfs/x HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+        // HTTP/2 (prior knowledge): `:authority` and `host` must agree.
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = |host: Option<&str>| {
+            let mut b = hyper::Request::get("http://obs.gateway.nexus.test/ipfs/x");
+            if let Some(h) = host {
+                b = b.header("host", h);
+            }
+            b.body(Empty::<bytes::Bytes>::new()).unwrap()
+        };
+        let resp = send
+            .send_request(req(Some("other.gateway.nexus.test")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"].as_str().unwrap().contains(":authority"), "{v}");
+        let before = seen.lock().unwrap().len();
+        assert_eq!(
+            before, 1,
+            "only the unambiguous HTTP/1.1 request was forwarded"
+        );
+        let resp = send.send_request(req(None)).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let resp = send
+            .send_request(req(Some("obs.gateway.nexus.test")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
+    /// Observation 5: the node sees its own `Host` and no host a client chose.
+    #[tokio::test]
+    async fn the_node_never_sees_the_clients_host() {
+        let (up, seen) = recording_upstream().await;
+        let addr = delegator_in_front_of(up).await;
+        let answer = raw(
+            addr,
+            "GET /network/obs/gateway/ipfs/x HTTP/1.1\r\nHost: nexus.test\r\nX-Forwarded-Host: x.ipfs.localhost\r\nForwarded: host=x.ipfs.localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let seen = seen.lock().unwrap();
+        let h = &seen[0];
+        assert_eq!(h["host"], up.to_string());
+        assert!(!h.contains_key("x-forwarded-host"), "{h:?}");
+        assert!(!h.contains_key("forwarded"), "{h:?}");
+    }
+
+    /// Observation 6: what the path form serves on the shared origin is sandboxed; the host
+    /// form (each network's own origin) is not.
+    #[tokio::test]
+    async fn the_shared_origin_is_sandboxed() {
+        let (up, _seen) = recording_upstream().await;
+        let addr = delegator_in_front_of(up).await;
+        let path_form = raw(
+            addr,
+            "GET /network/obs/gateway/ipfs/x HTTP/1.1\r\nHost: nexus.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .to_ascii_lowercase();
+        assert!(path_form.starts_with("http/1.1 200"), "{path_form}");
+        assert!(
+            path_form.contains("\r\ncontent-security-policy: sandbox\r\n"),
+            "{path_form}"
+        );
+        assert!(
+            path_form.contains("\r\nx-content-type-options: nosniff\r\n"),
+            "{path_form}"
+        );
+        // Refusals on the shared origin too.
+        let refused = raw(
+            addr,
+            "GET /network/obs/gateway/nope HTTP/1.1\r\nHost: nexus.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .to_ascii_lowercase();
+        assert!(
+            refused.contains("content-security-policy: sandbox"),
+            "{refused}"
+        );
+        let host_form = raw(
+            addr,
+            "GET /ipfs/x HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .to_ascii_lowercase();
+        assert!(host_form.starts_with("http/1.1 200"), "{host_form}");
+        assert!(
+            !host_form.contains("content-security-policy"),
+            "{host_form}"
         );
     }
 }

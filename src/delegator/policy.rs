@@ -28,7 +28,155 @@
 //! `key/rm`, which are more specific default denies; `api_allow = ["key/export"]` does open it
 //! (equal specificity, the network wins); `api_deny = ["pin"]` closes every `pin/*` command.
 
-use crate::access::is_command_path;
+//!
+//! # Roles
+//!
+//! On top of the allow-list, each user has a role on the network ([`Role`]): [`ROLES`] says
+//! the least role each command needs (most specific rule wins; a command no rule names —
+//! anything a network's `api_allow` opens beyond the defaults — needs `admin`). A writer's MFS
+//! writes (`files/*` but `ls`, `read`, `stat`) must stay under `/<user>` ([`Scope::OwnDir`]).
+//! No role lifts a default deny: roles only ever narrow what the allow-list lets through.
+
+use crate::access::{is_command_path, Role};
+
+/// Where a role's permission for a command applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Wherever the command's arguments point.
+    Anywhere,
+    /// For a writer, only MFS paths under `/<user>` (an admin: anywhere).
+    OwnDir,
+}
+
+/// The least role each command needs, and where (a rule covers its subcommands; the most
+/// specific rule wins). Commands no rule names need `admin`. The table of docs/delegator.md.
+pub const ROLES: &[(&str, Role, Scope)] = &[
+    // reader: the content and the node's identity, read-only.
+    ("cat", Role::Reader, Scope::Anywhere),
+    ("get", Role::Reader, Scope::Anywhere),
+    ("ls", Role::Reader, Scope::Anywhere),
+    ("id", Role::Reader, Scope::Anywhere),
+    ("version", Role::Reader, Scope::Anywhere),
+    ("dag/get", Role::Reader, Scope::Anywhere),
+    ("dag/stat", Role::Reader, Scope::Anywhere),
+    ("dag/resolve", Role::Reader, Scope::Anywhere),
+    ("dag/export", Role::Reader, Scope::Anywhere),
+    ("block/get", Role::Reader, Scope::Anywhere),
+    ("block/stat", Role::Reader, Scope::Anywhere),
+    ("object/stat", Role::Reader, Scope::Anywhere),
+    ("resolve", Role::Reader, Scope::Anywhere),
+    ("name/resolve", Role::Reader, Scope::Anywhere),
+    ("pin/ls", Role::Reader, Scope::Anywhere),
+    ("files/ls", Role::Reader, Scope::Anywhere),
+    ("files/read", Role::Reader, Scope::Anywhere),
+    ("files/stat", Role::Reader, Scope::Anywhere),
+    ("swarm/peers", Role::Reader, Scope::Anywhere),
+    ("repo/stat", Role::Reader, Scope::Anywhere),
+    // writer: adding and pinning content; the MFS under /<user>.
+    ("add", Role::Writer, Scope::Anywhere),
+    ("pin/add", Role::Writer, Scope::Anywhere),
+    ("pin/update", Role::Writer, Scope::Anywhere),
+    ("dag/put", Role::Writer, Scope::Anywhere),
+    ("dag/import", Role::Writer, Scope::Anywhere),
+    ("block/put", Role::Writer, Scope::Anywhere),
+    ("files", Role::Writer, Scope::OwnDir),
+    // admin: removing shared data, the node's name, what others fetch.
+    ("pin/rm", Role::Admin, Scope::Anywhere),
+    ("block/rm", Role::Admin, Scope::Anywhere),
+    ("name/publish", Role::Admin, Scope::Anywhere),
+    ("stats", Role::Admin, Scope::Anywhere),
+];
+
+/// The least role `command` needs and where, by [`ROLES`] (unnamed commands: admin).
+pub fn required_role(command: &str) -> (Role, Scope) {
+    ROLES
+        .iter()
+        .filter(|(rule, _, _)| matches(rule, command))
+        .max_by_key(|(rule, _, _)| rule.split('/').count())
+        .map(|&(_, role, scope)| (role, scope))
+        .unwrap_or((Role::Admin, Scope::Anywhere))
+}
+
+/// Checks that `role` may call `command` with `query` (the raw query string) as `user`.
+pub fn check_role(
+    command: &str,
+    query: Option<&str>,
+    user: &str,
+    role: Role,
+) -> Result<(), PolicyError> {
+    let (needed, scope) = required_role(command);
+    if role < needed {
+        return Err(PolicyError::Role {
+            command: command.to_owned(),
+            needed,
+            role,
+        });
+    }
+    if scope == Scope::OwnDir && role < Role::Admin {
+        let args = query_args(query.unwrap_or(""))?;
+        // `files/cp` reads its sources from anywhere; only the destination is written.
+        let written: &[String] = match (command, args.split_last()) {
+            ("files/cp", Some((dest, _))) => std::slice::from_ref(dest),
+            _ => &args,
+        };
+        if written.is_empty() || !written.iter().all(|p| under_own_dir(p, user)) {
+            return Err(PolicyError::OutsideOwnDir(user.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` is `/<user>` or below it, with no `.`/`..`/empty segment.
+fn under_own_dir(path: &str, user: &str) -> bool {
+    if user.contains('/') {
+        return false;
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    segments[0] == user
+        && segments.iter().enumerate().skip(1).all(|(i, s)| {
+            let last = i + 1 == segments.len();
+            !(*s == "." || *s == ".." || (s.is_empty() && !last))
+        })
+}
+
+/// Every `arg` of a query string, decoded as kubo decodes it (Go's `url.ParseQuery`: `+` is a
+/// space, `%XX` a byte). A malformed escape or non-UTF-8 refuses the request.
+fn query_args(query: &str) -> Result<Vec<String>, PolicyError> {
+    let mut out = Vec::new();
+    for pair in query.split(['&', ';']) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if decode(k)? == "arg" {
+            out.push(decode(v)?);
+        }
+    }
+    Ok(out)
+}
+
+fn decode(s: &str) -> Result<String, PolicyError> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(PolicyError::BadQuery)?;
+                out.push(hex);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| PolicyError::BadQuery)
+}
 
 /// Commands a tenant may call unless the network says otherwise: working with content.
 pub const DEFAULT_ALLOW: &[&str] = &[
@@ -96,6 +244,16 @@ pub enum PolicyError {
     NotRpc,
     #[error("RPC command `{0}` is not allowed for tenant tokens on this network")]
     Denied(String),
+    #[error("RPC command `{command}` needs the {needed} role; this token's is {role}")]
+    Role {
+        command: String,
+        needed: Role,
+        role: Role,
+    },
+    #[error("a writer changes the MFS only under /{0}")]
+    OutsideOwnDir(String),
+    #[error("malformed query string")]
+    BadQuery,
 }
 
 /// Extracts the command of `/api/v0/<command>[/]`, or `None` when the path is not a plain
@@ -167,6 +325,14 @@ pub fn read_only(command: &str) -> bool {
     READ_ONLY.iter().any(|r| matches(r, command))
 }
 
+/// Whether a gateway path names an IPNS name that needs DNS to resolve (`/ipns/<name>` whose
+/// name has a dot: DNSLink), rather than a key.
+pub fn needs_dns(path: &str) -> bool {
+    path.strip_prefix("/ipns/")
+        .and_then(|rest| rest.split('/').next())
+        .is_some_and(|name| name.contains('.'))
+}
+
 /// Gateway paths the delegator forwards: content under `/ipfs/` and `/ipns/` only (not the
 /// gateway port's other handlers).
 pub fn gateway_path_allowed(path: &str) -> bool {
@@ -183,6 +349,69 @@ mod tests {
 
     fn allowed(path: &str, allow: &[&str], deny: &[&str]) -> bool {
         check_rpc(path, &v(allow), &v(deny)).is_ok()
+    }
+
+    #[test]
+    fn roles_narrow_the_allow_list() {
+        use Role::*;
+        // Every row: its role passes, the role below is refused.
+        for &(rule, role, scope) in ROLES {
+            let q = (scope == Scope::OwnDir).then_some("arg=/alice/x");
+            assert!(check_role(rule, q, "alice", role).is_ok(), "{rule} {role}");
+            if role > Reader {
+                let below = if role == Admin { Writer } else { Reader };
+                assert!(
+                    matches!(
+                        check_role(rule, q, "alice", below),
+                        Err(PolicyError::Role { .. })
+                    ),
+                    "{rule} as {below}"
+                );
+            }
+        }
+        // Subcommands follow their rule; unnamed commands (opened by api_allow) need admin.
+        assert_eq!(required_role("stats/bitswap"), (Admin, Scope::Anywhere));
+        assert_eq!(required_role("pin/ls"), (Reader, Scope::Anywhere));
+        assert_eq!(required_role("pin/add"), (Writer, Scope::Anywhere));
+        assert_eq!(required_role("key/list"), (Admin, Scope::Anywhere));
+        assert_eq!(required_role("files/ls"), (Reader, Scope::Anywhere));
+        assert_eq!(required_role("files/rm"), (Writer, Scope::OwnDir));
+        // A writer's MFS: under /<user> only; an admin's: anywhere.
+        for q in [
+            "arg=/alice",
+            "arg=/alice/",
+            "arg=/alice/a/b.txt&create=true",
+            "arg=%2Falice%2Fx",
+        ] {
+            assert!(
+                check_role("files/write", Some(q), "alice", Writer).is_ok(),
+                "{q}"
+            );
+        }
+        for q in [
+            "",
+            "arg=/",
+            "arg=/bob/x",
+            "arg=/alicex/y",
+            "arg=/alice/../bob",
+            "arg=/alice//x",
+            "arg=alice/x",
+            "arg=/alice/x&arg=/bob/y",
+            "arg=%zz",
+        ] {
+            assert!(
+                check_role("files/rm", Some(q), "alice", Writer).is_err(),
+                "{q}"
+            );
+        }
+        assert!(check_role("files/rm", Some("arg=/bob/x"), "alice", Admin).is_ok());
+        // files/cp: sources from anywhere, the destination under /<user>.
+        let cp = "arg=/ipfs/bafy&arg=/alice/copy";
+        assert!(check_role("files/cp", Some(cp), "alice", Writer).is_ok());
+        let cp = "arg=/alice/copy&arg=/bob/x";
+        assert!(check_role("files/cp", Some(cp), "alice", Writer).is_err());
+        // A user id with a slash has no MFS directory.
+        assert!(check_role("files/mkdir", Some("arg=/a/b"), "a/b", Writer).is_err());
     }
 
     #[test]

@@ -143,6 +143,11 @@ pub fn settings(spec: &NodeSpec) -> Vec<(&'static str, Value)> {
         ("Gateway.ExposeRoutingAPI", json!(false)),
         // kubo ≥ 0.39: error pages would link to a public diagnostic service.
         ("Gateway.DiagnosticServiceURL", json!("")),
+        // The gateway never changes behaviour on a client's host name: no DNSLink look-up for
+        // unknown hosts, and no implicit `localhost` subdomain gateway (which redirects
+        // path-form requests to `<cid>.ipfs.localhost`). The delegator sends its own `Host`.
+        ("Gateway.NoDNSLink", json!(true)),
+        ("Gateway.PublicGateways", json!({ "localhost": null })),
         // kubo ≥ 0.36: HTTP retrieval from providers found through delegated routing; inert
         // under `Routing.Type=dht`, off for certain.
         ("HTTPRetrieval.Enabled", json!(false)),
@@ -329,6 +334,11 @@ mod tests {
         // kubo 0.40–0.43 settings a private network needs.
         assert_eq!(get(&s, "Gateway.ExposeRoutingAPI"), &json!(false));
         assert_eq!(get(&s, "Gateway.DiagnosticServiceURL"), &json!(""));
+        assert_eq!(get(&s, "Gateway.NoDNSLink"), &json!(true));
+        assert_eq!(
+            get(&s, "Gateway.PublicGateways"),
+            &json!({ "localhost": null })
+        );
         assert_eq!(get(&s, "HTTPRetrieval.Enabled"), &json!(false));
         assert_eq!(get(&s, "Provide.Enabled"), &json!(true));
         assert_eq!(get(&s, "Provide.DHT.SweepEnabled"), &json!(false));

@@ -21,6 +21,7 @@ use super::subnets::{SubnetAllocator, SubnetConfig};
 use crate::node::spec::validate_image;
 use crate::node::Ports;
 use crate::node::{NetworkName, NodeIdentity, NodeRecord, NodeRef, NodeRuntime, Resources};
+use crate::revocations::Revocations;
 use crate::store::{NetworkRecord, NetworkStatus, NodeRow, Store};
 use crate::sync::lock;
 
@@ -48,6 +49,9 @@ pub struct OrchestratorConfig {
     /// A node dying this many times within `crash_window` makes its network `failed`.
     pub crash_limit: usize,
     pub crash_window: Duration,
+    /// How long a revoked token id stays on the revocation list: the longest a token carrying
+    /// it can still be accepted (the delegator's `max_ttl` plus its leeway).
+    pub revocation_horizon: Duration,
     /// Most node starts (create, start, re-create) in flight at once, across all networks.
     /// A node waits for its turn before its readiness deadline starts, so a burst of starts
     /// queues instead of missing deadlines on a small host.
@@ -82,6 +86,8 @@ impl Default for OrchestratorConfig {
             restart_backoff_max: Duration::from_secs(60),
             crash_limit: 5,
             crash_window: Duration::from_secs(300),
+            revocation_horizon: crate::delegator::auth::DEFAULT_MAX_TTL
+                + crate::delegator::auth::DEFAULT_LEEWAY,
             start_parallelism: default_start_parallelism(),
         }
     }
@@ -94,6 +100,8 @@ pub(super) struct Inner {
     pub(super) ports: Mutex<PortAllocator>,
     pub(super) subnets: Mutex<SubnetAllocator>,
     pub(super) registry: Registry,
+    /// The revoked token ids the delegator refuses (the store's list, kept in step).
+    pub(super) revocations: Revocations,
     locks: Mutex<HashMap<NetworkName, Arc<tokio::sync::Mutex<()>>>>,
     pub(super) crashes: Mutex<HashMap<NodeRef, Crashes>>,
     /// Background passes: at most one running and one waiting per network.
@@ -179,6 +187,7 @@ impl Orchestrator {
                 ports: Mutex::new(ports),
                 subnets: Mutex::new(subnets),
                 registry: Registry::new(),
+                revocations: Revocations::default(),
                 locks: Mutex::default(),
                 crashes: Mutex::default(),
                 queue: PassQueue::default(),
@@ -220,6 +229,11 @@ impl Orchestrator {
     /// The registry the delegator reads.
     pub fn registry(&self) -> Registry {
         self.inner.registry.clone()
+    }
+
+    /// The revocation list the delegator reads ([`Orchestrator::revoke_token`] writes it).
+    pub fn revocations(&self) -> Revocations {
+        self.inner.revocations.clone()
     }
 
     /// Reconcile passes run since start, whatever triggered them.

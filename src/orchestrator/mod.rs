@@ -14,6 +14,8 @@
 //!   runtime (allocation at create, the network prepared on it before nodes are created).
 //! - [`registry`]: the in-memory view of ready nodes the delegator reads.
 //! - [`events`]: the bus of network and node events (`WatchEvents`, logs).
+//! - `tokens`: the revocation list of tenant tokens (stored first, then the in-memory list
+//!   the delegator reads), loaded at start, expired ids forgotten.
 //!
 //! It reads the store and drives the [`crate::node::NodeRuntime`]; it never talks to Docker
 //! directly, nor serves traffic.
@@ -29,6 +31,7 @@ mod reconcile;
 pub mod registry;
 pub mod request;
 pub mod subnets;
+mod tokens;
 pub mod view;
 
 pub use error::{ErrorKind, OrchestratorError, Result};

@@ -253,4 +253,16 @@ impl Store for CachedStore {
     async fn get_lease(&self, instance: &InstanceName) -> Result<Option<Lease>> {
         self.inner.get_lease(instance).await
     }
+
+    async fn revoke_token(&self, jti: &str, revoked_at: i64, forget_at: i64) -> Result<()> {
+        self.inner.revoke_token(jti, revoked_at, forget_at).await
+    }
+
+    async fn revoked_tokens(&self, now: i64) -> Result<Vec<super::RevokedToken>> {
+        self.inner.revoked_tokens(now).await
+    }
+
+    async fn forget_revoked_tokens(&self, now: i64) -> Result<u64> {
+        self.inner.forget_revoked_tokens(now).await
+    }
 }

@@ -217,4 +217,19 @@ pub trait Store: Send + Sync {
     async fn release_lease(&self, instance: &InstanceName, holder: &LeaseHolder) -> Result<()>;
     /// `instance`'s lease as stored, live or expired.
     async fn get_lease(&self, instance: &InstanceName) -> Result<Option<Lease>>;
+    /// Puts a token id on the revocation list until `forget_at` (unix seconds); revoking it
+    /// again keeps the later `forget_at`.
+    async fn revoke_token(&self, jti: &str, revoked_at: i64, forget_at: i64) -> Result<()>;
+    /// The revoked token ids not yet forgotten at `now` (unix seconds), ordered by id.
+    async fn revoked_tokens(&self, now: i64) -> Result<Vec<RevokedToken>>;
+    /// Deletes the ids whose `forget_at` has passed at `now`; returns how many.
+    async fn forget_revoked_tokens(&self, now: i64) -> Result<u64>;
+}
+
+/// A revoked token id and until when it is refused (unix seconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokedToken {
+    pub jti: String,
+    pub revoked_at: i64,
+    pub forget_at: i64,
 }

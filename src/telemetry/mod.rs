@@ -117,6 +117,11 @@ pub mod names {
         /// the limit): writes refused with 507 because the node's disk limit would be passed.
         DELEGATOR_DISK_REFUSALS = "nexus_delegator_disk_refusals_total", Counter, None,
             "Writes the delegator refused because the node's disk limit would be passed.";
+        /// Counter, `network` (`-` before a network is known), `reason` (`ambiguous_host`,
+        /// `token`, `revoked`, `membership`, `role`, `policy`, `rate`, `concurrency`):
+        /// requests the delegator refused, by why.
+        DELEGATOR_REFUSALS = "nexus_delegator_refusals_total", Counter, None,
+            "Requests the delegator refused, by reason.";
         /// Gauges, `network`, `node`: the runtime's stats of each node with a container.
         NODE_CPU = "nexus_node_cpu_usage_cores", Gauge, None, "CPU used by a node, in cores.";
         NODE_MEMORY = "nexus_node_memory_usage_bytes", Gauge, Some(Unit::Bytes),

@@ -11,10 +11,10 @@ use hyper::header::HeaderValue;
 use hyper::{Request, Response};
 use tracing::Instrument;
 
-use super::headers::{request_id, X_REQUEST_ID};
+use super::headers::{confine_shared_origin, request_id, X_REQUEST_ID};
 use super::response::ProxyError;
 use super::{proxy, ConnInfo, ProxyBody, Shared};
-use crate::delegator::route::Feature;
+use crate::delegator::route::{Feature, Form};
 use crate::node::endpoint::Endpoint;
 use crate::telemetry::names;
 
@@ -27,6 +27,8 @@ pub(super) struct Trace {
     pub(super) node: Option<Endpoint>,
     /// The network is one the registry lists (only then is it a metric label).
     pub(super) known: bool,
+    /// Which routing form matched (the path form is the shared origin).
+    pub(super) form: Option<Form>,
 }
 
 /// The service function: never fails, every outcome is a response.
@@ -41,6 +43,7 @@ pub(crate) async fn handle(
     let method = req.method().clone();
     let path: String = req.uri().path().chars().take(256).collect();
     let mut trace = Trace::default();
+    let mut refusal = None;
     let resp = async {
         let mut resp = match proxy(&shared, conn, req, &request_id, &mut trace).await {
             Ok(r) => r,
@@ -48,9 +51,13 @@ pub(crate) async fn handle(
                 if matches!(e, ProxyError::BadGateway | ProxyError::Timeout) {
                     tracing::warn!(error = %e, "upstream failure");
                 }
+                refusal = e.refusal_reason();
                 e.response(&request_id)
             }
         };
+        if trace.form == Some(Form::Path) {
+            confine_shared_origin(resp.headers_mut());
+        }
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert(X_REQUEST_ID, v);
         }
@@ -72,6 +79,14 @@ pub(crate) async fn handle(
         "status" => resp.status().as_u16().to_string()
     )
     .increment(1);
+    if let Some(reason) = refusal {
+        metrics::counter!(
+            names::DELEGATOR_REFUSALS,
+            "network" => network.clone(),
+            "reason" => reason
+        )
+        .increment(1);
+    }
     metrics::histogram!(names::DELEGATOR_DURATION, "network" => network, "feature" => feature)
         .record(start.elapsed().as_secs_f64());
     tracing::info!(

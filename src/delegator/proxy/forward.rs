@@ -32,6 +32,7 @@ pub(super) async fn forward(
     path_and_query: &str,
     body: ProxyBody,
     retry_safe: bool,
+    timeout: Option<std::time::Duration>,
 ) -> Result<(Response<Incoming>, Endpoint), ProxyError> {
     let end = body.is_end_stream();
     let hint = body.size_hint();
@@ -58,7 +59,7 @@ pub(super) async fn forward(
             req.headers_mut().insert(header::HOST, h);
         }
         let sent = shared.client.request(req);
-        let result = match shared.cfg.request_timeout {
+        let result = match timeout {
             Some(t) => match tokio::time::timeout(t, sent).await {
                 Ok(r) => r,
                 Err(_) => {

@@ -1,6 +1,8 @@
 //! Header handling: the request id (fresh, or a trusted proxy's), the host a request was
-//! addressed to, hop-by-hop removal (both ways), and the headers sent upstream (the credential,
-//! origin and forgeable forwarding headers dropped; `X-Forwarded-*` and the request id set).
+//! addressed to (refusing ambiguous ones: several `Host`s, a target or `:authority` naming
+//! another host), hop-by-hop removal (both ways), the headers sent upstream (the credential,
+//! origin and every host-naming forwarding header dropped; `X-Forwarded-For`/`-Proto` and the
+//! request id set), and the headers that confine content served on the shared origin.
 //! Trusts forwarding headers only from the configured proxies; must not read bodies.
 
 use std::net::IpAddr;
@@ -18,6 +20,11 @@ pub(super) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-i
 pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(super) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub(super) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Whether `peer` is one of the configured trusted proxies.
+pub(super) fn is_trusted(cfg: &DelegatorConfig, peer: IpAddr) -> bool {
+    trusted(cfg, peer)
+}
 
 fn trusted(cfg: &DelegatorConfig, peer: IpAddr) -> bool {
     let peer = match peer {
@@ -52,13 +59,61 @@ pub(super) fn request_id(cfg: &DelegatorConfig, conn: ConnInfo, headers: &Header
     hex::encode(b)
 }
 
+/// Why the host a request names is ambiguous (answered 400, never routed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AmbiguousHost {
+    #[error("ambiguous request: more than one Host header")]
+    ManyHosts,
+    #[error("ambiguous request: the absolute-form target names another host than Host")]
+    Target,
+    #[error("ambiguous request: the HTTP/2 :authority differs from the host header")]
+    Authority,
+}
+
+/// Two authorities name the same host and port: case-insensitive, one trailing dot of the host
+/// ignored.
+fn same_authority(a: &str, b: &str) -> bool {
+    fn norm(s: &str) -> String {
+        let s = s.trim().to_ascii_lowercase();
+        match s.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') && !h.contains(':') => {
+                format!("{}:{p}", h.strip_suffix('.').unwrap_or(h))
+            }
+            _ => s.strip_suffix('.').map(str::to_owned).unwrap_or(s),
+        }
+    }
+    norm(a) == norm(b)
+}
+
 /// The host a request was addressed to: `X-Forwarded-Host` from a trusted proxy, else `Host`
-/// (or the URI authority, for HTTP/2).
+/// (or the URI authority: HTTP/2's `:authority`, HTTP/1.1's absolute-form target). A request
+/// whose `Host` headers, target and `:authority` do not all name one host is refused whoever
+/// sent it: the delegator and a node must never read two different hosts from one request.
 pub(super) fn request_host(
     cfg: &DelegatorConfig,
     conn: ConnInfo,
     req: &Request<Incoming>,
-) -> Option<String> {
+) -> Result<Option<String>, AmbiguousHost> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(AmbiguousHost::ManyHosts);
+    }
+    let host = match host.map(|v| v.to_str()) {
+        // Not text: no host this server answers for (404).
+        Some(Err(_)) => return Ok(None),
+        Some(Ok(h)) => Some(h),
+        None => None,
+    };
+    if let (Some(h), Some(a)) = (host, req.uri().authority()) {
+        if !same_authority(h, a.as_str()) {
+            return Err(if req.version() == hyper::Version::HTTP_2 {
+                AmbiguousHost::Authority
+            } else {
+                AmbiguousHost::Target
+            });
+        }
+    }
     if trusted(cfg, conn.peer.ip()) {
         if let Some(h) = req
             .headers()
@@ -66,14 +121,26 @@ pub(super) fn request_host(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
         {
-            return Some(h.trim().to_owned());
+            return Ok(Some(h.trim().to_owned()));
         }
     }
-    req.headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
+    Ok(host
         .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned())))
+}
+
+/// `Content-Security-Policy: sandbox` and `X-Content-Type-Options: nosniff` on what is served
+/// on the shared origin (the path form on the apex domain), so that one tenant's HTML never
+/// runs as the origin every network's path-form API and gateway share.
+pub(super) fn confine_shared_origin(h: &mut HeaderMap) {
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -108,11 +175,13 @@ pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// The headers sent to a node. `Host` is set by the forward (the node's own); no header that
+/// names the client's host (`X-Forwarded-Host`, `Forwarded`) reaches it, so kubo never changes
+/// behaviour (subdomain redirects, DNSLink) on a host name a client chose.
 pub(super) fn upstream_headers(
     cfg: &DelegatorConfig,
     conn: ConnInfo,
     incoming: &HeaderMap,
-    host: &str,
     request_id: &str,
     feature: Feature,
 ) -> HeaderMap {
@@ -136,6 +205,7 @@ pub(super) fn upstream_headers(
         header::ORIGIN,
         header::HOST,
         header::FORWARDED,
+        X_FORWARDED_HOST,
         X_REQUEST_ID,
     ] {
         h.remove(name);
@@ -162,7 +232,6 @@ pub(super) fn upstream_headers(
     let proto = prior_proto.unwrap_or_else(|| if conn.tls { "https" } else { "http" }.into());
     for (name, value) in [
         (X_FORWARDED_FOR, xff.as_str()),
-        (X_FORWARDED_HOST, host),
         (X_FORWARDED_PROTO, proto.as_str()),
         (X_REQUEST_ID, request_id),
     ] {
@@ -209,6 +278,17 @@ mod tests {
     }
 
     #[test]
+    fn authorities_compare_without_case_or_trailing_dot() {
+        assert!(same_authority("A.api.Nexus.test", "a.api.nexus.test"));
+        assert!(same_authority(
+            "a.api.nexus.test.:8080",
+            "a.api.nexus.test:8080"
+        ));
+        assert!(!same_authority("a.api.nexus.test:8080", "a.api.nexus.test"));
+        assert!(!same_authority("b.api.nexus.test", "a.api.nexus.test"));
+    }
+
+    #[test]
     fn forwarding_headers_trust_only_configured_proxies() {
         let mut incoming = HeaderMap::new();
         incoming.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
@@ -221,24 +301,24 @@ mod tests {
             peer: "10.0.0.9:5555".parse().unwrap(),
             tls: false,
         };
-        let h = upstream_headers(
-            &cfg(vec![]),
-            conn,
-            &incoming,
-            "a.api.nexus.test",
-            "rid",
-            Feature::Api,
+        incoming.insert(X_FORWARDED_HOST, HeaderValue::from_static("evil.localhost"));
+        incoming.insert(
+            header::FORWARDED,
+            HeaderValue::from_static("host=evil.localhost"),
         );
+        let h = upstream_headers(&cfg(vec![]), conn, &incoming, "rid", Feature::Api);
         assert!(!h.contains_key(header::AUTHORIZATION));
         assert!(!h.contains_key(header::ORIGIN));
         assert!(!h.contains_key(header::REFERER));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
-        assert_eq!(h[&X_FORWARDED_HOST], "a.api.nexus.test");
+        assert!(!h.contains_key(&X_FORWARDED_HOST));
+        assert!(!h.contains_key(header::FORWARDED));
         assert_eq!(h[header::TE], "trailers");
         assert_eq!(h[&X_REQUEST_ID], "rid");
         let trusted_cfg = cfg(vec![crate::delegator::IpNet::parse("10.0.0.0/24").unwrap()]);
-        let h = upstream_headers(&trusted_cfg, conn, &incoming, "h", "rid", Feature::Gateway);
+        let h = upstream_headers(&trusted_cfg, conn, &incoming, "rid", Feature::Gateway);
+        assert!(!h.contains_key(&X_FORWARDED_HOST), "even a trusted proxy's");
         assert_eq!(h[&X_FORWARDED_FOR], "6.6.6.6, 10.0.0.9");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert!(h.contains_key(header::REFERER));

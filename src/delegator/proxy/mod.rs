@@ -16,6 +16,7 @@ mod access;
 mod cors;
 mod forward;
 mod headers;
+mod limit;
 mod quota;
 mod response;
 
@@ -30,18 +31,23 @@ use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Method, Request, Response};
 use hyper_util::client::legacy::Client;
 
-use super::auth::Verifier;
+use super::auth::{AuthError, Verifier};
 use super::policy;
 use super::route::{self, Feature, RouteError};
 use super::DelegatorConfig;
+use crate::access::Role;
 use crate::node::endpoint::{Connector, Endpoint};
 use crate::orchestrator::registry::{NetworkEntry, Registry};
+use crate::revocations::Revocations;
 pub(crate) use access::handle;
 use access::Trace;
 use cors::{add_cors, origin_allowed, preflight};
 use forward::forward;
 use forward::ReplayBody;
+pub(crate) use headers::AmbiguousHost;
 use headers::{request_host, strip_hop_by_hop, upstream_headers};
+pub use limit::{LimitConfig, Rate};
+pub(crate) use limit::{LimitError, Limits};
 pub(crate) use quota::Quotas;
 use response::{status_response, ProxyError};
 
@@ -51,12 +57,16 @@ pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 /// State shared by every connection.
 pub(crate) struct Shared {
     pub registry: Registry,
+    /// Revoked token ids (the orchestrator keeps it in step with the store).
+    pub revocations: Revocations,
     pub cfg: DelegatorConfig,
     pub verifier: Verifier,
     pub client: Client<Connector, ReplayBody>,
     pub round_robin: AtomicUsize,
     /// Each node's disk use, for the limit on writes.
     pub quota: Quotas,
+    /// Request rates and in-flight caps per client address and per user.
+    pub limits: Limits,
 }
 
 /// Where a request came from (the TCP peer and whether it arrived over TLS).
@@ -76,10 +86,14 @@ async fn proxy(
     trace: &mut Trace,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let cfg = &shared.cfg;
-    let host = request_host(cfg, conn, &req).ok_or(RouteError::UnknownHost)?;
+    // Limits per client address first: a client over its rate is refused before any work.
+    let mut slots = Vec::new();
+    slots.extend(shared.limits.client(client_ip(cfg, conn, req.headers()))?);
+    let host = request_host(cfg, conn, &req)?.ok_or(RouteError::UnknownHost)?;
     let r = route::route(&host, req.uri().path(), &cfg.domain)?;
     trace.network = Some(r.network.to_string());
     trace.feature = Some(r.feature);
+    trace.form = Some(r.form);
     let entry = shared
         .registry
         .get(&r.network)
@@ -110,14 +124,21 @@ async fn proxy(
             if req.method() != Method::GET && req.method() != Method::HEAD {
                 return Err(ProxyError::Method(req.method().clone()));
             }
+            // The network's existence and peer ids are for its members, unless it is public.
+            if !entry.access.gateway_public {
+                let (user, _) = authenticate(shared, &entry, req.headers(), trace)?;
+                slots.extend(shared.limits.user(&user)?);
+            }
             let mut resp = status_response(&entry);
             add_cors(resp.headers_mut(), origin.as_ref());
             return Ok(resp);
         }
         Feature::Api => {
-            authenticate(shared, &entry, req.headers(), trace)?;
+            let (user, role) = authenticate(shared, &entry, req.headers(), trace)?;
+            slots.extend(shared.limits.user(&user)?);
             let command =
                 policy::check_rpc(&r.path, &entry.access.api_allow, &entry.access.api_deny)?;
+            policy::check_role(command, req.uri().query(), &user, role)?;
             let retry_safe = policy::read_only(command);
             // The one node RPC calls go to is the first ready one; the rest are fail-overs.
             (
@@ -131,8 +152,13 @@ async fn proxy(
             )
         }
         Feature::Gateway => {
+            // Every role reads the gateway.
             if !entry.access.gateway_public {
-                authenticate(shared, &entry, req.headers(), trace)?;
+                let (user, _) = authenticate(shared, &entry, req.headers(), trace)?;
+                slots.extend(shared.limits.user(&user)?);
+            }
+            if entry.access.gateway_public && policy::needs_dns(&r.path) {
+                return Err(ProxyError::IpnsDns);
             }
             if !policy::gateway_path_allowed(&r.path) {
                 return Err(ProxyError::GatewayPath);
@@ -174,10 +200,17 @@ async fn proxy(
     } else {
         (body, None)
     };
-    let headers = upstream_headers(cfg, conn, &parts.headers, &host, request_id, r.feature);
+    let headers = upstream_headers(cfg, conn, &parts.headers, request_id, r.feature);
     let path_and_query = match parts.uri.query() {
         Some(q) => format!("{}?{q}", r.path),
         None => r.path.clone(),
+    };
+    let timeout = match r.feature {
+        Feature::Gateway => match (cfg.gateway_timeout, cfg.request_timeout) {
+            (Some(g), Some(t)) => Some(g.min(t)),
+            (g, t) => g.or(t),
+        },
+        _ => cfg.request_timeout,
     };
     let forwarded = forward(
         shared,
@@ -188,6 +221,7 @@ async fn proxy(
         &path_and_query,
         body,
         retry_safe,
+        timeout,
     )
     .await;
     // A body cut at the disk limit: 507, whatever the node made of the broken upload.
@@ -214,26 +248,58 @@ async fn proxy(
         Some(t) => t.hold(body),
         None => body,
     };
-    Ok(Response::from_parts(rparts, body))
+    Ok(Response::from_parts(rparts, limit::hold(body, slots)))
 }
 
-/// The bearer token's user, who must be one of the network's users (401, then 403).
+/// The bearer token's user, who must be one of the network's users: a valid, unrevoked token
+/// (401), limited to this network if it names networks, of a member (403). Returns the user
+/// and the role the request has: the user's on the network, lowered by the token's `role`.
 fn authenticate(
     shared: &Shared,
     entry: &NetworkEntry,
     headers: &HeaderMap,
     trace: &mut Trace,
-) -> Result<(), ProxyError> {
-    let user = shared
+) -> Result<(String, Role), ProxyError> {
+    let id = shared
         .verifier
-        .check_header(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
-    let member = entry.access.users.contains(&user);
-    trace.user = Some(user);
-    if member {
-        Ok(())
-    } else {
-        Err(ProxyError::NotMember(entry.name.to_string()))
+        .identify_header(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+    trace.user = Some(id.user.clone());
+    if let Some(jti) = &id.jti {
+        let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX);
+        if shared.revocations.is_revoked(jti, now) {
+            return Err(AuthError::Revoked.into());
+        }
     }
+    if !id.allows_network(entry.name.as_str()) {
+        return Err(ProxyError::TokenNetwork(entry.name.to_string()));
+    }
+    match entry.access.role_of(&id.user) {
+        Some(role) => {
+            let role = id.role.map_or(role, |t| t.min(role));
+            Ok((id.user.clone(), role))
+        }
+        None => Err(ProxyError::NotMember(entry.name.to_string())),
+    }
+}
+
+/// Whether `ip` is one of the configured trusted proxies.
+pub(crate) fn is_trusted_peer(cfg: &DelegatorConfig, ip: std::net::IpAddr) -> bool {
+    headers::is_trusted(cfg, ip)
+}
+
+/// The client's address: the TCP peer, or the nearest address a trusted proxy appended.
+fn client_ip(cfg: &DelegatorConfig, conn: ConnInfo, h: &HeaderMap) -> std::net::IpAddr {
+    if headers::is_trusted(cfg, conn.peer.ip()) {
+        if let Some(ip) = h
+            .get(headers::X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse().ok())
+        {
+            return ip;
+        }
+    }
+    conn.peer.ip()
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {

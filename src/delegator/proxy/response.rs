@@ -19,6 +19,8 @@ use crate::orchestrator::registry::NetworkEntry;
 pub(crate) enum ProxyError {
     #[error(transparent)]
     Route(#[from] RouteError),
+    #[error(transparent)]
+    Ambiguous(#[from] super::AmbiguousHost),
     #[error("unknown network `{0}`")]
     UnknownNetwork(String),
     #[error("network `{0}` has no ready node right now")]
@@ -27,6 +29,8 @@ pub(crate) enum ProxyError {
     Unauthorized(#[from] AuthError),
     #[error("user is not a member of network `{0}`")]
     NotMember(String),
+    #[error("this token is limited to other networks than `{0}`")]
+    TokenNetwork(String),
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error("the gateway serves only /ipfs/… and /ipns/… paths")]
@@ -43,24 +47,52 @@ pub(crate) enum ProxyError {
     BadGateway,
     #[error("the node did not answer in time")]
     Timeout,
+    #[error(transparent)]
+    Limited(#[from] super::LimitError),
+    #[error("/ipns/ names that need DNS are not resolved on a public gateway: use /ipns/<key> or /ipfs/<cid>")]
+    IpnsDns,
 }
 
 impl ProxyError {
     pub(super) fn status(&self) -> StatusCode {
         let code = match self {
             ProxyError::Route(e) => e.status(),
+            ProxyError::Ambiguous(_) => 400,
             ProxyError::UnknownNetwork(_) => 404,
             ProxyError::NoReadyNode(_) => 503,
             ProxyError::Unauthorized(_) => 401,
-            ProxyError::NotMember(_) | ProxyError::Policy(_) | ProxyError::Origin(_) => 403,
+            ProxyError::NotMember(_)
+            | ProxyError::TokenNetwork(_)
+            | ProxyError::Policy(_)
+            | ProxyError::Origin(_) => 403,
             ProxyError::GatewayPath => 404,
             ProxyError::Method(_) => 405,
             ProxyError::TooLarge(_) => 413,
             ProxyError::Disk(e) => e.status().as_u16(),
             ProxyError::BadGateway => 502,
             ProxyError::Timeout => 504,
+            ProxyError::Limited(_) => 429,
+            ProxyError::IpnsDns => 403,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The refusal's reason label for `nexus_delegator_refusals_total`, for the refusals an
+    /// operator watches for abuse; `None` for the rest.
+    pub(super) fn refusal_reason(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::Ambiguous(_) => Some("ambiguous_host"),
+            ProxyError::Limited(e) => Some(e.reason()),
+            ProxyError::IpnsDns => Some("ipns_dns"),
+            ProxyError::Unauthorized(AuthError::Revoked) => Some("revoked"),
+            ProxyError::Unauthorized(_) => Some("token"),
+            ProxyError::NotMember(_) | ProxyError::TokenNetwork(_) => Some("membership"),
+            ProxyError::Policy(PolicyError::Role { .. } | PolicyError::OutsideOwnDir(_)) => {
+                Some("role")
+            }
+            ProxyError::Policy(_) => Some("policy"),
+            _ => None,
+        }
     }
 
     pub(super) fn response(&self, request_id: &str) -> Response<ProxyBody> {
@@ -79,6 +111,12 @@ impl ProxyError {
         if let ProxyError::Unauthorized(_) = self {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ProxyError::Limited(e) = self {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(super::limit::retry_after(e.retry_after())),
+            );
         }
         resp
     }

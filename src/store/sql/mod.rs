@@ -3,13 +3,15 @@
 //!
 //! Owns the SQL, the embedded migrations (`migrations/*.sql`, the same schema on both backends)
 //! and the pool; the mapping between rows and [`NetworkRecord`]/[`NodeRow`] is [`rows`], SQLite's
-//! group-commit writer is [`writer`], the instance and lease records are [`lease`], URLs are
+//! group-commit writer is [`writer`], the instance and lease records are [`lease`], the
+//! revocation list is [`revoked`], URLs are
 //! [`super::url`], sealing secrets and the database files' hygiene is [`sealed`]. Secrets
 //! (swarm keys, node private keys) are stored sealed (see [`crate::store::seal`]), bound as
 //! query parameters and never formatted into errors; the URL's password never appears in
 //! `Debug` output or errors.
 
 mod lease;
+mod revoked;
 mod rows;
 mod sealed;
 mod writer;
@@ -29,6 +31,7 @@ use super::url::{scrub, sqlite_create_if_missing};
 use super::{Lease, LeaseHolder, LeaseOutcome, NetworkRecord, NodeRow, Result, Store, StoreError};
 use crate::names::InstanceName;
 use crate::node::NetworkName;
+use crate::store::RevokedToken;
 use rows::{bind_network, network_from_row, node_from_row, NETWORK_COLUMNS, NODE_COLUMNS};
 use writer::{group_commit, write_err, WriteError, WriteJob};
 
@@ -53,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "network subnet",
         include_str!("../../../migrations/0004_network_subnet.sql"),
+    ),
+    (
+        5,
+        "revoked tokens",
+        include_str!("../../../migrations/0005_revoked_tokens.sql"),
     ),
 ];
 
@@ -445,6 +453,18 @@ impl Store for SqlStore {
 
     async fn get_lease(&self, instance: &InstanceName) -> Result<Option<Lease>> {
         self.select_lease(instance).await
+    }
+
+    async fn revoke_token(&self, jti: &str, revoked_at: i64, forget_at: i64) -> Result<()> {
+        self.insert_revoked(jti, revoked_at, forget_at).await
+    }
+
+    async fn revoked_tokens(&self, now: i64) -> Result<Vec<RevokedToken>> {
+        self.select_revoked(now).await
+    }
+
+    async fn forget_revoked_tokens(&self, now: i64) -> Result<u64> {
+        self.delete_revoked(now).await
     }
 }
 
