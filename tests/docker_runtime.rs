@@ -781,3 +781,102 @@ async fn another_instances_nodes_are_invisible_and_untouchable() {
     // A runtime cannot be made for a bad instance name: the name is refused where it enters.
     assert!(InstanceName::new("Bad Name").is_err());
 }
+
+/// The test image told to expect a newer repo version (15 instead of 14): a stand-in for a
+/// newer kubo, whose embedded migration brings an older repo up to it. Built locally from the
+/// test image with a one-line Dockerfile; nothing is pulled.
+fn newer_repo_image() -> String {
+    let base = image();
+    let tag = format!(
+        "nexus-test-repo15:{}",
+        base.rsplit(':').next().unwrap_or("x")
+    );
+    if !docker_ok(&["image", "inspect", &tag]) {
+        let dockerfile = format!("FROM {base}\nENV KUBO_SHIM_REPO_VERSION=15\n");
+        let mut child = std::process::Command::new("docker")
+            .args(["build", "-q", "-t", &tag, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("docker build");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dockerfile.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "could not build {tag}");
+    }
+    tag
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_repo_version_is_migrated_before_the_config_calls_and_an_older_kubo_refused() {
+    let net = unique_network("migr");
+    let _cleanup = Cleanup(net.to_string());
+    let rt = runtime().await;
+    let key = SwarmKey::generate().unwrap();
+    let plan = plan_network(&net, 1, &image(), small(), &key).unwrap();
+    let (spec, secrets) = &plan[0];
+    let name = spec.node.container_name();
+    let first = rt.create_node(spec, secrets).await.unwrap();
+    let cid = add(&api_of(&first), b"added before the upgrade").await;
+    assert_eq!(docker(&["exec", &name, "cat", "/data/ipfs/version"]), "14");
+
+    // Upgrade: the init script migrates the repo before its `ipfs config` calls, which the
+    // newer kubo would otherwise refuse (the node would crash-loop and be rolled back).
+    let mut newer = spec.clone();
+    newer.image = newer_repo_image();
+    let upgraded = rt.update_node(&newer, secrets).await.unwrap();
+    assert_ne!(upgraded.container_id, first.container_id);
+    assert_eq!(docker(&["exec", &name, "cat", "/data/ipfs/version"]), "15");
+    let logs = docker(&["logs", &name]);
+    assert!(
+        logs.contains(
+            "nexus: the repo needs a migration for this kubo: migrating before configuring"
+        ),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("Repository successfully migrated to version 15."),
+        "{logs}"
+    );
+    let api = &api_of(&upgraded);
+    assert_eq!(rpc_json(api, "id").await["ID"], spec.peer_id);
+    let (status, body) = rpc(api, &format!("cat?arg={cid}")).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (200, b"added before the upgrade".as_ref())
+    );
+
+    // Back to the older image: kubo refuses a repo newer than itself, with its own message,
+    // and the runtime puts the node back on the newer image, content intact.
+    let err = rt.update_node(spec, secrets).await.unwrap_err();
+    match &err {
+        RuntimeError::NotReady { logs, .. } => assert!(
+            logs.contains("Your programs version (14) is lower than your repos (15)."),
+            "{err}"
+        ),
+        other => panic!("expected NotReady, got {other}"),
+    }
+    assert_eq!(inspect(&name, "{{.Config.Image}}"), newer.image);
+    let back = runtime()
+        .await
+        .list_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.spec.node == spec.node)
+        .expect("node still there");
+    let api = &api_of(&back);
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            try_rpc(api, &format!("cat?arg={cid}"))
+                .await
+                .is_some_and(|(s, b)| s == 200 && b.as_ref() == b"added before the upgrade")
+        })
+        .await,
+        "the rolled-back node must serve its content again"
+    );
+}

@@ -12,7 +12,8 @@
 //! key, writes the identity into the config file with `sed` (kubo refuses `Identity.PrivKey`
 //! through `ipfs config`), removes both files, and sets each key below with
 //! `ipfs config --json`, leaving every other key (notably `Datastore.Spec`) as the image's init
-//! wrote it.
+//! wrote it. A repo left by an older kubo is migrated (`ipfs repo migrate`) before those calls,
+//! which kubo would otherwise refuse.
 
 use serde_json::{json, Value};
 
@@ -190,7 +191,18 @@ pub fn init_script(spec: &NodeSpec) -> String {
         "grep -q {} \"$repo/config\" || {{ echo 'nexus: could not install the node identity into the config' >&2; exit 1; }}\n",
         sh_quote(&format!("\"PeerID\": \"{}\"", spec.peer_id))
     ));
-    for (key, value) in settings(spec) {
+    // kubo refuses every `ipfs config` on a repo of another version (fsrepo.go:179-192), and
+    // the daemon's `--migrate` comes only after them: when the first call says the repo needs
+    // a migration (a newer kubo image), migrate it first. Costs nothing on the usual path; a
+    // repo newer than the image (a downgrade) still fails here, with kubo's message.
+    let mut settings = settings(spec).into_iter();
+    if let Some((key, value)) = settings.next() {
+        let set = format!("ipfs config --json {key} {}", sh_quote(&value.to_string()));
+        s.push_str(&format!(
+            "if ! out=$({set} 2>&1); then\n  case \"$out\" in\n    *'needs migration'*)\n      echo 'nexus: the repo needs a migration for this kubo: migrating before configuring'\n      ipfs repo migrate\n      {set}\n      ;;\n    *) printf '%s\\n' \"$out\" >&2; exit 1 ;;\n  esac\nfi\n"
+        ));
+    }
+    for (key, value) in settings {
         s.push_str(&format!(
             "ipfs config --json {key} {}\n",
             sh_quote(&value.to_string())
@@ -446,6 +458,17 @@ mod tests {
             assert!(script.contains(&format!("rm -f {RUN_DIR}/{f}")), "{f}");
         }
         assert!(script.contains(&format!("rm -f {RUN_DIR}/{API_SOCKET_NAME}")));
+        // A repo that needs a migration is migrated before the first `ipfs config` is retried,
+        // and before every other call.
+        let migrate = script.find("ipfs repo migrate").expect("migrates");
+        let second_key = settings(spec)[1].0;
+        assert!(
+            migrate
+                < script
+                    .find(&format!("ipfs config --json {second_key} "))
+                    .unwrap()
+        );
+        assert!(script.contains("*'needs migration'*)"));
     }
 
     #[test]

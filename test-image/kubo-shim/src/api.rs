@@ -966,7 +966,7 @@ fn config_cmd(node: &Shared, params: &Params) -> ApiResult {
             params.flag("bool", false)?,
         )
         .map_err(server_err)?;
-        config::set(&mut cfg, key, value.clone()).map_err(server_err)?;
+        config::set_checked(&mut cfg, key, value.clone()).map_err(server_err)?;
         config::save(&node.repo, &cfg).map_err(server_err)?;
         return ok_json(ConfigOut { key, value: &value });
     }
@@ -1000,8 +1000,7 @@ async fn config_replace(node: &Shared, req: Request) -> ApiResult {
         .await
         .map_err(|e| client_err(format!("invalid multipart body: {e}")))?;
     let text = String::from_utf8(bytes.to_vec()).map_err(|_| server_err("config is not UTF-8"))?;
-    let new = config::parse(&text)
-        .map_err(|e| server_err(format!("failed to decode file as config: {e}")))?;
+    let new = config::parse(&text).map_err(|_| server_err("failed to decode file as config"))?;
     let old = config::load(&node.repo).map_err(server_err)?;
     let merged = config::replace(&old, new).map_err(server_err)?;
     config::save(&node.repo, &merged).map_err(server_err)?;

