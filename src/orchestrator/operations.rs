@@ -49,6 +49,10 @@ impl Orchestrator {
             activated_at: None,
             subnet: Some(subnet),
         };
+        if let Err(e) = self.admit_alone(&record).await {
+            lock(&self.inner.subnets).release(&subnet);
+            return Err(e);
+        }
         let created = match self.inner.store.create_network(&record).await {
             Ok(()) => Ok(()),
             Err(StoreError::Duplicate(n)) => Err(OrchestratorError::AlreadyExists(n)),
@@ -76,11 +80,17 @@ impl Orchestrator {
         Ok(NetworkView::new(record, rows, &observed))
     }
 
-    /// Makes a network run; returns once every node is ready, or the network failed.
+    /// Makes a network run; returns once every node is ready, or the network failed. Refused
+    /// up front, changing nothing, when the host cannot take its nodes (admission control).
     #[tracing::instrument(name = "start", skip_all, fields(network = %name))]
     pub async fn start(&self, name: &str) -> Result<NetworkView> {
         let name = parse_name(name)?;
-        self.set_desired(&name, DesiredState::Running).await?;
+        {
+            let _admission = self.admission_turn().await;
+            let rec = self.record(&name).await?;
+            self.admit_start(&rec).await?;
+            self.set_desired(&name, DesiredState::Running).await?;
+        }
         self.converge(&name, DesiredState::Running).await
     }
 
@@ -92,15 +102,18 @@ impl Orchestrator {
         self.converge(&name, DesiredState::Stopped).await
     }
 
-    /// Changes a network. Running nodes are brought to the new spec one at a time.
+    /// Changes a network. Running nodes are brought to the new spec one at a time. A running
+    /// network that would grow past what the host admits is refused, changing nothing.
     #[tracing::instrument(name = "update", skip_all, fields(network = %name))]
     pub async fn update(&self, name: &str, changes: UpdateNetwork) -> Result<NetworkView> {
         let name = parse_name(name)?;
         changes.check(&self.inner.cfg)?;
         let desired = {
+            let _admission = self.admission_turn().await;
             let guard = self.network_lock(&name);
             let _guard = guard.lock().await;
             let mut rec = self.record(&name).await?;
+            let before = rec.clone();
             if let Some(r) = changes.replicas {
                 if let Some(subnet) = rec.subnet {
                     fits(subnet.prefix_len(), r).map_err(|e| {
@@ -112,6 +125,7 @@ impl Orchestrator {
             rec.resources = changes.resources(rec.resources)?;
             // Checked with the rest of the request, before the lock.
             rec.access.apply(changes.access);
+            self.admit_update(&before, &rec).await?;
             let before = rec.status;
             if rec.status == NetworkStatus::Failed {
                 rec.status_reason = None;

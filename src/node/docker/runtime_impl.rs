@@ -18,6 +18,10 @@ impl NodeRuntime for DockerRuntime {
         self.docker.ping().await.map(|_| ()).map_err(docker_err)
     }
 
+    async fn host_memory(&self) -> Result<Option<u64>> {
+        self.memory_total().await
+    }
+
     async fn create_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord> {
         self.create_inner(spec, secrets).await
     }
