@@ -82,3 +82,24 @@ ensure_postgres() {
     || { cat "$PG_TMP/postgres.log" >&2; log "Postgres did not start"; exit 1; }
   export NEXUS_TEST_POSTGRES_URL="postgres://nexus@127.0.0.1:$port/postgres"
 }
+
+# The swarm lab (scripts/swarm-lab): a Docker Swarm of 3 dockerd hosts on this machine, for the
+# swarm runtime's tests. Brings it up with the given images in its registry and exports its
+# NEXUS_LAB_* settings; stop_swarm_lab removes all of it and fails if anything is left.
+SWARM_LAB_UP=""
+ensure_swarm_lab() {
+  local env
+  log "bringing up the swarm lab (3 hosts, registry)"
+  env="$(as_root scripts/swarm-lab up -n 3 "${@/#/--image=}" | grep '^NEXUS_LAB_')" \
+    || { log "the swarm lab did not come up; removing what it made"; as_root scripts/swarm-lab down || true; exit 1; }
+  SWARM_LAB_UP=1
+  while IFS= read -r line; do export "${line?}"; done <<<"$env"
+  log "swarm lab: $NEXUS_LAB_HOSTS hosts, registry $NEXUS_LAB_REGISTRY"
+}
+
+stop_swarm_lab() {
+  if [ -n "$SWARM_LAB_UP" ]; then
+    SWARM_LAB_UP=""
+    as_root scripts/swarm-lab down || { log "FAIL: the swarm lab left something behind"; return 1; }
+  fi
+}

