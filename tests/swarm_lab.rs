@@ -39,15 +39,9 @@ async fn nodes() -> Vec<(String, Option<NodeState>, bool)> {
         .expect("the manager lists the swarm's nodes")
         .into_iter()
         .map(|n| {
-            let name = n
-                .description
-                .and_then(|d| d.hostname)
-                .unwrap_or_default();
+            let name = n.description.and_then(|d| d.hostname).unwrap_or_default();
             let state = n.status.and_then(|s: NodeStatus| s.state);
-            let leader = n
-                .manager_status
-                .and_then(|m| m.leader)
-                .unwrap_or(false);
+            let leader = n.manager_status.and_then(|m| m.leader).unwrap_or(false);
             (name, state, leader)
         })
         .collect()
@@ -63,7 +57,10 @@ async fn state_of(name: &str) -> Option<NodeState> {
 
 fn swarm_lab(args: &[&str]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/swarm-lab");
-    let out = Command::new(script).args(args).output().expect("run scripts/swarm-lab");
+    let out = Command::new(script)
+        .args(args)
+        .output()
+        .expect("run scripts/swarm-lab");
     assert!(
         out.status.success(),
         "swarm-lab {args:?} failed: {}",
@@ -74,7 +71,10 @@ fn swarm_lab(args: &[&str]) {
 #[tokio::test]
 async fn the_lab_is_a_swarm_whose_hosts_pull_from_its_registry() {
     let n = hosts();
-    assert!(n >= 3, "the swarm runtime's tests need at least 3 hosts, the lab has {n}");
+    assert!(
+        n >= 3,
+        "the swarm runtime's tests need at least 3 hosts, the lab has {n}"
+    );
     let seen = nodes().await;
     assert_eq!(seen.len(), n, "{seen:?}");
     assert!(
@@ -87,7 +87,10 @@ async fn the_lab_is_a_swarm_whose_hosts_pull_from_its_registry() {
     for i in 1..=n {
         let info = host(i).info().await.expect("docker info of a lab host");
         let name = info.name.clone().unwrap_or_default();
-        assert!(name.ends_with(&format!("-h{i}")), "host {i} is named {name}");
+        assert!(
+            name.ends_with(&format!("-h{i}")),
+            "host {i} is named {name}"
+        );
         assert_eq!(
             info.swarm.and_then(|s| s.node_addr).as_deref(),
             Some(lab(&format!("HOST_{i}_IP")).as_str())
@@ -99,7 +102,9 @@ async fn the_lab_is_a_swarm_whose_hosts_pull_from_its_registry() {
     let image = lab("IMAGE_1");
     assert!(image.starts_with(&lab("REGISTRY")), "{image}");
     for i in 1..=n {
-        let opts = CreateImageOptionsBuilder::default().from_image(&image).build();
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(&image)
+            .build();
         let mut pull = host(i).create_image(Some(opts), None, None);
         while let Some(step) = pull.next().await {
             step.unwrap_or_else(|e| panic!("host {i} cannot pull {image}: {e}"));
