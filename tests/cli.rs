@@ -2104,6 +2104,24 @@ async fn an_image_upgrade_migrates_node_by_node_and_a_downgrade_is_refused() {
         .collect();
     assert_eq!(after, ids, "a refused downgrade restarted a node");
     assert_eq!(d.json(&["network", "get", &net])["image"], newer.as_str());
+    // A kubo from before 0.37 (the stand-in claiming 0.36.0): refused up front too, on update
+    // and on create, nothing restarted, nothing recorded.
+    let old = common::derived_image("nexus-test-kubo036", "ENV KUBO_SHIM_VERSION=0.36.0");
+    let err = d.fails(&["network", "update", &net, "--image", &old]);
+    assert!(
+        err.contains("0.34–0.36 lack keys nexus sets") && err.contains("kubo 0.37 or later"),
+        "{err}"
+    );
+    let after: Vec<String> = names
+        .iter()
+        .map(|n| common::inspect(n, "{{.Id}}"))
+        .collect();
+    assert_eq!(after, ids, "a refused image change restarted a node");
+    let other = format!("old{}", random_hex(3));
+    let err = d.fails(&["network", "create", &other, "--image", &old]);
+    assert!(err.contains("0.34–0.36 lack keys nexus sets"), "{err}");
+    let listed = d.json(&["network", "list"]);
+    assert!(!self::names(&listed).contains(&other), "{listed}");
     // A probe leaves nothing behind.
     assert_eq!(
         docker(&["ps", "-aq", "--filter", "label=io.nexus.probe"])
