@@ -40,6 +40,8 @@ struct State {
     images: BTreeMap<String, KuboVersion>,
     /// Images no node becomes ready on: `update_node` to one fails, the node stays as it was.
     broken_images: HashSet<String>,
+    /// Nodes whose next `update_node` fails (the node stays as it was).
+    fail_update: HashSet<NodeRef>,
 }
 
 /// Fake runtime: nodes are records in memory.
@@ -95,6 +97,11 @@ impl MockRuntime {
             repo,
         };
         self.lock().images.insert(image.to_owned(), v);
+    }
+
+    /// Makes the next `update_node` of `node` fail as if it never became ready.
+    pub fn fail_update(&self, node: NodeRef) {
+        self.lock().fail_update.insert(node);
     }
 
     /// Makes every node fail to come up on `image` (its previous container is kept).
@@ -347,7 +354,7 @@ impl NodeRuntime for MockRuntime {
         if r.spec.peer_id != spec.peer_id {
             return Err(SpecError::IdentityMismatch(r.spec.peer_id.clone()).into());
         }
-        if st.broken_images.contains(&spec.image) {
+        if st.broken_images.contains(&spec.image) || st.fail_update.remove(&spec.node) {
             return Err(RuntimeError::NotReady {
                 node: spec.node.clone(),
                 reason: NotReadyReason::Exited(1),

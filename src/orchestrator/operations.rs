@@ -126,7 +126,8 @@ impl Orchestrator {
             if let (Some(image), Some(from)) = (&changes.image, &checked_from) {
                 if self.image_of(&rec) != from {
                     return Err(OrchestratorError::FailedPrecondition(format!(
-                        "network `{name}` moved to image `{}` while `{image}` was being                          checked; run the update again",
+                        "network `{name}` moved to image `{}` while `{image}` was being checked; \
+                         run the update again",
                         self.image_of(&rec)
                     )));
                 }
@@ -162,7 +163,8 @@ impl Orchestrator {
                     .or_else(|| view.nodes.iter().find_map(|n| n.last_error.clone()))
                     .unwrap_or_else(|| "a node did not come up on it".into());
                 Err(OrchestratorError::FailedPrecondition(format!(
-                    "network `{name}` was not moved to image `{image}` and stays on `{}`:                      {reason}",
+                    "network `{name}` was not moved to image `{image}` and stays on `{}`: \
+                     {reason}",
                     view.image
                 )))
             }

@@ -1188,3 +1188,31 @@ async fn a_network_from_before_per_network_images_keeps_the_daemons_image() {
         .unwrap();
     assert_eq!(orch.get("legacy").await.unwrap().image, "nexus-test:1");
 }
+
+#[tokio::test]
+async fn a_later_node_failing_on_the_new_image_fails_the_network_without_going_back() {
+    let f = fixture().await;
+    f.orch.create(req("later", 3)).await.unwrap();
+    f.orch.start("later").await.unwrap();
+    f.rt.fail_update(NodeRef {
+        network: name("later"),
+        index: 1,
+    });
+    match f.orch.update("later", image_change("kubo:0.44")).await {
+        Err(OrchestratorError::Failed { reason, .. }) => {
+            assert!(reason.contains("updating node 1"), "{reason}")
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    // Node 0 runs the new image (its repo may be migrated): no way back; node 2 untouched.
+    assert_eq!(
+        images(&f.rt).await,
+        ["kubo:0.44", "nexus-test:1", "nexus-test:1"]
+    );
+    let rec = f.store.get_network(&name("later")).await.unwrap().unwrap();
+    assert_eq!(rec.image.as_deref(), Some("kubo:0.44"));
+    assert_eq!(rec.status, NetworkStatus::Failed);
+    // The operator's retry goes on from where it stopped.
+    f.orch.start("later").await.unwrap();
+    assert_eq!(images(&f.rt).await, ["kubo:0.44"; 3]);
+}

@@ -241,7 +241,8 @@ impl Orchestrator {
                             }
                             (Err(e), Some(old)) if first_on_image => {
                                 let reason = format!(
-                                    "node {index} did not come up on image `{}`, so it was put                                      back on `{old}` and the other nodes were left as they                                      were: {e}",
+                                    "node {index} did not come up on image `{}`, so it was put back \
+                                     on `{old}` and the other nodes were left as they were: {e}",
                                     spec.image
                                 );
                                 self.note_error(rows, index, &reason).await;
