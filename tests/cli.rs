@@ -2078,6 +2078,13 @@ async fn an_image_upgrade_migrates_node_by_node_and_a_downgrade_is_refused() {
     );
     let shown = d.json(&["network", "get", &net]);
     assert_eq!(shown["image"], newer.as_str(), "{shown}");
+    let listed = String::from_utf8_lossy(&d.cli(&["network", "list"]).stdout).into_owned();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&net) && l.trim_end().ends_with(&newer)),
+        "{listed}"
+    );
     let table = String::from_utf8_lossy(&d.cli(&["network", "get", &net]).stdout).into_owned();
     assert!(
         table

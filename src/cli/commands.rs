@@ -337,6 +337,7 @@ fn print_networks(list: &[pb::Network]) {
         "DISK".into(),
         "USERS".into(),
         "GATEWAY".into(),
+        "IMAGE".into(),
     ]];
     for n in list {
         let res = n.resources.unwrap_or_default();
@@ -351,6 +352,7 @@ fn print_networks(list: &[pb::Network]) {
             render::bytes(res.disk_bytes),
             n.users.len().to_string(),
             if n.gateway_public { "public" } else { "token" }.into(),
+            n.image.clone(),
         ]);
     }
     render::table(&t);
