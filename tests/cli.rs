@@ -1619,8 +1619,10 @@ fn heavy_hundreds_of_networks_each_on_its_own_subnet() {
         "disk = \"512MiB\"",
         // The default ready_timeout (60s): a burst of starts queues for its turns
         // (node.start_parallelism) instead of missing it. The API may answer before a
-        // queued start is done: op_timeout is raised, as the work goes on either way.
-        "disk = \"64MiB\"\nop_timeout = \"900s\"",
+        // queued start is done: op_timeout is raised, as the work goes on either way. 200
+        // nodes of 128 MiB promise more than the host's memory: admission control is told
+        // they idle (overcommit 8).
+        "disk = \"64MiB\"\nop_timeout = \"900s\"\nmemory_overcommit = \"8\"",
     );
     d.edit_config("level = \"info,nexus=debug\"", "level = \"info\"");
     // A killed daemon's lease expires soon, so the restart is not refused for long.
@@ -2191,4 +2193,68 @@ async fn a_first_node_that_fails_on_a_new_image_is_put_back_and_the_others_untou
 
 async fn add_to(api: &nexus::node::endpoint::Endpoint, data: &[u8]) -> String {
     common::add(api, data).await
+}
+
+/// Issue 18: a host that is full refuses the next start up front, saying which limit and by how
+/// much, and changes nothing; stopping a network frees its room.
+#[test]
+fn a_full_host_refuses_the_next_start_up_front_with_the_reason() {
+    let mut d = Daemon::configure(25000, "");
+    // 1 GiB admitted for nodes of 256 MiB (the harness's profile): four nodes fit, a fifth not.
+    d.edit_config(
+        "disk = \"512MiB\"",
+        "disk = \"512MiB\"\nhost_memory = \"1GiB\"\nmax_nodes = 6",
+    );
+    d.start();
+    let id = random_hex(2);
+    let (a, b) = (format!("full-{id}-a"), format!("full-{id}-b"));
+    let n = d.json(&["network", "create", &a, "--replicas", "3", "--start"]);
+    assert_eq!(n["status"], "running", "{n}");
+    d.json(&["network", "create", &b, "--replicas", "2"]);
+
+    let err = d.fails(&["network", "start", &b]);
+    assert!(err.contains("ResourceExhausted"), "{err}");
+    assert!(
+        err.contains("starting network `") && err.contains("needs 512 MiB of memory limits"),
+        "the refusal does not say what was asked: {err}"
+    );
+    assert!(
+        err.contains("768 MiB of it held by running networks: 256 MiB short"),
+        "the refusal does not say by how much: {err}"
+    );
+    assert!(err.contains("node.memory_overcommit"), "{err}");
+    // Nothing changed: b is stopped and has no container.
+    let got = d.json(&["network", "get", &b]);
+    assert_eq!(got["desired"], "stopped", "{got}");
+    assert_eq!(got["status"], "stopped", "{got}");
+    let containers = common::docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=io.nexus.instance={}", d.instance),
+        "--filter",
+        &format!("name=nexus-{b}-"),
+    ]);
+    assert!(
+        containers.trim().is_empty(),
+        "b has containers: {containers}"
+    );
+
+    // A running network may not grow past the host either, and keeps its size.
+    let err = d.fails(&["network", "update", &a, "--replicas", "5"]);
+    assert!(
+        err.contains("ResourceExhausted") && err.contains("short"),
+        "{err}"
+    );
+    assert_eq!(d.json(&["network", "get", &a])["replicas"], 3);
+    // Growing to exactly what fits is fine.
+    let n = d.json(&["network", "update", &a, "--replicas", "4"]);
+    assert_eq!(n["replicas"], 4, "{n}");
+
+    // Stopping a frees its room.
+    d.json(&["network", "stop", &a]);
+    let n = d.json(&["network", "start", &b]);
+    assert_eq!(n["status"], "running", "{n}");
+    d.json(&["network", "remove", &b, "--force"]);
+    d.json(&["network", "remove", &a, "--force"]);
 }

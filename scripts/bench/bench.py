@@ -672,9 +672,12 @@ def one_line(text):
 
 
 def bench_density(a):
-    d = Daemon(a.nexus, a.image)  # nexus's default resource profile: nothing set
+    # nexus's default resource profile (1 CPU, 1 GiB, 10 GiB per node), with admission control
+    # sized for idle nodes: their 1 GiB limits may add up to 16× the host's memory, and the
+    # benchmark's cap is the daemon's node cap, so the start past it is refused by nexus.
+    d = Daemon(a.nexus, a.image, extra_node=f'memory_overcommit = "16"\nmax_nodes = {a.density_max}')
     per_net = a.density_replicas
-    steps, stop_reason = [], None
+    steps, stop_reason, refusal = [], None, None
     t_start = time.monotonic()
     first_mem, first_cpu, cpu_all = [], [], []
     try:
@@ -683,7 +686,12 @@ def bench_density(a):
             total = i * per_net
             avail = meminfo("MemAvailable")
             if total + per_net > a.density_max:
-                stop_reason = f"stopped at the benchmark's cap of {a.density_max} nodes"
+                stop_reason = f"stopped at the benchmark's cap of {a.density_max} nodes (node.max_nodes)"
+                t0 = time.monotonic()
+                r = d.cli("network", "create", f"dn{i}", "--replicas", str(per_net), "--start", check=False)
+                refusal = {"secs": time.monotonic() - t0, "refused": r.returncode != 0,
+                           "message": one_line(r.stderr)}
+                log(f"density: the next start: {refusal}")
                 break
             if avail < a.density_reserve_mib * MIB:
                 stop_reason = f"stopped: host MemAvailable below {a.density_reserve_mib} MiB"
@@ -719,6 +727,7 @@ def bench_density(a):
     res = {"per_network": per_net, "nodes": total_nodes, "stop_reason": stop_reason, "steps": steps,
            "first_network_mem_mib": first_mem, "all_mem_mib": mem_all,
            "first_network_cpu_pct": first_cpu, "all_cpu_pct": cpu_all, "cores": os.cpu_count(),
+           "next_start": refusal,
            "mem_total_gib": meminfo("MemTotal") / GIB}
     rows = [
         ["Per-node memory, one idle 10-node network (10 s after start)",
@@ -732,6 +741,8 @@ def bench_density(a):
           for st in (steps[:1] + steps[len(steps) // 2:len(steps) // 2 + 1] + steps[-1:] if len(steps) > 2 else steps)],
         ["Nodes started", f"{total_nodes} ({i} networks of {per_net})"],
         ["Why it stopped", stop_reason or "–"],
+        ["The next start", (f"refused in {refusal['secs']:.2f} s: {refusal['message']}" if refusal["refused"]
+                            else f"not refused ({refusal['secs']:.1f} s)") if refusal else "–"],
         ["Last 10-node start", f"{steps[-1]['start_secs']:.1f} s" if steps else "–"],
         ["First 10-node start", f"{steps[0]['start_secs']:.1f} s" if steps else "–"],
         ["Host MemAvailable at the end", f"{steps[-1]['mem_available_mib'] / 1024:.1f} GiB of {res['mem_total_gib']:.1f} GiB" if steps else "–"],

@@ -18,6 +18,7 @@ use crate::names::is_dns_name;
 use crate::node::Resources;
 use crate::orchestrator::ports::{BindProbe, PortAllocator, PortConfig, PortError, PortRange};
 use crate::orchestrator::subnets::SubnetConfig;
+use crate::orchestrator::AdmissionConfig;
 use crate::store::seal::{KeyFile, KeySource, Keyring, SealKey};
 use crate::store::sql::redact_url;
 
@@ -295,6 +296,35 @@ impl Config {
             )),
             Err(e) => Err(self.invalid("ports.swarm", e.to_string())),
         }
+    }
+
+    /// Admission control: the host's memory (configured or reported), the overcommit ratio
+    /// (above 0, at most 100) and the node cap.
+    pub(super) fn admission_checked(&self) -> Result<AdmissionConfig> {
+        let n = &self.node;
+        let host_memory = match n.host_memory.trim() {
+            "" => None,
+            m => Some(parse_size(m).map_err(|e| self.invalid("node.host_memory", e.0))?),
+        };
+        let text = n.memory_overcommit.trim();
+        let memory_overcommit: f64 = text
+            .parse()
+            .ok()
+            .filter(|r: &f64| r.is_finite() && *r > 0.0 && *r <= 100.0)
+            .ok_or_else(|| {
+                self.invalid(
+                    "node.memory_overcommit",
+                    format!(
+                        "`{}` is not a ratio above 0 and at most 100 (e.g. 1, or 4 for a host of mostly idle nodes)",
+                        clip(text)
+                    ),
+                )
+            })?;
+        Ok(AdmissionConfig {
+            host_memory,
+            memory_overcommit,
+            max_nodes: (n.max_nodes > 0).then_some(u32::from(n.max_nodes)),
+        })
     }
 
     /// The subnet pool and prefix, checked against the largest network allowed.

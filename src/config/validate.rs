@@ -146,6 +146,7 @@ impl Config {
         }
 
         let subnets = self.subnets_checked(self.node.max_replicas)?;
+        let admission = self.admission_checked()?;
 
         // [ports]
         let ports = self.ports_checked()?;
@@ -343,6 +344,7 @@ impl Config {
                 n => usize::from(n),
             },
             revocation_horizon: max_ttl + crate::delegator::auth::DEFAULT_LEEWAY,
+            admission,
             ..OrchestratorConfig::default()
         };
         let docker = DockerRuntimeConfig {

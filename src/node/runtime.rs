@@ -229,6 +229,12 @@ pub trait NodeRuntime: Send + Sync {
     /// Start, die and OOM events of nexus-managed containers from the moment this is called
     /// (to the second), whenever the stream is first polled.
     fn watch(&self) -> BoxStream<'static, Result<NodeEvent>>;
+    /// The memory of the host(s) nodes run on, in bytes, as the engine reports it; `None`
+    /// when it does not know (admission control then checks memory only against a configured
+    /// `node.host_memory`).
+    async fn host_memory(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
     /// A cheap round trip: the runtime's backend answers (readiness).
     async fn ping(&self) -> Result<()> {
         self.list_nodes().await.map(|_| ())

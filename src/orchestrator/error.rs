@@ -1,13 +1,14 @@
 //! What can go wrong in an orchestrator operation, and what kind of failure each is.
 //!
 //! Owns [`OrchestratorError`] and [`ErrorKind`]: the one place that looks into the lower
-//! layers' errors (runtime, store, ports, subnets) to say whether a failure is the caller's input, a
+//! layers' errors (runtime, store, ports, subnets, admission) to say whether a failure is the caller's input, a
 //! missing or conflicting network, a resource that ran out, or a dependency that is down, so
 //! the API maps kinds to status codes without knowing those layers. It must not render
 //! messages for a protocol (the API does).
 
 use std::time::Duration;
 
+use super::capacity::AdmissionError;
 use super::ports::PortError;
 use super::subnets::SubnetError;
 use crate::access::AccessError;
@@ -29,6 +30,9 @@ pub enum OrchestratorError {
     Ports(#[from] PortError),
     #[error(transparent)]
     Subnets(#[from] SubnetError),
+    /// The host cannot take what a start or update asks (admission control).
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
     #[error("network `{name}` failed: {reason}")]
     Failed { name: String, reason: String },
     #[error("network `{name}` did not reach `{wanted}` within {after:?} (now `{status}`); it keeps converging in the background")]
@@ -61,7 +65,7 @@ pub enum ErrorKind {
     AlreadyExists,
     /// The network (or host) is not in a state that allows this; the message says what to do.
     FailedPrecondition,
-    /// A pool (ports, subnets) is used up.
+    /// A pool (ports, subnets) or the host (admission control) is used up.
     Exhausted,
     /// The network failed; its status reason says why.
     Failed,
@@ -86,6 +90,7 @@ impl OrchestratorError {
             Self::Ports(_) => ErrorKind::Invalid,
             Self::Subnets(SubnetError::Exhausted { .. }) => ErrorKind::Exhausted,
             Self::Subnets(_) => ErrorKind::Invalid,
+            Self::Admission(_) => ErrorKind::Exhausted,
             Self::Failed { .. } => ErrorKind::Failed,
             Self::Timeout { .. } => ErrorKind::Timeout,
             Self::Runtime(RuntimeError::DockerUnavailable { .. }) => ErrorKind::RuntimeUnavailable,

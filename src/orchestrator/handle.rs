@@ -1,7 +1,7 @@
 //! The orchestrator's handle and the state its rooms share.
 //!
 //! Owns [`OrchestratorConfig`], [`Orchestrator`] (a cheap clone of one shared state: store,
-//! runtime, port and subnet allocators, registry, per-network locks, crash history, the pass queue, the
+//! runtime, port and subnet allocators, the admission lock, registry, per-network locks, crash history, the pass queue, the
 //! event bus, the reconciler's liveness) and the small accessors the daemon, the API and
 //! telemetry use. The operations ([`super::operations`]) and the reconciler
 //! ([`super::reconcile`]) are `impl Orchestrator` blocks of their own files; this file must not
@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::capacity::AdmissionConfig;
 use super::error::{invalid, OrchestratorError, Result};
 use super::events::{Event, EventBus, EventKind};
 use super::ports::{PortAllocator, PortConfig, PortProbe, PortUsage};
@@ -56,6 +57,8 @@ pub struct OrchestratorConfig {
     /// A node waits for its turn before its readiness deadline starts, so a burst of starts
     /// queues instead of missing deadlines on a small host.
     pub start_parallelism: usize,
+    /// What running networks may hold together on this host (memory, nodes).
+    pub admission: AdmissionConfig,
 }
 
 /// Node starts at once when the configuration does not say: two per core the host gives
@@ -89,6 +92,7 @@ impl Default for OrchestratorConfig {
             revocation_horizon: crate::delegator::auth::DEFAULT_MAX_TTL
                 + crate::delegator::auth::DEFAULT_LEEWAY,
             start_parallelism: default_start_parallelism(),
+            admission: AdmissionConfig::default(),
         }
     }
 }
@@ -113,6 +117,10 @@ pub(super) struct Inner {
     pub(super) heartbeat: Mutex<Liveness>,
     /// Turns for node starts ([`OrchestratorConfig::start_parallelism`]).
     pub(super) starts: tokio::sync::Semaphore,
+    /// Held from an admission check to the write of intent ([`super::admission`]).
+    pub(super) admission: tokio::sync::Mutex<()>,
+    /// The host's memory as the runtime reported it, once it did.
+    pub(super) host_memory: std::sync::OnceLock<Option<u64>>,
 }
 
 /// The reconciler's life, for readiness.
@@ -201,6 +209,8 @@ impl Orchestrator {
                 events: EventBus::default(),
                 heartbeat: Mutex::default(),
                 starts,
+                admission: tokio::sync::Mutex::new(()),
+                host_memory: std::sync::OnceLock::new(),
             }),
         })
     }

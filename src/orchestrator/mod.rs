@@ -14,6 +14,9 @@
 //! - [`ports`]: host port ranges and allocation.
 //! - [`subnets`]: the subnet pool and each network's subnet; [`addressing`] joins it to the
 //!   runtime (allocation at create, the network prepared on it before nodes are created).
+//! - [`capacity`]: admission control's rule (memory limits against the host's memory and
+//!   an overcommit ratio, a node cap, free ports); `admission` joins it to the store and
+//!   the runtime, checked before a start or update writes intent.
 //! - [`registry`]: the in-memory view of ready nodes the delegator reads.
 //! - [`events`]: the bus of network and node events (`WatchEvents`, logs).
 //! - `tokens`: the revocation list of tenant tokens (stored first, then the in-memory list
@@ -23,6 +26,8 @@
 //! directly, nor serves traffic.
 
 mod addressing;
+mod admission;
+pub mod capacity;
 pub mod error;
 pub mod events;
 mod handle;
@@ -37,6 +42,8 @@ mod tokens;
 mod upgrade;
 pub mod view;
 
+pub use admission::AdmissionUsage;
+pub use capacity::AdmissionConfig;
 pub use error::{ErrorKind, OrchestratorError, Result};
 pub use events::{Event, EventBus, EventKind};
 pub use handle::{default_start_parallelism, Orchestrator, OrchestratorConfig};

@@ -55,6 +55,10 @@ impl Orchestrator {
             subnet: Some(subnet),
             image: Some(req.image.unwrap_or_else(|| self.inner.cfg.image.clone())),
         };
+        if let Err(e) = self.admit_alone(&record).await {
+            lock(&self.inner.subnets).release(&subnet);
+            return Err(e);
+        }
         let created = match self.inner.store.create_network(&record).await {
             Ok(()) => Ok(()),
             Err(StoreError::Duplicate(n)) => Err(OrchestratorError::AlreadyExists(n)),
@@ -82,11 +86,17 @@ impl Orchestrator {
         Ok(NetworkView::new(record, rows, &observed))
     }
 
-    /// Makes a network run; returns once every node is ready, or the network failed.
+    /// Makes a network run; returns once every node is ready, or the network failed. Refused
+    /// up front, changing nothing, when the host cannot take its nodes (admission control).
     #[tracing::instrument(name = "start", skip_all, fields(network = %name))]
     pub async fn start(&self, name: &str) -> Result<NetworkView> {
         let name = parse_name(name)?;
-        self.set_desired(&name, DesiredState::Running).await?;
+        {
+            let _admission = self.admission_turn().await;
+            let rec = self.record(&name).await?;
+            self.admit_start(&rec).await?;
+            self.set_desired(&name, DesiredState::Running).await?;
+        }
         self.converge(&name, DesiredState::Running).await
     }
 
@@ -103,6 +113,7 @@ impl Orchestrator {
     /// A new image is checked first (see `upgrade`), before anything is written; if the first
     /// node moved to it does not come up, the reconciler puts it and the network back on the
     /// old image, and this returns [`OrchestratorError::FailedPrecondition`] saying why.
+    /// A running network that would grow past what the host admits is refused, changing nothing.
     #[tracing::instrument(name = "update", skip_all, fields(network = %name))]
     pub async fn update(&self, name: &str, changes: UpdateNetwork) -> Result<NetworkView> {
         let name = parse_name(name)?;
@@ -120,9 +131,11 @@ impl Orchestrator {
             None => None,
         };
         let desired = {
+            let _admission = self.admission_turn().await;
             let guard = self.network_lock(&name);
             let _guard = guard.lock().await;
             let mut rec = self.record(&name).await?;
+            let before = rec.clone();
             if let (Some(image), Some(from)) = (&changes.image, &checked_from) {
                 if self.image_of(&rec) != from {
                     return Err(OrchestratorError::FailedPrecondition(format!(
@@ -144,6 +157,7 @@ impl Orchestrator {
             rec.resources = changes.resources(rec.resources)?;
             // Checked with the rest of the request, before the lock.
             rec.access.apply(changes.access);
+            self.admit_update(&before, &rec).await?;
             let before = rec.status;
             if rec.status == NetworkStatus::Failed {
                 rec.status_reason = None;

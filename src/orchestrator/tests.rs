@@ -1216,3 +1216,160 @@ async fn a_later_node_failing_on_the_new_image_fails_the_network_without_going_b
     f.orch.start("later").await.unwrap();
     assert_eq!(images(&f.rt).await, ["kubo:0.44"; 3]);
 }
+
+const GIB: u64 = 1 << 30;
+
+fn admitting(admission: AdmissionConfig) -> OrchestratorConfig {
+    OrchestratorConfig { admission, ..cfg() }
+}
+
+#[tokio::test]
+async fn a_start_the_host_cannot_take_is_refused_up_front_and_changes_nothing() {
+    // 3 GiB for nodes of 1 GiB (the default): a 2-node network fits, a second does not.
+    let f = fixture_with(admitting(AdmissionConfig {
+        host_memory: Some(3 * GIB),
+        ..AdmissionConfig::default()
+    }))
+    .await;
+    f.orch.create(req("a", 2)).await.unwrap();
+    f.orch.create(req("b", 2)).await.unwrap();
+    f.orch.start("a").await.unwrap();
+    let err = f.orch.start("b").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Exhausted, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("starting network `b` (2 node(s)) needs 2.0 GiB"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2.0 GiB of it held by running networks: 1.0 GiB short"),
+        "{text}"
+    );
+    // Nothing changed: b is stopped as before, no node of it was created.
+    let rec = f.store.get_network(&name("b")).await.unwrap().unwrap();
+    assert_eq!(rec.desired, DesiredState::Stopped);
+    assert_eq!(rec.status, NetworkStatus::Stopped);
+    assert_eq!(creates(&f.rt), 2);
+    // A running network's start is not checked again; stopping a frees its room.
+    f.orch.start("a").await.unwrap();
+    f.orch.stop("a").await.unwrap();
+    assert_eq!(
+        f.orch.start("b").await.unwrap().status,
+        NetworkStatus::Running
+    );
+    let usage = f.orch.admission_usage().await.unwrap();
+    assert_eq!(usage.held.nodes, 2);
+    assert_eq!(usage.held.memory_bytes, 2 * GIB);
+    assert_eq!(usage.memory_budget, Some(3 * GIB));
+}
+
+#[tokio::test]
+async fn two_starts_racing_for_the_last_room_get_one_each_way() {
+    let f = fixture_with(admitting(AdmissionConfig {
+        host_memory: Some(3 * GIB),
+        ..AdmissionConfig::default()
+    }))
+    .await;
+    f.orch.create(req("x", 2)).await.unwrap();
+    f.orch.create(req("y", 2)).await.unwrap();
+    let (x, y) = tokio::join!(f.orch.start("x"), f.orch.start("y"));
+    let refused: Vec<_> = [x, y].into_iter().filter_map(Result::err).collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].kind(), ErrorKind::Exhausted);
+    assert_eq!(creates(&f.rt), 2);
+}
+
+#[tokio::test]
+async fn a_running_network_may_not_grow_past_the_host_but_a_stopped_one_may_change() {
+    let f = fixture_with(admitting(AdmissionConfig {
+        host_memory: Some(4 * GIB),
+        memory_overcommit: 1.5,
+        max_nodes: None,
+    }))
+    .await;
+    f.orch.create(req("g", 3)).await.unwrap();
+    f.orch.create(req("s", 2)).await.unwrap();
+    f.orch.start("g").await.unwrap();
+    // 6 GiB budget: 3 → 6 nodes of 1 GiB fits, 3 → 7 does not.
+    let grow = |r| UpdateNetwork {
+        replicas: Some(r),
+        ..Default::default()
+    };
+    let err = f.orch.update("g", grow(7)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Exhausted, "{err}");
+    assert!(err.to_string().contains("1.0 GiB short"), "{err}");
+    assert_eq!(
+        f.store
+            .get_network(&name("g"))
+            .await
+            .unwrap()
+            .unwrap()
+            .replicas,
+        3
+    );
+    let bigger = UpdateNetwork {
+        memory_bytes: Some(3 * GIB),
+        ..Default::default()
+    };
+    assert_eq!(
+        f.orch.update("g", bigger).await.unwrap_err().kind(),
+        ErrorKind::Exhausted
+    );
+    assert_eq!(f.orch.update("g", grow(6)).await.unwrap().replicas, 6);
+    // A stopped network holds nothing: it may be changed, and is checked when it starts.
+    assert_eq!(f.orch.update("s", grow(4)).await.unwrap().replicas, 4);
+    assert_eq!(
+        f.orch.start("s").await.unwrap_err().kind(),
+        ErrorKind::Exhausted
+    );
+}
+
+#[tokio::test]
+async fn the_node_cap_and_the_port_range_refuse_up_front() {
+    let f = fixture_with(OrchestratorConfig {
+        ports: PortConfig {
+            swarm: vec![PortRange {
+                low: 21500,
+                high: 21504,
+            }],
+        },
+        ..admitting(AdmissionConfig {
+            max_nodes: Some(4),
+            ..AdmissionConfig::default()
+        })
+    })
+    .await;
+    // A network bigger than the cap could never start: refused at create, nothing stored.
+    let err = f.orch.create(req("huge", 5)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Exhausted, "{err}");
+    assert!(err.to_string().contains("node.max_nodes allows 4"), "{err}");
+    assert!(f.store.get_network(&name("huge")).await.unwrap().is_none());
+    assert_eq!(f.orch.subnet_usage().1, 0);
+    f.orch.create(req("p", 3)).await.unwrap();
+    f.orch.create(req("q", 2)).await.unwrap();
+    f.orch.start("p").await.unwrap();
+    let err = f.orch.start("q").await.unwrap_err();
+    assert!(err.to_string().contains("1 too many"), "{err}");
+    // With no cap, the 5-port range is what refuses: 3 taken, 3 wanted.
+    let g = fixture_with(OrchestratorConfig {
+        ports: PortConfig {
+            swarm: vec![PortRange {
+                low: 21500,
+                high: 21504,
+            }],
+        },
+        ..cfg()
+    })
+    .await;
+    g.orch.create(req("p", 3)).await.unwrap();
+    g.orch.create(req("q", 3)).await.unwrap();
+    g.orch.start("p").await.unwrap();
+    let err = g.orch.start("q").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Exhausted, "{err}");
+    assert!(
+        err.to_string()
+            .contains("3 more swarm port(s) and 2 of ports.swarm are free"),
+        "{err}"
+    );
+    assert_eq!(creates(&g.rt), 3);
+}

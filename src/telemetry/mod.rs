@@ -97,6 +97,20 @@ pub mod names {
         /// Gauge, `pool`: subnets the subnet pool holds.
         SUBNETS_SIZE = "nexus_subnet_pool_size_subnets", Gauge, None,
             "Subnets the configured subnet pool holds.";
+        /// Counter, `limit` (`memory`, `nodes`, `ports`): starts and updates refused up front
+        /// because the host could not take them.
+        ADMISSION_REFUSALS = "nexus_admission_refusals_total", Counter, None,
+            "Starts and updates refused by admission control, by the limit that refused.";
+        /// Gauge: the sum of the memory limits of the nodes of networks meant to run.
+        ADMITTED_MEMORY = "nexus_admitted_memory_bytes", Gauge, Some(Unit::Bytes),
+            "Sum of the memory limits of the nodes of networks meant to run.";
+        /// Gauge: the most those limits may add up to (host memory × node.memory_overcommit);
+        /// absent when the host's memory is unknown.
+        ADMISSION_MEMORY_BUDGET = "nexus_admission_memory_budget_bytes", Gauge, Some(Unit::Bytes),
+            "The most the nodes' memory limits may add up to: host memory times node.memory_overcommit.";
+        /// Gauge: nodes of networks meant to run.
+        ADMITTED_NODES = "nexus_admitted_nodes", Gauge, None,
+            "Nodes of networks meant to run (node.max_nodes caps it).";
         /// Counter, `method`, `code`: finished gRPC calls.
         GRPC_REQUESTS = "nexus_grpc_requests_total", Counter, None,
             "Finished gRPC calls by method and status code.";

@@ -59,6 +59,19 @@ pub async fn refresh_once(orch: &Orchestrator) {
     let labels = [("pool", subnets.pool.to_string())];
     metrics::gauge!(names::SUBNETS_USED, &labels).set(used as f64);
     metrics::gauge!(names::SUBNETS_SIZE, &labels).set(subnets.total() as f64);
+    match orch.admission_usage().await {
+        Ok(u) => {
+            metrics::gauge!(names::ADMITTED_MEMORY).set(u.held.memory_bytes as f64);
+            metrics::gauge!(names::ADMITTED_NODES).set(f64::from(u.held.nodes));
+            if let Some(b) = u.memory_budget {
+                metrics::gauge!(names::ADMISSION_MEMORY_BUDGET).set(b as f64);
+            }
+        }
+        Err(e) => {
+            metrics::counter!(names::REFRESH_ERRORS).increment(1);
+            tracing::debug!(error = %e, "metrics refresh: cannot read admission usage");
+        }
+    }
     let networks = match orch.list().await {
         Ok(n) => n,
         Err(e) => {

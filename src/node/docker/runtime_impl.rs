@@ -23,6 +23,10 @@ impl NodeRuntime for DockerRuntime {
         self.probe(image).await
     }
 
+    async fn host_memory(&self) -> Result<Option<u64>> {
+        self.memory_total().await
+    }
+
     async fn create_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord> {
         self.create_inner(spec, secrets).await
     }

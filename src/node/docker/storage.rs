@@ -1,5 +1,6 @@
 //! What the host's Docker storage can guarantee about a node's disk, read from `docker info`
-//! (storage driver and backing filesystem).
+//! (storage driver and backing filesystem); and the host's memory, from the same answer, for
+//! admission control.
 //!
 //! Docker's `local` volume driver takes a `size` option (a hard per-volume limit) only when its
 //! data root is XFS mounted with project quota (`pquota`); elsewhere creating such a volume
@@ -73,6 +74,16 @@ impl DockerRuntime {
             info.driver.as_deref(),
             info.driver_status.as_deref().unwrap_or_default(),
         ))
+    }
+
+    /// The host's memory as Docker reports it (`MemTotal` of `docker info`), for admission
+    /// control.
+    pub async fn memory_total(&self) -> Result<Option<u64>> {
+        let info = self.docker.info().await.map_err(docker_err)?;
+        Ok(info
+            .mem_total
+            .and_then(|m| u64::try_from(m).ok())
+            .filter(|m| *m > 0))
     }
 }
 

@@ -1,0 +1,334 @@
+//! Admission control: whether the host can take a network's nodes, decided before anything
+//! starts.
+//!
+//! Owns [`AdmissionConfig`] (the host's memory, the overcommit ratio, the node cap),
+//! [`Demand`] (what running networks hold: nodes, the sum of their memory limits, swarm
+//! ports) and [`admit`], the one rule: a start or an update that would take the host past a
+//! limit is refused up front with [`AdmissionError`], which names the limit and by how much.
+//! Pure: no store, no runtime, no locks; the operations gather the figures and hold the
+//! admission lock ([`super::handle`]). It must not refuse a network that is already admitted
+//! (a running network restarting its nodes is never re-checked).
+
+use std::fmt;
+
+/// Limits on what running networks may hold together on this host.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdmissionConfig {
+    /// The host's memory in bytes; `None`: what the runtime reports (`docker info`), and no
+    /// memory check if it reports nothing.
+    pub host_memory: Option<u64>,
+    /// How many times the host's memory the nodes' memory limits may add up to. 1.0: every
+    /// node can use its whole limit at once without the host running out. Idle kubo nodes use
+    /// a fraction of their limit, so a host of many idle networks may raise it.
+    pub memory_overcommit: f64,
+    /// Most nodes of running networks on this host; `None`: no cap.
+    pub max_nodes: Option<u32>,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            host_memory: None,
+            memory_overcommit: 1.0,
+            max_nodes: None,
+        }
+    }
+}
+
+impl AdmissionConfig {
+    /// The most the memory limits of running networks' nodes may add up to, if known.
+    pub fn memory_budget(&self, reported: Option<u64>) -> Option<u64> {
+        let host = self.host_memory.or(reported)?;
+        let budget = host as f64 * self.memory_overcommit;
+        Some(if budget >= u64::MAX as f64 {
+            u64::MAX
+        } else {
+            budget as u64
+        })
+    }
+}
+
+/// What some nodes hold: how many, the sum of their memory limits, and the swarm ports they
+/// still need (nodes without an allocated port).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Demand {
+    pub nodes: u32,
+    pub memory_bytes: u64,
+    pub ports: u32,
+}
+
+impl Demand {
+    /// `replicas` nodes of `memory_bytes` each.
+    pub fn nodes(replicas: u16, memory_bytes: u64) -> Self {
+        Self {
+            nodes: u32::from(replicas),
+            memory_bytes: u64::from(replicas).saturating_mul(memory_bytes),
+            ports: 0,
+        }
+    }
+
+    /// Needing `ports` more swarm ports.
+    pub fn with_ports(mut self, ports: u32) -> Self {
+        self.ports = ports;
+        self
+    }
+
+    pub fn plus(self, other: Demand) -> Demand {
+        Demand {
+            nodes: self.nodes.saturating_add(other.nodes),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+            ports: self.ports.saturating_add(other.ports),
+        }
+    }
+}
+
+/// What the host has for running networks, besides the configured limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Host {
+    /// The host's memory as the runtime reports it.
+    pub reported_memory: Option<u64>,
+    /// Swarm ports not allocated to any node.
+    pub free_ports: u32,
+}
+
+/// Why a start or update is refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum AdmissionError {
+    #[error(
+        "{what} needs {} of memory limits; this host admits {} ({} of memory × node.memory_overcommit {}), {} of it held by running networks: {} short. Stop a network, give nodes less memory (--memory), or raise node.memory_overcommit",
+        Size(*.needed), Size(*.budget), Size(*.host), .overcommit, Size(*.held), Size(*.short)
+    )]
+    Memory {
+        what: String,
+        needed: u64,
+        budget: u64,
+        host: u64,
+        overcommit: f64,
+        held: u64,
+        short: u64,
+    },
+    #[error(
+        "{what} needs {needed} node(s); node.max_nodes allows {max} on this host and running networks hold {held}: {short} too many. Stop a network or raise node.max_nodes"
+    )]
+    Nodes {
+        what: String,
+        needed: u32,
+        max: u32,
+        held: u32,
+        short: u32,
+    },
+    #[error(
+        "{what} needs {needed} more swarm port(s) and {free} of ports.swarm are free: {short} short. Stop a network or widen the swarm port range (ports.swarm)"
+    )]
+    Ports {
+        what: String,
+        needed: u32,
+        free: u32,
+        short: u32,
+    },
+}
+
+impl AdmissionError {
+    /// The limit that refused (a metric label).
+    pub fn limit(&self) -> &'static str {
+        match self {
+            Self::Memory { .. } => "memory",
+            Self::Nodes { .. } => "nodes",
+            Self::Ports { .. } => "ports",
+        }
+    }
+}
+
+/// Whether `adding` fits beside `held` (what other running networks hold). `what` names the
+/// request in the error ("starting network `acme` (3 nodes)").
+pub fn admit(
+    cfg: &AdmissionConfig,
+    host: Host,
+    held: Demand,
+    adding: Demand,
+    what: &str,
+) -> Result<(), AdmissionError> {
+    if let Some(max) = cfg.max_nodes {
+        let total = held.nodes.saturating_add(adding.nodes);
+        if total > max {
+            return Err(AdmissionError::Nodes {
+                what: what.to_owned(),
+                needed: adding.nodes,
+                max,
+                held: held.nodes,
+                short: total - max,
+            });
+        }
+    }
+    if let (Some(host_memory), Some(budget)) = (
+        cfg.host_memory.or(host.reported_memory),
+        cfg.memory_budget(host.reported_memory),
+    ) {
+        let total = held.memory_bytes.saturating_add(adding.memory_bytes);
+        if total > budget {
+            return Err(AdmissionError::Memory {
+                what: what.to_owned(),
+                needed: adding.memory_bytes,
+                budget,
+                host: host_memory,
+                overcommit: cfg.memory_overcommit,
+                held: held.memory_bytes,
+                short: total - budget,
+            });
+        }
+    }
+    if adding.ports > host.free_ports {
+        return Err(AdmissionError::Ports {
+            what: what.to_owned(),
+            needed: adding.ports,
+            free: host.free_ports,
+            short: adding.ports - host.free_ports,
+        });
+    }
+    Ok(())
+}
+
+/// Bytes for people: `768 MiB`, `23.5 GiB`.
+struct Size(u64);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MIB: f64 = (1u64 << 20) as f64;
+        const GIB: f64 = (1u64 << 30) as f64;
+        let b = self.0 as f64;
+        if b >= GIB {
+            write!(f, "{:.1} GiB", b / GIB)
+        } else if b >= MIB {
+            write!(f, "{:.0} MiB", b / MIB)
+        } else {
+            write!(f, "{} bytes", self.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    fn host(memory: u64, free_ports: u32) -> Host {
+        Host {
+            reported_memory: Some(memory),
+            free_ports,
+        }
+    }
+
+    #[test]
+    fn memory_is_the_sum_of_limits_against_host_times_overcommit() {
+        let cfg = AdmissionConfig::default();
+        let held = Demand::nodes(3, 256 * MIB);
+        // 768 MiB held of 1 GiB: one more 256 MiB node fits exactly, a second does not.
+        assert!(admit(&cfg, host(GIB, 100), held, Demand::nodes(1, 256 * MIB), "x").is_ok());
+        let e = admit(
+            &cfg,
+            host(GIB, 100),
+            held,
+            Demand::nodes(2, 256 * MIB),
+            "starting `b`",
+        )
+        .unwrap_err();
+        assert_eq!(e.limit(), "memory");
+        let text = e.to_string();
+        assert!(text.contains("starting `b` needs 512 MiB"), "{text}");
+        assert!(text.contains("768 MiB of it held"), "{text}");
+        assert!(text.contains("256 MiB short"), "{text}");
+        assert!(text.contains("node.memory_overcommit"), "{text}");
+        // Twice the host's memory may be promised with an overcommit of 2.
+        let cfg = AdmissionConfig {
+            memory_overcommit: 2.0,
+            ..cfg
+        };
+        assert!(admit(&cfg, host(GIB, 100), held, Demand::nodes(5, 256 * MIB), "x").is_ok());
+        assert!(admit(&cfg, host(GIB, 100), held, Demand::nodes(6, 256 * MIB), "x").is_err());
+    }
+
+    #[test]
+    fn configured_memory_wins_over_reported_and_unknown_memory_is_not_checked() {
+        let cfg = AdmissionConfig {
+            host_memory: Some(512 * MIB),
+            ..AdmissionConfig::default()
+        };
+        let e = admit(
+            &cfg,
+            host(64 * GIB, 10),
+            Demand::default(),
+            Demand::nodes(3, 256 * MIB),
+            "x",
+        )
+        .unwrap_err();
+        assert!(matches!(e, AdmissionError::Memory { budget, .. } if budget == 512 * MIB));
+        let unknown = Host {
+            reported_memory: None,
+            free_ports: 10,
+        };
+        let cfg = AdmissionConfig::default();
+        assert!(admit(
+            &cfg,
+            unknown,
+            Demand::default(),
+            Demand::nodes(9, 8 * GIB),
+            "x"
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn node_cap_and_ports() {
+        let cfg = AdmissionConfig {
+            max_nodes: Some(10),
+            ..AdmissionConfig::default()
+        };
+        let held = Demand::nodes(8, 128 * MIB);
+        assert!(admit(
+            &cfg,
+            host(64 * GIB, 10),
+            held,
+            Demand::nodes(2, 128 * MIB),
+            "x"
+        )
+        .is_ok());
+        let e = admit(
+            &cfg,
+            host(64 * GIB, 10),
+            held,
+            Demand::nodes(3, 128 * MIB),
+            "x",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            AdmissionError::Nodes {
+                what: "x".into(),
+                needed: 3,
+                max: 10,
+                held: 8,
+                short: 1
+            }
+        );
+        let want = Demand::nodes(3, 128 * MIB).with_ports(3);
+        let e = admit(
+            &AdmissionConfig::default(),
+            host(64 * GIB, 2),
+            held,
+            want,
+            "x",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("1 short"), "{e}");
+        assert_eq!(e.limit(), "ports");
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(Size(768 * MIB).to_string(), "768 MiB");
+        assert_eq!(Size(23 * GIB + GIB / 2).to_string(), "23.5 GiB");
+        assert_eq!(Size(12).to_string(), "12 bytes");
+    }
+}
