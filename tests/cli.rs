@@ -1992,6 +1992,209 @@ fn every_role_table_row_through_the_daemons_delegator() {
     assert!(d.terminate(), "daemon did not exit cleanly:\n{}", d.logs());
 }
 
+// ---- Per-network images and upgrades (issue 20) ------------------------------------------
+
+/// A node's RPC API socket on the host (the bind mount of its `/nexus`).
+fn node_api(container: &str) -> nexus::node::endpoint::Endpoint {
+    let dir = common::inspect(
+        container,
+        "{{range .Mounts}}{{if eq .Destination \"/nexus\"}}{{.Source}}{{end}}{{end}}",
+    );
+    assert!(!dir.is_empty(), "{container} has no /nexus mount");
+    nexus::node::endpoint::Endpoint::Unix(PathBuf::from(dir).join("api.sock"))
+}
+
+/// Docker's RFC 3339 times (`.Created` trims trailing zeros, `logs -t` does not) as
+/// (date and time to the second, nanoseconds), comparable.
+fn docker_time(t: &str) -> (String, u64) {
+    let t = t.trim().trim_end_matches('Z');
+    let (secs, frac) = t.split_once('.').unwrap_or((t, "0"));
+    let digits: String = frac.chars().take_while(char::is_ascii_digit).collect();
+    let nanos = format!("{digits:0<9}").parse().expect("nanoseconds");
+    (secs.to_string(), nanos)
+}
+
+/// When the container's kubo said `Daemon is ready` (from `docker logs -t`).
+fn ready_at(container: &str) -> (String, u64) {
+    let logs = docker(&["logs", "-t", container]);
+    let line = logs
+        .lines()
+        .find(|l| l.contains("Daemon is ready"))
+        .unwrap_or_else(|| panic!("{container} never said it was ready:\n{logs}"));
+    docker_time(line.split_whitespace().next().expect("timestamp"))
+}
+
+async fn cat_is(api: &nexus::node::endpoint::Endpoint, cid: &str, want: &[u8]) -> bool {
+    common::eventually(Duration::from_secs(60), || async {
+        common::try_rpc(api, &format!("cat?arg={cid}"))
+            .await
+            .is_some_and(|(s, b)| s == 200 && b.as_ref() == want)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_upgrade_migrates_node_by_node_and_a_downgrade_is_refused() {
+    let base = image();
+    let newer = common::newer_repo_image();
+    let mut d = Daemon::configure(22000, "");
+    d.start();
+    let net = format!("up{}", random_hex(3));
+    let v = d.json(&["network", "create", &net, "--replicas", "2", "--start"]);
+    assert_eq!(v["image"], base.as_str(), "{v}");
+    assert_eq!(v["status"], "running", "{v}");
+    let names: Vec<String> = (0..2).map(|i| format!("nexus-{net}-{i}")).collect();
+    let mut cids = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let data = format!("added to node {i} of {net} before the upgrade");
+        cids.push((add_to(&node_api(name), data.as_bytes()).await, data));
+        assert_eq!(docker(&["exec", name, "cat", "/data/ipfs/version"]), "14");
+    }
+
+    // (a) The upgrade: both nodes on the newer image, repos migrated, content still there.
+    let v = d.json(&["network", "update", &net, "--image", &newer]);
+    assert_eq!(v["image"], newer.as_str(), "{v}");
+    assert_eq!(v["status"], "running", "{v}");
+    for name in &names {
+        assert_eq!(common::inspect(name, "{{.Config.Image}}"), newer);
+        assert_eq!(docker(&["exec", name, "cat", "/data/ipfs/version"]), "15");
+        let logs = docker(&["logs", name]);
+        assert!(
+            logs.contains("Repository successfully migrated to version 15."),
+            "{name}: {logs}"
+        );
+        let api = node_api(name);
+        for (cid, data) in &cids {
+            assert!(
+                cat_is(&api, cid, data.as_bytes()).await,
+                "{name} does not serve {cid} after the upgrade"
+            );
+        }
+    }
+    // One at a time: node 1's new container was made after node 0 was ready on the new image.
+    let made_1 = docker_time(&common::inspect(&names[1], "{{.Created}}"));
+    let ready_0 = ready_at(&names[0]);
+    assert!(
+        made_1 > ready_0,
+        "node 1 re-created at {made_1:?}, before node 0 was ready at {ready_0:?}"
+    );
+    let shown = d.json(&["network", "get", &net]);
+    assert_eq!(shown["image"], newer.as_str(), "{shown}");
+    let listed = String::from_utf8_lossy(&d.cli(&["network", "list"]).stdout).into_owned();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&net) && l.trim_end().ends_with(&newer)),
+        "{listed}"
+    );
+    let table = String::from_utf8_lossy(&d.cli(&["network", "get", &net]).stdout).into_owned();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("image") && l.contains(&newer)),
+        "{table}"
+    );
+
+    // (b) Back to the older repo version: refused up front, nothing restarted or stored.
+    let ids: Vec<String> = names
+        .iter()
+        .map(|n| common::inspect(n, "{{.Id}}"))
+        .collect();
+    let err = d.fails(&["network", "update", &net, "--image", &base]);
+    assert!(
+        err.contains("nexus does not migrate repos backwards")
+            && err.contains("repo version 14")
+            && err.contains("have repo version 15"),
+        "{err}"
+    );
+    let after: Vec<String> = names
+        .iter()
+        .map(|n| common::inspect(n, "{{.Id}}"))
+        .collect();
+    assert_eq!(after, ids, "a refused downgrade restarted a node");
+    assert_eq!(d.json(&["network", "get", &net])["image"], newer.as_str());
+    // A kubo from before 0.37 (the stand-in claiming 0.36.0): refused up front too, on update
+    // and on create, nothing restarted, nothing recorded.
+    let old = common::derived_image("nexus-test-kubo036", "ENV KUBO_SHIM_VERSION=0.36.0");
+    let err = d.fails(&["network", "update", &net, "--image", &old]);
+    assert!(
+        err.contains("0.34–0.36 lack keys nexus sets") && err.contains("kubo 0.37 or later"),
+        "{err}"
+    );
+    let after: Vec<String> = names
+        .iter()
+        .map(|n| common::inspect(n, "{{.Id}}"))
+        .collect();
+    assert_eq!(after, ids, "a refused image change restarted a node");
+    let other = format!("old{}", random_hex(3));
+    let err = d.fails(&["network", "create", &other, "--image", &old]);
+    assert!(err.contains("0.34–0.36 lack keys nexus sets"), "{err}");
+    let listed = d.json(&["network", "list"]);
+    assert!(!self::names(&listed).contains(&other), "{listed}");
+    // A probe leaves nothing behind.
+    assert_eq!(
+        docker(&["ps", "-aq", "--filter", "label=io.nexus.probe"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_node_that_fails_on_a_new_image_is_put_back_and_the_others_untouched() {
+    let base = image();
+    // Starts `ipfs version` fine, but its daemon stops at kubo's fatal start-up check.
+    let broken = common::derived_image("nexus-test-broken", "ENV IPFS_REUSEPORT=1");
+    let mut d = Daemon::configure(22100, "");
+    d.start();
+    let net = format!("fb{}", random_hex(3));
+    d.json(&["network", "create", &net, "--replicas", "2", "--start"]);
+    let names: Vec<String> = (0..2).map(|i| format!("nexus-{net}-{i}")).collect();
+    let data = format!("added to {net} before the failed upgrade");
+    let cid = add_to(&node_api(&names[0]), data.as_bytes()).await;
+    let ids: Vec<String> = names
+        .iter()
+        .map(|n| common::inspect(n, "{{.Id}}"))
+        .collect();
+
+    let err = d.fails(&["network", "update", &net, "--image", &broken]);
+    assert!(
+        err.contains(&format!("stays on `{base}`")) && err.contains("node 0 did not come up"),
+        "{err}"
+    );
+    assert!(
+        err.contains("support for IPFS_REUSEPORT was removed"),
+        "the node's own words: {err}"
+    );
+    // Node 0 was tried and put back on the old image; node 1 was not touched.
+    assert_ne!(common::inspect(&names[0], "{{.Id}}"), ids[0]);
+    assert_eq!(common::inspect(&names[0], "{{.Config.Image}}"), base);
+    assert_eq!(common::inspect(&names[0], "{{.State.Status}}"), "running");
+    assert_eq!(common::inspect(&names[1], "{{.Id}}"), ids[1]);
+    assert_eq!(common::inspect(&names[1], "{{.Config.Image}}"), base);
+    let v = d.json(&["network", "get", &net]);
+    assert_eq!(v["image"], base.as_str(), "{v}");
+    assert_eq!(v["status"], "running", "{v}");
+    assert!(
+        v["nodes"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&broken)),
+        "{v}"
+    );
+    // Still serving, on both nodes.
+    for name in &names {
+        assert!(
+            cat_is(&node_api(name), &cid, data.as_bytes()).await,
+            "{name} does not serve {cid} after the rollback"
+        );
+    }
+}
+
+async fn add_to(api: &nexus::node::endpoint::Endpoint, data: &[u8]) -> String {
+    common::add(api, data).await
+}
+
 /// Issue 18: a host that is full refuses the next start up front, saying which limit and by how
 /// much, and changes nothing; stopping a network frees its room.
 #[test]

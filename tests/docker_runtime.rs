@@ -782,35 +782,6 @@ async fn another_instances_nodes_are_invisible_and_untouchable() {
     assert!(InstanceName::new("Bad Name").is_err());
 }
 
-/// The test image told to expect a newer repo version (15 instead of 14): a stand-in for a
-/// newer kubo, whose embedded migration brings an older repo up to it. Built locally from the
-/// test image with a one-line Dockerfile; nothing is pulled.
-fn newer_repo_image() -> String {
-    let base = image();
-    let tag = format!(
-        "nexus-test-repo15:{}",
-        base.rsplit(':').next().unwrap_or("x")
-    );
-    if !docker_ok(&["image", "inspect", &tag]) {
-        let dockerfile = format!("FROM {base}\nENV KUBO_SHIM_REPO_VERSION=15\n");
-        let mut child = std::process::Command::new("docker")
-            .args(["build", "-q", "-t", &tag, "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("docker build");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(dockerfile.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "could not build {tag}");
-    }
-    tag
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_newer_repo_version_is_migrated_before_the_config_calls_and_an_older_kubo_refused() {
     let net = unique_network("migr");

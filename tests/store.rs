@@ -198,6 +198,7 @@ fn full_record(n: &str) -> NetworkRecord {
         updated_at: 1_700_000_999_456,
         activated_at: Some(-1),
         subnet: Some("10.224.3.64/26".parse().expect("cidr")),
+        image: Some("registry.example/kubo:v0.43.1@sha256:'quoted'".into()),
     }
 }
 
@@ -217,6 +218,7 @@ fn plain_record(n: &str) -> NetworkRecord {
         updated_at: 0,
         activated_at: None,
         subnet: None,
+        image: None,
     }
 }
 

@@ -43,6 +43,7 @@ impl std::fmt::Debug for CreateNetworkRequest {
             .field("bootstrap_peers", &self.bootstrap_peers)
             .field("api_allow", &self.api_allow)
             .field("api_deny", &self.api_deny)
+            .field("image", &self.image)
             .field("start", &self.start)
             .finish()
     }

@@ -156,6 +156,7 @@ pub fn network_message(v: NetworkView) -> pb::Network {
         updated_at_ms: v.updated_at,
         activated_at_ms: v.activated_at.unwrap_or(0),
         subnet: v.subnet.map(|s| s.to_string()).unwrap_or_default(),
+        image: v.image,
         nodes: v
             .nodes
             .into_iter()
@@ -305,6 +306,7 @@ impl pb::nexus_server::Nexus for NexusService {
                 },
                 swarm_key: (!r.swarm_key.is_empty()).then_some(r.swarm_key),
                 bootstrap_peers: r.bootstrap_peers,
+                image: (!r.image.is_empty()).then_some(r.image),
             })
             .await
             .map_err(to_status)?;
@@ -345,6 +347,7 @@ impl pb::nexus_server::Nexus for NexusService {
                 api_allow: r.api_allow.map(|l| l.values),
                 api_deny: r.api_deny.map(|l| l.values),
             },
+            image: r.image,
         };
         let view = self
             .orch

@@ -206,6 +206,7 @@ fn create_request(f: CreateFlags) -> Result<pb::CreateNetworkRequest> {
         api_allow: f.api_allow,
         api_deny: f.api_deny,
         start: f.start,
+        image: f.image.unwrap_or_default(),
     })
 }
 
@@ -232,6 +233,7 @@ fn update_request(f: UpdateFlags) -> Result<pb::UpdateNetworkRequest> {
         allowed_origins: list_change(f.allowed_origins, f.clear_allowed_origins),
         api_allow: list_change(f.api_allow, f.clear_api_allow),
         api_deny: list_change(f.api_deny, f.clear_api_deny),
+        image: f.image,
     };
     let nothing = req.replicas.is_none()
         && req.cpu_millis.is_none()
@@ -241,7 +243,8 @@ fn update_request(f: UpdateFlags) -> Result<pb::UpdateNetworkRequest> {
         && req.gateway_public.is_none()
         && req.allowed_origins.is_none()
         && req.api_allow.is_none()
-        && req.api_deny.is_none();
+        && req.api_deny.is_none()
+        && req.image.is_none();
     if nothing {
         bail!("nothing to change: give at least one flag (see `nexus network update --help`)");
     }
@@ -256,6 +259,7 @@ fn print_network(n: &pb::Network) {
         ("desired", n.desired.clone()),
         ("reason", render::or_dash(&n.status_reason)),
         ("replicas", n.replicas.to_string()),
+        ("image", n.image.clone()),
         (
             "resources",
             format!(
@@ -333,6 +337,7 @@ fn print_networks(list: &[pb::Network]) {
         "DISK".into(),
         "USERS".into(),
         "GATEWAY".into(),
+        "IMAGE".into(),
     ]];
     for n in list {
         let res = n.resources.unwrap_or_default();
@@ -347,6 +352,7 @@ fn print_networks(list: &[pb::Network]) {
             render::bytes(res.disk_bytes),
             n.users.len().to_string(),
             if n.gateway_public { "public" } else { "token" }.into(),
+            n.image.clone(),
         ]);
     }
     render::table(&t);

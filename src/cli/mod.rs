@@ -171,6 +171,10 @@ pub struct CreateFlags {
     /// Start the network after creating it, and wait until it is ready.
     #[arg(long)]
     pub start: bool,
+    /// The node image (kubo 0.37 or later, present on the daemon's Docker host); default: the
+    /// daemon's node.image.
+    #[arg(long)]
+    pub image: Option<String>,
 }
 
 /// Per-node resources of `network create` and `network update`.
@@ -220,6 +224,11 @@ pub struct UpdateFlags {
     pub api_deny: Vec<String>,
     #[arg(long, conflicts_with = "api_deny")]
     pub clear_api_deny: bool,
+    /// Move the nodes to this image (kubo 0.37 or later): checked first, then running nodes
+    /// are re-created on it one at a time, each ready before the next; a first node that does
+    /// not come up on it is put back on the old image and the others are left alone.
+    #[arg(long)]
+    pub image: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

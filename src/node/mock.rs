@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::endpoint::{Endpoint, NodeEndpoints};
+use super::kubo_version::KuboVersion;
 use super::runtime::{
     NodeDiagnostics, NodeEvent, NodeEventKind, NodeRecord, NodeRuntime, NodeState, NodeStats,
     NotReadyReason, Result, RuntimeError,
@@ -35,6 +36,12 @@ struct State {
     /// Subnets of networks that are not ours; `listed: false` ones are refused by
     /// `prepare_network` but not reported by `foreign_subnets` (a network made meanwhile).
     foreign: Vec<(Ipv4Net, String, bool)>,
+    /// What `probe_image` answers per image (others: kubo 0.43.1, repo 18).
+    images: BTreeMap<String, KuboVersion>,
+    /// Images no node becomes ready on: `update_node` to one fails, the node stays as it was.
+    broken_images: HashSet<String>,
+    /// Nodes whose next `update_node` fails (the node stays as it was).
+    fail_update: HashSet<NodeRef>,
 }
 
 /// Fake runtime: nodes are records in memory.
@@ -80,6 +87,26 @@ impl MockRuntime {
     /// reports it (else only `prepare_network` finds out, as when it appeared a moment ago).
     pub fn add_foreign_subnet(&self, subnet: Ipv4Net, name: &str, listed: bool) {
         self.lock().foreign.push((subnet, name.to_owned(), listed));
+    }
+
+    /// Makes `probe_image(image)` answer kubo `version` with repo version `repo`.
+    pub fn set_image(&self, image: &str, version: (u32, u32, u32), repo: u32) {
+        let v = KuboVersion {
+            version: format!("{}.{}.{}", version.0, version.1, version.2),
+            number: version,
+            repo,
+        };
+        self.lock().images.insert(image.to_owned(), v);
+    }
+
+    /// Makes the next `update_node` of `node` fail as if it never became ready.
+    pub fn fail_update(&self, node: NodeRef) {
+        self.lock().fail_update.insert(node);
+    }
+
+    /// Makes every node fail to come up on `image` (its previous container is kept).
+    pub fn break_image(&self, image: &str) {
+        self.lock().broken_images.insert(image.to_owned());
     }
 
     /// The subnet a prepared network is on (`Some(None)`: the engine's defaults).
@@ -152,6 +179,16 @@ impl MockRuntime {
 
 #[async_trait::async_trait]
 impl NodeRuntime for MockRuntime {
+    async fn probe_image(&self, image: &str) -> Result<KuboVersion> {
+        let mut st = self.lock();
+        st.calls.push(format!("probe {image}"));
+        Ok(st.images.get(image).cloned().unwrap_or(KuboVersion {
+            version: "0.43.1".into(),
+            number: (0, 43, 1),
+            repo: 18,
+        }))
+    }
+
     async fn create_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord> {
         spec.validate()?;
         secrets.check(spec)?;
@@ -317,6 +354,19 @@ impl NodeRuntime for MockRuntime {
         if r.spec.peer_id != spec.peer_id {
             return Err(SpecError::IdentityMismatch(r.spec.peer_id.clone()).into());
         }
+        if st.broken_images.contains(&spec.image) || st.fail_update.remove(&spec.node) {
+            return Err(RuntimeError::NotReady {
+                node: spec.node.clone(),
+                reason: NotReadyReason::Exited(1),
+                logs: format!("mock: {} does not start", spec.image),
+            });
+        }
+        let r = st
+            .nodes
+            .get_mut(&spec.node)
+            .ok_or_else(|| RuntimeError::NotFound {
+                node: spec.node.clone(),
+            })?;
         r.spec = spec.clone();
         Ok(r.clone())
     }

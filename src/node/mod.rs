@@ -4,6 +4,7 @@
 //! - [`spec`]: validated description of a node (names, resources, peers, ports, secrets).
 //! - [`swarm_key`], [`identity`]: the network's key and each node's libp2p identity.
 //! - [`kubo_config`]: the kubo settings nexus owns and the files that carry them in.
+//! - [`kubo_version`]: an image's kubo and repo versions, and which nexus supports.
 //! - [`labels`]: `io.nexus.*` labels, from which node records are rebuilt.
 //! - [`runtime`]: the [`NodeRuntime`] trait; [`docker`] implements it, [`mock`] fakes it.
 //! - [`rpc`]: the few kubo RPC calls the runtime itself needs (readiness, peer count).
@@ -12,6 +13,7 @@ pub mod docker;
 pub mod endpoint;
 pub mod identity;
 pub mod kubo_config;
+pub mod kubo_version;
 pub mod labels;
 pub mod mock;
 pub mod rpc;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures_util::stream::BoxStream;
 
 use super::endpoint::NodeEndpoints;
+use super::kubo_version::KuboVersion;
 use super::spec::{NetworkName, NetworkSpec, NodeRef, NodeSecrets, NodeSpec, Ports, SpecError};
 
 /// Container state, as Docker reports it.
@@ -147,6 +148,11 @@ pub enum RuntimeError {
         reason: NotReadyReason,
         logs: String,
     },
+    #[error(
+        "image `{image}` did not answer like a kubo image: {detail}. nexus runs `ipfs version \
+         --all` in it (as uid 1000, without a network) to learn its kubo and repo versions"
+    )]
+    ImageProbe { image: String, detail: String },
     #[error("invalid node: {0}")]
     Spec(#[from] SpecError),
     #[error("node {node} has damaged nexus labels: {detail}")]
@@ -165,6 +171,11 @@ pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 /// nodes of a network in parallel is the expected use.
 #[async_trait::async_trait]
 pub trait NodeRuntime: Send + Sync {
+    /// What kubo `image` runs (its version and the repo version it expects), from the image's
+    /// own `ipfs version --all` in a throw-away container: no network, no capabilities,
+    /// read-only, nothing left behind. [`RuntimeError::ImageMissing`] when it is not present,
+    /// [`RuntimeError::ImageProbe`] when it does not answer like kubo.
+    async fn probe_image(&self, image: &str) -> Result<KuboVersion>;
     /// Creates the node's container (and its network and volume if missing), installs its
     /// config, identity and swarm key, starts it and waits until its RPC API answers as the
     /// expected peer. On any failure, nothing this call created is left behind.

@@ -94,9 +94,11 @@ impl OrchestratorError {
             Self::Failed { .. } => ErrorKind::Failed,
             Self::Timeout { .. } => ErrorKind::Timeout,
             Self::Runtime(RuntimeError::DockerUnavailable { .. }) => ErrorKind::RuntimeUnavailable,
-            Self::Runtime(RuntimeError::ImageMissing { .. } | RuntimeError::NameTaken { .. }) => {
-                ErrorKind::FailedPrecondition
-            }
+            Self::Runtime(
+                RuntimeError::ImageMissing { .. }
+                | RuntimeError::ImageProbe { .. }
+                | RuntimeError::NameTaken { .. },
+            ) => ErrorKind::FailedPrecondition,
             Self::Runtime(RuntimeError::Spec(_)) => ErrorKind::Invalid,
             Self::Runtime(_) => ErrorKind::Internal,
             Self::Store(StoreError::Open { .. } | StoreError::Query(_)) => {

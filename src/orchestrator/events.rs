@@ -25,6 +25,9 @@ pub enum EventKind {
     NodeOom,
     /// A network was removed.
     Removed,
+    /// The first node moved to a new image did not come up on it: it is back on the old image,
+    /// and so is the network.
+    ImageRolledBack,
 }
 
 impl EventKind {
@@ -36,6 +39,7 @@ impl EventKind {
             Self::NodeDie => "node_die",
             Self::NodeOom => "node_oom",
             Self::Removed => "removed",
+            Self::ImageRolledBack => "image_rolled_back",
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::sync::lock;
 /// Settings of the orchestrator.
 #[derive(Clone, Debug)]
 pub struct OrchestratorConfig {
-    /// Node image for every network.
+    /// Node image of a network created without one (`node.image`); each network stores its own.
     pub image: String,
     /// Most nodes a network may have.
     pub max_replicas: u16,
@@ -181,9 +181,15 @@ impl Orchestrator {
         }
         cfg.subnets.check(cfg.max_replicas).map_err(invalid)?;
         let mut subnets = SubnetAllocator::new(cfg.subnets);
-        for rec in store.list_networks().await? {
+        for mut rec in store.list_networks().await? {
             if let Some(subnet) = rec.subnet {
                 subnets.reserve(subnet);
+            }
+            if rec.image.is_none() {
+                // A network from before networks had their own image ran `node.image`: it
+                // keeps it, so a later change of `node.image` only reaches new networks.
+                rec.image = Some(cfg.image.clone());
+                store.update_network(&rec).await?;
             }
         }
         let starts = tokio::sync::Semaphore::new(cfg.start_parallelism.max(1));
@@ -315,6 +321,11 @@ impl Orchestrator {
             .get_network(name)
             .await?
             .ok_or_else(|| OrchestratorError::NotFound(name.to_string()))
+    }
+
+    /// The image a network's nodes run (the daemon's `node.image` for a record that has none).
+    pub(super) fn image_of<'a>(&'a self, rec: &'a NetworkRecord) -> &'a str {
+        rec.image.as_deref().unwrap_or(&self.inner.cfg.image)
     }
 
     /// What the runtime runs of a network now.

@@ -9,6 +9,8 @@
 //! - [`request`] (what callers ask and its checks), [`view`] (what they get back),
 //!   [`error`] (what went wrong, by kind).
 //! - [`plan`]: the reconciler's pure decisions (desired specs, actions, status).
+//! - `upgrade`: whether a network may move to an image (kubo 0.37 or later, no older repo
+//!   version than its nodes have), checked before anything is written.
 //! - [`ports`]: host port ranges and allocation.
 //! - [`subnets`]: the subnet pool and each network's subnet; [`addressing`] joins it to the
 //!   runtime (allocation at create, the network prepared on it before nodes are created).
@@ -37,6 +39,7 @@ pub mod registry;
 pub mod request;
 pub mod subnets;
 mod tokens;
+mod upgrade;
 pub mod view;
 
 pub use admission::AdmissionUsage;

@@ -23,6 +23,11 @@ impl Orchestrator {
     #[tracing::instrument(name = "create", skip_all, fields(network = %req.name))]
     pub async fn create(&self, req: CreateNetwork) -> Result<NetworkView> {
         let (name, resources) = req.check(&self.inner.cfg)?;
+        // An image of the caller's is asked what kubo it runs before anything is written (the
+        // daemon's own `node.image` was checked at its start).
+        if let Some(image) = req.image.as_deref().filter(|i| *i != self.inner.cfg.image) {
+            self.check_image(name.as_str(), None, image).await?;
+        }
         let swarm_key = match &req.swarm_key {
             Some(text) => SwarmKey::parse(text).map_err(invalid)?,
             None => SwarmKey::generate().map_err(invalid)?,
@@ -48,6 +53,7 @@ impl Orchestrator {
             updated_at: now,
             activated_at: None,
             subnet: Some(subnet),
+            image: Some(req.image.unwrap_or_else(|| self.inner.cfg.image.clone())),
         };
         if let Err(e) = self.admit_alone(&record).await {
             lock(&self.inner.subnets).release(&subnet);
@@ -102,18 +108,44 @@ impl Orchestrator {
         self.converge(&name, DesiredState::Stopped).await
     }
 
-    /// Changes a network. Running nodes are brought to the new spec one at a time. A running
-    /// network that would grow past what the host admits is refused, changing nothing.
+    /// Changes a network. Running nodes are brought to the new spec one at a time.
+    ///
+    /// A new image is checked first (see `upgrade`), before anything is written; if the first
+    /// node moved to it does not come up, the reconciler puts it and the network back on the
+    /// old image, and this returns [`OrchestratorError::FailedPrecondition`] saying why.
+    /// A running network that would grow past what the host admits is refused, changing nothing.
     #[tracing::instrument(name = "update", skip_all, fields(network = %name))]
     pub async fn update(&self, name: &str, changes: UpdateNetwork) -> Result<NetworkView> {
         let name = parse_name(name)?;
         changes.check(&self.inner.cfg)?;
+        // Outside the lock: asking an image takes a container start or two.
+        let checked_from = match &changes.image {
+            Some(image) => {
+                let rec = self.record(&name).await?;
+                let from = self.image_of(&rec).to_owned();
+                if from != *image {
+                    self.check_image(name.as_str(), Some(&rec), image).await?;
+                }
+                Some(from)
+            }
+            None => None,
+        };
         let desired = {
             let _admission = self.admission_turn().await;
             let guard = self.network_lock(&name);
             let _guard = guard.lock().await;
             let mut rec = self.record(&name).await?;
             let before = rec.clone();
+            if let (Some(image), Some(from)) = (&changes.image, &checked_from) {
+                if self.image_of(&rec) != from {
+                    return Err(OrchestratorError::FailedPrecondition(format!(
+                        "network `{name}` moved to image `{}` while `{image}` was being checked; \
+                         run the update again",
+                        self.image_of(&rec)
+                    )));
+                }
+                rec.image = Some(image.clone());
+            }
             if let Some(r) = changes.replicas {
                 if let Some(subnet) = rec.subnet {
                     fits(subnet.prefix_len(), r).map_err(|e| {
@@ -136,7 +168,22 @@ impl Orchestrator {
             self.emit_status(&rec, before);
             rec.desired
         };
-        self.converge(&name, desired).await
+        let view = self.converge(&name, desired).await?;
+        match &changes.image {
+            Some(image) if view.image != *image => {
+                let reason = view
+                    .status_reason
+                    .clone()
+                    .or_else(|| view.nodes.iter().find_map(|n| n.last_error.clone()))
+                    .unwrap_or_else(|| "a node did not come up on it".into());
+                Err(OrchestratorError::FailedPrecondition(format!(
+                    "network `{name}` was not moved to image `{image}` and stays on `{}`: \
+                     {reason}",
+                    view.image
+                )))
+            }
+            _ => Ok(view),
+        }
     }
 
     /// Removes a network and its data. A network that is not stopped needs `force`.

@@ -2,13 +2,14 @@
 //! changes.
 //!
 //! Owns [`CreateNetwork`], [`UpdateNetwork`] and their validation against the orchestrator's
-//! limits (replicas, per-node maxima, bootstrap addresses; access settings are checked by
-//! [`crate::access`]). Pure: no store, no runtime, no locks. It must not apply a request.
+//! limits (replicas, per-node maxima, bootstrap addresses, the image reference; access
+//! settings are checked by [`crate::access`]; what an image runs is checked by
+//! [`super::upgrade`], which needs the runtime). Pure: no store, no runtime, no locks. It must not apply a request.
 
 use super::error::{invalid, Result};
 use super::handle::OrchestratorConfig;
 use crate::access::{Access, AccessUpdate};
-use crate::node::spec::MAX_NODES;
+use crate::node::spec::{validate_image, MAX_NODES};
 use crate::node::{NetworkName, Resources};
 
 /// What a caller asks for when creating a network.
@@ -21,6 +22,8 @@ pub struct CreateNetwork {
     /// A swarm key in kubo's file format; generated when absent.
     pub swarm_key: Option<String>,
     pub bootstrap_peers: Vec<String>,
+    /// The node image (a Docker reference); the daemon's `node.image` when absent.
+    pub image: Option<String>,
 }
 
 /// Changes to an existing network; `None` leaves a field as it is.
@@ -31,6 +34,9 @@ pub struct UpdateNetwork {
     pub memory_bytes: Option<u64>,
     pub disk_bytes: Option<u64>,
     pub access: AccessUpdate,
+    /// A new node image: checked up front (its kubo and repo versions), then the running
+    /// nodes move to it one at a time.
+    pub image: Option<String>,
 }
 
 impl CreateNetwork {
@@ -38,6 +44,9 @@ impl CreateNetwork {
     /// network's name and per-node resources.
     pub(super) fn check(&self, cfg: &OrchestratorConfig) -> Result<(NetworkName, Resources)> {
         let name = parse_name(&self.name)?;
+        if let Some(image) = &self.image {
+            validate_image(image).map_err(invalid)?;
+        }
         check_replicas(cfg, self.replicas)?;
         let resources = self.resources.unwrap_or(cfg.default_resources);
         resources.validate().map_err(invalid)?;
@@ -65,6 +74,9 @@ impl UpdateNetwork {
         }
         check_max_resources(cfg, self.cpu_millis, self.memory_bytes, self.disk_bytes)?;
         self.access.validate()?;
+        if let Some(image) = &self.image {
+            validate_image(image).map_err(invalid)?;
+        }
         Ok(())
     }
 

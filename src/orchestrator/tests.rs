@@ -1005,6 +1005,218 @@ async fn a_burst_of_starts_waits_its_turn() {
     assert_eq!(f.rt.most_concurrent_creates(), 2);
 }
 
+fn image_change(image: &str) -> UpdateNetwork {
+    UpdateNetwork {
+        image: Some(image.into()),
+        ..Default::default()
+    }
+}
+
+async fn images(rt: &MockRuntime) -> Vec<String> {
+    let mut nodes = rt.list_nodes().await.unwrap();
+    nodes.sort_by_key(|r| r.spec.node.index);
+    nodes.into_iter().map(|r| r.spec.image).collect()
+}
+
+#[tokio::test]
+async fn a_network_keeps_its_own_image_and_moves_node_by_node() {
+    let f = fixture().await;
+    // Without --image: the daemon's node.image, stored with the network.
+    let v = f.orch.create(req("img", 2)).await.unwrap();
+    assert_eq!(v.image, "nexus-test:1");
+    let own = CreateNetwork {
+        image: Some("kubo:0.43".into()),
+        ..req("own", 1)
+    };
+    assert_eq!(f.orch.create(own).await.unwrap().image, "kubo:0.43");
+    assert_eq!(
+        f.store
+            .get_network(&name("own"))
+            .await
+            .unwrap()
+            .unwrap()
+            .image,
+        Some("kubo:0.43".into())
+    );
+    f.orch.start("img").await.unwrap();
+    assert_eq!(images(&f.rt).await, ["nexus-test:1", "nexus-test:1"]);
+
+    f.rt.set_image("kubo:0.44", (0, 44, 0), 19);
+    f.rt.set_image("nexus-test:1", (0, 43, 1), 18);
+    let before = f.rt.calls().len();
+    let v = f
+        .orch
+        .update("img", image_change("kubo:0.44"))
+        .await
+        .unwrap();
+    assert_eq!(v.image, "kubo:0.44");
+    assert_eq!(v.status, NetworkStatus::Running);
+    assert_eq!(images(&f.rt).await, ["kubo:0.44", "kubo:0.44"]);
+    // Both images asked first, then the nodes one after the other.
+    let calls: Vec<String> = f.rt.calls()[before..]
+        .iter()
+        .filter(|c| c.starts_with("probe ") || c.starts_with("update "))
+        .cloned()
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "probe kubo:0.44",
+            "probe nexus-test:1",
+            "update nexus-img-0",
+            "update nexus-img-1"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_old_kubo_or_an_older_repo_version_is_refused_before_anything_changes() {
+    let f = fixture().await;
+    f.orch.create(req("down", 2)).await.unwrap();
+    f.orch.start("down").await.unwrap();
+    f.rt.set_image("nexus-test:1", (0, 43, 1), 18);
+    f.rt.set_image("kubo:0.36", (0, 36, 0), 16);
+    f.rt.set_image("kubo:0.42", (0, 42, 0), 17);
+    let stored = || async { f.store.get_network(&name("down")).await.unwrap().unwrap() };
+    let before_rec = stored().await;
+    let before_calls = f.rt.calls().len();
+    for (image, says) in [
+        ("kubo:0.36", "0.34–0.36 lack keys nexus sets"),
+        ("kubo:0.42", "nexus does not migrate repos backwards"),
+    ] {
+        match f.orch.update("down", image_change(image)).await {
+            Err(OrchestratorError::FailedPrecondition(msg)) => {
+                assert!(msg.contains(says), "{msg}");
+                assert!(msg.contains(image), "{msg}");
+            }
+            other => panic!("{image}: expected FailedPrecondition, got {other:?}"),
+        }
+    }
+    // Nothing stored, nothing restarted.
+    let after = stored().await;
+    assert_eq!(after.image, before_rec.image);
+    assert_eq!(after.updated_at, before_rec.updated_at);
+    assert!(f.rt.calls()[before_calls..]
+        .iter()
+        .all(|c| c.starts_with("probe ")));
+    assert_eq!(images(&f.rt).await, ["nexus-test:1", "nexus-test:1"]);
+    // A network being created with a kubo that is too old is refused too, and not recorded.
+    let old = CreateNetwork {
+        image: Some("kubo:0.36".into()),
+        ..req("old", 1)
+    };
+    assert!(matches!(
+        f.orch.create(old).await,
+        Err(OrchestratorError::FailedPrecondition(_))
+    ));
+    assert!(f.store.get_network(&name("old")).await.unwrap().is_none());
+    // A bad reference is refused where it enters.
+    assert!(matches!(
+        f.orch.update("down", image_change("-x")).await,
+        Err(OrchestratorError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_first_node_that_fails_on_the_new_image_puts_the_network_back() {
+    let f = fixture().await;
+    f.orch.create(req("back", 3)).await.unwrap();
+    f.orch.start("back").await.unwrap();
+    f.rt.break_image("kubo:broken");
+    let before = f.rt.calls().len();
+    let mut events = f.orch.subscribe();
+    match f.orch.update("back", image_change("kubo:broken")).await {
+        Err(OrchestratorError::FailedPrecondition(msg)) => {
+            assert!(msg.contains("stays on `nexus-test:1`"), "{msg}");
+            assert!(msg.contains("node 0 did not come up"), "{msg}");
+        }
+        other => panic!("expected FailedPrecondition, got {other:?}"),
+    }
+    // Only node 0 was tried; every node runs the old image; so does the record.
+    let updates: Vec<String> = f.rt.calls()[before..]
+        .iter()
+        .filter(|c| c.starts_with("update "))
+        .cloned()
+        .collect();
+    assert_eq!(updates, ["update nexus-back-0"]);
+    assert_eq!(images(&f.rt).await, ["nexus-test:1"; 3]);
+    let rec = f.store.get_network(&name("back")).await.unwrap().unwrap();
+    assert_eq!(rec.image.as_deref(), Some("nexus-test:1"));
+    let v = f.orch.get("back").await.unwrap();
+    assert_eq!(v.status, NetworkStatus::Running);
+    assert!(v.nodes[0]
+        .last_error
+        .as_deref()
+        .is_some_and(|e| e.contains("kubo:broken")));
+    let mut rolled_back = false;
+    while let Ok(e) = events.try_recv() {
+        rolled_back |= e.kind == EventKind::ImageRolledBack;
+    }
+    assert!(rolled_back, "no image_rolled_back event");
+    // The next pass leaves it alone.
+    assert_eq!(
+        f.orch.reconcile(&name("back")).await.unwrap(),
+        NetworkStatus::Running
+    );
+    assert_eq!(images(&f.rt).await, ["nexus-test:1"; 3]);
+}
+
+#[tokio::test]
+async fn a_network_from_before_per_network_images_keeps_the_daemons_image() {
+    let f = fixture().await;
+    f.orch.create(req("legacy", 1)).await.unwrap();
+    let mut rec = f.store.get_network(&name("legacy")).await.unwrap().unwrap();
+    rec.image = None; // as migration 0007 leaves an existing row
+    f.store.update_network(&rec).await.unwrap();
+    let later = OrchestratorConfig {
+        image: "nexus-test:1".into(),
+        ..cfg()
+    };
+    let orch = Orchestrator::new(f.store.clone(), f.rt.clone(), later, Box::new(AllFree))
+        .await
+        .unwrap();
+    let rec = f.store.get_network(&name("legacy")).await.unwrap().unwrap();
+    assert_eq!(rec.image.as_deref(), Some("nexus-test:1"));
+    // Pinned: a daemon with another node.image leaves it as it is.
+    let other = OrchestratorConfig {
+        image: "kubo:other".into(),
+        ..cfg()
+    };
+    drop(orch);
+    let orch = Orchestrator::new(f.store.clone(), f.rt.clone(), other, Box::new(AllFree))
+        .await
+        .unwrap();
+    assert_eq!(orch.get("legacy").await.unwrap().image, "nexus-test:1");
+}
+
+#[tokio::test]
+async fn a_later_node_failing_on_the_new_image_fails_the_network_without_going_back() {
+    let f = fixture().await;
+    f.orch.create(req("later", 3)).await.unwrap();
+    f.orch.start("later").await.unwrap();
+    f.rt.fail_update(NodeRef {
+        network: name("later"),
+        index: 1,
+    });
+    match f.orch.update("later", image_change("kubo:0.44")).await {
+        Err(OrchestratorError::Failed { reason, .. }) => {
+            assert!(reason.contains("updating node 1"), "{reason}")
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    // Node 0 runs the new image (its repo may be migrated): no way back; node 2 untouched.
+    assert_eq!(
+        images(&f.rt).await,
+        ["kubo:0.44", "nexus-test:1", "nexus-test:1"]
+    );
+    let rec = f.store.get_network(&name("later")).await.unwrap().unwrap();
+    assert_eq!(rec.image.as_deref(), Some("kubo:0.44"));
+    assert_eq!(rec.status, NetworkStatus::Failed);
+    // The operator's retry goes on from where it stopped.
+    f.orch.start("later").await.unwrap();
+    assert_eq!(images(&f.rt).await, ["kubo:0.44"; 3]);
+}
+
 const GIB: u64 = 1 << 30;
 
 fn admitting(admission: AdmissionConfig) -> OrchestratorConfig {

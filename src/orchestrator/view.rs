@@ -25,6 +25,8 @@ pub struct NetworkView {
     pub activated_at: Option<i64>,
     /// The network's subnet (`None`: Docker's default pools chose it).
     pub subnet: Option<ipnet::Ipv4Net>,
+    /// The node image its nodes run.
+    pub image: String,
     pub nodes: Vec<NodeView>,
 }
 
@@ -78,6 +80,8 @@ impl NetworkView {
             updated_at: rec.updated_at,
             activated_at: rec.activated_at,
             subnet: rec.subnet,
+            // Every record has one once the orchestrator started (it fills in old rows).
+            image: rec.image.unwrap_or_default(),
             nodes,
         }
     }

@@ -115,6 +115,9 @@ pub struct NetworkRecord {
     /// The IPv4 subnet nexus allocated to its nodes' network. `None`: made before nexus
     /// allocated subnets (Docker's default pools chose one, which it keeps).
     pub subnet: Option<ipnet::Ipv4Net>,
+    /// The node image its nodes run (`None`: a row from before networks had their own image;
+    /// the orchestrator fills it in with the daemon's `node.image` at start-up).
+    pub image: Option<String>,
 }
 
 /// One node of a network as stored.

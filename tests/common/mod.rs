@@ -91,6 +91,40 @@ pub fn docker_ok(args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+/// An image derived from the test image by `FROM <test image>` plus `lines` (e.g. an `ENV`),
+/// tagged `<repo>:<the test image's tag>`; built locally once (nothing is pulled).
+pub fn derived_image(repo: &str, lines: &str) -> String {
+    let base = image();
+    let tag = format!("{repo}:{}", base.rsplit(':').next().unwrap_or("x"));
+    if !docker_ok(&["image", "inspect", &tag]) {
+        let dockerfile = format!("FROM {base}\n{lines}\n");
+        let mut child = Command::new("docker")
+            .args(["build", "-q", "-t", &tag, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("docker build");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(dockerfile.as_bytes())
+            .expect("dockerfile");
+        assert!(
+            child.wait().expect("docker build").success(),
+            "could not build {tag}"
+        );
+    }
+    tag
+}
+
+/// The test image told to expect a newer repo version (15 instead of 14): a stand-in for a
+/// newer kubo, whose embedded migration brings an older repo up to it.
+pub fn newer_repo_image() -> String {
+    derived_image("nexus-test-repo15", "ENV KUBO_SHIM_REPO_VERSION=15")
+}
+
 /// Removes everything labelled with this network when dropped, even if the test failed.
 pub struct Cleanup(pub String);
 

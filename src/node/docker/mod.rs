@@ -12,6 +12,7 @@
 //! - [`create`]: network, volume, container, start, readiness and roll-back.
 //! - [`lifecycle`]: start, stop, update, remove, and dialling peers of existing nodes.
 //! - [`observe`]: listing, records from inspect, stats, diagnostics and events.
+//! - [`probe`]: what kubo (and repo version) an image runs, from a throw-away container.
 //! - [`runtime_impl`]: `impl NodeRuntime for DockerRuntime`, delegating to the above.
 //! - [`storage`]: what the host's Docker storage can guarantee about a node's disk (reports).
 
@@ -20,6 +21,7 @@ mod create;
 mod files;
 mod lifecycle;
 mod observe;
+mod probe;
 mod runtime_impl;
 mod storage;
 

@@ -86,7 +86,9 @@ impl DockerRuntime {
                 Err(e) if is_status(&e, 404) => continue, // removed meanwhile
                 Err(e) => return Err(docker_err(e)),
             };
-            if !self.ours(&labels_of(&info)) {
+            let l = labels_of(&info);
+            // A probe of an image (`probe.rs`) is ours but no node.
+            if !self.ours(&l) || l.contains_key(super::probe::PROBE) {
                 continue;
             }
             match self.record_from(info) {

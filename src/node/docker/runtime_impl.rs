@@ -7,6 +7,7 @@ use futures_util::stream::BoxStream;
 
 use super::client::docker_err;
 use super::DockerRuntime;
+use crate::node::kubo_version::KuboVersion;
 use crate::node::runtime::{
     NodeDiagnostics, NodeEvent, NodeRecord, NodeRuntime, NodeStats, Result,
 };
@@ -16,6 +17,10 @@ use crate::node::spec::{NetworkName, NetworkSpec, NodeRef, NodeSecrets, NodeSpec
 impl NodeRuntime for DockerRuntime {
     async fn ping(&self) -> Result<()> {
         self.docker.ping().await.map(|_| ()).map_err(docker_err)
+    }
+
+    async fn probe_image(&self, image: &str) -> Result<KuboVersion> {
+        self.probe(image).await
     }
 
     async fn host_memory(&self) -> Result<Option<u64>> {

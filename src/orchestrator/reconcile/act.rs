@@ -17,9 +17,9 @@ use crate::orchestrator::plan::{desired_nodes, observed_status, plan, Action};
 use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow};
 use crate::sync::lock;
 
-/// What a pass did: the status it observed after acting, the rows as it left them, and what
-/// it observed last.
-pub(super) type Acted = (NetworkStatus, Vec<NodeRow>, Vec<NodeRecord>);
+/// What a pass did: the status it observed after acting, the rows as it left them, what it
+/// observed last, and why it put the network back on its old image (if it did).
+pub(super) type Acted = (NetworkStatus, Vec<NodeRow>, Vec<NodeRecord>, Option<String>);
 
 impl Orchestrator {
     /// Rows and ports, plan, act. `Err(Fatal)` is the reason the network failed.
@@ -38,7 +38,7 @@ impl Orchestrator {
             .filter(|r| r.container_id.is_some())
             .map(|r| r.index)
             .collect();
-        let desired = desired_nodes(rec, &rows, &self.inner.cfg.image);
+        let desired = desired_nodes(rec, &rows, self.image_of(rec));
         let specs: Vec<_> = desired.iter().map(|(s, _)| s.clone()).collect();
         let actions = plan(rec.desired, &specs, &observed);
         if !actions.is_empty() {
@@ -47,7 +47,32 @@ impl Orchestrator {
             // once the pass has seen it answer). A pass with nothing to do publishes once, after.
             self.publish(rec, &observed);
         }
-        let creates = self.apply(rec, &mut rows, &desired, &actions).await?;
+        let creates = match self
+            .apply(rec, &mut rows, &desired, &actions, &observed)
+            .await
+        {
+            Ok(creates) => creates,
+            Err(PassError::RolledBack { image, reason }) => {
+                // The network stays on the image its nodes run; its caller stores the record.
+                tracing::warn!(network = %name, %image, %reason, "image change rolled back");
+                self.emit(
+                    &name,
+                    crate::orchestrator::events::EventKind::ImageRolledBack,
+                    rec.status,
+                    None,
+                    reason.clone(),
+                );
+                rec.image = Some(image);
+                let observed = self.observe(&name).await?;
+                return Ok((
+                    observed_status(rec.desired, &specs, &observed),
+                    rows,
+                    observed,
+                    Some(reason),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
         if !creates.is_empty() {
             // A fresh start is undone whole; a scale-up only loses its new nodes.
             let undo: Vec<u16> = if fresh_start {
@@ -80,6 +105,7 @@ impl Orchestrator {
             observed_status(rec.desired, &specs, &observed),
             rows,
             observed,
+            None,
         ))
     }
 
@@ -141,13 +167,23 @@ impl Orchestrator {
     }
 
     /// Does every action but the creates, in order; returns the nodes to create.
+    ///
+    /// Updates run one at a time, each node ready before the next. When the first node moved to
+    /// a new image (no node of the network ran it before this pass) does not come up on it, the
+    /// runtime has put that node back on its old image; this stops there, leaving the other
+    /// nodes untouched, and answers [`PassError::RolledBack`] so the network goes back to the
+    /// old image too. A later node failing is fatal: the nodes before it run the new image
+    /// (their repos may be migrated), so there is no way back to the old one.
     async fn apply(
         &self,
         rec: &NetworkRecord,
         rows: &mut [NodeRow],
         desired: &[(NodeSpec, NodeSecrets)],
         actions: &[Action],
+        observed: &[NodeRecord],
     ) -> Result<Vec<u16>, PassError> {
+        // Images some node of the network runs (or ran successfully in this pass).
+        let mut images_in_use: Vec<&str> = observed.iter().map(|o| o.spec.image.as_str()).collect();
         let (store, runtime) = (&self.inner.store, &self.inner.runtime);
         let name = &rec.name;
         let node = |index: u16| NodeRef {
@@ -189,12 +225,33 @@ impl Orchestrator {
                 }
                 Action::Update { index } => {
                     if let Some((spec, secrets)) = find(desired, index) {
+                        let was = observed
+                            .iter()
+                            .find(|o| o.spec.node.index == index)
+                            .map(|o| o.spec.image.as_str());
+                        let first_on_image = was.is_some_and(|w| w != spec.image)
+                            && !images_in_use.contains(&spec.image.as_str());
                         let turn = self.start_turn().await;
                         let updated = runtime.update_node(spec, secrets).await;
                         drop(turn);
-                        match updated {
-                            Ok(r) => self.note_container(rows, index, &r.container_id).await,
-                            Err(e) => {
+                        match (updated, was) {
+                            (Ok(r), _) => {
+                                self.note_container(rows, index, &r.container_id).await;
+                                images_in_use.push(spec.image.as_str());
+                            }
+                            (Err(e), Some(old)) if first_on_image => {
+                                let reason = format!(
+                                    "node {index} did not come up on image `{}`, so it was put back \
+                                     on `{old}` and the other nodes were left as they were: {e}",
+                                    spec.image
+                                );
+                                self.note_error(rows, index, &reason).await;
+                                return Err(PassError::RolledBack {
+                                    image: old.to_owned(),
+                                    reason,
+                                });
+                            }
+                            (Err(e), _) => {
                                 return Err(PassError::Fatal(format!("updating node {index}: {e}")))
                             }
                         }

@@ -42,6 +42,9 @@ pub(super) enum PassError {
     Fatal(String),
     /// Docker or the store hiccuped: keep the status, retry on the next event or resync.
     Transient(super::OrchestratorError),
+    /// The first node moved to a new image did not come up on it and is back on `image`, the
+    /// one it ran; the network goes back to it (`act` handles this; it never leaves `act`).
+    RolledBack { image: String, reason: String },
 }
 
 impl From<super::OrchestratorError> for PassError {
@@ -106,7 +109,7 @@ impl Orchestrator {
             return Ok((NetworkStatus::Failed, None));
         }
         let (status, reason, rows, observed) = match self.act(&mut rec).await {
-            Ok((status, rows, observed)) => (status, None, Some(rows), observed),
+            Ok((status, rows, observed, note)) => (status, note, Some(rows), observed),
             // The rollback changed what runs: look again.
             Err(PassError::Fatal(reason)) => {
                 metrics::counter!(names::RECONCILE_ERRORS, "network" => name.to_string(), "kind" => "fatal")
@@ -121,6 +124,10 @@ impl Orchestrator {
             Err(PassError::Transient(e)) => {
                 tracing::warn!(network = %name, error = %e, "reconcile interrupted; will retry");
                 return Err(e);
+            }
+            Err(PassError::RolledBack { reason, .. }) => {
+                // `act` turns a rollback into an outcome; keep the network as it is if not.
+                return Err(super::OrchestratorError::FailedPrecondition(reason));
             }
         };
         let before = rec.status;

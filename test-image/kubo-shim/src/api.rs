@@ -15,6 +15,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub const VERSION: &str = "0.42.0+kubo-shim.libkubo-v0.22.0";
+
+/// The kubo version this binary claims: [`VERSION`], or `KUBO_SHIM_VERSION` when set (an image
+/// derived from the test image with `ENV KUBO_SHIM_VERSION=0.36.0` stands in for an older kubo,
+/// as nexus's image check sees it; nothing else about the stand-in changes).
+pub fn claimed_version() -> &'static str {
+    static CLAIMED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CLAIMED.get_or_init(|| {
+        std::env::var("KUBO_SHIM_VERSION")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| VERSION.to_string())
+    })
+}
 pub const COMMIT: &str = "";
 pub const GOLANG: &str = "go1.19";
 
@@ -121,7 +134,7 @@ fn authorized(node: &Node, path: &str, header: Option<&str>) -> bool {
 pub type Shared = Arc<Node>;
 
 pub fn agent_version(suffix: &str) -> String {
-    let mut a = format!("kubo/{VERSION}/{COMMIT}");
+    let mut a = format!("kubo/{}/{COMMIT}", claimed_version());
     if !suffix.is_empty() {
         if !COMMIT.is_empty() {
             a.push('/');
@@ -435,7 +448,7 @@ pub fn repo_version(repo: &Path) -> String {
 fn version(node: &Shared, params: &Params) -> ApiResult {
     if params.flag("number", false)? {
         return ok_json(VersionOut {
-            version: VERSION,
+            version: claimed_version(),
             commit: "",
             repo: String::new(),
             system: "",
@@ -443,7 +456,7 @@ fn version(node: &Shared, params: &Params) -> ApiResult {
         });
     }
     ok_json(VersionOut {
-        version: VERSION,
+        version: claimed_version(),
         commit: COMMIT,
         repo: repo_version(&node.repo),
         system: "amd64/linux",

