@@ -2060,7 +2060,7 @@ async fn an_image_upgrade_migrates_node_by_node_and_a_downgrade_is_refused() {
         assert_eq!(docker(&["exec", name, "cat", "/data/ipfs/version"]), "15");
         let logs = docker(&["logs", name]);
         assert!(
-            logs.contains("Repository successfully migrated to version 15."),
+            logs.contains("Success: fs-repo migrated to version 15."),
             "{name}: {logs}"
         );
         let api = node_api(name);
@@ -2145,7 +2145,7 @@ async fn an_image_upgrade_migrates_node_by_node_and_a_downgrade_is_refused() {
 async fn a_first_node_that_fails_on_a_new_image_is_put_back_and_the_others_untouched() {
     let base = image();
     // Starts `ipfs version` fine, but its daemon stops at kubo's fatal start-up check.
-    let broken = common::derived_image("nexus-test-broken", "ENV IPFS_REUSEPORT=1");
+    let broken = common::derived_image("nexus-test-reuseport", "ENV IPFS_REUSEPORT=1");
     let mut d = Daemon::configure(22100, "");
     d.start();
     let net = format!("fb{}", random_hex(3));

@@ -783,7 +783,7 @@ async fn another_instances_nodes_are_invisible_and_untouchable() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_newer_repo_version_is_migrated_before_the_config_calls_and_an_older_kubo_refused() {
+async fn a_newer_repo_version_is_migrated_by_the_daemon_and_an_older_kubo_refused() {
     let net = unique_network("migr");
     let _cleanup = Cleanup(net.to_string());
     let rt = runtime().await;
@@ -795,22 +795,25 @@ async fn a_newer_repo_version_is_migrated_before_the_config_calls_and_an_older_k
     let cid = add(&api_of(&first), b"added before the upgrade").await;
     assert_eq!(docker(&["exec", &name, "cat", "/data/ipfs/version"]), "14");
 
-    // Upgrade: the init script migrates the repo before its `ipfs config` calls, which the
-    // newer kubo would otherwise refuse (the node would crash-loop and be rolled back).
+    // Upgrade: no `ipfs` process opens the repo before the daemon (the configuration is
+    // written whole), so the daemon's `--migrate` migrates it first; an `ipfs config` call
+    // would have refused the repo (the node would crash-loop and be rolled back).
     let mut newer = spec.clone();
     newer.image = newer_repo_image();
     let upgraded = rt.update_node(&newer, secrets).await.unwrap();
     assert_ne!(upgraded.container_id, first.container_id);
     assert_eq!(docker(&["exec", &name, "cat", "/data/ipfs/version"]), "15");
+    // Nothing opened the repo before the daemon, whose `--migrate` migrated it.
+    assert_eq!(
+        starts_before_daemon(&name),
+        [
+            "version",
+            "daemon --migrate=true --enable-gc --agent-version-suffix=nexus"
+        ]
+    );
     let logs = docker(&["logs", &name]);
     assert!(
-        logs.contains(
-            "nexus: the repo needs a migration for this kubo: migrating before configuring"
-        ),
-        "{logs}"
-    );
-    assert!(
-        logs.contains("Repository successfully migrated to version 15."),
+        logs.contains("Success: fs-repo migrated to version 15."),
         "{logs}"
     );
     let api = &api_of(&upgraded);
@@ -849,5 +852,97 @@ async fn a_newer_repo_version_is_migrated_before_the_config_calls_and_an_older_k
         })
         .await,
         "the rolled-back node must serve its content again"
+    );
+}
+
+/// The `ipfs` starts of one container start, in order, up to and including the daemon (the
+/// test image logs each start; the health check's come after the daemon's).
+fn starts_before_daemon(container: &str) -> Vec<String> {
+    let log = docker(&["exec", container, "cat", "/tmp/kubo-shim-starts"]);
+    let mut out = Vec::new();
+    for line in log.lines() {
+        out.push(line.to_owned());
+        if line.starts_with("daemon") {
+            return out;
+        }
+    }
+    panic!("no daemon start in {log}");
+}
+
+/// Issue 18: nexus starts no `ipfs` process of its own before the daemon. A first start runs
+/// only the image's own (`version`, then `init` and its two `config` calls on a fresh repo); a
+/// restart and a re-created container run one (`version`) before the daemon.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_start_runs_no_ipfs_process_of_nexus_before_the_daemon() {
+    let net = unique_network("starts");
+    let _cleanup = Cleanup(net.to_string());
+    let rt = runtime().await;
+    let key = SwarmKey::generate().unwrap();
+    let plan = plan_network(&net, 1, &image(), small(), &key).unwrap();
+    let (spec, secrets) = &plan[0];
+    let name = spec.node.container_name();
+    let first = rt.create_node(spec, secrets).await.unwrap();
+    assert_eq!(
+        starts_before_daemon(&name),
+        [
+            "version",
+            "init",
+            "config Addresses.API /ip4/0.0.0.0/tcp/5001",
+            "config Addresses.Gateway /ip4/0.0.0.0/tcp/8080",
+            "daemon --migrate=true --enable-gc --agent-version-suffix=nexus",
+        ],
+        "a first start runs the image's own steps and nothing of nexus's"
+    );
+    let logs = docker(&["logs", &name]);
+    assert!(logs.contains("nexus: configuration written for"), "{logs}");
+    assert!(!logs.contains("key by key"), "{logs}");
+    // What the node runs with is what nexus rendered: identity, sockets, pnet settings.
+    let api = &api_of(&first);
+    assert_eq!(rpc_json(api, "id").await["ID"], spec.peer_id);
+    let cid = add(api, b"kept across restarts").await;
+    let show = rpc_json(api, "config/show").await;
+    assert_eq!(show["Routing"]["Type"], "dht");
+    assert_eq!(show["AutoConf"]["Enabled"], false);
+    assert_eq!(show["Addresses"]["API"], "/unix/nexus/api.sock");
+    assert_eq!(show["Datastore"]["StorageMax"], (512 * MIB).to_string());
+    assert_eq!(
+        show["Identity"].get("PrivKey"),
+        None,
+        "kubo never shows the key"
+    );
+
+    // A restart of the same container: one `ipfs` start before the daemon.
+    docker(&["restart", &name]);
+    let up = rt.start_node(&spec.node).await.unwrap();
+    assert_eq!(
+        starts_before_daemon(&name),
+        [
+            "version",
+            "daemon --migrate=true --enable-gc --agent-version-suffix=nexus"
+        ]
+    );
+    assert_eq!(rpc_json(&api_of(&up), "id").await["ID"], spec.peer_id);
+
+    // A re-created container on the same volume (more memory): the same, with the new value.
+    let mut bigger = spec.clone();
+    bigger.resources.memory_bytes = 320 * MIB;
+    let again = rt.update_node(&bigger, secrets).await.unwrap();
+    assert_ne!(again.container_id, first.container_id);
+    assert_eq!(
+        starts_before_daemon(&name),
+        [
+            "version",
+            "daemon --migrate=true --enable-gc --agent-version-suffix=nexus"
+        ]
+    );
+    let api = &api_of(&again);
+    assert_eq!(
+        rpc_json(api, "config/show").await["Swarm"]["ResourceMgr"]["MaxMemory"],
+        (160 * MIB).to_string()
+    );
+    let (status, body) = rpc(api, &format!("cat?arg={cid}")).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (200, b"kept across restarts".as_ref())
     );
 }

@@ -1,19 +1,24 @@
 //! The kubo configuration nexus owns, and how it reaches an unmodified node image.
 //!
 //! Owns: the list of config keys nexus sets on every node (pnet-safe for kubo ≥ 0.37, with the
-//! 0.40–0.43 settings a private network needs), the memory split between Docker, Go and
-//! libp2p's resource manager, the daemon's command line, where kubo listens (unix sockets in
-//! [`RUN_DIR`], never TCP), and the files a container gets before it starts (an init script
-//! for `/container-init.d/`, the swarm key, the identity). It must not talk to Docker or the
-//! file system; the runtime places what this module renders.
+//! 0.40–0.43 settings a private network needs), the whole configuration file nexus renders
+//! from them, the memory split between Docker, Go and libp2p's resource manager, the daemon's
+//! command line, where kubo listens (unix sockets in [`RUN_DIR`], never TCP), and the files a
+//! container gets before it starts (an init script for `/container-init.d/`, the swarm key,
+//! the configuration and the identity). It must not talk to Docker or the file system; the
+//! runtime places what this module renders.
 //!
 //! How it works with the official image: the image's own first init creates the repo; on every
 //! start it runs `/container-init.d/*.sh` before `ipfs daemon`. Our script installs the swarm
-//! key, writes the identity into the config file with `sed` (kubo refuses `Identity.PrivKey`
-//! through `ipfs config`), removes both files, and sets each key below with
-//! `ipfs config --json`, leaving every other key (notably `Datastore.Spec`) as the image's init
-//! wrote it. A repo left by an older kubo is migrated (`ipfs repo migrate`) before those calls,
-//! which kubo would otherwise refuse.
+//! key, then, when the repo's datastore is kubo's default (`datastore_spec` is
+//! [`DEFAULT_DATASTORE_SPEC`]), writes the whole configuration nexus rendered (kubo 0.43's
+//! `ipfs init` defaults, the identity, and every key below) in place of the file, atomically:
+//! no `ipfs` process opens the repo before the daemon, so a start costs no `ipfs config` call
+//! and `daemon --migrate` migrates a repo left by another kubo before anything else opens it.
+//! A repo with another datastore keeps its `Datastore.Spec`: the script writes the identity
+//! with `sed` and sets each key with `ipfs config --json` instead, migrating first if kubo
+//! says the repo needs it. A restart of the same container finds nothing to install: the
+//! repo already holds it.
 
 use serde_json::{json, Value};
 
@@ -30,8 +35,13 @@ pub const INIT_SCRIPT_NAME: &str = "00-nexus.sh";
 pub const API_SOCKET_NAME: &str = "api.sock";
 /// kubo's gateway socket in [`RUN_DIR`].
 pub const GATEWAY_SOCKET_NAME: &str = "gateway.sock";
-/// The secret files in [`RUN_DIR`]; the init script removes them once installed.
-pub const SECRET_FILES: [&str; 2] = ["swarm.key", "identity.sed"];
+/// The secret files in [`RUN_DIR`]; the init script removes them once installed. The
+/// configuration holds the node's private key.
+pub const SECRET_FILES: [&str; 3] = ["swarm.key", "identity.sed", "config.json"];
+/// `$IPFS_PATH/datastore_spec` as kubo's `ipfs init` writes it for its default datastore
+/// (flatfs for blocks, leveldb for the rest; `config/init.go` `flatfsSpec`, `fsrepo.go`
+/// `DiskSpec`): the one repo file the rendered configuration must agree with.
+pub const DEFAULT_DATASTORE_SPEC: &str = r#"{"mounts":[{"mountpoint":"/blocks","path":"blocks","shardFunc":"/repo/flatfs/shard/v1/next-to-last/2","type":"flatfs"},{"mountpoint":"/","path":"datastore","type":"levelds"}],"type":"mount"}"#;
 /// uid/gid kubo runs as in the official image (`ipfs:users`).
 pub const NODE_UID: u32 = 1000;
 pub const NODE_GID: u32 = 100;
@@ -165,10 +175,91 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// kubo 0.43's configuration as its `ipfs init` writes it (`config/init.go`
+/// `InitWithIdentity`, default datastore) for `identity`: what nexus's keys are laid over.
+/// Keys kubo's init leaves out take kubo's defaults when the daemon reads the file.
+fn init_defaults(peer_id: &str, private_key: &str) -> Value {
+    json!({
+        "API": { "HTTPHeaders": {} },
+        "Addresses": {
+            "API": "/ip4/127.0.0.1/tcp/5001",
+            "Announce": [],
+            "AppendAnnounce": [],
+            "Gateway": "/ip4/127.0.0.1/tcp/8080",
+            "NoAnnounce": [],
+            "Swarm": ["/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001"]
+        },
+        "Bootstrap": ["auto"],
+        "DNS": { "Resolvers": { ".": "auto" } },
+        "Datastore": {
+            "BloomFilterSize": 0,
+            "GCPeriod": "1h",
+            "Spec": {
+                "mounts": [
+                    {
+                        "mountpoint": "/blocks",
+                        "path": "blocks",
+                        "prefix": "flatfs.datastore",
+                        "shardFunc": "/repo/flatfs/shard/v1/next-to-last/2",
+                        "sync": false,
+                        "type": "flatfs"
+                    },
+                    {
+                        "compression": "none",
+                        "mountpoint": "/",
+                        "path": "datastore",
+                        "prefix": "leveldb.datastore",
+                        "type": "levelds"
+                    }
+                ],
+                "type": "mount"
+            },
+            "StorageGCWatermark": 90,
+            "StorageMax": "10GB"
+        },
+        "Discovery": { "MDNS": { "Enabled": true } },
+        "Gateway": { "HTTPHeaders": {}, "NoFetch": false, "RootRedirect": "" },
+        "Identity": { "PeerID": peer_id, "PrivKey": private_key },
+        "Ipns": { "DelegatedPublishers": ["auto"], "ResolveCacheSize": 128 },
+        "Mounts": { "IPFS": "/ipfs", "IPNS": "/ipns", "MFS": "/mfs" },
+        "Pinning": { "RemoteServices": {} },
+        "Routing": { "DelegatedRouters": ["auto"] }
+    })
+}
+
+/// Sets `value` at the dotted `key` (creating missing objects), as `ipfs config --json` does.
+fn set_key(config: &mut Value, key: &str, value: Value) {
+    let mut at = config;
+    for part in key.split('.') {
+        if !at.is_object() {
+            *at = json!({});
+        }
+        let Value::Object(map) = at else { return };
+        at = map.entry(part).or_insert(Value::Null);
+    }
+    *at = value;
+}
+
+/// The node's whole kubo configuration: kubo 0.43's init defaults, the node's identity, and
+/// every key of [`settings`]. Secret (it holds the private key): placed as a 0400 file and
+/// deleted once installed.
+pub fn rendered_config(
+    spec: &NodeSpec,
+    secrets: &NodeSecrets,
+) -> Result<Value, super::identity::IdentityError> {
+    let key = secrets.identity.kubo_private_key()?;
+    let mut config = init_defaults(&secrets.identity.peer_id().to_base58(), &key);
+    for (k, v) in settings(spec) {
+        set_key(&mut config, k, v);
+    }
+    Ok(config)
+}
+
 /// The `/container-init.d/` script. It holds no secret (those are files in [`RUN_DIR`],
-/// which it removes once installed) and is idempotent: it runs before every daemon start.
+/// which it removes once installed) and is idempotent: it runs before every daemon start,
+/// and installs only what a (re-)created container was given.
 pub fn init_script(spec: &NodeSpec) -> String {
-    let [key, sed] = SECRET_FILES;
+    let [key, sed, conf] = SECRET_FILES;
     let mut s = String::new();
     s.push_str("#!/bin/sh\n");
     s.push_str("# Written by nexus. Runs before every start of this node's daemon.\n");
@@ -184,33 +275,42 @@ pub fn init_script(spec: &NodeSpec) -> String {
     s.push_str(
         "[ -s \"$repo/swarm.key\" ] || { echo 'nexus: no swarm key installed: re-create this node' >&2; exit 1; }\n",
     );
+    // The whole configuration, when the repo's datastore is the one it describes: written
+    // beside the old file and renamed over it, so a crash leaves one or the other.
     s.push_str(&format!(
-        "if [ -f {RUN_DIR}/{sed} ]; then\n  sed -i -f {RUN_DIR}/{sed} \"$repo/config\"\n  rm -f {RUN_DIR}/{sed}\nfi\n"
+        "if [ -f {RUN_DIR}/{conf} ] && [ \"$(cat \"$repo/datastore_spec\" 2>/dev/null)\" = {spec_line} ]; then\n  (umask 077 && cat {RUN_DIR}/{conf} > \"$repo/config.nexus\")\n  mv -f \"$repo/config.nexus\" \"$repo/config\"\n  rm -f {RUN_DIR}/{conf} {RUN_DIR}/{sed}\n  echo 'nexus: configuration written for {node} ({peer})'\nfi\n",
+        spec_line = sh_quote(DEFAULT_DATASTORE_SPEC),
+        node = spec.node,
+        peer = spec.peer_id,
     ));
+    // Any other datastore keeps its `Datastore.Spec`: key by key, through kubo.
     s.push_str(&format!(
-        "grep -q {} \"$repo/config\" || {{ echo 'nexus: could not install the node identity into the config' >&2; exit 1; }}\n",
-        sh_quote(&format!("\"PeerID\": \"{}\"", spec.peer_id))
+        "if [ -f {RUN_DIR}/{conf} ]; then\n  echo 'nexus: the repo has a datastore of its own: configuring key by key'\n  rm -f {RUN_DIR}/{conf}\n  [ -f {RUN_DIR}/{sed} ] && sed -i -f {RUN_DIR}/{sed} \"$repo/config\"\n  rm -f {RUN_DIR}/{sed}\n"
     ));
     // kubo refuses every `ipfs config` on a repo of another version (fsrepo.go:179-192), and
     // the daemon's `--migrate` comes only after them: when the first call says the repo needs
-    // a migration (a newer kubo image), migrate it first. Costs nothing on the usual path; a
-    // repo newer than the image (a downgrade) still fails here, with kubo's message.
+    // a migration (a newer kubo image), migrate it first. A repo newer than the image (a
+    // downgrade) still fails here, with kubo's message.
     let mut settings = settings(spec).into_iter();
     if let Some((key, value)) = settings.next() {
         let set = format!("ipfs config --json {key} {}", sh_quote(&value.to_string()));
         s.push_str(&format!(
-            "if ! out=$({set} 2>&1); then\n  case \"$out\" in\n    *'needs migration'*)\n      echo 'nexus: the repo needs a migration for this kubo: migrating before configuring'\n      ipfs repo migrate\n      {set}\n      ;;\n    *) printf '%s\\n' \"$out\" >&2; exit 1 ;;\n  esac\nfi\n"
+            "  if ! out=$({set} 2>&1); then\n    case \"$out\" in\n      *'needs migration'*)\n        echo 'nexus: the repo needs a migration for this kubo: migrating before configuring'\n        ipfs repo migrate\n        {set}\n        ;;\n      *) printf '%s\\n' \"$out\" >&2; exit 1 ;;\n    esac\n  fi\n"
         ));
     }
     for (key, value) in settings {
         s.push_str(&format!(
-            "ipfs config --json {key} {}\n",
+            "  ipfs config --json {key} {}\n",
             sh_quote(&value.to_string())
         ));
     }
     s.push_str(&format!(
-        "echo 'nexus: config applied for {} ({})'\n",
+        "  echo 'nexus: config applied for {} ({})'\nfi\n",
         spec.node, spec.peer_id
+    ));
+    s.push_str(&format!(
+        "grep -q {} \"$repo/config\" || {{ echo 'nexus: the node identity is not in the config' >&2; exit 1; }}\n",
+        sh_quote(&format!("\"PeerID\": \"{}\"", spec.peer_id))
     ));
     s
 }
@@ -250,7 +350,10 @@ pub fn bundle(
     spec: &NodeSpec,
     secrets: &NodeSecrets,
 ) -> Result<Vec<BundleFile>, super::identity::IdentityError> {
-    let [key, sed] = SECRET_FILES;
+    let [key, sed, conf] = SECRET_FILES;
+    let mut config = serde_json::to_vec_pretty(&rendered_config(spec, secrets)?)
+        .map_err(|e| super::identity::IdentityError::Encode(e.to_string()))?;
+    config.push(b'\n');
     Ok(vec![
         BundleFile {
             placement: Placement::Init,
@@ -269,6 +372,12 @@ pub fn bundle(
             name: sed,
             mode: 0o400,
             contents: identity_sed(secrets)?.into_bytes(),
+        },
+        BundleFile {
+            placement: Placement::Run,
+            name: conf,
+            mode: 0o400,
+            contents: config,
         },
     ])
 }
@@ -469,6 +578,65 @@ mod tests {
                     .unwrap()
         );
         assert!(script.contains("*'needs migration'*)"));
+    }
+
+    #[test]
+    fn the_rendered_config_is_kubos_init_with_every_key_and_the_identity() {
+        let plan = three_nodes();
+        let (spec, secrets) = &plan[0];
+        let config = rendered_config(spec, secrets).unwrap();
+        for (key, value) in settings(spec) {
+            let pointer = format!("/{}", key.replace('.', "/"));
+            assert_eq!(config.pointer(&pointer), Some(&value), "{key}");
+        }
+        assert_eq!(config["Identity"]["PeerID"], json!(spec.peer_id));
+        assert_eq!(
+            config["Identity"]["PrivKey"],
+            json!(secrets.identity.kubo_private_key().unwrap())
+        );
+        // The datastore kubo's init made, as `datastore_spec` describes it on disk.
+        let spec_on_disk: Value = serde_json::from_str(DEFAULT_DATASTORE_SPEC).unwrap();
+        let mounts = config["Datastore"]["Spec"]["mounts"].as_array().unwrap();
+        for (m, d) in mounts
+            .iter()
+            .zip(spec_on_disk["mounts"].as_array().unwrap())
+        {
+            for k in ["mountpoint", "path", "type"] {
+                assert_eq!(m[k], d[k], "{k}");
+            }
+        }
+        // Init's other defaults stay (kubo fills what is absent).
+        assert_eq!(config["Mounts"]["MFS"], json!("/mfs"));
+        assert_eq!(config["Ipns"]["ResolveCacheSize"], json!(128));
+        // No `"auto"` placeholder survives: AutoConf is off in a private network.
+        let text = config.to_string();
+        assert!(!text.contains("\"auto\""), "{text}");
+        // kubo's MarshalIndent layout, which the identity check greps.
+        let file = &bundle(spec, secrets).unwrap()[3];
+        assert_eq!(file.name, "config.json");
+        assert!(String::from_utf8_lossy(&file.contents)
+            .contains(&format!("\"PeerID\": \"{}\"", spec.peer_id)));
+    }
+
+    #[test]
+    fn the_script_writes_the_config_whole_and_calls_ipfs_only_for_another_datastore() {
+        let plan = three_nodes();
+        let (spec, _) = &plan[0];
+        let script = init_script(spec);
+        let whole = script
+            .find("mv -f \"$repo/config.nexus\" \"$repo/config\"")
+            .expect("writes the whole config");
+        let guard = script
+            .find(&sh_quote(DEFAULT_DATASTORE_SPEC))
+            .expect("only over kubo's default datastore");
+        assert!(guard < whole);
+        // Every `ipfs` call of the script is on the other path, after the whole write.
+        let first_ipfs = script.find("ipfs config").unwrap();
+        let other = script
+            .find("configuring key by key")
+            .expect("the key-by-key path");
+        assert!(whole < other && other < first_ipfs);
+        assert_eq!(script.matches("ipfs ").count(), settings(spec).len() + 2);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! <node_dir>/<16 hex of sha256(container name)>/   0700, the daemon's user
 //!     init/00-nexus.sh   0555   bind-mounted read-only at /container-init.d
 //!     run/               0700, the image's node user (uid 1000), bind-mounted at /nexus
-//!         swarm.key, identity.sed   0400, removed by the init script once installed
+//!         swarm.key, config.json,   0400, removed by the init script once installed
+//!         identity.sed
 //!         api.sock, gateway.sock    kubo's RPC API and gateway (no TCP listener at all)
 //! ```
 //!

