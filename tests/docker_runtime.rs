@@ -719,7 +719,11 @@ async fn stats_report_real_use() {
     // Diagnostics: state, logs, peers, and the config without the private key.
     let d = rt.node_diagnostics(&plan[0].0.node).await.unwrap();
     assert_eq!(d.state, Some(NodeState::Running));
-    assert!(d.logs.contains("nexus: config applied"), "{}", d.logs);
+    assert!(
+        d.logs.contains("nexus: configuration written for"),
+        "{}",
+        d.logs
+    );
     assert_eq!(d.peers, Some(vec![plan[1].0.peer_id.clone()]));
     let config = d.config.expect("config of a running node");
     assert_eq!(config["Identity"]["PeerID"], plan[0].0.peer_id);
