@@ -546,31 +546,10 @@ async fn stop_keeps_data_and_remove_leaves_nothing() {
 
 /// An image whose entrypoint fails at once, built locally from the test image.
 fn broken_image() -> String {
-    let base = image();
-    let tag = format!(
-        "nexus-test-broken:{}",
-        base.rsplit(':').next().unwrap_or("x")
-    );
-    if !docker_ok(&["image", "inspect", &tag]) {
-        let dockerfile = format!(
-            "FROM {base}\nENTRYPOINT [\"/bin/sh\", \"-c\", \"echo nexus-test: exiting on purpose >&2; exit 3\"]\n"
-        );
-        let mut child = std::process::Command::new("docker")
-            .args(["build", "-q", "-t", &tag, "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("docker build");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(dockerfile.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "could not build {tag}");
-    }
-    tag
+    derived_image(
+        "nexus-test-broken",
+        r#"ENTRYPOINT ["/bin/sh", "-c", "echo nexus-test: exiting on purpose >&2; exit 3"]"#,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
