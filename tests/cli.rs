@@ -1989,3 +1989,80 @@ fn every_role_table_row_through_the_daemons_delegator() {
     }
     assert!(d.terminate(), "daemon did not exit cleanly:\n{}", d.logs());
 }
+
+#[test]
+fn replication_is_set_checked_and_shown() {
+    let mut d = Daemon::configure(23000, "");
+    d.start();
+    // Default: min(2, replicas).
+    let n = d.json(&["network", "create", "rep-a", "--replicas", "3"]);
+    assert_eq!(n["replication"], "2", "{n}");
+    let n = d.json(&["network", "create", "rep-b"]);
+    assert_eq!(n["replication"], "1", "{n}");
+    // Explicit, and `all`.
+    let n = d.json(&[
+        "network",
+        "create",
+        "rep-c",
+        "--replicas",
+        "2",
+        "--replication",
+        "all",
+    ]);
+    assert_eq!(n["replication"], "all", "{n}");
+    // Bad input: a clear error, nothing recorded or changed.
+    let err = d.fails(&[
+        "network",
+        "create",
+        "rep-d",
+        "--replicas",
+        "2",
+        "--replication",
+        "3",
+    ]);
+    assert!(err.contains("at most 2"), "{err}");
+    let err = d.fails(&["network", "create", "rep-d", "--replication", "two"]);
+    assert!(err.contains("not a number of nodes"), "{err}");
+    let err = d.fails(&["network", "create", "rep-d", "--replication", "0"]);
+    assert!(err.contains("at least 1"), "{err}");
+    let err = d.fails(&["network", "get", "rep-d"]);
+    assert!(err.contains("rep-d"), "{err}");
+    let err = d.fails(&[
+        "network",
+        "update",
+        "rep-a",
+        "--replication",
+        "4",
+        "--cpus",
+        "0.25",
+    ]);
+    assert!(err.contains("at most 3"), "{err}");
+    let n = d.json(&["network", "get", "rep-a"]);
+    assert_eq!(n["replication"], "2", "{n}");
+    assert_eq!(n["resources"]["cpu_millis"], 500, "{n}");
+    // Update, alone or with the replicas (checked against the new count).
+    let n = d.json(&["network", "update", "rep-a", "--replication", "3"]);
+    assert_eq!(n["replication"], "3", "{n}");
+    let n = d.json(&[
+        "network",
+        "update",
+        "rep-b",
+        "--replicas",
+        "2",
+        "--replication",
+        "2",
+    ]);
+    assert_eq!(
+        (n["replicas"].as_u64(), n["replication"].as_str()),
+        (Some(2), Some("2"))
+    );
+    // The table shows it too.
+    let out = d.cli(&["network", "get", "rep-c"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("replication") && l.trim_end().ends_with("all")),
+        "{table}"
+    );
+}

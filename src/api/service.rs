@@ -20,6 +20,7 @@ use crate::orchestrator::{
     CreateNetwork, ErrorKind, Event, NetworkView, NodeDiagnosis, Orchestrator, OrchestratorError,
     UpdateNetwork,
 };
+use crate::replication::Replication;
 use crate::store::seal::SealError;
 use crate::store::sql::SealRotator;
 use crate::store::StoreError;
@@ -156,6 +157,7 @@ pub fn network_message(v: NetworkView) -> pb::Network {
         updated_at_ms: v.updated_at,
         activated_at_ms: v.activated_at.unwrap_or(0),
         subnet: v.subnet.map(|s| s.to_string()).unwrap_or_default(),
+        replication: v.replication.to_string(),
         nodes: v
             .nodes
             .into_iter()
@@ -220,6 +222,11 @@ fn replicas(n: u32, field: &str) -> Result<u16, Status> {
     u16::try_from(n).map_err(|_| {
         Status::invalid_argument(format!("{field}: {n} is not a valid number of nodes"))
     })
+}
+
+#[allow(clippy::result_large_err)]
+fn replication(text: &str) -> Result<Replication, Status> {
+    Replication::parse(text).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 #[allow(clippy::result_large_err)]
@@ -305,6 +312,7 @@ impl pb::nexus_server::Nexus for NexusService {
                 },
                 swarm_key: (!r.swarm_key.is_empty()).then_some(r.swarm_key),
                 bootstrap_peers: r.bootstrap_peers,
+                replication: r.replication.as_deref().map(replication).transpose()?,
             })
             .await
             .map_err(to_status)?;
@@ -345,6 +353,7 @@ impl pb::nexus_server::Nexus for NexusService {
                 api_allow: r.api_allow.map(|l| l.values),
                 api_deny: r.api_deny.map(|l| l.values),
             },
+            replication: r.replication.as_deref().map(replication).transpose()?,
         };
         let view = self
             .orch

@@ -206,7 +206,14 @@ fn create_request(f: CreateFlags) -> Result<pb::CreateNetworkRequest> {
         api_allow: f.api_allow,
         api_deny: f.api_deny,
         start: f.start,
+        replication: f.replication.as_deref().map(replication_flag).transpose()?,
     })
+}
+
+/// `--replication`: checked here for its form (the daemon checks it against the replicas).
+fn replication_flag(text: &str) -> Result<String> {
+    let r = nexus::replication::Replication::parse(text).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    Ok(r.to_string())
 }
 
 fn list_change(values: Vec<String>, clear: bool) -> Option<pb::StringList> {
@@ -232,8 +239,10 @@ fn update_request(f: UpdateFlags) -> Result<pb::UpdateNetworkRequest> {
         allowed_origins: list_change(f.allowed_origins, f.clear_allowed_origins),
         api_allow: list_change(f.api_allow, f.clear_api_allow),
         api_deny: list_change(f.api_deny, f.clear_api_deny),
+        replication: f.replication.as_deref().map(replication_flag).transpose()?,
     };
     let nothing = req.replicas.is_none()
+        && req.replication.is_none()
         && req.cpu_millis.is_none()
         && req.memory_bytes.is_none()
         && req.disk_bytes.is_none()
@@ -256,6 +265,7 @@ fn print_network(n: &pb::Network) {
         ("desired", n.desired.clone()),
         ("reason", render::or_dash(&n.status_reason)),
         ("replicas", n.replicas.to_string()),
+        ("replication", n.replication.clone()),
         (
             "resources",
             format!(

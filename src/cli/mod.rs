@@ -168,6 +168,10 @@ pub struct CreateFlags {
     /// An RPC command tenants may not call (e.g. pin/rm); repeatable.
     #[arg(long = "api-deny")]
     pub api_deny: Vec<String>,
+    /// On how many nodes each pinned CID is kept: a number up to --replicas, or `all`
+    /// (default: 2, or 1 on a 1-node network).
+    #[arg(long)]
+    pub replication: Option<String>,
     /// Start the network after creating it, and wait until it is ready.
     #[arg(long)]
     pub start: bool,
@@ -193,6 +197,9 @@ pub struct UpdateFlags {
     pub name: String,
     #[arg(long)]
     pub replicas: Option<u32>,
+    /// On how many nodes each pinned CID is kept: a number up to the replicas, or `all`.
+    #[arg(long)]
+    pub replication: Option<String>,
     #[command(flatten)]
     pub resources: ResourceFlags,
     /// Replace the users with these, as ID or ID:ROLE (reader, writer, admin; default writer);

@@ -15,6 +15,7 @@ use super::request::{parse_name, CreateNetwork, UpdateNetwork};
 use super::subnets::fits;
 use super::view::{NetworkView, NodeDiagnosis};
 use crate::node::{NetworkName, NodeRecord, NodeRef, NodeStats, RuntimeError, SwarmKey};
+use crate::replication::Replication;
 use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow, StoreError};
 use crate::sync::lock;
 
@@ -48,6 +49,9 @@ impl Orchestrator {
             updated_at: now,
             activated_at: None,
             subnet: Some(subnet),
+            replication: req
+                .replication
+                .unwrap_or_else(|| Replication::default_for(req.replicas)),
         };
         let created = match self.inner.store.create_network(&record).await {
             Ok(()) => Ok(()),
@@ -101,6 +105,7 @@ impl Orchestrator {
             let guard = self.network_lock(&name);
             let _guard = guard.lock().await;
             let mut rec = self.record(&name).await?;
+            let replication = changes.replication(rec.replication, rec.replicas)?;
             if let Some(r) = changes.replicas {
                 if let Some(subnet) = rec.subnet {
                     fits(subnet.prefix_len(), r).map_err(|e| {
@@ -110,6 +115,7 @@ impl Orchestrator {
                 rec.replicas = r;
             }
             rec.resources = changes.resources(rec.resources)?;
+            rec.replication = replication;
             // Checked with the rest of the request, before the lock.
             rec.access.apply(changes.access);
             let before = rec.status;

@@ -179,6 +179,7 @@ mod tests {
             updated_at: 0,
             activated_at: None,
             subnet: None,
+            replication: crate::replication::Replication::Count(1),
         }
     }
 

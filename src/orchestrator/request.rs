@@ -10,6 +10,7 @@ use super::handle::OrchestratorConfig;
 use crate::access::{Access, AccessUpdate};
 use crate::node::spec::MAX_NODES;
 use crate::node::{NetworkName, Resources};
+use crate::replication::Replication;
 
 /// What a caller asks for when creating a network.
 #[derive(Clone, Debug, Default)]
@@ -21,6 +22,8 @@ pub struct CreateNetwork {
     /// A swarm key in kubo's file format; generated when absent.
     pub swarm_key: Option<String>,
     pub bootstrap_peers: Vec<String>,
+    /// Copies of each pin; `min(2, replicas)` when absent.
+    pub replication: Option<Replication>,
 }
 
 /// Changes to an existing network; `None` leaves a field as it is.
@@ -31,6 +34,7 @@ pub struct UpdateNetwork {
     pub memory_bytes: Option<u64>,
     pub disk_bytes: Option<u64>,
     pub access: AccessUpdate,
+    pub replication: Option<Replication>,
 }
 
 impl CreateNetwork {
@@ -39,6 +43,9 @@ impl CreateNetwork {
     pub(super) fn check(&self, cfg: &OrchestratorConfig) -> Result<(NetworkName, Resources)> {
         let name = parse_name(&self.name)?;
         check_replicas(cfg, self.replicas)?;
+        if let Some(r) = &self.replication {
+            r.check(self.replicas).map_err(invalid)?;
+        }
         let resources = self.resources.unwrap_or(cfg.default_resources);
         resources.validate().map_err(invalid)?;
         if let Some(r) = &self.resources {
@@ -65,7 +72,25 @@ impl UpdateNetwork {
         }
         check_max_resources(cfg, self.cpu_millis, self.memory_bytes, self.disk_bytes)?;
         self.access.validate()?;
+        if let Some(Replication::Count(0)) = self.replication {
+            return Err(invalid(crate::replication::ReplicationError::Zero));
+        }
         Ok(())
+    }
+
+    /// The replication factor after this update of a network with `current` factor and
+    /// `replicas` nodes (before the update). A factor set here must fit the replicas after the
+    /// update; lowering the replicas below a kept factor is allowed (the network is then
+    /// under-replicated, which is reported).
+    pub(super) fn replication(&self, current: Replication, replicas: u16) -> Result<Replication> {
+        let replicas = self.replicas.unwrap_or(replicas);
+        match self.replication {
+            Some(r) => {
+                r.check(replicas).map_err(invalid)?;
+                Ok(r)
+            }
+            None => Ok(current),
+        }
     }
 
     /// `resources` with this update's changes, validated.

@@ -7,6 +7,7 @@
 use crate::access::Access;
 use crate::node::Ports;
 use crate::node::{NodeDiagnostics, NodeRecord, NodeState, Resources};
+use crate::replication::Replication;
 use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow};
 
 /// A network as shown to callers: its record without secrets, and its nodes.
@@ -25,6 +26,8 @@ pub struct NetworkView {
     pub activated_at: Option<i64>,
     /// The network's subnet (`None`: Docker's default pools chose it).
     pub subnet: Option<ipnet::Ipv4Net>,
+    /// Copies of each pin.
+    pub replication: Replication,
     pub nodes: Vec<NodeView>,
 }
 
@@ -78,6 +81,7 @@ impl NetworkView {
             updated_at: rec.updated_at,
             activated_at: rec.activated_at,
             subnet: rec.subnet,
+            replication: rec.replication,
             nodes,
         }
     }
