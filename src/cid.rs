@@ -1,6 +1,6 @@
 //! Content identifiers (CIDs) from outside: checked before they reach the store or a node.
 //!
-//! Owns [`Cid`], a CID as text that has been parsed: CIDv0 (base58btc `Qm…`, a sha2-256
+//! Owns [`Cid`], a CID as text that has been parsed (a CIDv1 in kubo's base32 form): CIDv0 (base58btc `Qm…`, a sha2-256
 //! multihash) or CIDv1 in the multibases kubo prints and accepts most (`b`/`B` base32, `z`
 //! base58btc, `f`/`F` base16, `k` base36 is refused), with its version, codec and multihash
 //! decoded and their lengths checked. A leaf value; it must not talk to nodes nor decide
@@ -11,7 +11,7 @@ use std::fmt;
 /// Longest CID text accepted (a sha2-512 CIDv1 in base16 is about 140 characters).
 pub const MAX_CID_LEN: usize = 256;
 
-/// A parsed CID, kept as the text it was given.
+/// A parsed CID, as text: a CIDv0 as given, a CIDv1 in base32 (kubo's form).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Cid(String);
 
@@ -86,7 +86,15 @@ impl Cid {
         if mh.len() - n3 - n4 != usize::try_from(len).unwrap_or(usize::MAX) {
             return Err(err(text, "multihash length does not match its digest"));
         }
-        Ok(Self(text.to_string()))
+        // The form kubo prints a CIDv1 in (base32, lower case), so that what nodes list
+        // (`pin/ls`) compares equal to what was asked for.
+        let canonical = format!(
+            "b{}",
+            data_encoding::BASE32_NOPAD
+                .encode(&bytes)
+                .to_ascii_lowercase()
+        );
+        Ok(Self(canonical))
     }
 
     pub fn as_str(&self) -> &str {
@@ -130,6 +138,12 @@ mod tests {
             let e = Cid::parse(bad).unwrap_err();
             assert!(e.to_string().contains("not a valid CID"), "{e}");
         }
+        // A CIDv1 in another multibase becomes kubo's base32 form.
+        let hex =
+            Cid::parse("f01551220b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9")
+                .unwrap();
+        assert!(hex.as_str().starts_with("bafkrei"), "{hex}");
+        assert_eq!(Cid::parse(hex.as_str()).unwrap(), hex);
         let long = "b".repeat(300);
         assert!(Cid::parse(&long).unwrap_err().to_string().contains('…'));
     }

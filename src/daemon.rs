@@ -348,7 +348,8 @@ async fn serve(
                         tracing::error!(error = %e, "recovery failed; the periodic resync will retry")
                     }
                 }
-                orch.run().await;
+                // The pinset loop runs beside the reconciler, under the same lease.
+                tokio::join!(orch.run(), orch.run_pinset());
             };
             let lost = async {
                 let _ = lost.wait_for(Option::is_some).await;

@@ -2066,3 +2066,233 @@ fn replication_is_set_checked_and_shown() {
         "{table}"
     );
 }
+
+/// The CIDs a node pins recursively, asked on its own RPC socket (found through the container's
+/// `/nexus` bind mount), not through nexus. Empty when the node does not answer.
+fn node_pins(container: &str) -> std::collections::BTreeSet<String> {
+    use std::io::{Read, Write};
+    let Ok(out) = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{if eq .Destination \"/nexus\"}}{{.Source}}{{end}}{{end}}",
+            container,
+        ])
+        .output()
+    else {
+        return Default::default();
+    };
+    let dir = String::from_utf8_lossy(&out.stdout).into_owned();
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(Path::new(dir.trim()).join("api.sock"))
+    else {
+        return Default::default();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let req = "POST /api/v0/pin/ls?type=recursive HTTP/1.1\r\nHost: node\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    if s.write_all(req.as_bytes()).is_err() {
+        return Default::default();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if a < b => &body[a..=b],
+        _ => return Default::default(),
+    };
+    serde_json::from_str::<Value>(json)
+        .ok()
+        .and_then(|v| v["Keys"].as_object().map(|m| m.keys().cloned().collect()))
+        .unwrap_or_default()
+}
+
+/// Indices of the network's nodes (0..n) whose own `pin/ls` lists `cid`.
+fn holders(net: &str, n: u16, cid: &str) -> Vec<u16> {
+    (0..n)
+        .filter(|i| node_pins(&format!("nexus-{net}-{i}")).contains(cid))
+        .collect()
+}
+
+/// Adds `data` through the daemon's delegator (RPC `add`, which pins on the node that takes
+/// it) and returns its CID.
+fn add_through_delegator(d: &Daemon, net: &str, user: &str, data: &str) -> String {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let tok = token(d, user);
+    let port = d.delegator;
+    let boundary = "nexus-pins-boundary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n{data}\r\n--{boundary}--\r\n"
+    );
+    let req = hyper::Request::post(format!("http://127.0.0.1:{port}/network/{net}/api/v0/add"))
+        .header("host", format!("localhost:{port}"))
+        .header("authorization", format!("Bearer {tok}"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (status, out) = rt.block_on(common::send(req));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&out));
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let last = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str::<Value>(last).expect("add JSON")["Hash"]
+        .as_str()
+        .expect("Hash")
+        .to_string()
+}
+
+fn pin_status(d: &Daemon, net: &str, id: &str) -> String {
+    d.json(&["pin", "get", net, id])["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn pinset_keeps_two_copies_through_disk_loss_and_scaling() {
+    let mut d = Daemon::configure(23020, "");
+    d.edit_config(
+        "disk = \"512MiB\"",
+        "disk = \"512MiB\"\npin_interval = \"1s\"\npin_timeout = \"20s\"\npin_fail_after = \"20s\"",
+    );
+    d.start();
+    let net = format!("pins-{}", random_hex(3));
+    let n = d.json(&[
+        "network",
+        "create",
+        &net,
+        "--replicas",
+        "3",
+        "--replication",
+        "2",
+        "--user",
+        "alice",
+        "--start",
+    ]);
+    assert_eq!(n["status"], "running", "{n}");
+    let limit = Duration::from_secs(90);
+
+    // Content on the one node that took the add; then into the pinset.
+    let cid = add_through_delegator(&d, &net, "alice", &format!("durable {net}"));
+    assert_eq!(
+        holders(&net, 3, &cid).len(),
+        1,
+        "a plain add lives on one node"
+    );
+    let p = d.json(&[
+        "pin", "add", &net, &cid, "--name", "report", "--meta", "app=e2e",
+    ]);
+    let id = p["request_id"].as_str().expect("request id").to_string();
+    assert_eq!(id.len(), 32);
+    assert_ne!(id, cid, "the request id is not the CID");
+    assert!(
+        poll_until(limit, || pin_status(&d, &net, &id) == "pinned"
+            && holders(&net, 3, &cid).len() == 2),
+        "not pinned on two nodes: {:?} {}",
+        holders(&net, 3, &cid),
+        d.logs()
+    );
+    // Exactly two, and it stays so (the loop runs every second).
+    std::thread::sleep(Duration::from_secs(3));
+    let two = holders(&net, 3, &cid);
+    assert_eq!(two.len(), 2, "{two:?}");
+    let listed = d.json(&["pin", "ls", &net]);
+    assert_eq!(listed["count"], 1, "{listed}");
+    assert_eq!(listed["pins"][0]["cid"], cid.as_str());
+    assert_eq!(listed["pins"][0]["meta"]["app"], "e2e");
+    let out = d.cli(&["pin", "ls", &net]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+    let g = d.json(&["network", "get", &net]);
+    assert_eq!(g["pins"]["pinned"], 1, "{g}");
+    assert_eq!(g["under_replicated"], false, "{g}");
+
+    // Bad input changes nothing.
+    let other = format!("pino-{}", random_hex(3));
+    d.json(&["network", "create", &other]);
+    let err = d.fails(&["pin", "add", &net, "not-a-cid"]);
+    assert!(err.contains("not a valid CID"), "{err}");
+    let long = "n".repeat(300);
+    let err = d.fails(&["pin", "add", &net, &cid, "--name", &long]);
+    assert!(err.contains("at most 255"), "{err}");
+    let big = format!("k={}", "v".repeat(5000));
+    let err = d.fails(&["pin", "add", &net, &cid, "--meta", &big]);
+    assert!(err.contains("at most 4096"), "{err}");
+    let err = d.fails(&["pin", "get", &net, &random_hex(16)]);
+    assert!(err.contains("no pin with request id"), "{err}");
+    let err = d.fails(&["pin", "get", &other, &id]);
+    assert!(
+        err.contains("no pin with request id"),
+        "another network's id: {err}"
+    );
+    let err = d.fails(&["pin", "rm", &other, &id]);
+    assert!(err.contains("NotFound"), "{err}");
+    let err = d.fails(&["pin", "add", "no-such-net", &cid]);
+    assert!(err.contains("no network named"), "{err}");
+    assert_eq!(d.json(&["pin", "ls", &net])["count"], 1);
+    assert_eq!(pin_status(&d, &net, &id), "pinned");
+
+    // Disk loss: a holder's container and volume go; nothing is asked of nexus.
+    let lost = two[0];
+    let container = format!("nexus-{net}-{lost}");
+    docker(&["rm", "-f", &container]);
+    docker(&["volume", "rm", "-f", &format!("{container}-data")]);
+    assert!(
+        poll_until(Duration::from_secs(120), || holders(&net, 3, &cid).len()
+            == 2),
+        "not back on two nodes: {:?}\n{}",
+        holders(&net, 3, &cid),
+        tail(&d.logs(), 40)
+    );
+    assert_eq!(pin_status(&d, &net, &id), "pinned");
+    // Once the lost node is back, the copies settle on the lowest indices (the nodes a
+    // scale-down keeps), never fewer than two meanwhile.
+    assert!(
+        poll_until(limit, || {
+            let h = holders(&net, 3, &cid);
+            assert!(h.len() >= 2, "a copy went missing while settling: {h:?}");
+            h == vec![0, 1]
+        }),
+        "copies did not settle on nodes 0 and 1: {:?}",
+        holders(&net, 3, &cid)
+    );
+
+    // Scale 3 → 1: under-replicated, reported, the content still there.
+    let n = d.json(&["network", "update", &net, "--replicas", "1"]);
+    assert_eq!(n["status"], "running", "{n}");
+    assert!(
+        poll_until(limit, || d.json(&["network", "get", &net])
+            ["under_replicated"]
+            == true),
+        "not reported under-replicated"
+    );
+    assert_eq!(holders(&net, 1, &cid), vec![0], "node 0 keeps its copy");
+    assert_eq!(pin_status(&d, &net, &id), "pinned");
+    let g = d.json(&["network", "get", &net]);
+    assert_eq!(g["replication"], "2");
+    // Back to 3: two copies again.
+    d.json(&["network", "update", &net, "--replicas", "3"]);
+    assert!(
+        poll_until(limit, || holders(&net, 3, &cid).len() == 2
+            && d.json(&["network", "get", &net])["under_replicated"] == false),
+        "not two copies after scaling up: {:?}",
+        holders(&net, 3, &cid)
+    );
+
+    // Removed from the set: unpinned on every node.
+    let r = d.json(&["pin", "rm", &net, &id]);
+    assert_eq!(r["request_id"], id.as_str());
+    assert!(
+        poll_until(limit, || holders(&net, 3, &cid).is_empty()),
+        "still pinned on {:?}",
+        holders(&net, 3, &cid)
+    );
+    let err = d.fails(&["pin", "get", &net, &id]);
+    assert!(err.contains("no pin with request id"), "{err}");
+    assert_eq!(d.json(&["pin", "ls", &net])["count"], 0);
+}

@@ -25,6 +25,8 @@ pub enum EventKind {
     NodeOom,
     /// A network was removed.
     Removed,
+    /// A pin of the network's pinset was added or removed, or its status changed.
+    Pin,
 }
 
 impl EventKind {
@@ -36,6 +38,7 @@ impl EventKind {
             Self::NodeDie => "node_die",
             Self::NodeOom => "node_oom",
             Self::Removed => "removed",
+            Self::Pin => "pin",
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns [`OrchestratorConfig`], [`Orchestrator`] (a cheap clone of one shared state: store,
 //! runtime, port and subnet allocators, registry, per-network locks, crash history, the pass queue, the
-//! event bus, the reconciler's liveness) and the small accessors the daemon, the API and
+//! event bus, the reconciler's liveness, the pinset loop's state) and the small accessors the daemon, the API and
 //! telemetry use. The operations ([`super::operations`]) and the reconciler
 //! ([`super::reconcile`]) are `impl Orchestrator` blocks of their own files; this file must not
 //! grow either.
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::error::{invalid, OrchestratorError, Result};
 use super::events::{Event, EventBus, EventKind};
+use super::pinset::{PinState, PinsetConfig};
 use super::ports::{PortAllocator, PortConfig, PortProbe, PortUsage};
 use super::reconcile::{Crashes, PassQueue};
 use super::registry::Registry;
@@ -56,6 +57,8 @@ pub struct OrchestratorConfig {
     /// A node waits for its turn before its readiness deadline starts, so a burst of starts
     /// queues instead of missing deadlines on a small host.
     pub start_parallelism: usize,
+    /// The pinset loop's timing and per-node concurrency.
+    pub pins: PinsetConfig,
 }
 
 /// Node starts at once when the configuration does not say: two per core the host gives
@@ -89,6 +92,7 @@ impl Default for OrchestratorConfig {
             revocation_horizon: crate::delegator::auth::DEFAULT_MAX_TTL
                 + crate::delegator::auth::DEFAULT_LEEWAY,
             start_parallelism: default_start_parallelism(),
+            pins: PinsetConfig::default(),
         }
     }
 }
@@ -113,6 +117,8 @@ pub(super) struct Inner {
     pub(super) heartbeat: Mutex<Liveness>,
     /// Turns for node starts ([`OrchestratorConfig::start_parallelism`]).
     pub(super) starts: tokio::sync::Semaphore,
+    /// The pinset loop's state between passes.
+    pub(super) pins: PinState,
 }
 
 /// The reconciler's life, for readiness.
@@ -179,6 +185,7 @@ impl Orchestrator {
             }
         }
         let starts = tokio::sync::Semaphore::new(cfg.start_parallelism.max(1));
+        let cfg_pins = cfg.pins.clone();
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -195,6 +202,7 @@ impl Orchestrator {
                 events: EventBus::default(),
                 heartbeat: Mutex::default(),
                 starts,
+                pins: PinState::new(&cfg_pins),
             }),
         })
     }

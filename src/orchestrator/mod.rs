@@ -12,6 +12,8 @@
 //! - [`ports`]: host port ranges and allocation.
 //! - [`subnets`]: the subnet pool and each network's subnet; [`addressing`] joins it to the
 //!   runtime (allocation at create, the network prepared on it before nodes are created).
+//! - [`pinset`]: each network's pinset held on as many ready nodes as its replication factor
+//!   (pure placement plan, the level-triggered loop and its node calls, pin operations).
 //! - [`registry`]: the in-memory view of ready nodes the delegator reads.
 //! - [`events`]: the bus of network and node events (`WatchEvents`, logs).
 //! - `tokens`: the revocation list of tenant tokens (stored first, then the in-memory list
@@ -25,6 +27,7 @@ pub mod error;
 pub mod events;
 mod handle;
 mod operations;
+pub mod pinset;
 pub mod plan;
 pub mod ports;
 mod reconcile;
@@ -37,6 +40,7 @@ pub mod view;
 pub use error::{ErrorKind, OrchestratorError, Result};
 pub use events::{Event, EventBus, EventKind};
 pub use handle::{default_start_parallelism, Orchestrator, OrchestratorConfig};
+pub use pinset::{AddPin, PinQuery, PinView, PinsetConfig};
 pub use request::{CreateNetwork, UpdateNetwork};
 pub use view::{NetworkView, NodeDiagnosis, NodeView};
 

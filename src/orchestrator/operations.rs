@@ -257,7 +257,14 @@ impl Orchestrator {
         let rec = self.record(name).await?;
         let rows = self.inner.store.list_nodes(name).await?;
         let observed = self.observe(name).await?;
-        Ok(NetworkView::new(rec, rows, &observed))
+        let wanted = rec.replication.wanted(rec.replicas);
+        let running = rec.desired == DesiredState::Running;
+        let mut view = NetworkView::new(rec, rows, &observed);
+        view.pins = Some(self.inner.store.pin_counts(name).await?);
+        view.under_replicated_pins = self.under_replicated_pins(name);
+        let ready = self.inner.registry.get(name).map_or(0, |e| e.nodes.len());
+        view.under_replicated = running && ready < usize::from(wanted);
+        Ok(view)
     }
 
     async fn set_desired(&self, name: &NetworkName, desired: DesiredState) -> Result<()> {

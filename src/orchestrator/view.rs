@@ -8,7 +8,7 @@ use crate::access::Access;
 use crate::node::Ports;
 use crate::node::{NodeDiagnostics, NodeRecord, NodeState, Resources};
 use crate::replication::Replication;
-use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow};
+use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow, PinCounts};
 
 /// A network as shown to callers: its record without secrets, and its nodes.
 #[derive(Clone, Debug)]
@@ -28,6 +28,12 @@ pub struct NetworkView {
     pub subnet: Option<ipnet::Ipv4Net>,
     /// Copies of each pin.
     pub replication: Replication,
+    /// The pinset's pins by status (one network's view only; `None` in listings).
+    pub pins: Option<PinCounts>,
+    /// Pins held on fewer nodes than wanted, as the pinset loop last saw.
+    pub under_replicated_pins: u64,
+    /// Fewer ready nodes than the replication factor wants.
+    pub under_replicated: bool,
     pub nodes: Vec<NodeView>,
 }
 
@@ -82,6 +88,9 @@ impl NetworkView {
             activated_at: rec.activated_at,
             subnet: rec.subnet,
             replication: rec.replication,
+            pins: None,
+            under_replicated_pins: 0,
+            under_replicated: false,
             nodes,
         }
     }
