@@ -717,7 +717,7 @@ fn ctl_reaches_every_rpc_through_reflection() {
         .iter()
         .filter_map(|m| m["name"].as_str())
         .collect();
-    assert_eq!(rpcs.len(), 15, "{rpcs:?}");
+    assert_eq!(rpcs.len(), 19, "{rpcs:?}");
 
     let ctl = |args: &[&str]| -> Value {
         let mut all = vec!["ctl"];
@@ -750,6 +750,11 @@ fn ctl_reaches_every_rpc_through_reflection() {
         net.as_str()
     );
     assert_eq!(names(&ctl(&["ListNetworks"])), vec![net.clone()]);
+    assert_eq!(
+        ctl(&["ListPins", &format!("network={net}")])["count"],
+        0,
+        "the pinset RPCs are reachable too"
+    );
     assert_eq!(
         ctl(&["NetworkStats", &format!("name={net}")])["nodes"]
             .as_array()
@@ -2147,6 +2152,22 @@ fn add_through_delegator(d: &Daemon, net: &str, user: &str, data: &str) -> Strin
         .to_string()
 }
 
+/// The daemon's `/metrics` text (empty when it does not answer).
+fn metrics_text(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let req = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    if s.write_all(req.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 fn pin_status(d: &Daemon, net: &str, id: &str) -> String {
     d.json(&["pin", "get", net, id])["status"]
         .as_str()
@@ -2160,6 +2181,11 @@ fn pinset_keeps_two_copies_through_disk_loss_and_scaling() {
     d.edit_config(
         "disk = \"512MiB\"",
         "disk = \"512MiB\"\npin_interval = \"1s\"\npin_timeout = \"20s\"\npin_fail_after = \"20s\"",
+    );
+    let metrics_port = free_port();
+    d.edit_config(
+        "[metrics]\nlisten = \"\"",
+        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\ninterval = \"1s\""),
     );
     d.start();
     let net = format!("pins-{}", random_hex(3));
@@ -2211,6 +2237,18 @@ fn pinset_keeps_two_copies_through_disk_loss_and_scaling() {
     let g = d.json(&["network", "get", &net]);
     assert_eq!(g["pins"]["pinned"], 1, "{g}");
     assert_eq!(g["under_replicated"], false, "{g}");
+    assert_eq!(g["under_replicated_pins"], 0, "{g}");
+    // The gauges (refreshed every second).
+    let want = format!("nexus_pins{{network=\"{net}\",status=\"pinned\"}} 1");
+    assert!(
+        poll_until(Duration::from_secs(30), || metrics_text(metrics_port)
+            .contains(&want)),
+        "no `{want}` in:\n{}",
+        metrics_text(metrics_port)
+    );
+    assert!(metrics_text(metrics_port).contains(&format!(
+        "nexus_pins_under_replicated{{network=\"{net}\"}} 0"
+    )));
 
     // Bad input changes nothing.
     let other = format!("pino-{}", random_hex(3));

@@ -261,7 +261,7 @@ impl Orchestrator {
         let running = rec.desired == DesiredState::Running;
         let mut view = NetworkView::new(rec, rows, &observed);
         view.pins = Some(self.inner.store.pin_counts(name).await?);
-        view.under_replicated_pins = self.under_replicated_pins(name);
+        view.under_replicated_pins = self.under_replicated_pins(name.as_str());
         let ready = self.inner.registry.get(name).map_or(0, |e| e.nodes.len());
         view.under_replicated = running && ready < usize::from(wanted);
         Ok(view)

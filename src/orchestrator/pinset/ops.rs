@@ -12,7 +12,7 @@ use super::super::handle::{now_ms, Orchestrator};
 use super::super::request::parse_name;
 use crate::cid::Cid;
 use crate::node::NetworkName;
-use crate::store::{Allocation, PinFilter, PinRecord, PinStatus};
+use crate::store::{Allocation, PinCounts, PinFilter, PinRecord, PinStatus};
 
 /// Longest pin name (the Pinning Service API's limit).
 pub const MAX_NAME_CHARS: usize = 255;
@@ -189,6 +189,12 @@ impl Orchestrator {
         self.record(&name).await?;
         let page = self.inner.store.list_pins(&name, query).await?;
         Ok((page.count, page.pins.into_iter().map(Into::into).collect()))
+    }
+
+    /// How many pins of a network are in each status.
+    pub async fn pin_counts(&self, network: &str) -> Result<PinCounts> {
+        let name = parse_name(network)?;
+        Ok(self.inner.store.pin_counts(&name).await?)
     }
 
     async fn live_pin(&self, name: &NetworkName, request_id: &str) -> Result<PinRecord> {

@@ -40,9 +40,12 @@ impl Orchestrator {
     }
 
     /// Pins of a network held on fewer nodes than wanted, as the last pass saw (0 before one).
-    pub fn under_replicated_pins(&self, name: &NetworkName) -> u64 {
+    pub fn under_replicated_pins(&self, name: &str) -> u64 {
+        let Ok(name) = NetworkName::new(name) else {
+            return 0;
+        };
         lock(&self.inner.pins.under_replicated)
-            .get(name)
+            .get(&name)
             .copied()
             .unwrap_or(0)
     }
