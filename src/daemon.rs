@@ -315,6 +315,8 @@ async fn serve(
             let revoked = orch.load_revocations().await?;
             tracing::info!(revoked, "revocation list loaded");
             let server = Delegator::with_revocations(orch.registry(), orch.revocations(), config)?;
+            // Writes through the delegator join the pinset (a narrow handle, not the orchestrator).
+            server.set_pin_sink(Arc::new(orch.clone()));
             // Ids whose tokens have all expired are forgotten, hourly.
             let o = orch.clone();
             telemetry_tasks.push(tokio::spawn(async move {

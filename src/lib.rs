@@ -10,6 +10,7 @@ pub mod instance;
 pub mod names;
 pub mod node;
 pub mod orchestrator;
+pub mod pinsink;
 pub mod replication;
 pub mod revocations;
 pub mod secret;

@@ -2168,6 +2168,26 @@ fn metrics_text(port: u16) -> String {
     out
 }
 
+/// One RPC call through the daemon's delegator as `user`; returns the status code.
+fn delegator_rpc_as(d: &Daemon, net: &str, user: &str, path_and_query: &str) -> u16 {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let tok = token(d, user);
+    let port = d.delegator;
+    let req = hyper::Request::post(format!(
+        "http://127.0.0.1:{port}/network/{net}/api/v0/{path_and_query}"
+    ))
+    .header("host", format!("localhost:{port}"))
+    .header("authorization", format!("Bearer {tok}"))
+    .body(Full::new(Bytes::new()))
+    .expect("request");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(common::send(req)).0
+}
+
 fn pin_status(d: &Daemon, net: &str, id: &str) -> String {
     d.json(&["pin", "get", net, id])["status"]
         .as_str()
@@ -2199,22 +2219,28 @@ fn pinset_keeps_two_copies_through_disk_loss_and_scaling() {
         "2",
         "--user",
         "alice",
+        "--user",
+        "root:admin",
         "--start",
     ]);
     assert_eq!(n["status"], "running", "{n}");
     let limit = Duration::from_secs(90);
 
-    // Content on the one node that took the add; then into the pinset.
+    // A plain RPC `add` through the delegator joins the pinset, on behalf of the token's user.
     let cid = add_through_delegator(&d, &net, "alice", &format!("durable {net}"));
-    assert_eq!(
-        holders(&net, 3, &cid).len(),
-        1,
-        "a plain add lives on one node"
+    let mut id = String::new();
+    assert!(
+        poll_until(limit, || {
+            let l = d.json(&["pin", "ls", &net, "--cid", &cid]);
+            id = l["pins"][0]["request_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            l["count"] == 1 && l["pins"][0]["owner"] == "alice"
+        }),
+        "the add did not join the pinset:\n{}",
+        tail(&d.logs(), 30)
     );
-    let p = d.json(&[
-        "pin", "add", &net, &cid, "--name", "report", "--meta", "app=e2e",
-    ]);
-    let id = p["request_id"].as_str().expect("request id").to_string();
     assert_eq!(id.len(), 32);
     assert_ne!(id, cid, "the request id is not the CID");
     assert!(
@@ -2222,8 +2248,38 @@ fn pinset_keeps_two_copies_through_disk_loss_and_scaling() {
             && holders(&net, 3, &cid).len() == 2),
         "not pinned on two nodes: {:?} {}",
         holders(&net, 3, &cid),
-        d.logs()
+        tail(&d.logs(), 30)
     );
+    // A CID no node has: queued, then failed with a reason after pin_fail_after, never stuck.
+    let absent = format!("f01551220{}", random_hex(32));
+    let p = d.json(&[
+        "pin", "add", &net, &absent, "--name", "report", "--meta", "app=e2e",
+    ]);
+    let absent_id = p["request_id"].as_str().expect("request id").to_string();
+    assert_eq!(p["status"], "queued", "{p}");
+    assert!(
+        p["cid"].as_str().unwrap_or("").starts_with("bafkrei"),
+        "kept in base32: {p}"
+    );
+    let mut failed = Value::Null;
+    assert!(
+        poll_until(limit, || {
+            failed = d.json(&["pin", "get", &net, &absent_id]);
+            failed["status"] == "failed"
+        }),
+        "never failed: {failed}"
+    );
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no node could pin"),
+        "{failed}"
+    );
+    let f = d.json(&["pin", "ls", &net, "--status", "failed", "--meta", "app=e2e"]);
+    assert_eq!(f["count"], 1, "{f}");
+    assert_eq!(f["pins"][0]["name"], "report");
+    d.json(&["pin", "rm", &net, &absent_id]);
     // Exactly two, and it stays so (the loop runs every second).
     std::thread::sleep(Duration::from_secs(3));
     let two = holders(&net, 3, &cid);
@@ -2231,7 +2287,6 @@ fn pinset_keeps_two_copies_through_disk_loss_and_scaling() {
     let listed = d.json(&["pin", "ls", &net]);
     assert_eq!(listed["count"], 1, "{listed}");
     assert_eq!(listed["pins"][0]["cid"], cid.as_str());
-    assert_eq!(listed["pins"][0]["meta"]["app"], "e2e");
     let out = d.cli(&["pin", "ls", &net]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
     let g = d.json(&["network", "get", &net]);
@@ -2246,9 +2301,12 @@ fn pinset_keeps_two_copies_through_disk_loss_and_scaling() {
         "no `{want}` in:\n{}",
         metrics_text(metrics_port)
     );
-    assert!(metrics_text(metrics_port).contains(&format!(
-        "nexus_pins_under_replicated{{network=\"{net}\"}} 0"
-    )));
+    let want = format!("nexus_pins_under_replicated{{network=\"{net}\"}} 0");
+    assert!(
+        poll_until(Duration::from_secs(30), || metrics_text(metrics_port)
+            .contains(&want)),
+        "no `{want}`"
+    );
 
     // Bad input changes nothing.
     let other = format!("pino-{}", random_hex(3));
@@ -2322,9 +2380,18 @@ fn pinset_keeps_two_copies_through_disk_loss_and_scaling() {
         holders(&net, 3, &cid)
     );
 
-    // Removed from the set: unpinned on every node.
-    let r = d.json(&["pin", "rm", &net, &id]);
-    assert_eq!(r["request_id"], id.as_str());
+    // `pin/rm` through the delegator (an admin's command) removes the CID from the set, alice's
+    // pin included: unpinned on every node.
+    assert_eq!(
+        delegator_rpc_as(&d, &net, "alice", &format!("pin/rm?arg={cid}")),
+        403,
+        "a writer may not unpin"
+    );
+    assert_eq!(pin_status(&d, &net, &id), "pinned");
+    assert_eq!(
+        delegator_rpc_as(&d, &net, "root", &format!("pin/rm?arg={cid}")),
+        200
+    );
     assert!(
         poll_until(limit, || holders(&net, 3, &cid).is_empty()),
         "still pinned on {:?}",

@@ -12,6 +12,7 @@ use super::super::handle::{now_ms, Orchestrator};
 use super::super::request::parse_name;
 use crate::cid::Cid;
 use crate::node::NetworkName;
+use crate::pinsink::PinChange;
 use crate::store::{Allocation, PinCounts, PinFilter, PinRecord, PinStatus};
 
 /// Longest pin name (the Pinning Service API's limit).
@@ -206,5 +207,67 @@ impl Orchestrator {
             Some(p) if p.removed_at.is_none() => Ok(p),
             _ => Err(Self::pin_not_found(name, request_id)),
         }
+    }
+}
+
+/// Writes through the delegator join the pinset: a CID pinned by a user becomes that user's pin
+/// (unless the user already has one of it); a CID unpinned (`pin/rm`, an admin's command)
+/// leaves the set, whoever pinned it.
+impl crate::pinsink::PinSink for Orchestrator {
+    fn record(&self, network: &NetworkName, user: &str, change: PinChange, cids: Vec<String>) {
+        let this = self.clone();
+        let network = network.clone();
+        let user = user.to_string();
+        tokio::spawn(async move {
+            for cid in cids {
+                if let Err(e) = this.join_pinset(&network, &user, change, &cid).await {
+                    tracing::warn!(network = %network, %user, %cid, error = %e, "a write through the delegator did not reach the pinset");
+                }
+            }
+        });
+    }
+}
+
+impl Orchestrator {
+    async fn join_pinset(
+        &self,
+        network: &NetworkName,
+        user: &str,
+        change: PinChange,
+        cid: &str,
+    ) -> Result<()> {
+        let Ok(cid) = Cid::parse(cid) else {
+            return Ok(());
+        };
+        let query = PinFilter {
+            cids: vec![cid.to_string()],
+            ..PinFilter::default()
+        };
+        let same_cid = self.inner.store.list_pins(network, &query).await?.pins;
+        match change {
+            PinChange::Pinned if !same_cid.iter().any(|p| p.owner == user) => {
+                self.add_pin(
+                    network.as_str(),
+                    AddPin {
+                        cid: cid.to_string(),
+                        owner: user.to_string(),
+                        ..AddPin::default()
+                    },
+                )
+                .await?;
+            }
+            PinChange::Pinned => {}
+            // `pin/rm` through the delegator takes the admin role, which may remove others'
+            // pins: every pin of the CID goes.
+            PinChange::Unpinned => {
+                for p in same_cid {
+                    match self.remove_pin(network.as_str(), &p.request_id).await {
+                        Ok(_) | Err(OrchestratorError::PinNotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
