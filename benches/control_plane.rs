@@ -311,6 +311,73 @@ impl Store for Counting {
         self.tick();
         self.inner.forget_revoked_tokens(now).await
     }
+    async fn create_pin(&self, pin: &nexus::store::PinRecord) -> StoreResult<()> {
+        self.tick();
+        self.inner.create_pin(pin).await
+    }
+    async fn get_pin(
+        &self,
+        network: &NetworkName,
+        id: &str,
+    ) -> StoreResult<Option<nexus::store::PinRecord>> {
+        self.tick();
+        self.inner.get_pin(network, id).await
+    }
+    async fn list_pins(
+        &self,
+        network: &NetworkName,
+        filter: &nexus::store::PinFilter,
+    ) -> StoreResult<nexus::store::PinPage> {
+        self.tick();
+        self.inner.list_pins(network, filter).await
+    }
+    async fn pinset(&self, network: &NetworkName) -> StoreResult<Vec<nexus::store::PinRecord>> {
+        self.tick();
+        self.inner.pinset(network).await
+    }
+    async fn set_pin_status(
+        &self,
+        network: &NetworkName,
+        id: &str,
+        status: nexus::store::PinStatus,
+        reason: Option<&str>,
+        at: i64,
+    ) -> StoreResult<bool> {
+        self.tick();
+        self.inner
+            .set_pin_status(network, id, status, reason, at)
+            .await
+    }
+    async fn remove_pin(&self, network: &NetworkName, id: &str, at: i64) -> StoreResult<bool> {
+        self.tick();
+        self.inner.remove_pin(network, id, at).await
+    }
+    async fn delete_pin(&self, network: &NetworkName, id: &str) -> StoreResult<()> {
+        self.tick();
+        self.inner.delete_pin(network, id).await
+    }
+    async fn put_allocation(
+        &self,
+        network: &NetworkName,
+        id: &str,
+        a: &nexus::store::Allocation,
+    ) -> StoreResult<()> {
+        self.tick();
+        self.inner.put_allocation(network, id, a).await
+    }
+    async fn delete_allocation(
+        &self,
+        network: &NetworkName,
+        id: &str,
+        node: u16,
+    ) -> StoreResult<()> {
+        self.tick();
+        self.inner.delete_allocation(network, id, node).await
+    }
+    async fn pin_counts(&self, network: &NetworkName) -> StoreResult<nexus::store::PinCounts> {
+        self.tick();
+        self.inner.pin_counts(network).await
+    }
 }
 
 /// `SELECT 1` round trips per second through the store at `concurrency`.

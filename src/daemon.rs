@@ -315,6 +315,8 @@ async fn serve(
             let revoked = orch.load_revocations().await?;
             tracing::info!(revoked, "revocation list loaded");
             let server = Delegator::with_revocations(orch.registry(), orch.revocations(), config)?;
+            // Writes through the delegator join the pinset (a narrow handle, not the orchestrator).
+            server.set_pin_sink(Arc::new(orch.clone()));
             // Ids whose tokens have all expired are forgotten, hourly.
             let o = orch.clone();
             telemetry_tasks.push(tokio::spawn(async move {
@@ -348,7 +350,8 @@ async fn serve(
                         tracing::error!(error = %e, "recovery failed; the periodic resync will retry")
                     }
                 }
-                orch.run().await;
+                // The pinset loop runs beside the reconciler, under the same lease.
+                tokio::join!(orch.run(), orch.run_pinset());
             };
             let lost = async {
                 let _ = lost.wait_for(Option::is_some).await;

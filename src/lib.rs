@@ -1,6 +1,7 @@
 //! nexus: an orchestrator for private IPFS (kubo) networks.
 pub mod access;
 pub mod api;
+pub mod cid;
 pub mod client;
 pub mod config;
 pub mod daemon;
@@ -9,6 +10,8 @@ pub mod instance;
 pub mod names;
 pub mod node;
 pub mod orchestrator;
+pub mod pinsink;
+pub mod replication;
 pub mod revocations;
 pub mod secret;
 pub mod store;

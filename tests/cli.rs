@@ -717,7 +717,7 @@ fn ctl_reaches_every_rpc_through_reflection() {
         .iter()
         .filter_map(|m| m["name"].as_str())
         .collect();
-    assert_eq!(rpcs.len(), 15, "{rpcs:?}");
+    assert_eq!(rpcs.len(), 19, "{rpcs:?}");
 
     let ctl = |args: &[&str]| -> Value {
         let mut all = vec!["ctl"];
@@ -750,6 +750,11 @@ fn ctl_reaches_every_rpc_through_reflection() {
         net.as_str()
     );
     assert_eq!(names(&ctl(&["ListNetworks"])), vec![net.clone()]);
+    assert_eq!(
+        ctl(&["ListPins", &format!("network={net}")])["count"],
+        0,
+        "the pinset RPCs are reachable too"
+    );
     assert_eq!(
         ctl(&["NetworkStats", &format!("name={net}")])["nodes"]
             .as_array()
@@ -2257,4 +2262,411 @@ fn a_full_host_refuses_the_next_start_up_front_with_the_reason() {
     assert_eq!(n["status"], "running", "{n}");
     d.json(&["network", "remove", &b, "--force"]);
     d.json(&["network", "remove", &a, "--force"]);
+}
+
+#[test]
+fn replication_is_set_checked_and_shown() {
+    let mut d = Daemon::configure(23000, "");
+    d.start();
+    // Default: min(2, replicas).
+    let n = d.json(&["network", "create", "rep-a", "--replicas", "3"]);
+    assert_eq!(n["replication"], "2", "{n}");
+    let n = d.json(&["network", "create", "rep-b"]);
+    assert_eq!(n["replication"], "1", "{n}");
+    // Explicit, and `all`.
+    let n = d.json(&[
+        "network",
+        "create",
+        "rep-c",
+        "--replicas",
+        "2",
+        "--replication",
+        "all",
+    ]);
+    assert_eq!(n["replication"], "all", "{n}");
+    // Bad input: a clear error, nothing recorded or changed.
+    let err = d.fails(&[
+        "network",
+        "create",
+        "rep-d",
+        "--replicas",
+        "2",
+        "--replication",
+        "3",
+    ]);
+    assert!(err.contains("at most 2"), "{err}");
+    let err = d.fails(&["network", "create", "rep-d", "--replication", "two"]);
+    assert!(err.contains("not a number of nodes"), "{err}");
+    let err = d.fails(&["network", "create", "rep-d", "--replication", "0"]);
+    assert!(err.contains("at least 1"), "{err}");
+    let err = d.fails(&["network", "get", "rep-d"]);
+    assert!(err.contains("rep-d"), "{err}");
+    let err = d.fails(&[
+        "network",
+        "update",
+        "rep-a",
+        "--replication",
+        "4",
+        "--cpus",
+        "0.25",
+    ]);
+    assert!(err.contains("at most 3"), "{err}");
+    let n = d.json(&["network", "get", "rep-a"]);
+    assert_eq!(n["replication"], "2", "{n}");
+    assert_eq!(n["resources"]["cpu_millis"], 500, "{n}");
+    // Update, alone or with the replicas (checked against the new count).
+    let n = d.json(&["network", "update", "rep-a", "--replication", "3"]);
+    assert_eq!(n["replication"], "3", "{n}");
+    let n = d.json(&[
+        "network",
+        "update",
+        "rep-b",
+        "--replicas",
+        "2",
+        "--replication",
+        "2",
+    ]);
+    assert_eq!(
+        (n["replicas"].as_u64(), n["replication"].as_str()),
+        (Some(2), Some("2"))
+    );
+    // The table shows it too.
+    let out = d.cli(&["network", "get", "rep-c"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("replication") && l.trim_end().ends_with("all")),
+        "{table}"
+    );
+}
+
+/// The CIDs a node pins recursively, asked on its own RPC socket (found through the container's
+/// `/nexus` bind mount), not through nexus. Empty when the node does not answer.
+fn node_pins(container: &str) -> std::collections::BTreeSet<String> {
+    use std::io::{Read, Write};
+    let Ok(out) = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{if eq .Destination \"/nexus\"}}{{.Source}}{{end}}{{end}}",
+            container,
+        ])
+        .output()
+    else {
+        return Default::default();
+    };
+    let dir = String::from_utf8_lossy(&out.stdout).into_owned();
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(Path::new(dir.trim()).join("api.sock"))
+    else {
+        return Default::default();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let req = "POST /api/v0/pin/ls?type=recursive HTTP/1.1\r\nHost: node\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    if s.write_all(req.as_bytes()).is_err() {
+        return Default::default();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if a < b => &body[a..=b],
+        _ => return Default::default(),
+    };
+    serde_json::from_str::<Value>(json)
+        .ok()
+        .and_then(|v| v["Keys"].as_object().map(|m| m.keys().cloned().collect()))
+        .unwrap_or_default()
+}
+
+/// Indices of the network's nodes (0..n) whose own `pin/ls` lists `cid`.
+fn holders(net: &str, n: u16, cid: &str) -> Vec<u16> {
+    (0..n)
+        .filter(|i| node_pins(&format!("nexus-{net}-{i}")).contains(cid))
+        .collect()
+}
+
+/// Adds `data` through the daemon's delegator (RPC `add`, which pins on the node that takes
+/// it) and returns its CID.
+fn add_through_delegator(d: &Daemon, net: &str, user: &str, data: &str) -> String {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let tok = token(d, user);
+    let port = d.delegator;
+    let boundary = "nexus-pins-boundary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n{data}\r\n--{boundary}--\r\n"
+    );
+    let req = hyper::Request::post(format!("http://127.0.0.1:{port}/network/{net}/api/v0/add"))
+        .header("host", format!("localhost:{port}"))
+        .header("authorization", format!("Bearer {tok}"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (status, out) = rt.block_on(common::send(req));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&out));
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let last = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str::<Value>(last).expect("add JSON")["Hash"]
+        .as_str()
+        .expect("Hash")
+        .to_string()
+}
+
+/// The daemon's `/metrics` text (empty when it does not answer).
+fn metrics_text(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let req = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    if s.write_all(req.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// One RPC call through the daemon's delegator as `user`; returns the status code.
+fn delegator_rpc_as(d: &Daemon, net: &str, user: &str, path_and_query: &str) -> u16 {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let tok = token(d, user);
+    let port = d.delegator;
+    let req = hyper::Request::post(format!(
+        "http://127.0.0.1:{port}/network/{net}/api/v0/{path_and_query}"
+    ))
+    .header("host", format!("localhost:{port}"))
+    .header("authorization", format!("Bearer {tok}"))
+    .body(Full::new(Bytes::new()))
+    .expect("request");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(common::send(req)).0
+}
+
+fn pin_status(d: &Daemon, net: &str, id: &str) -> String {
+    d.json(&["pin", "get", net, id])["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn pinset_keeps_two_copies_through_disk_loss_and_scaling() {
+    let mut d = Daemon::configure(23020, "");
+    d.edit_config(
+        "disk = \"512MiB\"",
+        "disk = \"512MiB\"\npin_interval = \"1s\"\npin_timeout = \"20s\"\npin_fail_after = \"20s\"",
+    );
+    let metrics_port = free_port();
+    d.edit_config(
+        "[metrics]\nlisten = \"\"",
+        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\ninterval = \"1s\""),
+    );
+    d.start();
+    let net = format!("pins-{}", random_hex(3));
+    let n = d.json(&[
+        "network",
+        "create",
+        &net,
+        "--replicas",
+        "3",
+        "--replication",
+        "2",
+        "--user",
+        "alice",
+        "--user",
+        "root:admin",
+        "--start",
+    ]);
+    assert_eq!(n["status"], "running", "{n}");
+    let limit = Duration::from_secs(90);
+
+    // A plain RPC `add` through the delegator joins the pinset, on behalf of the token's user.
+    let cid = add_through_delegator(&d, &net, "alice", &format!("durable {net}"));
+    let mut id = String::new();
+    assert!(
+        poll_until(limit, || {
+            let l = d.json(&["pin", "ls", &net, "--cid", &cid]);
+            id = l["pins"][0]["request_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            l["count"] == 1 && l["pins"][0]["owner"] == "alice"
+        }),
+        "the add did not join the pinset:\n{}",
+        tail(&d.logs(), 30)
+    );
+    assert_eq!(id.len(), 32);
+    assert_ne!(id, cid, "the request id is not the CID");
+    assert!(
+        poll_until(limit, || pin_status(&d, &net, &id) == "pinned"
+            && holders(&net, 3, &cid).len() == 2),
+        "not pinned on two nodes: {:?} {}",
+        holders(&net, 3, &cid),
+        tail(&d.logs(), 30)
+    );
+    // A CID no node has: queued, then failed with a reason after pin_fail_after, never stuck.
+    let absent = format!("f01551220{}", random_hex(32));
+    let p = d.json(&[
+        "pin", "add", &net, &absent, "--name", "report", "--meta", "app=e2e",
+    ]);
+    let absent_id = p["request_id"].as_str().expect("request id").to_string();
+    assert_eq!(p["status"], "queued", "{p}");
+    assert!(
+        p["cid"].as_str().unwrap_or("").starts_with("bafkrei"),
+        "kept in base32: {p}"
+    );
+    let mut failed = Value::Null;
+    assert!(
+        poll_until(limit, || {
+            failed = d.json(&["pin", "get", &net, &absent_id]);
+            failed["status"] == "failed"
+        }),
+        "never failed: {failed}"
+    );
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no node could pin"),
+        "{failed}"
+    );
+    let f = d.json(&["pin", "ls", &net, "--status", "failed", "--meta", "app=e2e"]);
+    assert_eq!(f["count"], 1, "{f}");
+    assert_eq!(f["pins"][0]["name"], "report");
+    d.json(&["pin", "rm", &net, &absent_id]);
+    // Exactly two, and it stays so (the loop runs every second).
+    std::thread::sleep(Duration::from_secs(3));
+    let two = holders(&net, 3, &cid);
+    assert_eq!(two.len(), 2, "{two:?}");
+    let listed = d.json(&["pin", "ls", &net]);
+    assert_eq!(listed["count"], 1, "{listed}");
+    assert_eq!(listed["pins"][0]["cid"], cid.as_str());
+    let out = d.cli(&["pin", "ls", &net]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+    let g = d.json(&["network", "get", &net]);
+    assert_eq!(g["pins"]["pinned"], 1, "{g}");
+    assert_eq!(g["under_replicated"], false, "{g}");
+    assert_eq!(g["under_replicated_pins"], 0, "{g}");
+    // The gauges (refreshed every second).
+    let want = format!("nexus_pins{{network=\"{net}\",status=\"pinned\"}} 1");
+    assert!(
+        poll_until(Duration::from_secs(30), || metrics_text(metrics_port)
+            .contains(&want)),
+        "no `{want}` in:\n{}",
+        metrics_text(metrics_port)
+    );
+    let want = format!("nexus_pins_under_replicated{{network=\"{net}\"}} 0");
+    assert!(
+        poll_until(Duration::from_secs(30), || metrics_text(metrics_port)
+            .contains(&want)),
+        "no `{want}`"
+    );
+
+    // Bad input changes nothing.
+    let other = format!("pino-{}", random_hex(3));
+    d.json(&["network", "create", &other]);
+    let err = d.fails(&["pin", "add", &net, "not-a-cid"]);
+    assert!(err.contains("not a valid CID"), "{err}");
+    let long = "n".repeat(300);
+    let err = d.fails(&["pin", "add", &net, &cid, "--name", &long]);
+    assert!(err.contains("at most 255"), "{err}");
+    let big = format!("k={}", "v".repeat(5000));
+    let err = d.fails(&["pin", "add", &net, &cid, "--meta", &big]);
+    assert!(err.contains("at most 4096"), "{err}");
+    let err = d.fails(&["pin", "get", &net, &random_hex(16)]);
+    assert!(err.contains("no pin with request id"), "{err}");
+    let err = d.fails(&["pin", "get", &other, &id]);
+    assert!(
+        err.contains("no pin with request id"),
+        "another network's id: {err}"
+    );
+    let err = d.fails(&["pin", "rm", &other, &id]);
+    assert!(err.contains("NotFound"), "{err}");
+    let err = d.fails(&["pin", "add", "no-such-net", &cid]);
+    assert!(err.contains("no network named"), "{err}");
+    assert_eq!(d.json(&["pin", "ls", &net])["count"], 1);
+    assert_eq!(pin_status(&d, &net, &id), "pinned");
+
+    // Disk loss: a holder's container and volume go; nothing is asked of nexus.
+    let lost = two[0];
+    let container = format!("nexus-{net}-{lost}");
+    docker(&["rm", "-f", &container]);
+    docker(&["volume", "rm", "-f", &format!("{container}-data")]);
+    assert!(
+        poll_until(Duration::from_secs(120), || holders(&net, 3, &cid).len()
+            == 2),
+        "not back on two nodes: {:?}\n{}",
+        holders(&net, 3, &cid),
+        tail(&d.logs(), 40)
+    );
+    assert_eq!(pin_status(&d, &net, &id), "pinned");
+    // Once the lost node is back, the copies settle on the lowest indices (the nodes a
+    // scale-down keeps), never fewer than two meanwhile.
+    assert!(
+        poll_until(limit, || {
+            let h = holders(&net, 3, &cid);
+            assert!(h.len() >= 2, "a copy went missing while settling: {h:?}");
+            h == vec![0, 1]
+        }),
+        "copies did not settle on nodes 0 and 1: {:?}",
+        holders(&net, 3, &cid)
+    );
+
+    // Scale 3 → 1: under-replicated, reported, the content still there.
+    let n = d.json(&["network", "update", &net, "--replicas", "1"]);
+    assert_eq!(n["status"], "running", "{n}");
+    assert!(
+        poll_until(limit, || d.json(&["network", "get", &net])
+            ["under_replicated"]
+            == true),
+        "not reported under-replicated"
+    );
+    assert_eq!(holders(&net, 1, &cid), vec![0], "node 0 keeps its copy");
+    assert_eq!(pin_status(&d, &net, &id), "pinned");
+    let g = d.json(&["network", "get", &net]);
+    assert_eq!(g["replication"], "2");
+    // Back to 3: two copies again.
+    d.json(&["network", "update", &net, "--replicas", "3"]);
+    assert!(
+        poll_until(limit, || holders(&net, 3, &cid).len() == 2
+            && d.json(&["network", "get", &net])["under_replicated"] == false),
+        "not two copies after scaling up: {:?}",
+        holders(&net, 3, &cid)
+    );
+
+    // `pin/rm` through the delegator (an admin's command) removes the CID from the set, alice's
+    // pin included: unpinned on every node.
+    assert_eq!(
+        delegator_rpc_as(&d, &net, "alice", &format!("pin/rm?arg={cid}")),
+        403,
+        "a writer may not unpin"
+    );
+    assert_eq!(pin_status(&d, &net, &id), "pinned");
+    assert_eq!(
+        delegator_rpc_as(&d, &net, "root", &format!("pin/rm?arg={cid}")),
+        200
+    );
+    assert!(
+        poll_until(limit, || holders(&net, 3, &cid).is_empty()),
+        "still pinned on {:?}",
+        holders(&net, 3, &cid)
+    );
+    let err = d.fails(&["pin", "get", &net, &id]);
+    assert!(err.contains("no pin with request id"), "{err}");
+    assert_eq!(d.json(&["pin", "ls", &net])["count"], 0);
 }

@@ -12,13 +12,15 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use nexus::access::Access;
+use nexus::cid::Cid;
 use nexus::names::InstanceName;
 use nexus::node::{NetworkName, NodeIdentity, Ports, Resources, SwarmKey};
 use nexus::store::seal::{KeyFile, KeySource, Keyring, SealError, SealKey};
 use nexus::store::sql::SqlStore;
 use nexus::store::{
-    CachedStore, DesiredState, Lease, LeaseHolder, LeaseOutcome, NetworkRecord, NetworkStatus,
-    NodeRow, Store, StoreError,
+    Allocation, AllocationStatus, CachedStore, DesiredState, Lease, LeaseHolder, LeaseOutcome,
+    NameMatch, NetworkRecord, NetworkStatus, NodeRow, PinFilter, PinRecord, PinStatus, Store,
+    StoreError,
 };
 use sqlx::{AnyConnection, Connection as _, Executor as _};
 
@@ -199,6 +201,7 @@ fn full_record(n: &str) -> NetworkRecord {
         activated_at: Some(-1),
         subnet: Some("10.224.3.64/26".parse().expect("cidr")),
         image: Some("registry.example/kubo:v0.43.1@sha256:'quoted'".into()),
+        replication: nexus::replication::Replication::All,
     }
 }
 
@@ -219,6 +222,7 @@ fn plain_record(n: &str) -> NetworkRecord {
         activated_at: None,
         subnet: None,
         image: None,
+        replication: nexus::replication::Replication::Count(1),
     }
 }
 
@@ -1408,10 +1412,324 @@ macro_rules! backend_tests {
     };
 }
 
+fn pin(net: &str, id: &str, cid: &str, created_at: i64) -> PinRecord {
+    PinRecord {
+        network: name(net),
+        request_id: id.into(),
+        cid: Cid::parse(cid).expect("cid"),
+        name: None,
+        meta: Default::default(),
+        origins: vec![],
+        owner: String::new(),
+        created_at,
+        status: PinStatus::Queued,
+        reason: None,
+        updated_at: created_at,
+        removed_at: None,
+        allocations: vec![],
+    }
+}
+
+const CID_A: &str = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
+const CID_B: &str = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
+
+/// Every field of a pin and its allocations comes back as written; status, removal and
+/// allocations change alone; deleting the network takes its pinset with it.
+async fn pinset_round_trip_and_lifecycle(db: &TestDb) {
+    let s = &db.s;
+    s.create_network(&plain_record("pins"))
+        .await
+        .expect("create");
+    s.create_network(&plain_record("other"))
+        .await
+        .expect("create");
+    let mut full = pin(
+        "pins",
+        "0123456789abcdef0123456789abcdef",
+        CID_A,
+        1_700_000_000_001,
+    );
+    full.name = Some("report \"q1\" ✓ 'x'; DROP TABLE pins;--".into());
+    full.meta = [
+        ("app".to_string(), "photos".to_string()),
+        ("k".into(), String::new()),
+    ]
+    .into_iter()
+    .collect();
+    full.origins = vec![
+        "/ip4/203.0.113.7/tcp/4001/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo".into(),
+    ];
+    full.owner = "alice".into();
+    full.allocations = vec![
+        Allocation {
+            node: 2,
+            status: AllocationStatus::Pinning,
+            reason: None,
+            attempts: 0,
+            updated_at: 5,
+        },
+        Allocation {
+            node: 0,
+            status: AllocationStatus::Failed,
+            reason: Some("timeout after 30s".into()),
+            attempts: 3,
+            updated_at: 6,
+        },
+    ];
+    s.create_pin(&full).await.expect("create pin");
+    let mut want = full.clone();
+    want.allocations.sort_by_key(|a| a.node);
+    assert_eq!(
+        s.get_pin(&name("pins"), &full.request_id)
+            .await
+            .expect("get"),
+        Some(want.clone())
+    );
+    // Another network's id is not this network's pin.
+    assert_eq!(
+        s.get_pin(&name("other"), &full.request_id)
+            .await
+            .expect("get"),
+        None
+    );
+    // A pin of a network that does not exist.
+    assert!(matches!(
+        s.create_pin(&pin("absent", "ff", CID_A, 1)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Status.
+    assert!(s
+        .set_pin_status(
+            &name("pins"),
+            &full.request_id,
+            PinStatus::Failed,
+            Some("no provider"),
+            9
+        )
+        .await
+        .expect("status"));
+    assert!(!s
+        .set_pin_status(&name("pins"), "nope", PinStatus::Pinned, None, 9)
+        .await
+        .expect("status"));
+    let got = s
+        .get_pin(&name("pins"), &full.request_id)
+        .await
+        .expect("get")
+        .expect("pin");
+    assert_eq!(
+        (got.status, got.reason.as_deref(), got.updated_at),
+        (PinStatus::Failed, Some("no provider"), 9)
+    );
+    // Allocations: upsert, delete; a pin that is not there.
+    let a = Allocation {
+        node: 2,
+        status: AllocationStatus::Pinned,
+        reason: None,
+        attempts: 0,
+        updated_at: 10,
+    };
+    s.put_allocation(&name("pins"), &full.request_id, &a)
+        .await
+        .expect("put");
+    s.delete_allocation(&name("pins"), &full.request_id, 0)
+        .await
+        .expect("delete");
+    s.delete_allocation(&name("pins"), &full.request_id, 7)
+        .await
+        .expect("absent is fine");
+    assert!(matches!(
+        s.put_allocation(&name("pins"), "nope", &a).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let got = s
+        .get_pin(&name("pins"), &full.request_id)
+        .await
+        .expect("get")
+        .expect("pin");
+    assert_eq!(got.allocations, vec![a]);
+    let counts = s.pin_counts(&name("pins")).await.expect("counts");
+    assert_eq!((counts.failed, counts.total()), (1, 1));
+    // Removal: hidden from listings and counts, still in the pinset until deleted.
+    assert!(s
+        .remove_pin(&name("pins"), &full.request_id, 11)
+        .await
+        .expect("remove"));
+    assert!(!s
+        .remove_pin(&name("pins"), &full.request_id, 12)
+        .await
+        .expect("again"));
+    assert_eq!(
+        s.list_pins(&name("pins"), &PinFilter::default())
+            .await
+            .expect("list")
+            .count,
+        0
+    );
+    assert_eq!(
+        s.pin_counts(&name("pins")).await.expect("counts").total(),
+        0
+    );
+    let set = s.pinset(&name("pins")).await.expect("pinset");
+    assert_eq!(set.len(), 1);
+    assert_eq!(set[0].removed_at, Some(11));
+    assert_eq!(set[0].allocations.len(), 1);
+    s.delete_pin(&name("pins"), &full.request_id)
+        .await
+        .expect("delete");
+    assert!(s.pinset(&name("pins")).await.expect("pinset").is_empty());
+    // Deleting a network deletes its pins and their allocations.
+    s.create_pin(&full).await.expect("again");
+    s.delete_network(&name("pins"))
+        .await
+        .expect("delete network");
+    s.create_network(&plain_record("pins"))
+        .await
+        .expect("recreate");
+    assert!(s.pinset(&name("pins")).await.expect("pinset").is_empty());
+}
+
+/// Listing: newest first, every filter, `count` of all matches with a page of `limit`.
+async fn pin_listing_filters_and_pages(db: &TestDb) {
+    let s = &db.s;
+    s.create_network(&plain_record("list"))
+        .await
+        .expect("create");
+    for i in 0..30i64 {
+        let mut p = pin(
+            "list",
+            &format!("id{i:02}"),
+            if i % 3 == 0 { CID_B } else { CID_A },
+            1000 + i,
+        );
+        p.name = Some(if i % 2 == 0 {
+            format!("Photo-{i}")
+        } else {
+            format!("doc-{i}")
+        });
+        p.status = if i < 10 {
+            PinStatus::Pinned
+        } else {
+            PinStatus::Queued
+        };
+        if i % 5 == 0 {
+            p.meta.insert("app".into(), "gallery".into());
+        }
+        s.create_pin(&p).await.expect("pin");
+    }
+    let net = name("list");
+    let list = |f: PinFilter| {
+        let s = s.clone();
+        let net = net.clone();
+        async move { s.list_pins(&net, &f).await.expect("list") }
+    };
+    let all = list(PinFilter::default()).await;
+    assert_eq!(all.count, 30);
+    let created: Vec<i64> = all.pins.iter().map(|p| p.created_at).collect();
+    assert!(
+        created.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {created:?}"
+    );
+    let page = list(PinFilter {
+        limit: 7,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!((page.count, page.pins.len()), (30, 7));
+    assert_eq!(page.pins[0].request_id, "id29");
+    // Paging with `before`: the next page starts where the last ended.
+    let next = list(PinFilter {
+        limit: 7,
+        before: Some(page.pins[6].created_at),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(next.pins[0].request_id, "id22");
+    assert_eq!(next.count, 23);
+    let after = list(PinFilter {
+        after: Some(1025),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(after.count, 4);
+    let by_cid = list(PinFilter {
+        cids: vec![CID_B.into()],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_cid.count, 10);
+    let by_status = list(PinFilter {
+        statuses: vec![PinStatus::Pinned],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_status.count, 10);
+    let both = list(PinFilter {
+        statuses: vec![PinStatus::Pinned, PinStatus::Queued],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(both.count, 30);
+    let exact = list(PinFilter {
+        name: Some("Photo-4".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(exact.count, 1);
+    let not_exact = list(PinFilter {
+        name: Some("photo-4".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(not_exact.count, 0);
+    let iexact = list(PinFilter {
+        name: Some("photo-4".into()),
+        name_match: NameMatch::IExact,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(iexact.count, 1);
+    let partial = list(PinFilter {
+        name: Some("hoto".into()),
+        name_match: NameMatch::Partial,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(partial.count, 15);
+    let ipartial = list(PinFilter {
+        name: Some("PHOTO-1".into()),
+        name_match: NameMatch::IPartial,
+        ..Default::default()
+    })
+    .await;
+    // Photo-10, -12, -14, -16, -18.
+    assert_eq!(ipartial.count, 5);
+    let meta = list(PinFilter {
+        meta: [("app".to_string(), "gallery".to_string())]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(meta.count, 6);
+    let none = list(PinFilter {
+        meta: [("app".to_string(), "other".to_string())]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(none.count, 0);
+    let counts = s.pin_counts(&net).await.expect("counts");
+    assert_eq!((counts.pinned, counts.queued), (10, 20));
+}
+
 mod sqlite_file {
     backend_tests!(
         kind = SqliteFile,
         tests = [
+            pinset_round_trip_and_lifecycle,
+            pin_listing_filters_and_pages,
             instance_is_recorded_once,
             revocations_are_kept_until_forgotten,
             lease_acquire_renew_expire_release,
@@ -1443,6 +1761,8 @@ mod sqlite_memory {
     backend_tests!(
         kind = SqliteMemory,
         tests = [
+            pinset_round_trip_and_lifecycle,
+            pin_listing_filters_and_pages,
             instance_is_recorded_once,
             revocations_are_kept_until_forgotten,
             lease_acquire_renew_expire_release,
@@ -1466,6 +1786,8 @@ mod cached_sqlite_file {
     backend_tests!(
         kind = CachedSqliteFile,
         tests = [
+            pinset_round_trip_and_lifecycle,
+            pin_listing_filters_and_pages,
             instance_is_recorded_once,
             revocations_are_kept_until_forgotten,
             lease_acquire_renew_expire_release,
@@ -1489,6 +1811,8 @@ mod postgres {
     backend_tests!(
         kind = Postgres,
         tests = [
+            pinset_round_trip_and_lifecycle,
+            pin_listing_filters_and_pages,
             instance_is_recorded_once,
             revocations_are_kept_until_forgotten,
             lease_acquire_renew_expire_release,

@@ -17,12 +17,14 @@ use super::pb;
 use crate::access::{Access, AccessUpdate};
 use crate::node::{NetworkName, NodeState, Resources};
 use crate::orchestrator::{
-    CreateNetwork, ErrorKind, Event, NetworkView, NodeDiagnosis, Orchestrator, OrchestratorError,
-    UpdateNetwork,
+    AddPin, CreateNetwork, ErrorKind, Event, NetworkView, NodeDiagnosis, Orchestrator,
+    OrchestratorError, PinQuery, PinView, UpdateNetwork,
 };
+use crate::replication::Replication;
 use crate::store::seal::SealError;
 use crate::store::sql::SealRotator;
 use crate::store::StoreError;
+use crate::store::{NameMatch, PinStatus};
 
 /// What the service needs besides the orchestrator.
 #[derive(Clone, Debug)]
@@ -89,6 +91,9 @@ pub fn to_status(e: OrchestratorError) -> Status {
     let msg = e.to_string();
     match e.kind() {
         ErrorKind::Invalid => Status::invalid_argument(msg),
+        ErrorKind::NotFound if matches!(e, OrchestratorError::PinNotFound { .. }) => {
+            Status::not_found(msg)
+        }
         ErrorKind::NotFound => Status::not_found(format!(
             "{msg}: `nexus network list` shows the networks that exist"
         )),
@@ -157,6 +162,15 @@ pub fn network_message(v: NetworkView) -> pb::Network {
         activated_at_ms: v.activated_at.unwrap_or(0),
         subnet: v.subnet.map(|s| s.to_string()).unwrap_or_default(),
         image: v.image,
+        replication: v.replication.to_string(),
+        pins: v.pins.map(|c| pb::PinCounts {
+            queued: c.queued,
+            pinning: c.pinning,
+            pinned: c.pinned,
+            failed: c.failed,
+        }),
+        under_replicated_pins: v.under_replicated_pins,
+        under_replicated: v.under_replicated,
         nodes: v
             .nodes
             .into_iter()
@@ -194,6 +208,76 @@ fn diagnosis_message(d: NodeDiagnosis) -> pb::NodeDiagnosis {
     }
 }
 
+/// A pin as a message.
+pub fn pin_message(network: &str, p: PinView) -> pb::Pin {
+    pb::Pin {
+        request_id: p.request_id,
+        network: network.to_string(),
+        cid: p.cid,
+        name: p.name.unwrap_or_default(),
+        meta: p.meta.into_iter().collect(),
+        origins: p.origins,
+        owner: p.owner,
+        created_at_ms: p.created_at,
+        status: p.status.as_str().into(),
+        reason: p.reason.unwrap_or_default(),
+        allocations: p
+            .allocations
+            .into_iter()
+            .map(|a| pb::PinAllocation {
+                node: u32::from(a.node),
+                status: a.status.as_str().into(),
+                reason: a.reason.unwrap_or_default(),
+                attempts: a.attempts,
+                updated_at_ms: a.updated_at,
+            })
+            .collect(),
+    }
+}
+
+/// `ListPins`' filter from its request. Bad values are INVALID_ARGUMENT naming the field.
+#[allow(clippy::result_large_err)]
+fn pin_query(r: &pb::ListPinsRequest) -> Result<PinQuery, Status> {
+    let name_match = match r.r#match.as_str() {
+        "" => NameMatch::Exact,
+        m => NameMatch::parse(m).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "match: `{m}` is not one of exact, iexact, partial, ipartial"
+            ))
+        })?,
+    };
+    let statuses = r
+        .status
+        .iter()
+        .map(|s| {
+            PinStatus::parse(s).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "status: `{s}` is not one of queued, pinning, pinned, failed"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let limit = match r.limit {
+        0 => 10,
+        n @ 1..=1000 => n as usize,
+        n => {
+            return Err(Status::invalid_argument(format!(
+                "limit: {n} is above 1000"
+            )))
+        }
+    };
+    Ok(PinQuery {
+        cids: r.cid.clone(),
+        name: (!r.name.is_empty()).then(|| r.name.clone()),
+        name_match,
+        statuses,
+        before: (r.before_ms != 0).then_some(r.before_ms),
+        after: (r.after_ms != 0).then_some(r.after_ms),
+        meta: r.meta.clone().into_iter().collect(),
+        limit,
+    })
+}
+
 /// An event as a message.
 pub fn event_message(e: Event) -> pb::Event {
     pb::Event {
@@ -221,6 +305,11 @@ fn replicas(n: u32, field: &str) -> Result<u16, Status> {
     u16::try_from(n).map_err(|_| {
         Status::invalid_argument(format!("{field}: {n} is not a valid number of nodes"))
     })
+}
+
+#[allow(clippy::result_large_err)]
+fn replication(text: &str) -> Result<Replication, Status> {
+    Replication::parse(text).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 #[allow(clippy::result_large_err)]
@@ -307,6 +396,7 @@ impl pb::nexus_server::Nexus for NexusService {
                 swarm_key: (!r.swarm_key.is_empty()).then_some(r.swarm_key),
                 bootstrap_peers: r.bootstrap_peers,
                 image: (!r.image.is_empty()).then_some(r.image),
+                replication: r.replication.as_deref().map(replication).transpose()?,
             })
             .await
             .map_err(to_status)?;
@@ -348,6 +438,7 @@ impl pb::nexus_server::Nexus for NexusService {
                 api_deny: r.api_deny.map(|l| l.values),
             },
             image: r.image,
+            replication: r.replication.as_deref().map(replication).transpose()?,
         };
         let view = self
             .orch
@@ -355,6 +446,69 @@ impl pb::nexus_server::Nexus for NexusService {
             .await
             .map_err(to_status)?;
         Ok(Response::new(network_message(view)))
+    }
+
+    async fn add_pin(&self, req: Request<pb::AddPinRequest>) -> Result<Response<pb::Pin>, Status> {
+        let r = req.into_inner();
+        let network = required_name(&r.network)?.to_string();
+        let pin = self
+            .orch
+            .add_pin(
+                &network,
+                AddPin {
+                    cid: r.cid,
+                    name: (!r.name.is_empty()).then_some(r.name),
+                    meta: r.meta.into_iter().collect(),
+                    origins: r.origins,
+                    owner: String::new(),
+                },
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pin_message(&network, pin)))
+    }
+
+    async fn get_pin(&self, req: Request<pb::GetPinRequest>) -> Result<Response<pb::Pin>, Status> {
+        let r = req.into_inner();
+        let network = required_name(&r.network)?;
+        let pin = self
+            .orch
+            .get_pin(network, &r.request_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pin_message(network, pin)))
+    }
+
+    async fn list_pins(
+        &self,
+        req: Request<pb::ListPinsRequest>,
+    ) -> Result<Response<pb::ListPinsResponse>, Status> {
+        let r = req.into_inner();
+        let network = required_name(&r.network)?;
+        let query = pin_query(&r)?;
+        let (count, pins) = self
+            .orch
+            .list_pins(network, &query)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListPinsResponse {
+            count,
+            pins: pins.into_iter().map(|p| pin_message(network, p)).collect(),
+        }))
+    }
+
+    async fn remove_pin(
+        &self,
+        req: Request<pb::RemovePinRequest>,
+    ) -> Result<Response<pb::Pin>, Status> {
+        let r = req.into_inner();
+        let network = required_name(&r.network)?;
+        let pin = self
+            .orch
+            .remove_pin(network, &r.request_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pin_message(network, pin)))
     }
 
     async fn stop_network(

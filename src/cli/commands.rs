@@ -11,7 +11,9 @@ use nexus::node::SwarmKey;
 
 use super::render;
 use super::settings::{self, parse_cpus, parse_size};
-use super::{CreateFlags, Global, NetworkCmd, ResourceFlags, SecretsCmd, SwarmKeyCmd, UpdateFlags};
+use super::{
+    CreateFlags, Global, NetworkCmd, PinCmd, ResourceFlags, SecretsCmd, SwarmKeyCmd, UpdateFlags,
+};
 
 /// Prints a typed answer as one JSON document (proto3 JSON, proto field names).
 fn print_json<M: prost::Message>(full_name: &str, msg: &M) -> Result<()> {
@@ -207,7 +209,14 @@ fn create_request(f: CreateFlags) -> Result<pb::CreateNetworkRequest> {
         api_deny: f.api_deny,
         start: f.start,
         image: f.image.unwrap_or_default(),
+        replication: f.replication.as_deref().map(replication_flag).transpose()?,
     })
+}
+
+/// `--replication`: checked here for its form (the daemon checks it against the replicas).
+fn replication_flag(text: &str) -> Result<String> {
+    let r = nexus::replication::Replication::parse(text).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    Ok(r.to_string())
 }
 
 fn list_change(values: Vec<String>, clear: bool) -> Option<pb::StringList> {
@@ -234,8 +243,10 @@ fn update_request(f: UpdateFlags) -> Result<pb::UpdateNetworkRequest> {
         api_allow: list_change(f.api_allow, f.clear_api_allow),
         api_deny: list_change(f.api_deny, f.clear_api_deny),
         image: f.image,
+        replication: f.replication.as_deref().map(replication_flag).transpose()?,
     };
     let nothing = req.replicas.is_none()
+        && req.replication.is_none()
         && req.cpu_millis.is_none()
         && req.memory_bytes.is_none()
         && req.disk_bytes.is_none()
@@ -260,6 +271,13 @@ fn print_network(n: &pb::Network) {
         ("reason", render::or_dash(&n.status_reason)),
         ("replicas", n.replicas.to_string()),
         ("image", n.image.clone()),
+        ("replication", {
+            let mut r = n.replication.clone();
+            if n.under_replicated {
+                r.push_str(" (under-replicated: fewer ready nodes than copies wanted)");
+            }
+            r
+        }),
         (
             "resources",
             format!(
@@ -289,6 +307,16 @@ fn print_network(n: &pb::Network) {
         ("created", render::time(n.created_at_ms)),
         ("running since", render::time(n.activated_at_ms)),
     ];
+    let pins = n.pins.map(|p| {
+        (
+            "pins",
+            format!(
+                "{} pinned, {} pinning, {} queued, {} failed; {} under-replicated",
+                p.pinned, p.pinning, p.queued, p.failed, n.under_replicated_pins
+            ),
+        )
+    });
+    let rows = rows.into_iter().chain(pins);
     for (k, v) in rows {
         println!("{k:<14} {v}");
     }
@@ -689,4 +717,186 @@ pub async fn events(global: &Global, network: Option<String>) -> Result<()> {
             );
         }
     }
+}
+
+/// `KEY=VALUE` flags as a map.
+fn meta_flags(flag: &str, pairs: &[String]) -> Result<std::collections::HashMap<String, String>> {
+    pairs
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("{flag} `{p}`: use KEY=VALUE"))
+        })
+        .collect()
+}
+
+pub async fn pin(global: &Global, cmd: PinCmd) -> Result<()> {
+    const PIN: &str = "nexus.v1.Pin";
+    let conn = connect(global).await?;
+    let mut c = conn.client();
+    match cmd {
+        PinCmd::Add {
+            network,
+            cid,
+            name,
+            meta,
+        } => {
+            let req = pb::AddPinRequest {
+                network,
+                cid,
+                name: name.unwrap_or_default(),
+                meta: meta_flags("--meta", &meta)?,
+                origins: vec![],
+            };
+            let p = c.add_pin(req).await.map_err(status)?.into_inner();
+            if global.json {
+                return print_json(PIN, &p);
+            }
+            print_pin(&p);
+            eprintln!(
+                "\nfollow it with `nexus pin get {} {}`",
+                p.network, p.request_id
+            );
+        }
+        PinCmd::Ls {
+            network,
+            cids,
+            name,
+            name_match,
+            statuses,
+            meta,
+            limit,
+        } => {
+            let req = pb::ListPinsRequest {
+                network: network.clone(),
+                cid: cids,
+                name: name.unwrap_or_default(),
+                r#match: name_match.unwrap_or_default(),
+                status: statuses,
+                before_ms: 0,
+                after_ms: 0,
+                limit,
+                meta: meta_flags("--meta", &meta)?,
+            };
+            let r = c.list_pins(req).await.map_err(status)?.into_inner();
+            if global.json {
+                return print_json("nexus.v1.ListPinsResponse", &r);
+            }
+            if r.pins.is_empty() {
+                eprintln!("no pins: add one with `nexus pin add {network} <cid>`");
+                return Ok(());
+            }
+            let mut t = vec![vec![
+                "REQUEST ID".into(),
+                "CID".into(),
+                "NAME".into(),
+                "STATUS".into(),
+                "NODES".into(),
+                "CREATED".into(),
+            ]];
+            for p in &r.pins {
+                t.push(vec![
+                    p.request_id.clone(),
+                    p.cid.clone(),
+                    render::or_dash(&p.name),
+                    p.status.clone(),
+                    held_on(p),
+                    render::time(p.created_at_ms),
+                ]);
+            }
+            render::table(&t);
+            if r.count > r.pins.len() as u64 {
+                eprintln!("{} of {} shown (--limit)", r.pins.len(), r.count);
+            }
+        }
+        PinCmd::Get {
+            network,
+            request_id,
+        } => {
+            let p = c
+                .get_pin(pb::GetPinRequest {
+                    network,
+                    request_id,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if global.json {
+                return print_json(PIN, &p);
+            }
+            print_pin(&p);
+        }
+        PinCmd::Rm {
+            network,
+            request_id,
+        } => {
+            let p = c
+                .remove_pin(pb::RemovePinRequest {
+                    network,
+                    request_id,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if global.json {
+                return print_json(PIN, &p);
+            }
+            eprintln!(
+                "removed pin {} ({}); its nodes unpin it in the background",
+                p.request_id, p.cid
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The nodes that hold a pin, e.g. `0,2`.
+fn held_on(p: &pb::Pin) -> String {
+    let held: Vec<String> = p
+        .allocations
+        .iter()
+        .filter(|a| a.status == "pinned")
+        .map(|a| a.node.to_string())
+        .collect();
+    render::or_dash(&held.join(","))
+}
+
+fn print_pin(p: &pb::Pin) {
+    let mut meta: Vec<String> = p.meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    meta.sort();
+    let rows = [
+        ("request id", p.request_id.clone()),
+        ("network", p.network.clone()),
+        ("cid", p.cid.clone()),
+        ("name", render::or_dash(&p.name)),
+        ("status", p.status.clone()),
+        ("reason", render::or_dash(&p.reason)),
+        ("held on", held_on(p)),
+        ("meta", render::list(&meta)),
+        ("owner", render::or_dash(&p.owner)),
+        ("created", render::time(p.created_at_ms)),
+    ];
+    for (k, v) in rows {
+        println!("{k:<11} {v}");
+    }
+    if p.allocations.is_empty() {
+        return;
+    }
+    println!();
+    let mut t = vec![vec![
+        "NODE".into(),
+        "STATUS".into(),
+        "ATTEMPTS".into(),
+        "REASON".into(),
+    ]];
+    for a in &p.allocations {
+        t.push(vec![
+            a.node.to_string(),
+            a.status.clone(),
+            a.attempts.to_string(),
+            render::or_dash(&a.reason),
+        ]);
+    }
+    render::table(&t);
 }

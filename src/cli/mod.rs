@@ -67,6 +67,9 @@ pub enum Command {
     /// Create, start, change, stop and remove private networks.
     #[command(subcommand)]
     Network(NetworkCmd),
+    /// A network's pinset: CIDs the daemon keeps on `replication` of its nodes.
+    #[command(subcommand)]
+    Pin(PinCmd),
     /// Follow network and node events until interrupted.
     Events {
         /// Only this network's events.
@@ -168,6 +171,10 @@ pub struct CreateFlags {
     /// An RPC command tenants may not call (e.g. pin/rm); repeatable.
     #[arg(long = "api-deny")]
     pub api_deny: Vec<String>,
+    /// On how many nodes each pinned CID is kept: a number up to --replicas, or `all`
+    /// (default: 2, or 1 on a 1-node network).
+    #[arg(long)]
+    pub replication: Option<String>,
     /// Start the network after creating it, and wait until it is ready.
     #[arg(long)]
     pub start: bool,
@@ -197,6 +204,9 @@ pub struct UpdateFlags {
     pub name: String,
     #[arg(long)]
     pub replicas: Option<u32>,
+    /// On how many nodes each pinned CID is kept: a number up to the replicas, or `all`.
+    #[arg(long)]
+    pub replication: Option<String>,
     #[command(flatten)]
     pub resources: ResourceFlags,
     /// Replace the users with these, as ID or ID:ROLE (reader, writer, admin; default writer);
@@ -229,6 +239,49 @@ pub struct UpdateFlags {
     /// not come up on it is put back on the old image and the others are left alone.
     #[arg(long)]
     pub image: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PinCmd {
+    /// Add a CID to a network's pinset; it is held on `replication` of its nodes.
+    Add {
+        network: String,
+        cid: String,
+        /// A name for the pin (at most 255 characters).
+        #[arg(long)]
+        name: Option<String>,
+        /// A KEY=VALUE pair of metadata; repeat for several.
+        #[arg(long = "meta")]
+        meta: Vec<String>,
+    },
+    /// List a network's pins, newest first.
+    #[command(alias = "list")]
+    Ls {
+        network: String,
+        /// Only this CID (repeat for several).
+        #[arg(long = "cid")]
+        cids: Vec<String>,
+        /// Only pins with this name (see --match).
+        #[arg(long)]
+        name: Option<String>,
+        /// How --name matches: exact, iexact, partial, ipartial.
+        #[arg(long = "match")]
+        name_match: Option<String>,
+        /// Only pins in this status: queued, pinning, pinned, failed (repeat for several).
+        #[arg(long = "status")]
+        statuses: Vec<String>,
+        /// Only pins with this KEY=VALUE in their metadata (repeat: all must match).
+        #[arg(long = "meta")]
+        meta: Vec<String>,
+        /// At most this many (1-1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one pin and the nodes that hold it.
+    Get { network: String, request_id: String },
+    /// Remove a pin: it is unpinned from every node that holds it for no other pin.
+    #[command(alias = "remove")]
+    Rm { network: String, request_id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -299,6 +352,10 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Secrets(cmd) => {
             init_client_logging();
             commands::secrets(&args.global, cmd).await
+        }
+        Command::Pin(cmd) => {
+            init_client_logging();
+            commands::pin(&args.global, cmd).await
         }
         Command::Events { network } => {
             init_client_logging();

@@ -18,7 +18,7 @@ use crate::names::{is_dns_name, InstanceName};
 use crate::node::docker::MAX_NODE_DIR;
 use crate::node::spec::{validate_image, MAX_NODES};
 use crate::node::DockerRuntimeConfig;
-use crate::orchestrator::{default_start_parallelism, OrchestratorConfig};
+use crate::orchestrator::{default_start_parallelism, OrchestratorConfig, PinsetConfig};
 
 /// The checked values, before the public key file is read.
 struct Parsed {
@@ -132,6 +132,21 @@ impl Config {
         let public_address = self.public_address()?;
         let ready_timeout = self.duration("node.ready_timeout", &self.node.ready_timeout)?;
         let op_timeout = self.duration("node.op_timeout", &self.node.op_timeout)?;
+        let pins = PinsetConfig {
+            pin_timeout: self.duration("node.pin_timeout", &self.node.pin_timeout)?,
+            fail_after: self.duration("node.pin_fail_after", &self.node.pin_fail_after)?,
+            interval: self.duration("node.pin_interval", &self.node.pin_interval)?,
+            per_node: match self.node.pin_concurrency {
+                n @ 1..=64 => usize::from(n),
+                n => {
+                    return Err(self.invalid(
+                        "node.pin_concurrency",
+                        format!("must be between 1 and 64, not {n}"),
+                    ))
+                }
+            },
+            ..PinsetConfig::default()
+        };
         let default_resources = self.resources_of(false)?;
         let max_resources = self.resources_of(true)?;
         self.check_defaults_within_max(&default_resources, &max_resources)?;
@@ -345,6 +360,7 @@ impl Config {
             },
             revocation_horizon: max_ttl + crate::delegator::auth::DEFAULT_LEEWAY,
             admission,
+            pins,
             ..OrchestratorConfig::default()
         };
         let docker = DockerRuntimeConfig {

@@ -210,8 +210,15 @@ impl Delegator {
                 round_robin: AtomicUsize::new(0),
                 quota: proxy::Quotas::default(),
                 limits: proxy::Limits::new(cfg_limits),
+                pin_sink: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Reports the CIDs that writes through the delegator pin or unpin to `sink` (the
+    /// orchestrator's pinset). Set once; a second call is ignored.
+    pub fn set_pin_sink(&self, sink: Arc<dyn crate::pinsink::PinSink>) {
+        let _ = self.shared.pin_sink.set(sink);
     }
 
     /// Serves connections from `listener` (TLS when `tls` is given) until `shutdown` resolves,

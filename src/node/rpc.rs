@@ -1,8 +1,10 @@
 //! A small client for the parts of kubo's RPC API the runtime itself needs.
 //!
 //! Owns HTTP calls to one node's RPC API (`POST /api/v0/...`): `id` for readiness,
-//! `swarm/peers` for stats, `swarm/connect` to mesh a network's new nodes at once. It must not
-//! be a general kubo client nor proxy user traffic (that is the delegator's job).
+//! `swarm/peers` for stats, `swarm/connect` to mesh a network's new nodes at once, and for the
+//! orchestrator's pinset `pin/add`, `pin/ls` (recursive), `pin/rm` and `repo/stat` (size only).
+//! CIDs reach it parsed ([`crate::cid::Cid`]). It must not be a general kubo client nor proxy
+//! user traffic (that is the delegator's job).
 
 use std::time::Duration;
 
@@ -119,6 +121,51 @@ impl KuboRpc {
         self.post(addr, &format!("swarm/connect?arg={peer}"))
             .await
             .map(|_| ())
+    }
+
+    /// `pin/add` of one CID (recursive): returns once the node holds it all.
+    pub async fn pin_add(&self, addr: &Endpoint, cid: &crate::cid::Cid) -> Result<(), RpcError> {
+        self.post(addr, &format!("pin/add?arg={cid}&recursive=true"))
+            .await
+            .map(|_| ())
+    }
+
+    /// The CIDs the node pins recursively (`pin/ls?type=recursive`).
+    pub async fn pins(
+        &self,
+        addr: &Endpoint,
+    ) -> Result<std::collections::HashSet<String>, RpcError> {
+        #[derive(Deserialize)]
+        struct Keys {
+            #[serde(rename = "Keys", default)]
+            keys: Option<std::collections::HashMap<String, serde_json::Value>>,
+        }
+        let body = self.post(addr, "pin/ls?type=recursive").await?;
+        let parsed: Keys =
+            serde_json::from_slice(&body).map_err(|e| RpcError::Json(e.to_string()))?;
+        Ok(parsed.keys.unwrap_or_default().into_keys().collect())
+    }
+
+    /// `pin/rm` of one CID; a CID the node does not pin is not an error.
+    pub async fn pin_rm(&self, addr: &Endpoint, cid: &crate::cid::Cid) -> Result<(), RpcError> {
+        match self.post(addr, &format!("pin/rm?arg={cid}")).await {
+            Ok(_) => Ok(()),
+            Err(RpcError::Status { body, .. }) if body.contains("not pinned") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The size of the node's repo in bytes (`repo/stat?size-only=true`).
+    pub async fn repo_size(&self, addr: &Endpoint) -> Result<u64, RpcError> {
+        #[derive(Deserialize)]
+        struct Stat {
+            #[serde(rename = "RepoSize", default)]
+            repo_size: u64,
+        }
+        let body = self.post(addr, "repo/stat?size-only=true").await?;
+        let parsed: Stat =
+            serde_json::from_slice(&body).map_err(|e| RpcError::Json(e.to_string()))?;
+        Ok(parsed.repo_size)
     }
 
     pub async fn swarm_peers(&self, addr: &Endpoint) -> Result<Vec<PeerEntry>, RpcError> {

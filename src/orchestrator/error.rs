@@ -22,6 +22,8 @@ pub enum OrchestratorError {
     Invalid(String),
     #[error("no network named `{0}`")]
     NotFound(String),
+    #[error("network `{network}` has no pin with request id `{request_id}` (list them with `nexus pin ls {network}`)")]
+    PinNotFound { network: String, request_id: String },
     #[error("a network named `{0}` already exists")]
     AlreadyExists(String),
     #[error("{0}")]
@@ -83,7 +85,7 @@ impl OrchestratorError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Invalid(_) => ErrorKind::Invalid,
-            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::NotFound(_) | Self::PinNotFound { .. } => ErrorKind::NotFound,
             Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Self::Ports(PortError::Exhausted { .. }) => ErrorKind::Exhausted,

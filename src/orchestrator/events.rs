@@ -28,6 +28,8 @@ pub enum EventKind {
     /// The first node moved to a new image did not come up on it: it is back on the old image,
     /// and so is the network.
     ImageRolledBack,
+    /// A pin of the network's pinset was added or removed, or its status changed.
+    Pin,
 }
 
 impl EventKind {
@@ -40,6 +42,7 @@ impl EventKind {
             Self::NodeOom => "node_oom",
             Self::Removed => "removed",
             Self::ImageRolledBack => "image_rolled_back",
+            Self::Pin => "pin",
         }
     }
 }

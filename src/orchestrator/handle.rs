@@ -1,8 +1,9 @@
 //! The orchestrator's handle and the state its rooms share.
 //!
 //! Owns [`OrchestratorConfig`], [`Orchestrator`] (a cheap clone of one shared state: store,
-//! runtime, port and subnet allocators, the admission lock, registry, per-network locks, crash history, the pass queue, the
-//! event bus, the reconciler's liveness) and the small accessors the daemon, the API and
+//! runtime, port and subnet allocators, the admission lock, registry, per-network locks, crash
+//! history, the pass queue, the event bus, the reconciler's liveness, the pinset loop's state)
+//! and the small accessors the daemon, the API and
 //! telemetry use. The operations ([`super::operations`]) and the reconciler
 //! ([`super::reconcile`]) are `impl Orchestrator` blocks of their own files; this file must not
 //! grow either.
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::capacity::AdmissionConfig;
 use super::error::{invalid, OrchestratorError, Result};
 use super::events::{Event, EventBus, EventKind};
+use super::pinset::{PinState, PinsetConfig};
 use super::ports::{PortAllocator, PortConfig, PortProbe, PortUsage};
 use super::reconcile::{Crashes, PassQueue};
 use super::registry::Registry;
@@ -59,6 +61,8 @@ pub struct OrchestratorConfig {
     pub start_parallelism: usize,
     /// What running networks may hold together on this host (memory, nodes).
     pub admission: AdmissionConfig,
+    /// The pinset loop's timing and per-node concurrency.
+    pub pins: PinsetConfig,
 }
 
 /// Node starts at once when the configuration does not say: two per core the host gives
@@ -93,6 +97,7 @@ impl Default for OrchestratorConfig {
                 + crate::delegator::auth::DEFAULT_LEEWAY,
             start_parallelism: default_start_parallelism(),
             admission: AdmissionConfig::default(),
+            pins: PinsetConfig::default(),
         }
     }
 }
@@ -121,6 +126,8 @@ pub(super) struct Inner {
     pub(super) admission: tokio::sync::Mutex<()>,
     /// The host's memory as the runtime reported it, once it did.
     pub(super) host_memory: std::sync::OnceLock<Option<u64>>,
+    /// The pinset loop's state between passes.
+    pub(super) pins: PinState,
 }
 
 /// The reconciler's life, for readiness.
@@ -193,6 +200,7 @@ impl Orchestrator {
             }
         }
         let starts = tokio::sync::Semaphore::new(cfg.start_parallelism.max(1));
+        let cfg_pins = cfg.pins.clone();
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -211,6 +219,7 @@ impl Orchestrator {
                 starts,
                 admission: tokio::sync::Mutex::new(()),
                 host_memory: std::sync::OnceLock::new(),
+                pins: PinState::new(&cfg_pins),
             }),
         })
     }

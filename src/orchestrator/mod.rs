@@ -17,6 +17,8 @@
 //! - [`capacity`]: admission control's rule (memory limits against the host's memory and
 //!   an overcommit ratio, a node cap, free ports); `admission` joins it to the store and
 //!   the runtime, checked before a start or update writes intent.
+//! - [`pinset`]: each network's pinset held on as many ready nodes as its replication factor
+//!   (pure placement plan, the level-triggered loop and its node calls, pin operations).
 //! - [`registry`]: the in-memory view of ready nodes the delegator reads.
 //! - [`events`]: the bus of network and node events (`WatchEvents`, logs).
 //! - `tokens`: the revocation list of tenant tokens (stored first, then the in-memory list
@@ -32,6 +34,7 @@ pub mod error;
 pub mod events;
 mod handle;
 mod operations;
+pub mod pinset;
 pub mod plan;
 pub mod ports;
 mod reconcile;
@@ -47,6 +50,7 @@ pub use capacity::AdmissionConfig;
 pub use error::{ErrorKind, OrchestratorError, Result};
 pub use events::{Event, EventBus, EventKind};
 pub use handle::{default_start_parallelism, Orchestrator, OrchestratorConfig};
+pub use pinset::{AddPin, PinQuery, PinView, PinsetConfig};
 pub use request::{CreateNetwork, UpdateNetwork};
 pub use view::{NetworkView, NodeDiagnosis, NodeView};
 

@@ -15,6 +15,7 @@ use super::request::{parse_name, CreateNetwork, UpdateNetwork};
 use super::subnets::fits;
 use super::view::{NetworkView, NodeDiagnosis};
 use crate::node::{NetworkName, NodeRecord, NodeRef, NodeStats, RuntimeError, SwarmKey};
+use crate::replication::Replication;
 use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow, StoreError};
 use crate::sync::lock;
 
@@ -54,6 +55,9 @@ impl Orchestrator {
             activated_at: None,
             subnet: Some(subnet),
             image: Some(req.image.unwrap_or_else(|| self.inner.cfg.image.clone())),
+            replication: req
+                .replication
+                .unwrap_or_else(|| Replication::default_for(req.replicas)),
         };
         if let Err(e) = self.admit_alone(&record).await {
             lock(&self.inner.subnets).release(&subnet);
@@ -146,6 +150,7 @@ impl Orchestrator {
                 }
                 rec.image = Some(image.clone());
             }
+            let replication = changes.replication(rec.replication, rec.replicas)?;
             if let Some(r) = changes.replicas {
                 if let Some(subnet) = rec.subnet {
                     fits(subnet.prefix_len(), r).map_err(|e| {
@@ -155,6 +160,7 @@ impl Orchestrator {
                 rec.replicas = r;
             }
             rec.resources = changes.resources(rec.resources)?;
+            rec.replication = replication;
             // Checked with the rest of the request, before the lock.
             rec.access.apply(changes.access);
             self.admit_update(&before, &rec).await?;
@@ -312,7 +318,14 @@ impl Orchestrator {
         let rec = self.record(name).await?;
         let rows = self.inner.store.list_nodes(name).await?;
         let observed = self.observe(name).await?;
-        Ok(NetworkView::new(rec, rows, &observed))
+        let wanted = rec.replication.wanted(rec.replicas);
+        let running = rec.desired == DesiredState::Running;
+        let mut view = NetworkView::new(rec, rows, &observed);
+        view.pins = Some(self.inner.store.pin_counts(name).await?);
+        view.under_replicated_pins = self.under_replicated_pins(name.as_str());
+        let ready = self.inner.registry.get(name).map_or(0, |e| e.nodes.len());
+        view.under_replicated = running && ready < usize::from(wanted);
+        Ok(view)
     }
 
     async fn set_desired(&self, name: &NetworkName, desired: DesiredState) -> Result<()> {

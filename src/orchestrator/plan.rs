@@ -180,6 +180,7 @@ mod tests {
             activated_at: None,
             subnet: None,
             image: None,
+            replication: crate::replication::Replication::Count(1),
         }
     }
 

@@ -11,6 +11,7 @@ use super::handle::OrchestratorConfig;
 use crate::access::{Access, AccessUpdate};
 use crate::node::spec::{validate_image, MAX_NODES};
 use crate::node::{NetworkName, Resources};
+use crate::replication::Replication;
 
 /// What a caller asks for when creating a network.
 #[derive(Clone, Debug, Default)]
@@ -24,6 +25,8 @@ pub struct CreateNetwork {
     pub bootstrap_peers: Vec<String>,
     /// The node image (a Docker reference); the daemon's `node.image` when absent.
     pub image: Option<String>,
+    /// Copies of each pin; `min(2, replicas)` when absent.
+    pub replication: Option<Replication>,
 }
 
 /// Changes to an existing network; `None` leaves a field as it is.
@@ -37,6 +40,7 @@ pub struct UpdateNetwork {
     /// A new node image: checked up front (its kubo and repo versions), then the running
     /// nodes move to it one at a time.
     pub image: Option<String>,
+    pub replication: Option<Replication>,
 }
 
 impl CreateNetwork {
@@ -48,6 +52,9 @@ impl CreateNetwork {
             validate_image(image).map_err(invalid)?;
         }
         check_replicas(cfg, self.replicas)?;
+        if let Some(r) = &self.replication {
+            r.check(self.replicas).map_err(invalid)?;
+        }
         let resources = self.resources.unwrap_or(cfg.default_resources);
         resources.validate().map_err(invalid)?;
         if let Some(r) = &self.resources {
@@ -77,7 +84,25 @@ impl UpdateNetwork {
         if let Some(image) = &self.image {
             validate_image(image).map_err(invalid)?;
         }
+        if let Some(Replication::Count(0)) = self.replication {
+            return Err(invalid(crate::replication::ReplicationError::Zero));
+        }
         Ok(())
+    }
+
+    /// The replication factor after this update of a network with `current` factor and
+    /// `replicas` nodes (before the update). A factor set here must fit the replicas after the
+    /// update; lowering the replicas below a kept factor is allowed (the network is then
+    /// under-replicated, which is reported).
+    pub(super) fn replication(&self, current: Replication, replicas: u16) -> Result<Replication> {
+        let replicas = self.replicas.unwrap_or(replicas);
+        match self.replication {
+            Some(r) => {
+                r.check(replicas).map_err(invalid)?;
+                Ok(r)
+            }
+            None => Ok(current),
+        }
     }
 
     /// `resources` with this update's changes, validated.

@@ -1373,3 +1373,101 @@ async fn the_node_cap_and_the_port_range_refuse_up_front() {
     );
     assert_eq!(creates(&g.rt), 3);
 }
+
+#[tokio::test]
+async fn replication_defaults_checks_and_follows_updates() {
+    use crate::replication::Replication;
+    let f = fixture().await;
+    // Default: two copies, or one on a 1-node network.
+    assert_eq!(
+        f.orch.create(req("rep-one", 1)).await.unwrap().replication,
+        Replication::Count(1)
+    );
+    assert_eq!(
+        f.orch
+            .create(req("rep-three", 3))
+            .await
+            .unwrap()
+            .replication,
+        Replication::Count(2)
+    );
+    // More copies than nodes: refused, nothing recorded.
+    let err = f
+        .orch
+        .create(CreateNetwork {
+            replication: Some(Replication::Count(4)),
+            ..req("rep-bad", 3)
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OrchestratorError::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("at most 3"), "{err}");
+    assert!(f
+        .store
+        .get_network(&name("rep-bad"))
+        .await
+        .unwrap()
+        .is_none());
+    // An update that asks too much changes nothing (not even its other fields).
+    let err = f
+        .orch
+        .update(
+            "rep-three",
+            UpdateNetwork {
+                replication: Some(Replication::Count(5)),
+                cpu_millis: Some(250),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OrchestratorError::Invalid(_)), "{err}");
+    let rec = f
+        .store
+        .get_network(&name("rep-three"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.replication, Replication::Count(2));
+    assert_ne!(rec.resources.cpu_millis, 250);
+    // Replicas and replication in one update: checked against the new replicas.
+    let v = f
+        .orch
+        .update(
+            "rep-three",
+            UpdateNetwork {
+                replicas: Some(4),
+                replication: Some(Replication::Count(4)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((v.replicas, v.replication), (4, Replication::Count(4)));
+    // Scaling below the factor keeps it (the network is under-replicated, not invalid).
+    let v = f
+        .orch
+        .update(
+            "rep-three",
+            UpdateNetwork {
+                replicas: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((v.replicas, v.replication), (1, Replication::Count(4)));
+    let v = f
+        .orch
+        .update(
+            "rep-three",
+            UpdateNetwork {
+                replication: Some(Replication::All),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(v.replication, Replication::All);
+    assert_eq!(v.replication.wanted(v.replicas), 1);
+}

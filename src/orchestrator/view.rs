@@ -7,7 +7,8 @@
 use crate::access::Access;
 use crate::node::Ports;
 use crate::node::{NodeDiagnostics, NodeRecord, NodeState, Resources};
-use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow};
+use crate::replication::Replication;
+use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow, PinCounts};
 
 /// A network as shown to callers: its record without secrets, and its nodes.
 #[derive(Clone, Debug)]
@@ -27,6 +28,14 @@ pub struct NetworkView {
     pub subnet: Option<ipnet::Ipv4Net>,
     /// The node image its nodes run.
     pub image: String,
+    /// Copies of each pin.
+    pub replication: Replication,
+    /// The pinset's pins by status (one network's view only; `None` in listings).
+    pub pins: Option<PinCounts>,
+    /// Pins held on fewer nodes than wanted, as the pinset loop last saw.
+    pub under_replicated_pins: u64,
+    /// Fewer ready nodes than the replication factor wants.
+    pub under_replicated: bool,
     pub nodes: Vec<NodeView>,
 }
 
@@ -82,6 +91,10 @@ impl NetworkView {
             subnet: rec.subnet,
             // Every record has one once the orchestrator started (it fills in old rows).
             image: rec.image.unwrap_or_default(),
+            replication: rec.replication,
+            pins: None,
+            under_replicated_pins: 0,
+            under_replicated: false,
             nodes,
         }
     }

@@ -9,15 +9,19 @@
 //! was reading (an epoch counter), so a slow reader can never put back an older record; writes
 //! to one network that overlap (the orchestrator serialises them, but the cache does not rely
 //! on it) forget that network instead of guessing which landed last.
-//! Whole-store reads (`list_networks`, `all_nodes`), `ping`, and the instance and lease
-//! records always go to the database (the lease is what makes "one daemon per store" hold). It
+//! Whole-store reads (`list_networks`, `all_nodes`), `ping`, the instance and lease records,
+//! the revocation list and the pinset (read by the pin reconciler, which keeps what it needs)
+//! always go to the database (the lease is what makes "one daemon per store" hold). It
 //! must not decide anything nor hold anything the database does not.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{Lease, LeaseHolder, LeaseOutcome, NetworkRecord, NodeRow, Result, Store};
+use super::{
+    Allocation, Lease, LeaseHolder, LeaseOutcome, NetworkRecord, NodeRow, PinCounts, PinFilter,
+    PinPage, PinRecord, PinStatus, Result, Store,
+};
 use crate::names::InstanceName;
 use crate::node::NetworkName;
 
@@ -264,5 +268,68 @@ impl Store for CachedStore {
 
     async fn forget_revoked_tokens(&self, now: i64) -> Result<u64> {
         self.inner.forget_revoked_tokens(now).await
+    }
+
+    async fn create_pin(&self, pin: &PinRecord) -> Result<()> {
+        self.inner.create_pin(pin).await
+    }
+
+    async fn get_pin(&self, network: &NetworkName, request_id: &str) -> Result<Option<PinRecord>> {
+        self.inner.get_pin(network, request_id).await
+    }
+
+    async fn list_pins(&self, network: &NetworkName, filter: &PinFilter) -> Result<PinPage> {
+        self.inner.list_pins(network, filter).await
+    }
+
+    async fn pinset(&self, network: &NetworkName) -> Result<Vec<PinRecord>> {
+        self.inner.pinset(network).await
+    }
+
+    async fn set_pin_status(
+        &self,
+        network: &NetworkName,
+        request_id: &str,
+        status: PinStatus,
+        reason: Option<&str>,
+        at: i64,
+    ) -> Result<bool> {
+        self.inner
+            .set_pin_status(network, request_id, status, reason, at)
+            .await
+    }
+
+    async fn remove_pin(&self, network: &NetworkName, request_id: &str, at: i64) -> Result<bool> {
+        self.inner.remove_pin(network, request_id, at).await
+    }
+
+    async fn delete_pin(&self, network: &NetworkName, request_id: &str) -> Result<()> {
+        self.inner.delete_pin(network, request_id).await
+    }
+
+    async fn put_allocation(
+        &self,
+        network: &NetworkName,
+        request_id: &str,
+        allocation: &Allocation,
+    ) -> Result<()> {
+        self.inner
+            .put_allocation(network, request_id, allocation)
+            .await
+    }
+
+    async fn delete_allocation(
+        &self,
+        network: &NetworkName,
+        request_id: &str,
+        node: u16,
+    ) -> Result<()> {
+        self.inner
+            .delete_allocation(network, request_id, node)
+            .await
+    }
+
+    async fn pin_counts(&self, network: &NetworkName) -> Result<PinCounts> {
+        self.inner.pin_counts(network).await
     }
 }

@@ -11,12 +11,16 @@
 
 pub mod cache;
 pub mod lease;
+pub mod pins;
 pub mod seal;
 pub mod sql;
 mod url;
 
 pub use cache::CachedStore;
 pub use lease::{Lease, LeaseHolder, LeaseOutcome};
+pub use pins::{
+    Allocation, AllocationStatus, NameMatch, PinCounts, PinFilter, PinPage, PinRecord, PinStatus,
+};
 pub use sql::SqlStore;
 pub use url::{redact_url, Backend};
 
@@ -25,6 +29,7 @@ use std::time::Duration;
 use crate::access::Access;
 use crate::names::InstanceName;
 use crate::node::{NetworkName, NodeIdentity, Ports, Resources, SwarmKey};
+use crate::replication::Replication;
 
 /// What the operator asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +123,8 @@ pub struct NetworkRecord {
     /// The node image its nodes run (`None`: a row from before networks had their own image;
     /// the orchestrator fills it in with the daemon's `node.image` at start-up).
     pub image: Option<String>,
+    /// On how many nodes each pin of the network's pinset is held.
+    pub replication: Replication,
 }
 
 /// One node of a network as stored.
@@ -227,6 +234,48 @@ pub trait Store: Send + Sync {
     async fn revoked_tokens(&self, now: i64) -> Result<Vec<RevokedToken>>;
     /// Deletes the ids whose `forget_at` has passed at `now`; returns how many.
     async fn forget_revoked_tokens(&self, now: i64) -> Result<u64>;
+    /// Adds a pin to its network's pinset, with its allocations;
+    /// [`StoreError::NotFound`] if the network is absent.
+    async fn create_pin(&self, pin: &PinRecord) -> Result<()>;
+    /// One pin and its allocations, removed or not.
+    async fn get_pin(&self, network: &NetworkName, request_id: &str) -> Result<Option<PinRecord>>;
+    /// The pins of a network that are not removed and match `filter`, newest first: how many
+    /// match, and the first `filter.limit` of them with their allocations.
+    async fn list_pins(&self, network: &NetworkName, filter: &PinFilter) -> Result<PinPage>;
+    /// Every pin of a network, removed ones included, oldest first, with allocations (what
+    /// the pin reconciler works from).
+    async fn pinset(&self, network: &NetworkName) -> Result<Vec<PinRecord>>;
+    /// Sets a pin's status and reason; `false` if there is no such pin.
+    async fn set_pin_status(
+        &self,
+        network: &NetworkName,
+        request_id: &str,
+        status: PinStatus,
+        reason: Option<&str>,
+        at: i64,
+    ) -> Result<bool>;
+    /// Marks a pin removed from the set (it stays until unpinned from its nodes); `false` if
+    /// there is no such pin or it was removed already.
+    async fn remove_pin(&self, network: &NetworkName, request_id: &str, at: i64) -> Result<bool>;
+    /// Deletes a pin and its allocations (absent is not an error).
+    async fn delete_pin(&self, network: &NetworkName, request_id: &str) -> Result<()>;
+    /// Inserts or replaces a pin's allocation to one node; [`StoreError::NotFound`] if the pin
+    /// is absent.
+    async fn put_allocation(
+        &self,
+        network: &NetworkName,
+        request_id: &str,
+        allocation: &Allocation,
+    ) -> Result<()>;
+    /// Deletes a pin's allocation to one node (absent is not an error).
+    async fn delete_allocation(
+        &self,
+        network: &NetworkName,
+        request_id: &str,
+        node: u16,
+    ) -> Result<()>;
+    /// How many pins of a network (not removed) are in each status.
+    async fn pin_counts(&self, network: &NetworkName) -> Result<PinCounts>;
 }
 
 /// A revoked token id and until when it is refused (unix seconds).

@@ -111,6 +111,12 @@ pub mod names {
         /// Gauge: nodes of networks meant to run.
         ADMITTED_NODES = "nexus_admitted_nodes", Gauge, None,
             "Nodes of networks meant to run (node.max_nodes caps it).";
+        /// Gauge, `network`, `status` (`queued`, `pinning`, `pinned`, `failed`): pins of a
+        /// network's pinset.
+        PINS = "nexus_pins", Gauge, None, "Pins of a network's pinset by status.";
+        /// Gauge, `network`: pins held on fewer nodes than the replication factor wants.
+        PINS_UNDER_REPLICATED = "nexus_pins_under_replicated", Gauge, None,
+            "Pins held on fewer nodes than the network's replication factor wants.";
         /// Counter, `method`, `code`: finished gRPC calls.
         GRPC_REQUESTS = "nexus_grpc_requests_total", Counter, None,
             "Finished gRPC calls by method and status code.";

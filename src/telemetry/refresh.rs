@@ -94,6 +94,26 @@ pub async fn refresh_once(orch: &Orchestrator) {
             metrics::gauge!(names::NODES, "network" => net.name.clone(), "state" => *state)
                 .set(n as f64);
         }
+        match orch.pin_counts(&net.name).await {
+            Ok(c) => {
+                for (status, n) in [
+                    ("queued", c.queued),
+                    ("pinning", c.pinning),
+                    ("pinned", c.pinned),
+                    ("failed", c.failed),
+                ] {
+                    metrics::gauge!(names::PINS, "network" => net.name.clone(), "status" => status)
+                        .set(n as f64);
+                }
+                let under = orch.under_replicated_pins(&net.name);
+                metrics::gauge!(names::PINS_UNDER_REPLICATED, "network" => net.name.clone())
+                    .set(under as f64);
+            }
+            Err(e) => {
+                metrics::counter!(names::REFRESH_ERRORS).increment(1);
+                tracing::debug!(network = %net.name, error = %e, "metrics refresh: no pin counts");
+            }
+        }
         if !net.nodes.iter().any(|n| n.state.is_some()) {
             continue;
         }

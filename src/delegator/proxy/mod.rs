@@ -17,11 +17,13 @@ mod cors;
 mod forward;
 mod headers;
 mod limit;
+mod pins;
 mod quota;
 mod response;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -38,6 +40,7 @@ use super::DelegatorConfig;
 use crate::access::Role;
 use crate::node::endpoint::{Connector, Endpoint};
 use crate::orchestrator::registry::{NetworkEntry, Registry};
+use crate::pinsink::PinSink;
 use crate::revocations::Revocations;
 pub(crate) use access::handle;
 use access::Trace;
@@ -67,6 +70,9 @@ pub(crate) struct Shared {
     pub quota: Quotas,
     /// Request rates and in-flight caps per client address and per user.
     pub limits: Limits,
+    /// Where the CIDs that writes pinned or unpinned are reported (the orchestrator's pinset),
+    /// once the daemon sets it.
+    pub pin_sink: std::sync::OnceLock<Arc<dyn PinSink>>,
 }
 
 /// Where a request came from (the TCP peer and whether it arrived over TLS).
@@ -119,6 +125,7 @@ async fn proxy(
         }
     }
 
+    let mut pin_tap: Option<(pins::Tap, String)> = None;
     let (mut nodes, retry_safe, write) = match r.feature {
         Feature::Status => {
             if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -140,6 +147,7 @@ async fn proxy(
                 policy::check_rpc(&r.path, &entry.access.api_allow, &entry.access.api_deny)?;
             policy::check_role(command, req.uri().query(), &user, role)?;
             let retry_safe = policy::read_only(command);
+            pin_tap = pins::Tap::of(command, req.uri().query()).map(|t| (t, user.clone()));
             // The one node RPC calls go to is the first ready one; the rest are fail-overs.
             (
                 entry
@@ -247,6 +255,27 @@ async fn proxy(
     let body = match ticket {
         Some(t) => t.hold(body),
         None => body,
+    };
+    // A write that pinned (or unpinned) joins the network's pinset, read as it streams by.
+    // `pin/rm` is reported from its arguments whatever the node answered: the user asked the
+    // network to let those CIDs go, and this node may not have been one that held them.
+    let body = match (pin_tap, shared.pin_sink.get()) {
+        (Some((pins::Tap::PinRm, user)), Some(sink)) => {
+            let cids = pins::args(parts.uri.query());
+            if !cids.is_empty() {
+                sink.record(
+                    &entry.name,
+                    &user,
+                    crate::pinsink::PinChange::Unpinned,
+                    cids,
+                );
+            }
+            body
+        }
+        (Some((t, user)), Some(sink)) if rparts.status.is_success() => {
+            pins::tap(body, t, sink.clone(), entry.name.clone(), user)
+        }
+        _ => body,
     };
     Ok(Response::from_parts(rparts, limit::hold(body, slots)))
 }

@@ -164,12 +164,21 @@ impl Orchestrator {
                     gateway: e.gateway,
                 })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let changed = self
+            .inner
+            .registry
+            .get(&rec.name)
+            .is_none_or(|e| e.nodes != nodes);
         self.inner.registry.publish(NetworkEntry {
             name: rec.name.clone(),
             access: rec.access.clone(),
             nodes,
             disk_bytes: Some(rec.resources.disk_bytes),
         });
+        // Ready nodes came or went: the pinset re-places pins now rather than at its tick.
+        if changed {
+            self.wake_pinset();
+        }
     }
 }

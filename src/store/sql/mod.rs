@@ -4,13 +4,14 @@
 //! Owns the SQL, the embedded migrations (`migrations/*.sql`, the same schema on both backends)
 //! and the pool; the mapping between rows and [`NetworkRecord`]/[`NodeRow`] is [`rows`], SQLite's
 //! group-commit writer is [`writer`], the instance and lease records are [`lease`], the
-//! revocation list is [`revoked`], URLs are
+//! revocation list is [`revoked`], the pinset is [`pins`], URLs are
 //! [`super::url`], sealing secrets and the database files' hygiene is [`sealed`]. Secrets
 //! (swarm keys, node private keys) are stored sealed (see [`crate::store::seal`]), bound as
 //! query parameters and never formatted into errors; the URL's password never appears in
 //! `Debug` output or errors.
 
 mod lease;
+mod pins;
 mod revoked;
 mod rows;
 mod sealed;
@@ -31,7 +32,7 @@ use super::url::{scrub, sqlite_create_if_missing};
 use super::{Lease, LeaseHolder, LeaseOutcome, NetworkRecord, NodeRow, Result, Store, StoreError};
 use crate::names::InstanceName;
 use crate::node::NetworkName;
-use crate::store::RevokedToken;
+use crate::store::{Allocation, PinCounts, PinFilter, PinPage, PinRecord, PinStatus, RevokedToken};
 use rows::{bind_network, network_from_row, node_from_row, NETWORK_COLUMNS, NODE_COLUMNS};
 use writer::{group_commit, write_err, WriteError, WriteJob};
 
@@ -66,6 +67,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "network image",
         include_str!("../../../migrations/0007_network_image.sql"),
+    ),
+    (
+        8,
+        "replication",
+        include_str!("../../../migrations/0008_replication.sql"),
+    ),
+    (
+        9,
+        "pinset",
+        include_str!("../../../migrations/0009_pinset.sql"),
     ),
 ];
 
@@ -281,7 +292,7 @@ impl Store for SqlStore {
     async fn create_network(&self, network: &NetworkRecord) -> Result<()> {
         let sql = format!(
             "INSERT INTO networks ({NETWORK_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
         );
         let _sealing = self.seal_gate.read().await;
         let query = bind_network(
@@ -330,7 +341,8 @@ impl Store for SqlStore {
                    disk_bytes = $5, users = $6, gateway_public = $7, allowed_origins = $8, \
                    swarm_key = $9, bootstrap_peers = $10, desired = $11, status = $12, \
                    status_reason = $13, created_at = $14, updated_at = $15, activated_at = $16, \
-                   api_allow = $17, api_deny = $18, subnet = $19, image = $20 \
+                   api_allow = $17, api_deny = $18, subnet = $19, image = $20, \
+                   replication = $21 \
                    WHERE name = $1";
         let _sealing = self.seal_gate.read().await;
         let affected = self
@@ -470,6 +482,65 @@ impl Store for SqlStore {
 
     async fn forget_revoked_tokens(&self, now: i64) -> Result<u64> {
         self.delete_revoked(now).await
+    }
+
+    async fn create_pin(&self, pin: &PinRecord) -> Result<()> {
+        self.insert_pin(pin).await
+    }
+
+    async fn get_pin(&self, network: &NetworkName, request_id: &str) -> Result<Option<PinRecord>> {
+        self.select_pin(network, request_id).await
+    }
+
+    async fn list_pins(&self, network: &NetworkName, filter: &PinFilter) -> Result<PinPage> {
+        self.select_pins(network, filter).await
+    }
+
+    async fn pinset(&self, network: &NetworkName) -> Result<Vec<PinRecord>> {
+        self.select_pinset(network).await
+    }
+
+    async fn set_pin_status(
+        &self,
+        network: &NetworkName,
+        request_id: &str,
+        status: PinStatus,
+        reason: Option<&str>,
+        at: i64,
+    ) -> Result<bool> {
+        self.update_pin_status(network, request_id, status, reason, at)
+            .await
+    }
+
+    async fn remove_pin(&self, network: &NetworkName, request_id: &str, at: i64) -> Result<bool> {
+        self.mark_pin_removed(network, request_id, at).await
+    }
+
+    async fn delete_pin(&self, network: &NetworkName, request_id: &str) -> Result<()> {
+        self.erase_pin(network, request_id).await
+    }
+
+    async fn put_allocation(
+        &self,
+        network: &NetworkName,
+        request_id: &str,
+        allocation: &Allocation,
+    ) -> Result<()> {
+        self.upsert_allocation(network, request_id, allocation)
+            .await
+    }
+
+    async fn delete_allocation(
+        &self,
+        network: &NetworkName,
+        request_id: &str,
+        node: u16,
+    ) -> Result<()> {
+        self.erase_allocation(network, request_id, node).await
+    }
+
+    async fn pin_counts(&self, network: &NetworkName) -> Result<PinCounts> {
+        self.count_pins(network).await
     }
 }
 

@@ -14,6 +14,7 @@ use super::sealed::{open_text, private_key_ad, seal_text, swarm_key_ad};
 use super::AnyQuery;
 use crate::access::Access;
 use crate::node::{NetworkName, NodeIdentity, Ports, Resources, SwarmKey};
+use crate::replication::Replication;
 use crate::store::seal::Keyring;
 use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow, Result, StoreError};
 
@@ -30,7 +31,7 @@ fn to_json(list: &[String]) -> Result<String> {
 pub(super) const NETWORK_COLUMNS: &str =
     "name, replicas, cpu_millis, memory_bytes, disk_bytes, users, \
      gateway_public, allowed_origins, swarm_key, bootstrap_peers, desired, status, status_reason, \
-     created_at, updated_at, activated_at, api_allow, api_deny, subnet, image";
+     created_at, updated_at, activated_at, api_allow, api_deny, subnet, image, replication";
 
 pub(super) const NODE_COLUMNS: &str = "network, idx, private_key, peer_id, swarm_port, api_port, \
      gateway_port, container_id, last_error";
@@ -66,7 +67,8 @@ pub(super) fn bind_network<'q>(
         .bind(to_json(&n.access.api_allow)?)
         .bind(to_json(&n.access.api_deny)?)
         .bind(n.subnet.map(|s| s.to_string()))
-        .bind(n.image.clone()))
+        .bind(n.image.clone())
+        .bind(n.replication.to_stored()))
 }
 
 /// Reads one column; a type mismatch is damage. The message names the column, never its value.
@@ -161,6 +163,11 @@ pub(super) fn network_from_row(row: &AnyRow, keys: &Keyring) -> Result<NetworkRe
             })
             .transpose()?,
         image: col(row, n, "image")?,
+        replication: {
+            let v: i64 = col(row, n, "replication")?;
+            Replication::from_stored(v)
+                .ok_or_else(|| corrupt(n, format!("`replication` is out of range ({v})")))?
+        },
         name,
     })
 }

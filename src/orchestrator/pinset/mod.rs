@@ -1,0 +1,95 @@
+//! The pinset room: each network's pins held on as many ready nodes as its replication factor.
+//!
+//! Rooms: [`plan`] (pure: a network's pinset and what its ready nodes hold → steps),
+//! `worker` (the level-triggered loop: observe each ready node's `pin/ls`, plan, write the
+//! store, run `pin/add`/`pin/rm` in the background with bounded concurrency per node and a
+//! timeout; a pass after every change and every `interval`), `ops` (what callers do: add,
+//! remove, get, list pins, with their checks). Owns [`PinsetConfig`] and the state the loop
+//! keeps between passes ([`PinState`]: calls in flight, per-node turns, under-replication seen).
+//! Node calls go through the runtime's connector ([`crate::node::rpc::KuboRpc`]) to the
+//! endpoints the registry lists. It must not create or remove nodes (the reconciler does) nor
+//! serve traffic.
+
+mod ops;
+pub mod plan;
+mod worker;
+
+pub use ops::{AddPin, PinQuery, PinView, MAX_META_BYTES, MAX_NAME_CHARS};
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::node::rpc::KuboRpc;
+use crate::node::NetworkName;
+
+/// Settings of the pinset.
+#[derive(Clone, Debug)]
+pub struct PinsetConfig {
+    /// Longest one `pin/add` may take.
+    pub pin_timeout: Duration,
+    /// A pin no node holds this long after it was added ends `failed`.
+    pub fail_after: Duration,
+    /// How often every network's pinset is compared with its nodes without a trigger.
+    pub interval: Duration,
+    /// Most node calls in flight to one node.
+    pub per_node: usize,
+    /// First retry delay after a failed attempt (doubles up to `backoff_max`).
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for PinsetConfig {
+    fn default() -> Self {
+        Self {
+            pin_timeout: Duration::from_secs(60),
+            fail_after: Duration::from_secs(300),
+            interval: Duration::from_secs(5),
+            per_node: 4,
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl PinsetConfig {
+    fn timers(&self) -> plan::PinTimers {
+        plan::PinTimers {
+            fail_after: self.fail_after,
+            backoff: self.backoff,
+            backoff_max: self.backoff_max,
+        }
+    }
+}
+
+/// A node of a network (its index).
+type NodeKey = (NetworkName, u16);
+
+/// What the pinset keeps between passes. In memory only: after a restart, allocations still
+/// `pinning` are simply asked again (pinning is idempotent).
+pub(crate) struct PinState {
+    /// (network, request id, node) of node calls running now.
+    in_flight: Mutex<HashSet<(NetworkName, String, u16)>>,
+    /// Turns per node ([`PinsetConfig::per_node`]).
+    turns: Mutex<HashMap<NodeKey, Arc<tokio::sync::Semaphore>>>,
+    /// Pins held on fewer nodes than wanted, per network, as the last pass saw.
+    under_replicated: Mutex<HashMap<NetworkName, u64>>,
+    /// Wakes the loop for a pass now (a pin added or removed, a node call finished).
+    wake: tokio::sync::Notify,
+    /// `pin/add` (up to `pin_timeout`) and the short calls (`pin/ls`, `pin/rm`, `repo/stat`).
+    slow: KuboRpc,
+    quick: KuboRpc,
+}
+
+impl PinState {
+    pub(crate) fn new(cfg: &PinsetConfig) -> Self {
+        Self {
+            in_flight: Mutex::default(),
+            turns: Mutex::default(),
+            under_replicated: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+            slow: KuboRpc::new(cfg.pin_timeout),
+            quick: KuboRpc::new(Duration::from_secs(15)),
+        }
+    }
+}
