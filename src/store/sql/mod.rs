@@ -62,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "revoked tokens",
         include_str!("../../../migrations/0005_revoked_tokens.sql"),
     ),
+    (
+        6,
+        "ipns dns",
+        include_str!("../../../migrations/0006_ipns_dns.sql"),
+    ),
 ];
 
 /// The store on SQLite or Postgres. Cheap to share (`Arc`) between tasks; the pool is inside.
@@ -276,7 +281,7 @@ impl Store for SqlStore {
     async fn create_network(&self, network: &NetworkRecord) -> Result<()> {
         let sql = format!(
             "INSERT INTO networks ({NETWORK_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         );
         let _sealing = self.seal_gate.read().await;
         let query = bind_network(
@@ -325,7 +330,7 @@ impl Store for SqlStore {
                    disk_bytes = $5, users = $6, gateway_public = $7, allowed_origins = $8, \
                    swarm_key = $9, bootstrap_peers = $10, desired = $11, status = $12, \
                    status_reason = $13, created_at = $14, updated_at = $15, activated_at = $16, \
-                   api_allow = $17, api_deny = $18, subnet = $19 \
+                   api_allow = $17, api_deny = $18, subnet = $19, ipns_dns = $20 \
                    WHERE name = $1";
         let _sealing = self.seal_gate.read().await;
         let affected = self
