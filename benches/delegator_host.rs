@@ -8,10 +8,11 @@
 //!
 //! ```text
 //! delegator_host --route <network>=<api-addr>,<gateway-addr> [--route …] [--domain D] [--public]
-//!                [--log-format text|json]
+//!                [--log-format text|json] [--revoked N]
 //! ```
 //! Every network's gateway is private (the JWT check runs; `--public` turns it off, for
-//! profiling) and its only user is `bench`. `NEXUS_LOG` overrides the log filter (`info`). On
+//! profiling) and its only user is `bench`. `--revoked N` puts N other token ids on the
+//! revocation list, so every request pays the list's lookup (empty by default: one atomic load). `NEXUS_LOG` overrides the log filter (`info`). On
 //! start it prints one JSON line `{"addr": …, "token": …}` on stdout, then serves until stdin
 //! is closed.
 
@@ -31,6 +32,7 @@ struct Args {
     routes: Vec<(NetworkName, Endpoint, Endpoint)>,
     public: bool,
     json_log: bool,
+    revoked: usize,
 }
 
 /// `IP:PORT`, or `unix:/path` (a node's socket).
@@ -46,6 +48,7 @@ fn parse_args() -> Result<Args> {
     let mut routes = Vec::new();
     let mut public = false;
     let mut json_log = false;
+    let mut revoked = 0;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -63,6 +66,13 @@ fn parse_args() -> Result<Args> {
                 ));
             }
             "--public" => public = true,
+            "--revoked" => {
+                revoked = it
+                    .next()
+                    .context("--revoked needs a count")?
+                    .parse()
+                    .context("--revoked: not a count")?
+            }
             "--log-format" => match it.next().as_deref() {
                 Some("json") => json_log = true,
                 Some("text") => json_log = false,
@@ -83,6 +93,7 @@ fn parse_args() -> Result<Args> {
         routes,
         public,
         json_log,
+        revoked,
     })
 }
 
@@ -126,7 +137,16 @@ async fn main() -> Result<()> {
             }],
         });
     }
-    let delegator = Delegator::new(registry, DelegatorConfig::new(args.domain, jwt))?;
+    let revocations = nexus::revocations::Revocations::default();
+    let forget_at = i64::try_from(jsonwebtoken::get_current_timestamp())? + 86_400;
+    for i in 0..args.revoked {
+        revocations.insert(&format!("bench-revoked-{i}"), forget_at);
+    }
+    let delegator = Delegator::with_revocations(
+        registry,
+        revocations,
+        DelegatorConfig::new(args.domain, jwt),
+    )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     println!(

@@ -1,7 +1,7 @@
 //! Who may use a network through the delegator, and what they may call: [`Access`].
 //!
-//! Owns the access settings of one network (its users, whether its gateway is public, its CORS
-//! origins, its RPC allow/deny additions), their validation, and the one rule for what a kubo
+//! Owns the access settings of one network (its users, whether its gateway is public and serves
+//! `/ipns/` DNS names, its CORS origins, its RPC allow/deny additions), their validation, and the one rule for what a kubo
 //! RPC command path looks like ([`is_command_path`]), which both a network's settings and the
 //! delegator's request check use. A leaf: every layer (API, orchestrator, store, registry,
 //! delegator) imports it; it imports nothing of nexus and does no I/O. It must not decide
@@ -60,6 +60,10 @@ pub struct Access {
     pub users: Vec<String>,
     /// Whether the gateway is served without a token.
     pub gateway_public: bool,
+    /// Whether a public gateway serves `/ipns/<name>` for names that need DNS (DNSLink), which
+    /// makes the node look names up for anonymous clients. Off: refused on a public gateway (a
+    /// gateway that needs a token serves them to members either way).
+    pub ipns_dns: bool,
     /// CORS origins allowed on the delegator for this network.
     pub allowed_origins: Vec<String>,
     /// kubo RPC commands tenants may call beyond the delegator's default allow-list.
@@ -73,6 +77,7 @@ pub struct Access {
 pub struct AccessUpdate {
     pub users: Option<Vec<String>>,
     pub gateway_public: Option<bool>,
+    pub ipns_dns: Option<bool>,
     pub allowed_origins: Option<Vec<String>>,
     pub api_allow: Option<Vec<String>>,
     pub api_deny: Option<Vec<String>>,
@@ -111,6 +116,7 @@ impl Access {
         let AccessUpdate {
             users,
             gateway_public,
+            ipns_dns,
             allowed_origins,
             api_allow,
             api_deny,
@@ -120,6 +126,9 @@ impl Access {
         }
         if let Some(g) = gateway_public {
             self.gateway_public = g;
+        }
+        if let Some(d) = ipns_dns {
+            self.ipns_dns = d;
         }
         if let Some(o) = allowed_origins {
             self.allowed_origins = o;
@@ -171,6 +180,12 @@ pub fn split_user(entry: &str) -> (&str, Role) {
 }
 
 impl Access {
+    /// Whether a gateway request for `/ipns/<name>` whose name needs DNS is refused: only on a
+    /// public gateway that has not enabled them ([`Access::ipns_dns`]).
+    pub fn refuses_ipns_dns(&self) -> bool {
+        self.gateway_public && !self.ipns_dns
+    }
+
     /// The role of `user` on this network, or `None` when it is not a user of it.
     pub fn role_of(&self, user: &str) -> Option<Role> {
         self.users.iter().find_map(|e| {
@@ -334,5 +349,18 @@ mod tests {
         a.apply(good);
         assert!(a.gateway_public);
         assert_eq!(a.users, before.users);
+        // A public gateway refuses /ipns/ DNS names until the network enables them.
+        assert!(a.refuses_ipns_dns());
+        a.apply(AccessUpdate {
+            ipns_dns: Some(true),
+            ..AccessUpdate::default()
+        });
+        assert!(a.ipns_dns && !a.refuses_ipns_dns());
+        a.apply(AccessUpdate {
+            gateway_public: Some(false),
+            ipns_dns: Some(false),
+            ..AccessUpdate::default()
+        });
+        assert!(!a.refuses_ipns_dns(), "a token gateway serves members");
     }
 }

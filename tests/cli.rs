@@ -2670,3 +2670,133 @@ fn pinset_keeps_two_copies_through_disk_loss_and_scaling() {
     assert!(err.contains("no pin with request id"), "{err}");
     assert_eq!(d.json(&["pin", "ls", &net])["count"], 0);
 }
+
+/// A GET through the daemon's delegator on `host` (no token): status and body.
+fn delegator_get(d: &Daemon, host: &str, path: &str) -> (u16, String) {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let port = d.delegator;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let req = hyper::Request::get(format!("http://127.0.0.1:{port}{path}"))
+            .header("host", format!("{host}:{port}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let (status, body) = common::send(req).await;
+        (status, String::from_utf8_lossy(&body).into_owned())
+    })
+}
+
+/// Issue 15, observation 7: `/ipns/` names that need DNS are refused on a public gateway
+/// unless the network enables them (`--ipns-dns`). Refused by default (403 naming the switch,
+/// nothing reaches the node); a bad update changes nothing; once enabled the request is
+/// forwarded to the node (its own answer, not the delegator's refusal), in both forms; the
+/// setting shows in `network get` (table and JSON) and survives a restart.
+#[test]
+fn ipns_dns_names_on_a_public_gateway_only_when_the_network_enables_them() {
+    let mut d = Daemon::configure(21000, "");
+    d.start();
+    let net = format!("ipd-{}", random_hex(2));
+    let n = d.json(&[
+        "network",
+        "create",
+        &net,
+        "--user",
+        "alice",
+        "--gateway-public",
+        "--start",
+    ]);
+    assert_eq!(n["status"], "running", "{n}");
+    assert_eq!(n["ipns_dns"], false, "off by default: {n}");
+    let host_form = (
+        format!("{net}.gateway.localhost"),
+        "/ipns/example.com/".to_string(),
+    );
+    let path_form = (
+        "localhost".to_string(),
+        format!("/network/{net}/gateway/ipns/example.com/"),
+    );
+    let refused = |d: &Daemon| {
+        for (host, path) in [&host_form, &path_form] {
+            let (s, body) = delegator_get(d, host, path);
+            assert_eq!(s, 403, "{host}{path}: {body}");
+            assert!(
+                body.contains("need DNS") && body.contains("--ipns-dns true"),
+                "{body}"
+            );
+        }
+        // A key, not a DNS name, is served (it needs no look-up).
+        let (s, body) = delegator_get(
+            d,
+            &host_form.0,
+            "/ipns/k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8/",
+        );
+        assert!(!body.contains("need DNS"), "{s} {body}");
+    };
+    refused(&d);
+    let table = String::from_utf8_lossy(&d.cli(&["network", "get", &net]).stdout).into_owned();
+    assert!(table.contains("refused (public gateway)"), "{table}");
+
+    // Bad input changes nothing.
+    let err = d.fails(&["network", "update", &net, "--ipns-dns", "maybe"]);
+    assert!(err.contains("--ipns-dns"), "{err}");
+    let err = d.fails(&[
+        "network",
+        "update",
+        &net,
+        "--ipns-dns",
+        "true",
+        "--api-allow",
+        "Not A Command",
+    ]);
+    assert!(err.contains("InvalidArgument"), "{err}");
+    let err = d.fails(&["network", "update", "ipd-nosuch", "--ipns-dns", "true"]);
+    assert!(err.contains("NotFound"), "{err}");
+    assert_eq!(d.json(&["network", "get", &net])["ipns_dns"], false);
+    refused(&d);
+
+    // Enabled: forwarded to the node, which answers for itself.
+    let n = d.json(&["network", "update", &net, "--ipns-dns", "true"]);
+    assert_eq!(n["ipns_dns"], true, "{n}");
+    let served = |d: &Daemon| {
+        for (host, path) in [&host_form, &path_form] {
+            let (s, body) = delegator_get(d, host, path);
+            assert_ne!(s, 403, "{host}{path}: {body}");
+            assert!(!body.contains("need DNS"), "{host}{path}: {s} {body}");
+            // Not one of the delegator's own answers (JSON errors): the node's.
+            assert!(
+                serde_json::from_str::<Value>(&body).is_err(),
+                "{host}{path}: {s} {body}"
+            );
+        }
+    };
+    served(&d);
+    let table = String::from_utf8_lossy(&d.cli(&["network", "get", &net]).stdout).into_owned();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("ipns dns") && l.ends_with("served")),
+        "{table}"
+    );
+
+    // Kept across a restart (the store), and switched off again.
+    assert!(d.terminate(), "daemon did not exit cleanly:\n{}", d.logs());
+    d.start();
+    assert_eq!(d.json(&["network", "get", &net])["ipns_dns"], true);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while delegator_get(&d, &host_form.0, &host_form.1).0 == 503 {
+        assert!(
+            Instant::now() < deadline,
+            "the network did not come back:\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    served(&d);
+    d.json(&["network", "update", &net, "--ipns-dns", "false"]);
+    refused(&d);
+    assert!(d.terminate(), "daemon did not exit cleanly:\n{}", d.logs());
+}

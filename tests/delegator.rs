@@ -1490,3 +1490,112 @@ async fn tokens_are_bound_to_an_audience_networks_and_revocable() {
     assert!(fx.orch.revoke_token("no spaces allowed").await.is_err());
     fx.finish().await;
 }
+
+/// Removes a container this test ran by hand, even when the test fails.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = docker_ok(&["rm", "-f", "-v", &self.0]);
+    }
+}
+
+/// Issue 15, observation 5 at node level. The node's gateway (the test image's stand-in
+/// mirrors boxo's hostname handler, docs/test-image.md) honours `X-Forwarded-Host`: a node
+/// with kubo's default gateway settings, as nodes ran before nexus set
+/// `Gateway.PublicGateways = {"localhost": null}`, answers a path-form request carrying
+/// `X-Forwarded-Host: localhost` with a 301 to `<cid>.ipfs.localhost`. (a) Sent straight to
+/// the node's gateway it does; (b) sent through the delegator, which never passes a client's
+/// host on, it does not: the content is served as asked. Ports 21150–21151 (deleg2's range).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clients_forwarded_host_never_reaches_the_nodes_gateway() {
+    let (gw_port, api_port) = (21150u16, 21151u16);
+    let name = format!("nexus-xfh-{}", unique_network("x"));
+    let node = Container(name.clone());
+    let _ = docker_ok(&["rm", "-f", "-v", &name]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-p",
+        &format!("127.0.0.1:{api_port}:5001"),
+        "-p",
+        &format!("127.0.0.1:{gw_port}:8080"),
+        &image(),
+    ]);
+    let api = Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], api_port)));
+    let gw_addr = SocketAddr::from(([127, 0, 0, 1], gw_port));
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            try_rpc(&api, "id").await.is_some_and(|(s, _)| s == 200)
+        })
+        .await,
+        "the stand-in did not start: {}",
+        docker(&["logs", &node.0])
+    );
+    let data = b"served as asked, on the host the client named".to_vec();
+    let cid = add(&api, &data).await;
+    let path = format!("/ipfs/{cid}");
+    let xfh = [("x-forwarded-host", "localhost".to_string())];
+
+    // (a) Straight to the node's gateway: boxo's subdomain redirect.
+    let direct = Http::new(gw_addr);
+    let r = direct
+        .send("GET", &gw_addr.to_string(), &path, &[], empty())
+        .await;
+    assert_eq!((r.status, r.body.as_ref()), (200, data.as_slice()));
+    let r = direct
+        .send("GET", &gw_addr.to_string(), &path, &xfh, empty())
+        .await;
+    assert_eq!(r.status, 301, "{}", r.text());
+    let location = r.headers["location"].to_str().expect("location");
+    assert!(
+        location.starts_with("http://bafy") && location.ends_with(".ipfs.localhost/"),
+        "{location}"
+    );
+
+    // (b) The same request through the delegator: never redirected, in both forms.
+    let net = unique_network("dlgxfh");
+    let registry = Registry::new();
+    registry.publish(NetworkEntry {
+        name: net.clone(),
+        disk_bytes: None,
+        access: Access {
+            users: vec!["alice".into()],
+            gateway_public: true,
+            ..Access::default()
+        },
+        nodes: vec![ReadyNode {
+            index: 0,
+            peer_id: "stand-in".into(),
+            api: api.clone(),
+            gateway: Endpoint::Tcp(gw_addr),
+        }],
+    });
+    let (addr, stop, server) =
+        delegator(registry, nexus::revocations::Revocations::default()).await;
+    let http = Http::new(addr);
+    for (host, p) in [
+        (gw_host(net.as_str()), path.clone()),
+        (DOMAIN.to_string(), format!("/network/{net}/gateway{path}")),
+    ] {
+        for extra in [
+            ("x-forwarded-host", "localhost".to_string()),
+            ("forwarded", "host=localhost".to_string()),
+        ] {
+            let r = http
+                .send("GET", &host, &p, std::slice::from_ref(&extra), empty())
+                .await;
+            assert_eq!(r.status, 200, "{host}{p} with {extra:?}: {}", r.text());
+            assert!(
+                !r.headers.contains_key("location"),
+                "{host}{p}: {:?}",
+                r.headers
+            );
+            assert_eq!(r.body.as_ref(), data.as_slice());
+        }
+    }
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(40), server).await;
+}

@@ -184,6 +184,7 @@ fn full_record(n: &str) -> NetworkRecord {
                 "x,y;DROP TABLE networks;--".into(),
             ],
             gateway_public: true,
+            ipns_dns: true,
             allowed_origins: vec!["https://a.example".into(), "http://localhost:3000".into()],
             api_allow: vec!["key/list".into(), "\"quoted\"".into()],
             api_deny: vec!["pin/rm".into()],

@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -366,10 +367,12 @@ def unit_ms(v):
     return {"us": x / 1000, "ms": x, "s": x * 1000}[m.group(2)]
 
 
-def run_wrk(a, url, headers):
+def run_wrk(a, url, headers, script=None):
     cmd = ["wrk", "-t", str(a.wrk_threads), "-c", str(a.wrk_conns), "-d", f"{a.wrk_secs}s", "--latency"]
     for h in headers:
         cmd += ["-H", h]
+    if script:
+        cmd += ["-s", script]
     out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = unit_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
@@ -384,9 +387,9 @@ def run_wrk(a, url, headers):
 class Host:
     """benches/delegator_host: the delegator in front of named upstreams."""
 
-    def __init__(self, exe, routes, log_path):
+    def __init__(self, exe, routes, log_path, extra=(), prefix=()):
         # The access log as a production daemon writes it (`--log-format json`, `info`).
-        args = [exe, "--log-format", "json"]
+        args = [*prefix, exe, "--log-format", "json", *extra]
         for name, api, gw in routes:
             args += ["--route", f"{name}={api},{gw}"]
         self.log = open(log_path, "w")
@@ -569,6 +572,138 @@ def bench_delegator(a):
                                 "Target"], add_rows)
     return {"samples": results, "rounds": a.rounds, "wrk": {"threads": a.wrk_threads, "conns": a.wrk_conns,
                                                             "secs": a.wrk_secs}}, table
+
+
+# ---------------------------------------------------------------------------------------------
+# 2b. What the roles and revocation checks cost (issue 15): builds of benches/delegator_host
+
+
+def drive(addr, method, host, path, token, n):
+    """`n` requests, one after the other on one keep-alive connection; each must answer 200."""
+    ip, port = addr.rsplit(":", 1)
+    c = http.client.HTTPConnection(ip, int(port), timeout=60)
+    hdrs = {"Host": host, "Authorization": f"Bearer {token}"}
+    for _ in range(n):
+        c.request(method, path, body=b"" if method == "POST" else None, headers=hdrs)
+        r = c.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{method} {host}{path}: {r.status} {body[:300]!r}")
+    c.close()
+
+
+def callgrind_totals(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("totals:", "summary:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"{path}: no totals line")
+
+
+def roles_builds(a):
+    """`--roles-build LABEL=EXE [ARGS…]`, in order; the first is the base."""
+    builds = []
+    for spec in a.roles_build or []:
+        label, rest = spec.split("=", 1)
+        exe, *extra = shlex.split(rest)
+        builds.append((label, exe, extra))
+    if len(builds) < 2:
+        raise RuntimeError("the roles benchmark needs two --roles-build LABEL=EXE (base first)")
+    return builds
+
+
+def bench_roles(a):
+    builds = roles_builds(a)
+    tmp = tempfile.mkdtemp(prefix="nexus-bench-roles-")
+    os.chmod(tmp, 0o755)
+    up = free_port()
+    cid = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    kinds = {
+        # A private gateway: token (signature remembered), revocation, membership.
+        "gateway GET": ("GET", "up.gateway.bench.localhost", f"/ipfs/{cid}"),
+        # An RPC read: the same, plus the allow-list and the role table.
+        "RPC cat": ("POST", "up.api.bench.localhost", f"/api/v0/cat?arg={cid}"),
+    }
+    post_lua = os.path.join(tmp, "post.lua")
+    with open(post_lua, "w") as f:
+        f.write('wrk.method = "POST"\n')
+    procs, hosts = [], []
+    ir = {label: {} for label, _, _ in builds}
+    ir_runs = {label: {} for label, _, _ in builds}
+    rps = {label: {k: [] for k in kinds} for label, _, _ in builds}
+    routes = [("up", f"127.0.0.1:{up}", f"127.0.0.1:{up}")]
+    try:
+        # The upstream answers every request at once: what is measured is the proxy.
+        procs.append(start_nginx(tmp, "ok", 1,
+                                 f'server {{ listen 127.0.0.1:{up}; location / {{ return 200 "ok\\n"; }} }}',
+                                 "off"))
+        wait_http(f"http://127.0.0.1:{up}/")
+        # Instructions per request: each build under callgrind, zeroed after a warm-up, then
+        # `a.roles_requests` requests one after the other; the client is outside valgrind.
+        # Thread scheduling moves the count a little from run to run: the median of
+        # `a.roles_cg_runs` runs is kept.
+        for label, exe, extra in builds:
+            for kind, (method, host, path) in kinds.items():
+                runs = []
+                for run in range(a.roles_cg_runs):
+                    out = os.path.join(tmp, f"cg-{label}-{kind.replace(' ', '-')}-{run}.out")
+                    h = Host(exe, routes, os.path.join(tmp, f"cg-{label}.log"), extra,
+                             prefix=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
+                    try:
+                        drive(h.addr, method, host, path, h.token, 300)
+                        subprocess.run(["callgrind_control", "-z", str(h.proc.pid)], check=True,
+                                       capture_output=True)
+                        drive(h.addr, method, host, path, h.token, a.roles_requests)
+                        subprocess.run(["callgrind_control", "-d", str(h.proc.pid)], check=True,
+                                       capture_output=True)
+                    finally:
+                        h.stop()
+                    dumps = sorted(f for f in os.listdir(tmp)
+                                   if f.startswith(os.path.basename(out) + "."))
+                    per = callgrind_totals(os.path.join(tmp, dumps[0])) / a.roles_requests
+                    runs.append(per)
+                    log(f"roles {label:14} {kind:12}: {per:,.0f} instructions per request")
+                ir[label][kind] = median(runs)
+                ir_runs[label][kind] = runs
+        # Requests per second: every build running at once, loaded one after the other with
+        # wrk, the order turned every round; the first round is a warm-up.
+        for label, exe, extra in builds:
+            hosts.append((label, Host(exe, routes, os.path.join(tmp, f"rps-{label}.log"), extra)))
+        for kind, (method, host, path) in kinds.items():
+            for rnd in range(a.rounds + 1):
+                order = hosts if rnd % 2 == 0 else hosts[::-1]
+                for label, h in order:
+                    url = f"http://{h.addr}{path}"
+                    r = run_wrk(a, url, [f"Host: {host}", f"Authorization: Bearer {h.token}"],
+                                post_lua if method == "POST" else None)
+                    tag = "warm-up" if rnd == 0 else f"round {rnd}"
+                    log(f"roles {label:14} {kind:12} {tag}: {r['rps']:.0f} rps")
+                    if rnd > 0:
+                        rps[label][kind].append(r["rps"])
+    finally:
+        for _, h in hosts:
+            h.stop()
+        for p in procs:
+            p.terminate()
+            p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    base = builds[0][0]
+    rows = []
+    for kind in kinds:
+        for label, _, extra in builds:
+            i, r = ir[label][kind], rps[label][kind]
+            di = i / ir[base][kind] - 1
+            dr = median(r) / median(rps[base][kind]) - 1
+            rows.append([kind, label, f"{i:,.0f}", spread(ir_runs[label][kind], "{:,.0f}"),
+                         "–" if label == base else f"{di:+.1%}",
+                         f"{median(r):,.0f}", spread(r, "{:,.0f}"),
+                         "–" if label == base else f"{dr:+.1%}"])
+    table = md_table(["Request", "Build", "instructions / request", "range", "vs " + base, "rps median",
+                      "rps range", "vs " + base], rows)
+    return {"instructions_per_request": ir, "instruction_runs": ir_runs, "rps": rps, "builds": [[b[0], b[2]] for b in builds],
+            "requests": a.roles_requests, "rounds": a.rounds,
+            "wrk": {"threads": a.wrk_threads, "conns": a.wrk_conns, "secs": a.wrk_secs}}, table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -809,6 +944,10 @@ def main():
     p.add_argument("--image", required=True)
     p.add_argument("--delegator-host")
     p.add_argument("--control-plane")
+    p.add_argument("--roles-build", action="append",
+                   help="LABEL=EXE [ARGS]: a delegator_host build for `roles` (base first)")
+    p.add_argument("--roles-requests", type=int, default=3000)
+    p.add_argument("--roles-cg-runs", type=int, default=3)
     p.add_argument("--postgres-url", default=os.environ.get("NEXUS_TEST_POSTGRES_URL"))
     p.add_argument("--rounds", type=int, default=int(os.environ.get("NEXUS_BENCH_ROUNDS", "5")))
     p.add_argument("--start-sizes", default="1,3,10")
@@ -829,7 +968,7 @@ def main():
     out_dir = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "bench-results")
     os.makedirs(out_dir, exist_ok=True)
     funcs = {"start": bench_start, "delegator": bench_delegator, "control": bench_control,
-             "density": bench_density}
+             "density": bench_density, "roles": bench_roles}
     for name in a.names:
         if name not in funcs:
             sys.exit(f"unknown benchmark `{name}`; choose from {', '.join(funcs)}")

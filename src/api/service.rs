@@ -150,6 +150,7 @@ pub fn network_message(v: NetworkView) -> pb::Network {
         resources: Some(resources(v.resources)),
         users: v.access.users,
         gateway_public: v.access.gateway_public,
+        ipns_dns: v.access.ipns_dns,
         allowed_origins: v.access.allowed_origins,
         bootstrap_peers: v.bootstrap_peers,
         api_allow: v.access.api_allow,
@@ -389,6 +390,7 @@ impl pb::nexus_server::Nexus for NexusService {
                 access: Access {
                     users: r.users,
                     gateway_public: r.gateway_public,
+                    ipns_dns: r.ipns_dns,
                     allowed_origins: r.allowed_origins,
                     api_allow: r.api_allow,
                     api_deny: r.api_deny,
@@ -433,6 +435,7 @@ impl pb::nexus_server::Nexus for NexusService {
             access: AccessUpdate {
                 users: r.users.map(|l| l.values),
                 gateway_public: r.gateway_public,
+                ipns_dns: r.ipns_dns,
                 allowed_origins: r.allowed_origins.map(|l| l.values),
                 api_allow: r.api_allow.map(|l| l.values),
                 api_deny: r.api_deny.map(|l| l.values),

@@ -202,6 +202,7 @@ fn create_request(f: CreateFlags) -> Result<pb::CreateNetworkRequest> {
         replicas: f.replicas,
         users: f.users,
         gateway_public: f.gateway_public,
+        ipns_dns: f.ipns_dns,
         allowed_origins: f.allowed_origins,
         swarm_key,
         bootstrap_peers: f.bootstrap,
@@ -239,6 +240,7 @@ fn update_request(f: UpdateFlags) -> Result<pb::UpdateNetworkRequest> {
         disk_bytes,
         users: list_change(f.users, f.clear_users),
         gateway_public: f.gateway_public,
+        ipns_dns: f.ipns_dns,
         allowed_origins: list_change(f.allowed_origins, f.clear_allowed_origins),
         api_allow: list_change(f.api_allow, f.clear_api_allow),
         api_deny: list_change(f.api_deny, f.clear_api_deny),
@@ -252,6 +254,7 @@ fn update_request(f: UpdateFlags) -> Result<pb::UpdateNetworkRequest> {
         && req.disk_bytes.is_none()
         && req.users.is_none()
         && req.gateway_public.is_none()
+        && req.ipns_dns.is_none()
         && req.allowed_origins.is_none()
         && req.api_allow.is_none()
         && req.api_deny.is_none()
@@ -292,6 +295,7 @@ fn print_network(n: &pb::Network) {
             "gateway",
             if n.gateway_public { "public" } else { "token" }.into(),
         ),
+        ("ipns dns", ipns_dns(n).into()),
         ("origins", render::list(&n.allowed_origins)),
         ("api allow", render::list(&n.api_allow)),
         ("api deny", render::list(&n.api_deny)),
@@ -346,6 +350,15 @@ fn print_network(n: &pb::Network) {
         ]);
     }
     render::table(&t);
+}
+
+/// What the gateway does with `/ipns/` names that need DNS.
+fn ipns_dns(n: &pb::Network) -> &'static str {
+    match (n.ipns_dns, n.gateway_public) {
+        (true, _) => "served",
+        (false, true) => "refused (public gateway)",
+        (false, false) => "members only",
+    }
 }
 
 fn print_networks(list: &[pb::Network]) {

@@ -156,6 +156,10 @@ pub struct CreateFlags {
     /// Serve the gateway without a token.
     #[arg(long)]
     pub gateway_public: bool,
+    /// Let a public gateway serve /ipns/ names that need DNS (DNSLink): the node then looks
+    /// names up for anonymous clients (refused there by default).
+    #[arg(long)]
+    pub ipns_dns: bool,
     /// A CORS origin allowed by the delegator; repeat for several.
     #[arg(long = "allowed-origin")]
     pub allowed_origins: Vec<String>,
@@ -219,6 +223,9 @@ pub struct UpdateFlags {
     /// true or false.
     #[arg(long)]
     pub gateway_public: Option<bool>,
+    /// true or false: whether a public gateway serves /ipns/ names that need DNS (DNSLink).
+    #[arg(long)]
+    pub ipns_dns: Option<bool>,
     /// Replace the allowed origins with these (repeat).
     #[arg(long = "allowed-origin")]
     pub allowed_origins: Vec<String>,

@@ -17,6 +17,7 @@
 //! log tokens, secrets or query strings.
 
 pub mod auth;
+pub mod mint;
 pub mod net;
 pub mod policy;
 mod proxy;
@@ -35,10 +36,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-pub use auth::{
-    mint, mint_token, AuthError, Identity, JwtConfig, JwtConfigError, JwtKey, Minted, PublicKeyAlg,
-    TokenRequest, Verifier,
-};
+pub use auth::{AuthError, Identity, JwtConfig, JwtConfigError, JwtKey, PublicKeyAlg, Verifier};
+pub use mint::{mint, mint_token, Minted, TokenRequest};
 pub use net::{BadIpNet, IpNet};
 pub use proxy::{LimitConfig, Rate};
 pub use route::{Feature, Route, RouteError};
@@ -525,22 +524,7 @@ mod tests {
                 });
             }
         });
-        let reg = Registry::new();
-        let name = crate::node::NetworkName::new("tls").unwrap();
-        reg.publish(crate::orchestrator::registry::NetworkEntry {
-            name,
-            disk_bytes: None,
-            access: crate::access::Access {
-                gateway_public: true,
-                ..Default::default()
-            },
-            nodes: vec![crate::orchestrator::registry::ReadyNode {
-                index: 0,
-                peer_id: "p".into(),
-                api: crate::node::endpoint::Endpoint::Tcp(up_addr),
-                gateway: crate::node::endpoint::Endpoint::Tcp(up_addr),
-            }],
-        });
+        let reg = one_node_registry("tls", up_addr);
         let d = Delegator::new(reg, DelegatorConfig::new("nexus.test", jwt())).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -648,24 +632,32 @@ mod tests {
         delegator_with(up, DelegatorConfig::new("nexus.test", jwt())).await
     }
 
-    /// Like [`delegator_in_front_of`], with `cfg`.
-    async fn delegator_with(up: SocketAddr, cfg: DelegatorConfig) -> SocketAddr {
+    /// A registry with one network, `name`, whose gateway is public and whose one node's API
+    /// and gateway are both `up`: the fixture every test here stands on.
+    fn one_node_registry(name: &str, up: SocketAddr) -> Registry {
+        use crate::node::endpoint::Endpoint;
+        use crate::orchestrator::registry::{NetworkEntry, ReadyNode};
         let reg = Registry::new();
-        reg.publish(crate::orchestrator::registry::NetworkEntry {
-            name: crate::node::NetworkName::new("obs").unwrap(),
+        reg.publish(NetworkEntry {
+            name: crate::node::NetworkName::new(name).unwrap(),
             disk_bytes: None,
             access: crate::access::Access {
                 gateway_public: true,
                 ..Default::default()
             },
-            nodes: vec![crate::orchestrator::registry::ReadyNode {
+            nodes: vec![ReadyNode {
                 index: 0,
                 peer_id: "p".into(),
-                api: crate::node::endpoint::Endpoint::Tcp(up),
-                gateway: crate::node::endpoint::Endpoint::Tcp(up),
+                api: Endpoint::Tcp(up),
+                gateway: Endpoint::Tcp(up),
             }],
         });
-        let d = Delegator::new(reg, cfg).unwrap();
+        reg
+    }
+
+    /// Like [`delegator_in_front_of`], with `cfg`.
+    async fn delegator_with(up: SocketAddr, cfg: DelegatorConfig) -> SocketAddr {
+        let d = Delegator::new(one_node_registry("obs", up), cfg).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(d.serve(listener, None, std::future::pending()));

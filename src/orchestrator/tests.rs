@@ -388,6 +388,7 @@ async fn access_changes_reach_the_registry_without_touching_nodes() {
         access: AccessUpdate {
             users: Some(vec!["bob".into()]),
             gateway_public: Some(true),
+            ipns_dns: Some(true),
             allowed_origins: Some(vec!["https://app.example".into()]),
             api_allow: Some(vec!["key/list".into()]),
             api_deny: Some(vec!["pin/rm".into()]),
@@ -422,6 +423,10 @@ async fn access_changes_reach_the_registry_without_touching_nodes() {
     let e = f.orch.registry().get(&name("acl")).unwrap();
     assert_eq!(e.access.users, vec!["bob".to_string()]);
     assert!(e.access.gateway_public);
+    assert!(
+        e.access.ipns_dns,
+        "the registry carries the /ipns/ DNS switch"
+    );
     assert_eq!(
         e.access.allowed_origins,
         vec!["https://app.example".to_string()]

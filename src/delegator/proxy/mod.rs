@@ -165,7 +165,7 @@ async fn proxy(
                 let (user, _) = authenticate(shared, &entry, req.headers(), trace)?;
                 slots.extend(shared.limits.user(&user)?);
             }
-            if entry.access.gateway_public && policy::needs_dns(&r.path) {
+            if entry.access.refuses_ipns_dns() && policy::needs_dns(&r.path) {
                 return Err(ProxyError::IpnsDns);
             }
             if !policy::gateway_path_allowed(&r.path) {

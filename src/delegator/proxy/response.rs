@@ -49,7 +49,7 @@ pub(crate) enum ProxyError {
     Timeout,
     #[error(transparent)]
     Limited(#[from] super::LimitError),
-    #[error("/ipns/ names that need DNS are not resolved on a public gateway: use /ipns/<key> or /ipfs/<cid>")]
+    #[error("/ipns/ names that need DNS are not resolved on this public gateway: use /ipns/<key> or /ipfs/<cid> (the operator can allow them: nexus network update <net> --ipns-dns true)")]
     IpnsDns,
 }
 

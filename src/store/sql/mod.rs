@@ -64,6 +64,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/0005_revoked_tokens.sql"),
     ),
     (
+        6,
+        "ipns dns",
+        include_str!("../../../migrations/0006_ipns_dns.sql"),
+    ),
+    (
         7,
         "network image",
         include_str!("../../../migrations/0007_network_image.sql"),
@@ -292,7 +297,7 @@ impl Store for SqlStore {
     async fn create_network(&self, network: &NetworkRecord) -> Result<()> {
         let sql = format!(
             "INSERT INTO networks ({NETWORK_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
         );
         let _sealing = self.seal_gate.read().await;
         let query = bind_network(
@@ -342,7 +347,7 @@ impl Store for SqlStore {
                    swarm_key = $9, bootstrap_peers = $10, desired = $11, status = $12, \
                    status_reason = $13, created_at = $14, updated_at = $15, activated_at = $16, \
                    api_allow = $17, api_deny = $18, subnet = $19, image = $20, \
-                   replication = $21 \
+                   replication = $21, ipns_dns = $22 \
                    WHERE name = $1";
         let _sealing = self.seal_gate.read().await;
         let affected = self

@@ -31,7 +31,7 @@ fn to_json(list: &[String]) -> Result<String> {
 pub(super) const NETWORK_COLUMNS: &str =
     "name, replicas, cpu_millis, memory_bytes, disk_bytes, users, \
      gateway_public, allowed_origins, swarm_key, bootstrap_peers, desired, status, status_reason, \
-     created_at, updated_at, activated_at, api_allow, api_deny, subnet, image, replication";
+     created_at, updated_at, activated_at, api_allow, api_deny, subnet, image, replication, ipns_dns";
 
 pub(super) const NODE_COLUMNS: &str = "network, idx, private_key, peer_id, swarm_port, api_port, \
      gateway_port, container_id, last_error";
@@ -68,7 +68,8 @@ pub(super) fn bind_network<'q>(
         .bind(to_json(&n.access.api_deny)?)
         .bind(n.subnet.map(|s| s.to_string()))
         .bind(n.image.clone())
-        .bind(n.replication.to_stored()))
+        .bind(n.replication.to_stored())
+        .bind(i64::from(n.access.ipns_dns)))
 }
 
 /// Reads one column; a type mismatch is damage. The message names the column, never its value.
@@ -123,6 +124,11 @@ pub(super) fn network_from_row(row: &AnyRow, keys: &Keyring) -> Result<NetworkRe
         1 => true,
         v => return Err(corrupt(n, format!("`gateway_public` is {v}, not 0 or 1"))),
     };
+    let ipns_dns = match col::<i64>(row, n, "ipns_dns")? {
+        0 => false,
+        1 => true,
+        v => return Err(corrupt(n, format!("`ipns_dns` is {v}, not 0 or 1"))),
+    };
     let sealed: String = col(row, n, "swarm_key")?;
     let swarm_key_text = open_text(keys, &sealed, &swarm_key_ad(n), n, "swarm_key")?;
     // The parse error may quote part of the key: say only that it is bad.
@@ -144,6 +150,7 @@ pub(super) fn network_from_row(row: &AnyRow, keys: &Keyring) -> Result<NetworkRe
         access: Access {
             users: list(row, n, "users")?,
             gateway_public,
+            ipns_dns,
             allowed_origins: list(row, n, "allowed_origins")?,
             api_allow: list(row, n, "api_allow")?,
             api_deny: list(row, n, "api_deny")?,

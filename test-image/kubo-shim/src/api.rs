@@ -59,6 +59,9 @@ pub struct Node {
     pub allowed_origins: Option<Vec<String>>,
     /// `API.Authorizations` as (expected Authorization header, AllowedPaths), read at start-up.
     pub authorizations: Vec<AuthScope>,
+    /// The gateway's known hosts (kubo's implicit `localhost` and `Gateway.PublicGateways`),
+    /// read at start-up.
+    pub gateways: Vec<crate::hostname::KnownGateway>,
 }
 
 /// (expected Authorization header, AllowedPaths) for one `API.Authorizations` entry.
@@ -1034,11 +1037,26 @@ pub async fn gateway(
     headers: HeaderMap,
     req: Request,
 ) -> Response {
-    let _ = headers;
     if method != Method::GET && method != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "405 - Method Not Allowed\n");
     }
     let path = req.uri().path().to_string();
+    // boxo's hostname handler: a known subdomain gateway (X-Forwarded-Host before Host)
+    // redirects path-form requests, answering 301 with the content where it would be 200.
+    let redirect =
+        crate::hostname::subdomain_redirect(&node.gateways, &headers, &path, req.uri().query());
+    let mut resp = serve_path(&node, &method, &path).await;
+    if let Some(location) = redirect.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        if resp.status() == StatusCode::OK {
+            *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+        }
+        resp.headers_mut().insert(header::LOCATION, location);
+    }
+    resp
+}
+
+/// The path gateway's answer for `path` (`/ipfs/<cid>` of a single file).
+async fn serve_path(node: &Shared, method: &Method, path: &str) -> Response {
     let Some(rest) = path.strip_prefix("/ipfs/") else {
         return plain(StatusCode::NOT_FOUND, "404 page not found\n");
     };
@@ -1046,7 +1064,7 @@ pub async fn gateway(
         Ok(c) => c,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
-    match fetch(&node, &cid).await {
+    match fetch(node, &cid).await {
         Ok(Fetch::Done(tmp)) => {
             if tmp.0.is_dir() {
                 return (
@@ -1067,7 +1085,7 @@ pub async fn gateway(
                 "application/octet-stream"
             };
             let len = data.len();
-            let body = if method == Method::HEAD {
+            let body = if *method == Method::HEAD {
                 Body::empty()
             } else {
                 Body::from(data)

@@ -301,6 +301,7 @@ async fn run_async(opts: DaemonOpts) -> i32 {
         shutting_down: AtomicBool::new(false),
         allowed_origins,
         authorizations,
+        gateways: crate::hostname::known_gateways(&cfg),
     };
 
     let mut api_listeners = Vec::new();

@@ -100,6 +100,21 @@ fn base32_upper(data: &[u8]) -> String {
     out
 }
 
+/// A CID as boxo writes it in a subdomain (`toDNSLabel`): a CIDv0 (`Qm…`) as CIDv1 dag-pb in
+/// base32 (`bafy…`); a base32 CIDv1 as it is; `None` for anything else (left as given).
+pub fn cid_v1_base32(cid: &str) -> Option<String> {
+    if cid.starts_with('b') && looks_like_cid(cid) {
+        return Some(cid.to_string());
+    }
+    if !(cid.len() == 46 && cid.starts_with("Qm")) {
+        return None;
+    }
+    let mh = base58_decode(cid)?;
+    let mut bytes = vec![0x01, 0x70];
+    bytes.extend(mh);
+    Some(format!("b{}", base32_upper(&bytes).to_ascii_lowercase()))
+}
+
 /// Path of a CIDv0 block in kubo's default flatfs (`next-to-last/2`, keyed by multihash).
 pub fn flatfs_block_path(repo: &std::path::Path, cid_v0: &str) -> Option<std::path::PathBuf> {
     if !cid_v0.starts_with("Qm") {
