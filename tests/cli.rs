@@ -1774,21 +1774,8 @@ fn heavy_hundreds_of_networks_each_on_its_own_subnet() {
 
 /// `POST /api/v0/id` through the daemon's delegator (host form) with `tok`; the status.
 fn delegator_id(d: &Daemon, net: &str, tok: &str) -> u16 {
-    use bytes::Bytes;
-    use http_body_util::Full;
-    let port = d.delegator;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let req = hyper::Request::post(format!("http://127.0.0.1:{port}/api/v0/id"))
-            .header("host", format!("{net}.api.localhost:{port}"))
-            .header("authorization", format!("Bearer {tok}"))
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        common::send(req).await.0
-    })
+    let host = format!("{net}.api.localhost");
+    delegator_call(d, hyper::Method::POST, &host, "/api/v0/id", Some(tok)).0
 }
 
 /// Issue 15, observation 2: tokens bound and revocable, through the real daemon. `token
@@ -1872,22 +1859,41 @@ fn revoked_tokens_stay_refused_across_a_restart() {
 
 /// A POST through the daemon's delegator (host form) with `tok`: status and body.
 fn delegator_rpc(d: &Daemon, net: &str, path_and_query: &str, tok: &str) -> (u16, String) {
-    use bytes::Bytes;
-    use http_body_util::Full;
+    let host = format!("{net}.api.localhost");
+    delegator_call(d, hyper::Method::POST, &host, path_and_query, Some(tok))
+}
+
+/// One request with an empty body through the daemon's delegator on `host` (the delegator's
+/// port is added), with `tok` as the bearer if given: status and body.
+fn delegator_call(
+    d: &Daemon,
+    method: hyper::Method,
+    host: &str,
+    path_and_query: &str,
+    tok: Option<&str>,
+) -> (u16, String) {
     let port = d.delegator;
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path_and_query}"))
+        .header("host", format!("{host}:{port}"));
+    if let Some(tok) = tok {
+        req = req.header("authorization", format!("Bearer {tok}"));
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let (status, body) = send_blocking(req);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// [`common::send`] from a synchronous test.
+fn send_blocking(req: hyper::Request<http_body_util::Full<bytes::Bytes>>) -> (u16, bytes::Bytes) {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let req = hyper::Request::post(format!("http://127.0.0.1:{port}{path_and_query}"))
-            .header("host", format!("{net}.api.localhost:{port}"))
-            .header("authorization", format!("Bearer {tok}"))
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        let (status, body) = common::send(req).await;
-        (status, String::from_utf8_lossy(&body).into_owned())
-    })
+        .expect("runtime")
+        .block_on(common::send(req))
 }
 
 /// Issue 15, observation 1: roles per user, through the real daemon's delegator against a real
@@ -2410,11 +2416,7 @@ fn add_through_delegator(d: &Daemon, net: &str, user: &str, data: &str) -> Strin
         )
         .body(Full::new(Bytes::from(body)))
         .expect("request");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (status, out) = rt.block_on(common::send(req));
+    let (status, out) = send_blocking(req);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&out));
     let text = String::from_utf8_lossy(&out).into_owned();
     let last = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
@@ -2442,22 +2444,15 @@ fn metrics_text(port: u16) -> String {
 
 /// One RPC call through the daemon's delegator as `user`; returns the status code.
 fn delegator_rpc_as(d: &Daemon, net: &str, user: &str, path_and_query: &str) -> u16 {
-    use bytes::Bytes;
-    use http_body_util::Full;
-    let tok = token(d, user);
-    let port = d.delegator;
-    let req = hyper::Request::post(format!(
-        "http://127.0.0.1:{port}/network/{net}/api/v0/{path_and_query}"
-    ))
-    .header("host", format!("localhost:{port}"))
-    .header("authorization", format!("Bearer {tok}"))
-    .body(Full::new(Bytes::new()))
-    .expect("request");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(common::send(req)).0
+    let path = format!("/network/{net}/api/v0/{path_and_query}");
+    delegator_call(
+        d,
+        hyper::Method::POST,
+        "localhost",
+        &path,
+        Some(&token(d, user)),
+    )
+    .0
 }
 
 fn pin_status(d: &Daemon, net: &str, id: &str) -> String {
@@ -2676,21 +2671,7 @@ fn pinset_keeps_two_copies_through_disk_loss_and_scaling() {
 
 /// A GET through the daemon's delegator on `host` (no token): status and body.
 fn delegator_get(d: &Daemon, host: &str, path: &str) -> (u16, String) {
-    use bytes::Bytes;
-    use http_body_util::Full;
-    let port = d.delegator;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let req = hyper::Request::get(format!("http://127.0.0.1:{port}{path}"))
-            .header("host", format!("{host}:{port}"))
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        let (status, body) = common::send(req).await;
-        (status, String::from_utf8_lossy(&body).into_owned())
-    })
+    delegator_call(d, hyper::Method::GET, host, path, None)
 }
 
 /// Issue 15, observation 7: `/ipns/` names that need DNS are refused on a public gateway
