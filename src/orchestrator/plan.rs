@@ -210,6 +210,7 @@ mod tests {
                 gateway: crate::node::endpoint::Endpoint::Tcp(([127, 0, 0, 1], 8080).into()),
             }),
             started_at: None,
+            host: None,
         }
     }
 
