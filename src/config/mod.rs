@@ -67,10 +67,11 @@ pub const SECRETS_FILE: &str = "secrets.toml";
 /// The name of the seal key file in the data directory (see `store.seal_key_file`).
 pub const SEAL_KEY_FILE: &str = "seal.key";
 /// The sections of the file, in the order `nexus init` writes them.
-pub const SECTIONS: [&str; 10] = [
+pub const SECTIONS: [&str; 11] = [
     "daemon",
     "store",
     "docker",
+    "runtime",
     "node",
     "ports",
     "grpc",
@@ -211,6 +212,18 @@ impl fmt::Debug for StoreSection {
             .field("lease_ttl", &self.lease_ttl)
             .finish()
     }
+}
+
+/// What runs the nodes: one Docker engine, or a Docker Swarm.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuntimeSection {
+    pub kind: String,
+    pub swarm_endpoint: String,
+    pub gate_image: String,
+    pub gate_port: u16,
+    pub host_dir: String,
+    pub address_label: String,
+    pub encrypted: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -368,6 +381,7 @@ pub struct Config {
     pub daemon: DaemonSection,
     pub store: StoreSection,
     pub docker: DockerSection,
+    pub runtime: RuntimeSection,
     pub node: NodeSection,
     pub ports: PortsSection,
     pub grpc: GrpcSection,

@@ -371,6 +371,7 @@ impl Config {
             node_dir,
             ..DockerRuntimeConfig::default()
         };
+        let swarm = self.swarm_runtime(&docker)?;
         Ok(Parsed {
             settings: Settings {
                 data_dir,
@@ -379,6 +380,7 @@ impl Config {
                 lease_ttl,
                 instance: configured_instance,
                 docker,
+                swarm,
                 orchestrator,
                 public_address,
                 grpc: GrpcSettings {
