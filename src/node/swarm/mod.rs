@@ -48,6 +48,7 @@ use crate::gate::GateAccess;
 use crate::names::InstanceName;
 
 pub use hosts::{place, Host};
+pub use objects::node_key;
 
 /// Where kubo keeps its repo in the official image.
 const REPO_PATH: &str = "/data/ipfs";
