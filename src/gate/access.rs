@@ -28,6 +28,8 @@ use super::GateError;
 use crate::secret::Secret;
 use crate::store::seal::Keyring;
 
+/// The file's name in the daemon's data directory (`<data_dir>/gate.sealed`).
+pub const FILE_NAME: &str = "gate.sealed";
 /// The associated data the sealed file is bound to.
 const SEAL_AD: &str = "gate";
 /// The name in the gate's certificate (the client checks the pin, not the name).
