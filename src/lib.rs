@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod delegator;
+pub mod gate;
 pub mod instance;
 pub mod names;
 pub mod node;

@@ -95,6 +95,35 @@ pub enum Command {
     /// The store's sealed secrets (swarm keys and node private keys).
     #[command(subcommand)]
     Secrets(SecretsCmd),
+    /// Run a gate: the per-host forwarder to node sockets (the nexus-gate image's entrypoint).
+    #[command(hide = true)]
+    Gate(GateFlags),
+}
+
+/// `nexus gate`: where it listens, what it serves, its credentials (files, e.g. swarm secrets).
+#[derive(ClapArgs, Debug, Clone)]
+pub struct GateFlags {
+    /// Address to listen on, e.g. 0.0.0.0:7790.
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+    /// The directory holding the node directories.
+    #[arg(long, default_value = "/run/nexus")]
+    pub root: PathBuf,
+    /// File with the token (64 hex digits).
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// The gate's certificate, PEM.
+    #[arg(long)]
+    pub cert_file: PathBuf,
+    /// The gate's private key, PEM.
+    #[arg(long)]
+    pub key_file: PathBuf,
+    /// Connections served at once; more are closed.
+    #[arg(long, default_value_t = nexus::gate::server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Log format: json or text.
+    #[arg(long, default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -331,6 +360,7 @@ pub async fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Init { force } => settings::init(&args.global, force),
         Command::Daemon(flags) => settings::daemon(&args.global, &flags).await,
+        Command::Gate(flags) => gate(flags).await,
         Command::SwarmKey(cmd) => {
             init_client_logging();
             commands::swarm_key(cmd)
@@ -377,6 +407,31 @@ pub async fn run(args: Args) -> Result<()> {
             ctl::run(&args.global, &method, &fields, pretty).await
         }
     }
+}
+
+/// Runs a gate with its own logging (`NEXUS_LOG` filter, default `info`); needs no
+/// configuration file.
+async fn gate(flags: GateFlags) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if flags.log_format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+    nexus::gate::server::run(nexus::gate::server::GateArgs {
+        listen: flags.listen,
+        root: flags.root,
+        token_file: flags.token_file,
+        cert_file: flags.cert_file,
+        key_file: flags.key_file,
+        max_connections: flags.max_connections,
+    })
+    .await?;
+    Ok(())
 }
 
 fn init_client_logging() {
@@ -432,5 +487,30 @@ mod tests {
             "--clear-users"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn gate_flags_parse_and_stay_out_of_the_help() {
+        let a = Args::try_parse_from([
+            "nexus",
+            "gate",
+            "--listen",
+            "0.0.0.0:7790",
+            "--token-file",
+            "/run/secrets/t",
+            "--cert-file",
+            "/run/secrets/c",
+            "--key-file",
+            "/run/secrets/k",
+        ])
+        .unwrap();
+        let Command::Gate(g) = a.command else {
+            panic!("not gate")
+        };
+        assert_eq!(g.root, PathBuf::from("/run/nexus"));
+        assert_eq!(g.log_format, "json");
+        assert!(Args::try_parse_from(["nexus", "gate", "--listen", "x:1"]).is_err());
+        let help = Args::command().render_help().to_string();
+        assert!(!help.contains("gate"), "{help}");
     }
 }

@@ -1,13 +1,15 @@
 //! Where a node's RPC API and gateway are reached, and how nexus dials them.
 //!
-//! Owns [`Endpoint`] (a unix socket path, or a TCP address for runtimes whose nodes live on other
-//! hosts), its encoding into an HTTP URI, and [`Connector`], the one hyper connector every part
-//! of nexus that talks to a node uses (the runtime's readiness and stats, the delegator, the
-//! metrics scrape-through). It must not decide which node to dial, and never carries a token.
+//! Owns [`Endpoint`] (a unix socket path; a node's socket behind the gate of another host; or
+//! a TCP address for tests of the layers above), its encoding into an HTTP URI, and
+//! [`Connector`], the one hyper connector every part of nexus that talks to a node uses (the
+//! runtime's readiness and stats, the delegator, the metrics scrape-through). It must not
+//! decide which node to dial. The gates' credentials are installed once per process
+//! ([`install_gate_access`]) and read at connect time; they never travel in an endpoint or URI.
 //!
-//! A unix endpoint travels inside the URI's host as `<hex of the path>.sock`: hyper's pool keys
-//! connections by authority, so each socket gets its own connections, and the connector needs
-//! no table of its own.
+//! A unix endpoint travels inside the URI's host as `<hex of the path>.sock`, a gate endpoint
+//! as `<hex of "gate-addr|dir|socket">.gate`: hyper's pool keys connections by authority, so
+//! each socket gets its own connections, and the connector needs no table of its own.
 
 use std::fmt;
 use std::future::Future;
@@ -16,6 +18,7 @@ use std::net::SocketAddr;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,9 +27,15 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::client::TlsStream;
+
+pub use crate::gate::GateSocket;
+use crate::gate::{GateAccess, Request};
 
 /// The host suffix that marks a unix socket in a URI.
 const UNIX_SUFFIX: &str = ".sock";
+/// The host suffix that marks a socket behind a gate in a URI.
+const GATE_SUFFIX: &str = ".gate";
 /// Longest path a unix socket address holds on Linux (`sun_path` less the NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 
@@ -35,8 +44,94 @@ pub const MAX_SOCKET_PATH: usize = 107;
 pub enum Endpoint {
     /// A unix socket on this host, in a directory only nexus can enter.
     Unix(PathBuf),
-    /// A TCP address (runtimes whose nodes are not on this host; tests of the layers above).
+    /// A TCP address (tests of the layers above).
     Tcp(SocketAddr),
+    /// A node's socket on another host, through that host's gate.
+    Gate(GateTarget),
+}
+
+/// A node's socket behind a gate: the gate's address, the node's directory under the gate's
+/// root, and which socket.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GateTarget {
+    pub gate: SocketAddr,
+    pub dir: String,
+    pub socket: GateSocket,
+}
+
+impl GateTarget {
+    fn encode(&self) -> String {
+        let socket = match self.socket {
+            GateSocket::Api => "api",
+            GateSocket::Gateway => "gateway",
+        };
+        format!("{}|{}|{socket}", self.gate, self.dir)
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.split('|');
+        let (gate, dir, socket) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        crate::gate::protocol::validate_dir(dir).ok()?;
+        let socket = match socket {
+            "api" => GateSocket::Api,
+            "gateway" => GateSocket::Gateway,
+            _ => return None,
+        };
+        Some(Self {
+            gate: gate.parse().ok()?,
+            dir: dir.to_owned(),
+            socket,
+        })
+    }
+}
+
+static GATE_ACCESS: OnceLock<Arc<GateAccess>> = OnceLock::new();
+
+/// Installs the gates' credentials for this process, once (the daemon does at assembly, for a
+/// runtime whose nodes are behind gates). A second call changes nothing and returns the
+/// credentials it was given.
+pub fn install_gate_access(access: Arc<GateAccess>) -> Result<(), Arc<GateAccess>> {
+    GATE_ACCESS.set(access)
+}
+
+fn gate_access() -> io::Result<&'static GateAccess> {
+    GATE_ACCESS.get().map(|a| a.as_ref()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotConnected,
+            "no gate credentials installed in this process: a node behind a gate cannot be dialled",
+        )
+    })
+}
+
+/// How long a gate request may take.
+const GATE_REQUEST_TIMEOUT: Duration = crate::gate::HANDSHAKE_TIMEOUT;
+
+/// Asks the gate at `gate` to create the node directory `dir` (mode 0700; already there is
+/// fine), with the installed credentials.
+pub async fn gate_prepare(gate: SocketAddr, dir: &str) -> io::Result<()> {
+    check_dir(dir)?;
+    let req = Request::Prepare {
+        dir: dir.to_owned(),
+    };
+    crate::gate::request(gate, gate_access()?, &req, GATE_REQUEST_TIMEOUT).await
+}
+
+/// Asks the gate at `gate` to remove the node directory `dir` and its contents (absent is
+/// fine), with the installed credentials.
+pub async fn gate_remove(gate: SocketAddr, dir: &str) -> io::Result<()> {
+    check_dir(dir)?;
+    let req = Request::Remove {
+        dir: dir.to_owned(),
+    };
+    crate::gate::request(gate, gate_access()?, &req, GATE_REQUEST_TIMEOUT).await
+}
+
+fn check_dir(dir: &str) -> io::Result<()> {
+    crate::gate::protocol::validate_dir(dir)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
 }
 
 /// Where one node's RPC API and gateway are reached.
@@ -55,15 +150,16 @@ impl Endpoint {
                 hex::encode(p.as_os_str().as_encoded_bytes())
             ),
             Self::Tcp(a) => a.to_string(),
+            Self::Gate(t) => format!("{}{GATE_SUFFIX}", hex::encode(t.encode())),
         }
     }
 
     /// The `Host` a node is sent: a TCP endpoint's address; for a socket `127.0.0.1`, which
     /// kubo's gateway treats as a plain path gateway (neither a subdomain gateway, as it does
-    /// `localhost`, nor a DNSLink name to look up).
+    /// `localhost`, nor a DNSLink name to look up). The same behind a gate.
     pub fn host_header(&self) -> String {
         match self {
-            Self::Unix(_) => "127.0.0.1".into(),
+            Self::Unix(_) | Self::Gate(_) => "127.0.0.1".into(),
             Self::Tcp(a) => a.to_string(),
         }
     }
@@ -81,6 +177,10 @@ impl Endpoint {
             let path = PathBuf::from(std::ffi::OsString::from_vec(bytes));
             return path.is_absolute().then_some(Self::Unix(path));
         }
+        if let Some(hexed) = host.strip_suffix(GATE_SUFFIX) {
+            let bytes = hex::decode(hexed).ok()?;
+            return GateTarget::decode(std::str::from_utf8(&bytes).ok()?).map(Self::Gate);
+        }
         let port = uri.port_u16().unwrap_or(80);
         let ip = host.trim_start_matches('[').trim_end_matches(']');
         Some(Self::Tcp(SocketAddr::new(ip.parse().ok()?, port)))
@@ -90,7 +190,7 @@ impl Endpoint {
     pub fn socket_path(&self) -> Option<&Path> {
         match self {
             Self::Unix(p) => Some(p),
-            Self::Tcp(_) => None,
+            Self::Tcp(_) | Self::Gate(_) => None,
         }
     }
 }
@@ -100,15 +200,17 @@ impl fmt::Display for Endpoint {
         match self {
             Self::Unix(p) => write!(f, "unix:{}", p.display()),
             Self::Tcp(a) => write!(f, "{a}"),
+            Self::Gate(t) => write!(f, "gate:{}/{}/{}", t.gate, t.dir, t.socket.file_name()),
         }
     }
 }
 
-/// A connection to a node: TCP or a unix socket.
+/// A connection to a node: TCP, a unix socket, or a socket through a gate.
 #[derive(Debug)]
 pub enum NodeStream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Gate(Box<TlsStream<TcpStream>>),
 }
 
 impl AsyncRead for NodeStream {
@@ -120,6 +222,7 @@ impl AsyncRead for NodeStream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Gate(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -133,6 +236,7 @@ impl AsyncWrite for NodeStream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Gate(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -140,6 +244,7 @@ impl AsyncWrite for NodeStream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
             Self::Unix(s) => Pin::new(s).poll_flush(cx),
+            Self::Gate(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -147,6 +252,7 @@ impl AsyncWrite for NodeStream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Gate(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -157,8 +263,8 @@ impl Connection for NodeStream {
     }
 }
 
-/// hyper's connector for [`Endpoint`] URIs. Plain HTTP only; no name resolution (nodes are
-/// addressed by socket path or IP address).
+/// hyper's connector for [`Endpoint`] URIs. Plain HTTP to the node (through a gate, inside
+/// its TLS); no name resolution (nodes are addressed by socket path or IP address).
 #[derive(Clone, Debug)]
 pub struct Connector {
     connect_timeout: Duration,
@@ -180,6 +286,16 @@ impl Connector {
                     let s = TcpStream::connect(a).await?;
                     s.set_nodelay(true)?;
                     NodeStream::Tcp(s)
+                }
+                Endpoint::Gate(t) => {
+                    let req = Request::Connect {
+                        dir: t.dir.clone(),
+                        socket: t.socket,
+                    };
+                    let s =
+                        crate::gate::connect(t.gate, gate_access()?, &req, GATE_REQUEST_TIMEOUT)
+                            .await?;
+                    NodeStream::Gate(Box::new(s))
                 }
             })
         };
@@ -223,6 +339,59 @@ mod tests {
             "/var/lib/nexus/nodes/nexus-a-1/nexus/api.sock",
         ));
         assert_ne!(e.authority(), other.authority());
+    }
+
+    #[test]
+    fn gate_endpoints_round_trip_and_key_the_pool_per_socket() {
+        let t = |dir: &str, socket| {
+            Endpoint::Gate(GateTarget {
+                gate: "10.0.0.7:27600".parse().unwrap(),
+                dir: dir.into(),
+                socket,
+            })
+        };
+        let api = t("nexus-acme-0", GateSocket::Api);
+        let uri: Uri = api.uri("/api/v0/id").parse().unwrap();
+        assert_eq!(Endpoint::from_uri(&uri), Some(api.clone()));
+        assert!(api.authority().ends_with(".gate"));
+        assert_eq!(api.host_header(), "127.0.0.1");
+        assert_eq!(api.to_string(), "gate:10.0.0.7:27600/nexus-acme-0/api.sock");
+        let v6 = Endpoint::Gate(GateTarget {
+            gate: "[fd00::1]:27600".parse().unwrap(),
+            dir: "n".into(),
+            socket: GateSocket::Gateway,
+        });
+        let uri: Uri = v6.uri("/ipfs/x").parse().unwrap();
+        assert_eq!(Endpoint::from_uri(&uri), Some(v6));
+        let others = [
+            t("nexus-acme-0", GateSocket::Gateway),
+            t("nexus-acme-1", GateSocket::Api),
+        ];
+        for o in others {
+            assert_ne!(o.authority(), api.authority());
+        }
+        // A directory the gate would refuse does not decode.
+        let bad = format!("http://{}.gate/", hex::encode("10.0.0.7:1|..|api"));
+        assert_eq!(Endpoint::from_uri(&bad.parse().unwrap()), None);
+    }
+
+    #[tokio::test]
+    async fn gate_calls_without_installed_credentials_fail_clearly() {
+        // This test binary never installs gate credentials.
+        let e = Endpoint::Gate(GateTarget {
+            gate: "127.0.0.1:27599".parse().unwrap(),
+            dir: "n".into(),
+            socket: GateSocket::Api,
+        });
+        let err = Connector::new(Duration::from_secs(1))
+            .connect(e.uri("/").parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no gate credentials"), "{err}");
+        let err = gate_prepare("127.0.0.1:27599".parse().unwrap(), "..")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]
