@@ -103,3 +103,12 @@ stop_swarm_lab() {
     as_root scripts/swarm-lab down || { log "FAIL: the swarm lab left something behind"; return 1; }
   fi
 }
+
+# The gate image (scripts/build-gate-image.sh; arguments pass through, e.g. --release):
+# builds it if needed and prints its reference, e.g. `GATE_IMAGE="$(build_gate_image)"`.
+build_gate_image() {
+  local ref
+  ref="$("$(dirname "${BASH_SOURCE[0]}")/build-gate-image.sh" "$@" | tail -n 1)" \
+    || { log "building the gate image failed"; return 1; }
+  echo "$ref"
+}

@@ -34,6 +34,10 @@ log "making sure the test node image is current"
 NEXUS_TEST_IMAGE="$(scripts/build-test-image.sh | tail -n 1)"
 export NEXUS_TEST_IMAGE
 log "node image: $NEXUS_TEST_IMAGE"
+log "making sure the gate image is current"
+NEXUS_GATE_IMAGE="$(build_gate_image)"
+export NEXUS_GATE_IMAGE
+log "gate image: $NEXUS_GATE_IMAGE"
 
 ensure_postgres
 ensure_swarm_lab "$NEXUS_TEST_IMAGE"

@@ -1,7 +1,8 @@
 //! The `nexus` binary: the command line, and the only place errors become `anyhow`.
 //!
-//! `nexus daemon` runs the daemon (see `nexus::daemon`); every other command but `init`,
-//! `token` and `swarm-key` is a client of its gRPC API. This file only parses and reports the
+//! `nexus daemon` runs the daemon (see `nexus::daemon`), `nexus gate` a gate (see
+//! `nexus::gate`); every other command but `init`, `token` and `swarm-key` is a client of the
+//! daemon's gRPC API. This file only parses and reports the
 //! final error; `cli` owns the commands.
 
 mod cli;

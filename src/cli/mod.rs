@@ -488,4 +488,29 @@ mod tests {
         ])
         .is_err());
     }
+
+    #[test]
+    fn gate_flags_parse_and_stay_out_of_the_help() {
+        let a = Args::try_parse_from([
+            "nexus",
+            "gate",
+            "--listen",
+            "0.0.0.0:7790",
+            "--token-file",
+            "/run/secrets/t",
+            "--cert-file",
+            "/run/secrets/c",
+            "--key-file",
+            "/run/secrets/k",
+        ])
+        .unwrap();
+        let Command::Gate(g) = a.command else {
+            panic!("not gate")
+        };
+        assert_eq!(g.root, PathBuf::from("/run/nexus"));
+        assert_eq!(g.log_format, "json");
+        assert!(Args::try_parse_from(["nexus", "gate", "--listen", "x:1"]).is_err());
+        let help = Args::command().render_help().to_string();
+        assert!(!help.contains("gate"), "{help}");
+    }
 }

@@ -28,6 +28,8 @@ use super::GateError;
 use crate::secret::Secret;
 use crate::store::seal::Keyring;
 
+/// The file's name in the daemon's data directory (`<data_dir>/gate.sealed`).
+pub const FILE_NAME: &str = "gate.sealed";
 /// The associated data the sealed file is bound to.
 const SEAL_AD: &str = "gate";
 /// The name in the gate's certificate (the client checks the pin, not the name).
@@ -87,7 +89,11 @@ impl GateAccess {
 
     /// Credentials from the three files a gate is given: the token file (64 hex digits, a
     /// trailing newline allowed), the certificate PEM and the key PEM. Errors never quote them.
-    pub fn from_parts(token_file: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, GateError> {
+    pub fn from_parts(
+        token_file: &[u8],
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<Self, GateError> {
         let text = std::str::from_utf8(token_file)
             .map_err(|_| GateError::Credentials("the token is not text".into()))?
             .trim();
@@ -151,10 +157,11 @@ impl GateAccess {
                         path: path.to_owned(),
                         reason: e.to_string(),
                     })?;
-                let stored: Stored = serde_json::from_slice(&plain).map_err(|_| GateError::File {
-                    path: path.to_owned(),
-                    reason: "the sealed credentials are not in the expected form".into(),
-                })?;
+                let stored: Stored =
+                    serde_json::from_slice(&plain).map_err(|_| GateError::File {
+                        path: path.to_owned(),
+                        reason: "the sealed credentials are not in the expected form".into(),
+                    })?;
                 let access = Self::from_parts(
                     stored.token.as_bytes(),
                     stored.cert_pem.as_bytes(),
@@ -213,7 +220,10 @@ impl GateAccess {
 
     /// The token file a gate is given (64 hex digits and a newline).
     pub fn token_file(&self) -> Secret {
-        Secret::new(format!("{}\n", Zeroizing::new(hex::encode(*self.token)).as_str()))
+        Secret::new(format!(
+            "{}\n",
+            Zeroizing::new(hex::encode(*self.token)).as_str()
+        ))
     }
 
     /// The gate's certificate, PEM.
@@ -436,7 +446,13 @@ mod tests {
             .is_err());
         // A chain that carries the pinned certificate second does not pass either.
         assert!(v
-            .verify_server_cert(&b.cert_der, &[a.cert_der.clone()], &name, &[], now)
+            .verify_server_cert(
+                &b.cert_der,
+                std::slice::from_ref(&a.cert_der),
+                &name,
+                &[],
+                now
+            )
             .is_err());
     }
 }

@@ -116,12 +116,14 @@ pub async fn connect(
         let line = protocol::format_preamble(access.token(), request);
         tls.write_all(line.as_bytes()).await?;
         tls.flush().await?;
-        let answer = read_line(&mut tls, protocol::MAX_ANSWER).await.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("gate {gate}: no answer to {}: {e}", request.verb()),
-            )
-        })?;
+        let answer = read_line(&mut tls, protocol::MAX_ANSWER)
+            .await
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("gate {gate}: no answer to {}: {e}", request.verb()),
+                )
+            })?;
         match protocol::parse_answer(&answer) {
             Ok(()) => Ok(tls),
             Err(reason) => {

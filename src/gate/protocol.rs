@@ -233,7 +233,9 @@ mod tests {
                 dir: "n".into(),
                 socket: GateSocket::Gateway,
             },
-            Request::Prepare { dir: "a-b-9".into() },
+            Request::Prepare {
+                dir: "a-b-9".into(),
+            },
             Request::Remove {
                 dir: "x".repeat(MAX_DIR),
             },
@@ -251,9 +253,15 @@ mod tests {
     fn bad_preambles_are_refused_without_echoing_the_token() {
         let t = hex::encode(TOKEN);
         let cases: Vec<(String, PreambleError)> = vec![
-            (format!("NEXUS-GATE/2 {t} PREPARE a\n"), PreambleError::BadMagic),
-            ("GET / HTTP/1.1\r\n".into(), PreambleError::BadMagic),
-            (format!("NEXUS-GATE/1 {t} PREPARE\n"), PreambleError::BadShape),
+            (
+                format!("NEXUS-GATE/2 {t} PREPARE a\n"),
+                PreambleError::BadMagic,
+            ),
+            ("GET / HTTP/1.1\n".into(), PreambleError::BadMagic),
+            (
+                format!("NEXUS-GATE/1 {t} PREPARE\n"),
+                PreambleError::BadShape,
+            ),
             (
                 format!("NEXUS-GATE/1 {t}  PREPARE a\n"),
                 PreambleError::BadShape,
@@ -337,7 +345,12 @@ mod tests {
     #[test]
     fn answers_parse() {
         assert_eq!(parse_answer(b"OK\n"), Ok(()));
-        assert_eq!(parse_answer(b"ERR unauthorized\n"), Err("unauthorized".into()));
-        assert!(parse_answer(b"HTTP/1.1 400\n").unwrap_err().contains("not a gate"));
+        assert_eq!(
+            parse_answer(b"ERR unauthorized\n"),
+            Err("unauthorized".into())
+        );
+        assert!(parse_answer(b"HTTP/1.1 400\n")
+            .unwrap_err()
+            .contains("not a gate"));
     }
 }

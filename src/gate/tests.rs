@@ -17,6 +17,14 @@ fn tmp(name: &str) -> PathBuf {
 
 /// A gate with fresh credentials on `port`, serving `root`; returns its access and address.
 async fn start(port: u16, root: &std::path::Path) -> (Arc<GateAccess>, SocketAddr) {
+    start_with(port, root, 8).await
+}
+
+async fn start_with(
+    port: u16,
+    root: &std::path::Path,
+    max_connections: usize,
+) -> (Arc<GateAccess>, SocketAddr) {
     let access = GateAccess::generate().unwrap();
     let served = GateAccess::from_parts(
         access.token_file().expose().as_bytes(),
@@ -31,7 +39,7 @@ async fn start(port: u16, root: &std::path::Path) -> (Arc<GateAccess>, SocketAdd
             served,
             GateConfig {
                 root: root.to_owned(),
-                max_connections: 8,
+                max_connections,
             },
         )
         .unwrap(),
@@ -71,14 +79,20 @@ async fn prepare_connect_remove() {
         .await
         .unwrap();
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(root.join("n-0")).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(root.join("n-0"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o700);
     // Idempotent.
     request(addr, &access, &Request::Prepare { dir: "n-0".into() }, T)
         .await
         .unwrap();
     echo_server(&root.join("n-0/api.sock"));
-    let mut s = connect(addr, &access, &connect_req("n-0"), T).await.unwrap();
+    let mut s = connect(addr, &access, &connect_req("n-0"), T)
+        .await
+        .unwrap();
     s.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 10];
     s.read_exact(&mut buf).await.unwrap();
@@ -169,11 +183,20 @@ async fn symlinks_and_bad_directories_are_refused() {
     assert!(err.to_string().contains("evil/api.sock"), "{err}");
     // A directory that is a symlink.
     std::os::unix::fs::symlink(root.join("victim"), root.join("alias")).unwrap();
-    assert!(connect(addr, &access, &connect_req("alias"), T).await.is_err());
-    // REMOVE of the symlinked directory removes the link, never the target.
-    request(addr, &access, &Request::Remove { dir: "alias".into() }, T)
+    assert!(connect(addr, &access, &connect_req("alias"), T)
         .await
-        .unwrap();
+        .is_err());
+    // REMOVE of the symlinked directory removes the link, never the target.
+    request(
+        addr,
+        &access,
+        &Request::Remove {
+            dir: "alias".into(),
+        },
+        T,
+    )
+    .await
+    .unwrap();
     assert!(root.join("victim/api.sock").exists());
     // Names outside [a-z0-9-] are refused by the gate.
     for dir in ["..", "victim/..", ""] {
@@ -187,5 +210,31 @@ async fn symlinks_and_bad_directories_are_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("bad preamble"), "{err}");
     assert!(root.exists() && root.join("victim/api.sock").exists());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[tokio::test]
+async fn connections_beyond_the_bound_are_closed() {
+    let root = tmp("bound");
+    let (access, addr) = start_with(27503, &root, 1).await;
+    std::fs::create_dir(root.join("n")).unwrap();
+    echo_server(&root.join("n/api.sock"));
+    let mut first = connect(addr, &access, &connect_req("n"), T).await.unwrap();
+    let mut buf = [0u8; 6];
+    first.read_exact(&mut buf).await.unwrap();
+    // The one slot is taken: the next connection is closed before TLS.
+    assert!(connect(addr, &access, &connect_req("n"), T).await.is_err());
+    // Once the first ends, the slot is free again.
+    first.shutdown().await.unwrap();
+    drop(first);
+    let mut freed = false;
+    for _ in 0..50 {
+        if connect(addr, &access, &connect_req("n"), T).await.is_ok() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the slot was never given back");
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -113,7 +113,9 @@ const GATE_REQUEST_TIMEOUT: Duration = crate::gate::HANDSHAKE_TIMEOUT;
 /// fine), with the installed credentials.
 pub async fn gate_prepare(gate: SocketAddr, dir: &str) -> io::Result<()> {
     check_dir(dir)?;
-    let req = Request::Prepare { dir: dir.to_owned() };
+    let req = Request::Prepare {
+        dir: dir.to_owned(),
+    };
     crate::gate::request(gate, gate_access()?, &req, GATE_REQUEST_TIMEOUT).await
 }
 
@@ -121,7 +123,9 @@ pub async fn gate_prepare(gate: SocketAddr, dir: &str) -> io::Result<()> {
 /// fine), with the installed credentials.
 pub async fn gate_remove(gate: SocketAddr, dir: &str) -> io::Result<()> {
     check_dir(dir)?;
-    let req = Request::Remove { dir: dir.to_owned() };
+    let req = Request::Remove {
+        dir: dir.to_owned(),
+    };
     crate::gate::request(gate, gate_access()?, &req, GATE_REQUEST_TIMEOUT).await
 }
 
@@ -288,8 +292,9 @@ impl Connector {
                         dir: t.dir.clone(),
                         socket: t.socket,
                     };
-                    let s = crate::gate::connect(t.gate, gate_access()?, &req, GATE_REQUEST_TIMEOUT)
-                        .await?;
+                    let s =
+                        crate::gate::connect(t.gate, gate_access()?, &req, GATE_REQUEST_TIMEOUT)
+                            .await?;
                     NodeStream::Gate(Box::new(s))
                 }
             })
