@@ -36,8 +36,6 @@ pub const READINESS_INTERVAL: Duration = Duration::from_secs(2);
 const REVOCATION_SWEEP: Duration = Duration::from_secs(3600);
 
 /// Why the daemon could not start or stopped abnormally.
-/// The gate credentials file in the data directory (sealed under the store's keys).
-pub const GATE_FILE: &str = "gate.sealed";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -138,7 +136,7 @@ pub async fn run(
     // directory): loaded, or made on the first start with runtime.kind = "swarm".
     let gate = match &settings.swarm {
         Some(_) => Some(Arc::new(crate::gate::GateAccess::load_or_create(
-            &settings.data_dir.join(GATE_FILE),
+            &settings.data_dir.join(crate::gate::access::FILE_NAME),
             &keys,
         )?)),
         None => None,

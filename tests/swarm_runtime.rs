@@ -34,7 +34,9 @@ fn lab_image(name: &str) -> String {
     (1..10)
         .filter_map(|k| std::env::var(format!("NEXUS_LAB_IMAGE_{k}")).ok())
         .find(|r| r.contains(name))
-        .unwrap_or_else(|| panic!("the swarm lab serves no `{name}` image: scripts/test.sh pushes it"))
+        .unwrap_or_else(|| {
+            panic!("the swarm lab serves no `{name}` image: scripts/test.sh pushes it")
+        })
 }
 
 /// Moves this thread (and what it spawns from now on) into network namespace `ns`.
@@ -100,7 +102,11 @@ impl SwarmDaemon {
             .status()
             .expect("chown");
         assert!(status.success());
-        let status = Command::new("chmod").arg("0700").arg(&host_dir).status().expect("chmod");
+        let status = Command::new("chmod")
+            .arg("0700")
+            .arg(&host_dir)
+            .status()
+            .expect("chmod");
         assert!(status.success());
         let instance = format!("sw-{id}");
         let grpc = ports + 40;
@@ -155,6 +161,12 @@ level = "info,nexus=debug"
             ),
         )
         .expect("config");
+        let status = Command::new("chmod")
+            .arg("0600")
+            .arg(&config)
+            .status()
+            .expect("chmod");
+        assert!(status.success());
         let log = dir.join("daemon.log");
         let child = Command::new(env!("CARGO_BIN_EXE_nexus"))
             .arg("--config")
@@ -180,7 +192,11 @@ level = "info,nexus=debug"
             if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("daemon exited at start ({status}):\n{}", d.logs());
             }
-            assert!(Instant::now() < deadline, "daemon did not listen:\n{}", d.logs());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not listen:\n{}",
+                d.logs()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         d
@@ -197,7 +213,10 @@ level = "info,nexus=debug"
             .args(args)
             .env_remove("NEXUS_CONFIG")
             .env("NEXUS_CLIENT_API_KEY", KEY)
-            .env("NEXUS_CLIENT_ADDRESS", format!("http://127.0.0.1:{}", self.grpc))
+            .env(
+                "NEXUS_CLIENT_ADDRESS",
+                format!("http://127.0.0.1:{}", self.grpc),
+            )
             .output()
             .expect("run cli")
     }
@@ -224,12 +243,22 @@ level = "info,nexus=debug"
         Arc::new(GateAccess::load_or_create(&data.join("gate.sealed"), &keys).expect("gate access"))
     }
 
-    /// A POST through the delegator's path form, with `body` as a multipart file when not
+    /// A POST through the delegator (host form `<net>.api.localhost`), with `body` as a multipart file when not
     /// empty.
-    async fn delegator(&self, net: &str, path_and_query: &str, token: &str, body: &[u8]) -> (u16, bytes::Bytes) {
+    async fn delegator(
+        &self,
+        net: &str,
+        path_and_query: &str,
+        token: &str,
+        body: &[u8],
+    ) -> (u16, bytes::Bytes) {
         let mut req = hyper::Request::builder()
             .method(hyper::Method::POST)
-            .uri(format!("http://127.0.0.1:{}/network/{net}{path_and_query}", self.delegator))
+            .uri(format!(
+                "http://127.0.0.1:{}{path_and_query}",
+                self.delegator
+            ))
+            .header("host", format!("{net}.api.localhost:{}", self.delegator))
             .header("authorization", format!("Bearer {token}"));
         let payload = if body.is_empty() {
             Vec::new()
@@ -250,7 +279,8 @@ level = "info,nexus=debug"
         let filter = format!("label=io.nexus.instance={}", self.instance);
         let mut out = Vec::new();
         for kind in ["service", "secret", "config", "network"] {
-            for name in manager(&[kind, "ls", "--filter", &filter, "--format", "{{.Name}}"]).lines() {
+            for name in manager(&[kind, "ls", "--filter", &filter, "--format", "{{.Name}}"]).lines()
+            {
                 if !name.trim().is_empty() {
                     out.push(format!("{kind} {name}"));
                 }
@@ -315,8 +345,23 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 fn a_network_spreads_over_three_hosts_meshes_and_serves_content_from_each() {
     let d = SwarmDaemon::start(29100, 29190);
     let net = format!("sw{}", random_hex(3));
-    let created = d.json(&["network", "create", &net, "--replicas", "3", "--user", "alice"]);
+    let created = d.json(&[
+        "network",
+        "create",
+        &net,
+        "--replicas",
+        "3",
+        "--user",
+        "alice",
+    ]);
     assert_eq!(created["name"], Value::from(net.clone()), "{created}");
+    let started = d.cli(&["network", "start", &net]);
+    assert!(
+        started.status.success(),
+        "start: {}\n{}",
+        String::from_utf8_lossy(&started.stderr),
+        d.logs()
+    );
     let mut view = Value::Null;
     assert!(
         poll(Duration::from_secs(240), || {
@@ -339,9 +384,9 @@ fn a_network_spreads_over_three_hosts_meshes_and_serves_content_from_each() {
     assert_eq!(hosts.len(), 3, "nodes share a host: {view}");
     let lab_ips: Vec<String> = (1..=3).map(|i| lab(&format!("HOST_{i}_IP"))).collect();
     for n in &nodes {
-        let addr = n["hostAddress"].as_str().unwrap_or_default();
+        let addr = n["host_address"].as_str().unwrap_or_default();
         assert!(lab_ips.iter().any(|ip| ip == addr), "{n}");
-        assert_eq!(n["hostUp"], Value::Bool(true), "{n}");
+        assert_eq!(n["host_up"], Value::Bool(true), "{n}");
     }
     let kit = d.json(&["network", "join-kit", &net]);
     let bootstrap: Vec<String> = kit["bootstrap"]
@@ -352,7 +397,12 @@ fn a_network_spreads_over_three_hosts_meshes_and_serves_content_from_each() {
         .collect();
     assert_eq!(bootstrap.len(), 3, "{kit}");
     for ip in &lab_ips {
-        assert!(bootstrap.iter().any(|b| b.starts_with(&format!("/ip4/{ip}/tcp/"))), "{bootstrap:?}");
+        assert!(
+            bootstrap
+                .iter()
+                .any(|b| b.starts_with(&format!("/ip4/{ip}/tcp/"))),
+            "{bootstrap:?}"
+        );
     }
 
     // Through each host's gate, with the daemon's credentials: meshed, and content added on
@@ -360,7 +410,11 @@ fn a_network_spreads_over_three_hosts_meshes_and_serves_content_from_each() {
     let access = d.gate_access();
     let _ = nexus::node::endpoint::install_gate_access(access);
     let api = |n: &Value| {
-        let host_ip = n["hostAddress"].as_str().unwrap_or_default().parse().expect("ip");
+        let host_ip = n["host_address"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .expect("ip");
         let index = n["index"].as_u64().unwrap_or(0) as u16;
         let network = nexus::node::NetworkName::new(&net).expect("name");
         let node = nexus::node::NodeRef::new(network, index).expect("node");
@@ -377,14 +431,24 @@ fn a_network_spreads_over_three_hosts_meshes_and_serves_content_from_each() {
                 common::peers(&ep).await.len() >= 2
             })
             .await;
-            assert!(ok, "node {} is not meshed: {:?}", n["index"], common::peers(&ep).await);
+            assert!(
+                ok,
+                "node {} is not meshed: {:?}",
+                n["index"],
+                common::peers(&ep).await
+            );
         }
         let data = format!("across hosts {}", random_hex(8));
         let cid = common::add(&api(&nodes[0]), data.as_bytes()).await;
         for n in &nodes[1..] {
-            let (status, body) =
-                common::rpc(&api(n), &format!("/api/v0/cat?arg={cid}")).await;
-            assert_eq!(status, 200, "node {}: {}", n["index"], String::from_utf8_lossy(&body));
+            let (status, body) = common::rpc(&api(n), &format!("cat?arg={cid}")).await;
+            assert_eq!(
+                status,
+                200,
+                "node {}: {}",
+                n["index"],
+                String::from_utf8_lossy(&body)
+            );
             assert_eq!(body.as_ref(), data.as_bytes());
         }
     });
@@ -392,11 +456,22 @@ fn a_network_spreads_over_three_hosts_meshes_and_serves_content_from_each() {
     // Through the delegator (the only way in for a customer), on the daemon's host: content
     // added there is read from every node by the delegator's fail-over order.
     let token = d.cli(&["token", "issue", "--user", "alice", "--ttl", "10m"]);
-    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
     let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
     let data = format!("through the delegator {}", random_hex(8));
-    let (status, body) = block_on(d.delegator(&net, "/api/v0/add?pin=true", &token, data.as_bytes()));
-    assert_eq!(status, 200, "{}\n{}", String::from_utf8_lossy(&body), d.logs());
+    let (status, body) =
+        block_on(d.delegator(&net, "/api/v0/add?pin=true", &token, data.as_bytes()));
+    assert_eq!(
+        status,
+        200,
+        "{}\n{}",
+        String::from_utf8_lossy(&body),
+        d.logs()
+    );
     let added: Value = serde_json::from_slice(&body).expect("add answer");
     let cid = added["Hash"].as_str().expect("Hash").to_owned();
     for _ in 0..6 {
@@ -408,16 +483,28 @@ fn a_network_spreads_over_three_hosts_meshes_and_serves_content_from_each() {
 
     // Removed: nothing of the network is left on any host.
     let out = d.cli(&["network", "rm", &net, "--force"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let left = d.swarm_objects();
     assert!(
-        left.iter().all(|o| o.contains("nexus-gate") || o.contains("nx-gate")),
-        "left on the swarm: {left:?}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    // The swarm forgets a removed overlay once every host has let go of it.
+    let mut left = Vec::new();
+    let gone = poll(Duration::from_secs(60), || {
+        left = d.swarm_objects();
+        left.iter()
+            .all(|o| o.contains("nexus-gate") || o.contains("nx-gate"))
+    });
+    assert!(gone, "left on the swarm: {left:?}\n{}", d.logs());
+    // Each host removes the containers of a removed service on its own, soon after.
     for i in 1..=3 {
-        let containers = on_host(i, &["ps", "-a", "--format", "{{.Names}}"]);
+        let mut containers = String::new();
+        let gone = poll(Duration::from_secs(60), || {
+            containers = on_host(i, &["ps", "-a", "--format", "{{.Names}}"]);
+            !containers.contains(&format!("nexus-{net}-"))
+        });
         assert!(
-            !containers.contains(&format!("nexus-{net}-")),
+            gone,
             "host {i} keeps a container of the network: {containers}"
         );
     }
@@ -426,5 +513,8 @@ fn a_network_spreads_over_three_hosts_meshes_and_serves_content_from_each() {
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(dirs.is_empty(), "node directories left on the hosts: {dirs:?}");
+    assert!(
+        dirs.is_empty(),
+        "node directories left on the hosts: {dirs:?}"
+    );
 }

@@ -540,7 +540,8 @@ impl Config {
                 Some(e.to_owned())
             }
         };
-        let mut cfg = crate::node::SwarmRuntimeConfig::new(docker.instance.clone(), image.to_owned());
+        let mut cfg =
+            crate::node::SwarmRuntimeConfig::new(docker.instance.clone(), image.to_owned());
         cfg.endpoint = endpoint;
         cfg.ready_timeout = docker.ready_timeout.max(cfg.ready_timeout);
         cfg.gate_port = r.gate_port;

@@ -32,8 +32,8 @@ use bollard::Docker;
 
 use super::rpc::KuboRpc;
 use crate::names::InstanceName;
-pub use storage::DiskGuarantee;
 pub(crate) use client::{docker_err, is_status, overlap_detail};
+pub use storage::DiskGuarantee;
 
 pub use files::MAX_NODE_DIR;
 

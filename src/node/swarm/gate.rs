@@ -19,7 +19,7 @@ use bollard::models::{
 use bollard::query_parameters::UpdateServiceOptions;
 
 use super::hosts::Host;
-use super::objects::{short_hash, GATE_LABEL};
+use super::objects::{short_hash, Ref, GATE_LABEL};
 use super::SwarmRuntime;
 use crate::gate::{GateSocket, Request};
 use crate::node::docker::{docker_err, is_status};
@@ -44,7 +44,14 @@ impl SwarmRuntime {
     pub(super) async fn ensure_gate(&self) -> Result<()> {
         let name = self.gate_service();
         let existing = match self.docker.inspect_service(&name, None).await {
-            Ok(s) if s.spec.as_ref().and_then(|s| s.labels.as_ref()).is_some_and(|l| self.ours(l)) => Some(s),
+            Ok(s)
+                if s.spec
+                    .as_ref()
+                    .and_then(|s| s.labels.as_ref())
+                    .is_some_and(|l| self.ours(l)) =>
+            {
+                Some(s)
+            }
             Ok(_) => return Err(RuntimeError::NameTaken { name }),
             Err(e) if is_status(&e, 404) => None,
             Err(e) => return Err(docker_err(e)),
@@ -92,9 +99,8 @@ impl SwarmRuntime {
         Ok(())
     }
 
-    /// The gate's three secrets (token, certificate, key), created unless present; returns
-    /// (secret name, file name) pairs.
-    async fn gate_secrets(&self) -> Result<Vec<(String, String)>> {
+    /// The gate's three secrets (token, certificate, key), created unless present.
+    async fn gate_secrets(&self) -> Result<Vec<Ref>> {
         let files = [
             ("token", self.gate.token_file()),
             ("cert.pem", self.gate.cert_pem()),
@@ -104,7 +110,11 @@ impl SwarmRuntime {
         let mut out = Vec::new();
         for (file, contents) in files {
             let bytes = contents.expose().as_bytes();
-            let name = format!("nx-gate-{inst}-{}-{}", file.replace('.', "-"), short_hash(bytes, 12));
+            let name = format!(
+                "nx-gate-{inst}-{}-{}",
+                file.replace('.', "-"),
+                short_hash(bytes, 12)
+            );
             let spec = SecretSpec {
                 name: Some(name.clone()),
                 labels: Some(self.stamp(HashMap::from([
@@ -114,17 +124,12 @@ impl SwarmRuntime {
                 data: Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
                 ..Default::default()
             };
-            match self.docker.create_secret(spec).await {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 409) => {}
-                Err(e) => return Err(docker_err(e)),
-            }
-            out.push((name, file.to_owned()));
+            out.push(self.secret(spec, file).await?);
         }
         Ok(out)
     }
 
-    fn gate_spec(&self, name: &str, secrets: &[(String, String)]) -> ServiceSpec {
+    fn gate_spec(&self, name: &str, secrets: &[Ref]) -> ServiceSpec {
         let file = |f: &str| format!("/run/secrets/{f}");
         let mut spec = ServiceSpec {
             name: Some(name.to_owned()),
@@ -156,15 +161,15 @@ impl SwarmRuntime {
                     secrets: Some(
                         secrets
                             .iter()
-                            .map(|(secret, file)| TaskSpecContainerSpecSecrets {
+                            .map(|r| TaskSpecContainerSpecSecrets {
                                 file: Some(TaskSpecContainerSpecFile {
-                                    name: Some(file.clone()),
+                                    name: Some(r.file.clone()),
                                     uid: Some(NODE_UID.to_string()),
                                     gid: Some(NODE_GID.to_string()),
                                     mode: Some(0o400),
                                 }),
-                                secret_name: Some(secret.clone()),
-                                secret_id: None,
+                                secret_name: Some(r.name.clone()),
+                                secret_id: Some(r.id.clone()),
                             })
                             .collect(),
                     ),
@@ -205,10 +210,11 @@ impl SwarmRuntime {
         // hash of the whole spec).
         let hash = short_hash(
             format!(
-                "{}|{}|{}|{secrets:?}",
+                "{}|{}|{}|{:?}",
                 self.cfg.gate_image,
                 self.cfg.gate_port,
-                self.cfg.host_dir.display()
+                self.cfg.host_dir.display(),
+                secrets.iter().map(|r| &r.name).collect::<Vec<_>>()
             ),
             16,
         );
@@ -240,12 +246,19 @@ impl SwarmRuntime {
 
     /// Creates directories on `host` through its gate, waiting for the gate to answer (it may
     /// be starting, on a host that just joined) up to `wait`.
-    pub(super) async fn prepare_dirs(&self, host: &Host, dirs: &[String], wait: Duration) -> Result<()> {
+    pub(super) async fn prepare_dirs(
+        &self,
+        host: &Host,
+        dirs: &[String],
+        wait: Duration,
+    ) -> Result<()> {
         let deadline = Instant::now() + wait;
         for dir in dirs {
             let req = Request::Prepare { dir: dir.clone() };
             loop {
-                match crate::gate::request(self.gate_addr(host), &self.gate, &req, GATE_TIMEOUT).await {
+                match crate::gate::request(self.gate_addr(host), &self.gate, &req, GATE_TIMEOUT)
+                    .await
+                {
                     Ok(()) => break,
                     Err(e) if Instant::now() < deadline => {
                         tracing::debug!(host = %host.name, error = %e, "gate not answering yet");

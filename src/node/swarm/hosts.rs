@@ -51,7 +51,11 @@ impl Host {
 
     /// A short form of the id for names of objects on the host.
     pub fn short_id(&self) -> String {
-        self.id.chars().take(12).collect::<String>().to_ascii_lowercase()
+        self.id
+            .chars()
+            .take(12)
+            .collect::<String>()
+            .to_ascii_lowercase()
     }
 }
 
@@ -102,7 +106,11 @@ impl SwarmRuntime {
             let spec = n.spec.unwrap_or_default();
             let labels = spec.labels.unwrap_or_default();
             let status = n.status.unwrap_or_default();
-            let Some(addr) = status.addr.as_deref().and_then(|a| a.parse::<IpAddr>().ok()) else {
+            let Some(addr) = status
+                .addr
+                .as_deref()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+            else {
                 tracing::warn!(host = %id, "swarm host without a usable address; ignored");
                 continue;
             };
@@ -182,8 +190,15 @@ mod tests {
         siblings.sort();
         assert_eq!(siblings, ["a", "b", "c"]);
         // A fourth node shares a host: the least loaded one.
-        let load = HashMap::from([("a".to_string(), 5), ("b".to_string(), 1), ("c".to_string(), 3)]);
-        assert_eq!(place(&hosts, &siblings, &load).map(|h| h.id.as_str()), Some("b"));
+        let load = HashMap::from([
+            ("a".to_string(), 5),
+            ("b".to_string(), 1),
+            ("c".to_string(), 3),
+        ]);
+        assert_eq!(
+            place(&hosts, &siblings, &load).map(|h| h.id.as_str()),
+            Some("b")
+        );
     }
 
     #[test]
@@ -209,6 +224,9 @@ mod tests {
         let hosts = [down, off.clone()];
         assert_eq!(place(&hosts, &[], &HashMap::new()), None);
         let hosts = [off, host("c", None)];
-        assert_eq!(place(&hosts, &["c".into()], &HashMap::new()).map(|h| h.id.as_str()), Some("c"));
+        assert_eq!(
+            place(&hosts, &["c".into()], &HashMap::new()).map(|h| h.id.as_str()),
+            Some("c")
+        );
     }
 }

@@ -31,16 +31,7 @@ impl SwarmRuntime {
         // the secrets until then.
         let deadline = Instant::now() + self.cfg.stop_timeout + Duration::from_secs(20);
         while Instant::now() < deadline {
-            let tasks = self
-                .docker
-                .list_tasks(Some(bollard::query_parameters::ListTasksOptions {
-                    filters: Some(std::collections::HashMap::from([(
-                        "service".to_string(),
-                        vec![id.clone()],
-                    )])),
-                }))
-                .await
-                .map_err(docker_err)?;
+            let tasks = self.tasks_of(&id).await?;
             if tasks.is_empty() {
                 break;
             }
@@ -86,9 +77,10 @@ impl SwarmRuntime {
         self.scale(node, 0).await?;
         let deadline = Instant::now() + self.cfg.stop_timeout + Duration::from_secs(20);
         while Instant::now() < deadline {
-            let running = self.current_task(node).await?.is_some_and(|t| {
-                t.desired_state == Some(bollard::models::TaskState::RUNNING)
-            });
+            let running = self
+                .current_task(node)
+                .await?
+                .is_some_and(|t| t.desired_state == Some(bollard::models::TaskState::RUNNING));
             if !running {
                 return Ok(());
             }
@@ -126,7 +118,12 @@ impl SwarmRuntime {
     /// Removes the network's overlay unless one of our services still uses it.
     pub(super) async fn remove_overlay_if_unused(&self, network: &NetworkName) -> Result<()> {
         let _guard = self.network_lock.lock().await;
-        if !self.services(self.network_filter(network)).await?.is_empty() {
+        if !self
+            .services(self.network_filter(network))
+            .await?
+            .is_empty()
+        {
+            tracing::debug!(network = %network, "overlay kept: services use it");
             return Ok(());
         }
         let name = network.docker_network();
@@ -140,7 +137,10 @@ impl SwarmRuntime {
         let mut tries = 0;
         loop {
             match self.docker.remove_network(&name).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    tracing::debug!(network = %network, "overlay removed");
+                    return Ok(());
+                }
                 Err(e) if is_status(&e, 404) => return Ok(()),
                 Err(e) if tries < 40 => {
                     tries += 1;

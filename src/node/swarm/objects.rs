@@ -49,10 +49,40 @@ pub fn repo_dir(key: &str, host_short: &str) -> String {
     format!("{key}-{host_short}-repo")
 }
 
+/// A secret or config as a service refers to it: its name, id and the file it becomes.
+#[derive(Clone, Debug)]
+pub struct Ref {
+    pub name: String,
+    pub id: String,
+    pub file: String,
+}
+
 impl SwarmRuntime {
+    /// Creates a secret unless one of that name exists; its reference as file `file`.
+    pub(super) async fn secret(&self, spec: SecretSpec, file: &str) -> Result<Ref> {
+        let name = spec.name.clone().unwrap_or_default();
+        let id = match self.docker.create_secret(spec).await {
+            Ok(r) => r.id,
+            Err(e) if is_status(&e, 409) => self
+                .docker
+                .inspect_secret(&name)
+                .await
+                .map_err(docker_err)?
+                .id
+                .unwrap_or_default(),
+            Err(e) => return Err(docker_err(e)),
+        };
+        Ok(Ref {
+            name,
+            id,
+            file: file.to_owned(),
+        })
+    }
+
     /// Whether an object's labels say it is this instance's.
     pub(super) fn ours(&self, l: &HashMap<String, String>) -> bool {
-        labels::is_managed(l) && l.get(INSTANCE).map(String::as_str) == Some(self.cfg.instance.as_str())
+        labels::is_managed(l)
+            && l.get(INSTANCE).map(String::as_str) == Some(self.cfg.instance.as_str())
     }
 
     /// Adds this instance's owner label.
@@ -89,13 +119,13 @@ impl SwarmRuntime {
     }
 
     /// Creates the node's secrets (its bundle's secret files) and its init-script config;
-    /// returns (secret name, file name) and (config name, file name) pairs. Names carry a hash
-    /// of their contents, so a changed file is a new object and an unchanged one is reused.
+    /// returns them as [`Ref`]s. Names carry a hash of their contents, so a changed file is a
+    /// new object and an unchanged one is reused.
     pub(super) async fn make_bundle(
         &self,
         spec: &NodeSpec,
         secrets: &NodeSecrets,
-    ) -> Result<(Vec<(String, String)>, Vec<(String, String)>)> {
+    ) -> Result<(Vec<Ref>, Vec<Ref>)> {
         let key = self.key(&spec.node);
         let files =
             kubo_config::bundle(spec, secrets).map_err(|e| RuntimeError::Bundle(e.to_string()))?;
@@ -127,12 +157,22 @@ impl SwarmRuntime {
                         data: Some(data),
                         ..Default::default()
                     };
-                    match self.docker.create_config(spec).await {
-                        Ok(_) => {}
-                        Err(e) if is_status(&e, 409) => {}
+                    let id = match self.docker.create_config(spec).await {
+                        Ok(r) => r.id,
+                        Err(e) if is_status(&e, 409) => self
+                            .docker
+                            .inspect_config(&name)
+                            .await
+                            .map_err(docker_err)?
+                            .id
+                            .unwrap_or_default(),
                         Err(e) => return Err(docker_err(e)),
-                    }
-                    out_configs.push((name, file.to_owned()));
+                    };
+                    out_configs.push(Ref {
+                        name,
+                        id,
+                        file: file.to_owned(),
+                    });
                 }
                 Placement::Run => {
                     let spec = SecretSpec {
@@ -141,12 +181,7 @@ impl SwarmRuntime {
                         data: Some(data),
                         ..Default::default()
                     };
-                    match self.docker.create_secret(spec).await {
-                        Ok(_) => {}
-                        Err(e) if is_status(&e, 409) => {}
-                        Err(e) => return Err(docker_err(e)),
-                    }
-                    out_secrets.push((name, file.to_owned()));
+                    out_secrets.push(self.secret(spec, file).await?);
                 }
             }
         }
@@ -273,7 +308,10 @@ impl SwarmRuntime {
             match f().await {
                 Ok(()) => return Ok(()),
                 Err(e) if is_status(&e, 404) => return Ok(()),
-                Err(e) if tries < 40 && (is_status(&e, 400) || is_status(&e, 409) || is_status(&e, 500)) => {
+                Err(e)
+                    if tries < 40
+                        && (is_status(&e, 400) || is_status(&e, 409) || is_status(&e, 500)) =>
+                {
                     tries += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                     let _ = e;
@@ -301,6 +339,8 @@ mod tests {
         let secret = format!("nx-{k}-init-{}", short_hash(b"x", 12));
         assert!(secret.len() <= 64, "{secret}");
         assert_ne!(repo_dir(&k, "aaaa"), repo_dir(&k, "bbbb"));
-        assert!(run_dir(&k).bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        assert!(run_dir(&k)
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-'));
     }
 }

@@ -95,7 +95,10 @@ fn labels_of(s: &Service) -> HashMap<String, String> {
 
 impl SwarmRuntime {
     /// Our node services among those `filters` selects (gate excluded).
-    pub(super) async fn services(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<Service>> {
+    pub(super) async fn services(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+    ) -> Result<Vec<Service>> {
         let services = self
             .docker
             .list_services(Some(ListServicesOptions {
@@ -125,8 +128,10 @@ impl SwarmRuntime {
         }
     }
 
-    async fn tasks_of(&self, service_id: &str) -> Result<Vec<Task>> {
-        self.docker
+    /// The tasks of a service; none once the service is gone (the swarm answers 404).
+    pub(super) async fn tasks_of(&self, service_id: &str) -> Result<Vec<Task>> {
+        match self
+            .docker
             .list_tasks(Some(ListTasksOptions {
                 filters: Some(HashMap::from([(
                     "service".to_string(),
@@ -134,7 +139,11 @@ impl SwarmRuntime {
                 )])),
             }))
             .await
-            .map_err(docker_err)
+        {
+            Ok(t) => Ok(t),
+            Err(e) if is_status(&e, 404) => Ok(Vec::new()),
+            Err(e) => Err(docker_err(e)),
+        }
     }
 
     /// The node's current task, if its service has one.
@@ -149,7 +158,11 @@ impl SwarmRuntime {
     /// The record of one service, given the swarm's hosts.
     fn record_from(&self, s: &Service, tasks: &[Task], hosts: &[Host]) -> Result<NodeRecord> {
         let l = labels_of(s);
-        let name = s.spec.as_ref().and_then(|s| s.name.clone()).unwrap_or_default();
+        let name = s
+            .spec
+            .as_ref()
+            .and_then(|s| s.name.clone())
+            .unwrap_or_default();
         let spec = labels::spec_from_labels(&l).map_err(|e| RuntimeError::BadLabels {
             node: name.clone(),
             detail: e.to_string(),
@@ -180,7 +193,11 @@ impl SwarmRuntime {
                 .and_then(|c| c.container_id.clone())
                 .unwrap_or_default(),
             started_at: (state == NodeState::Running)
-                .then(|| status.and_then(|s| s.timestamp.as_ref()).map(|t| t.to_string()))
+                .then(|| {
+                    status
+                        .and_then(|s| s.timestamp.as_ref())
+                        .map(|t| t.to_string())
+                })
                 .flatten(),
             host: host.map(Host::view),
             state,
@@ -232,9 +249,7 @@ impl SwarmRuntime {
             ..Default::default()
         };
         let mut out = String::new();
-        let mut stream = self
-            .docker
-            .service_logs(&node.container_name(), Some(opts));
+        let mut stream = self.docker.service_logs(&node.container_name(), Some(opts));
         let read = async {
             while let Some(Ok(chunk)) = stream.next().await {
                 out.push_str(&chunk.to_string());
@@ -300,7 +315,15 @@ impl SwarmRuntime {
                             };
                             running.insert(id, (node.clone(), is_running));
                             if let Some(kind) = kind {
-                                if tx.send(Ok(NodeEvent { node, kind, time: now })).await.is_err() {
+                                if tx
+                                    .send(Ok(NodeEvent {
+                                        node,
+                                        kind,
+                                        time: now,
+                                    }))
+                                    .await
+                                    .is_err()
+                                {
                                     return;
                                 }
                             }
@@ -411,7 +434,10 @@ mod tests {
     #[test]
     fn states_map_like_containers() {
         let failed = task(1, TaskState::RUNNING, TaskState::FAILED, Some(3));
-        assert_eq!(state_of(1, Some(&failed), true), NodeState::Exited { code: 3 });
+        assert_eq!(
+            state_of(1, Some(&failed), true),
+            NodeState::Exited { code: 3 }
+        );
         assert_eq!(state_of(0, None, true), NodeState::Exited { code: 0 });
         let starting = task(1, TaskState::RUNNING, TaskState::PREPARING, None);
         assert_eq!(state_of(1, Some(&starting), true), NodeState::Restarting);

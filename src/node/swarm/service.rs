@@ -22,7 +22,7 @@ use bollard::query_parameters::ListNetworksOptions;
 use ipnet::Ipv4Net;
 
 use super::hosts::{place, Host};
-use super::objects::{repo_dir, run_dir, HOST_LABEL};
+use super::objects::{repo_dir, run_dir, Ref, HOST_LABEL};
 use super::{SwarmRuntime, REPO_PATH};
 use crate::node::docker::{docker_err, is_status, overlap_detail};
 use crate::node::kubo_config::{self, NODE_GID, NODE_UID};
@@ -68,7 +68,10 @@ impl SwarmRuntime {
             ..Default::default()
         };
         match self.docker.create_network(req).await {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                tracing::debug!(network = %spec.name, subnet = ?spec.subnet, "overlay created");
+                Ok(true)
+            }
             Err(e) if is_status(&e, 409) => Ok(false),
             Err(e) => match (spec.subnet, overlap_detail(&e)) {
                 (Some(subnet), Some(detail)) => Err(RuntimeError::SubnetTaken { subnet, detail }),
@@ -104,8 +107,8 @@ impl SwarmRuntime {
         &self,
         spec: &NodeSpec,
         host: &Host,
-        secrets: &[(String, String)],
-        configs: &[(String, String)],
+        secrets: &[Ref],
+        configs: &[Ref],
     ) -> ServiceSpec {
         let key = self.key(&spec.node);
         let bind = |dir: String, target: &str| Mount {
@@ -155,29 +158,30 @@ impl SwarmRuntime {
                     secrets: Some(
                         secrets
                             .iter()
-                            .map(|(secret, file)| TaskSpecContainerSpecSecrets {
+                            .map(|r| TaskSpecContainerSpecSecrets {
                                 file: Some(TaskSpecContainerSpecFile {
-                                    name: Some(file.clone()),
+                                    name: Some(r.file.clone()),
                                     uid: Some(NODE_UID.to_string()),
                                     gid: Some(NODE_GID.to_string()),
                                     mode: Some(0o400),
                                 }),
-                                secret_name: Some(secret.clone()),
-                                secret_id: None,
+                                secret_name: Some(r.name.clone()),
+                                secret_id: Some(r.id.clone()),
                             })
                             .collect(),
                     ),
                     configs: Some(
                         configs
                             .iter()
-                            .map(|(config, file)| TaskSpecContainerSpecConfigs {
+                            .map(|r| TaskSpecContainerSpecConfigs {
                                 file: Some(TaskSpecContainerSpecFile1 {
-                                    name: Some(format!("{}/{file}", kubo_config::INIT_DIR)),
+                                    name: Some(format!("{}/{}", kubo_config::INIT_DIR, r.file)),
                                     uid: Some("0".into()),
                                     gid: Some("0".into()),
                                     mode: Some(0o555),
                                 }),
-                                config_name: Some(config.clone()),
+                                config_name: Some(r.name.clone()),
+                                config_id: Some(r.id.clone()),
                                 ..Default::default()
                             })
                             .collect(),
@@ -302,8 +306,12 @@ impl SwarmRuntime {
             }
         };
         let made = async {
-            self.prepare_dirs(&host, &[run_dir(&key), repo_dir(&key, &host.short_id())], GATE_WAIT)
-                .await?;
+            self.prepare_dirs(
+                &host,
+                &[run_dir(&key), repo_dir(&key, &host.short_id())],
+                GATE_WAIT,
+            )
+            .await?;
             self.mark_placement(&spec.node, &host.id).await?;
             let (sec, conf) = self.make_bundle(spec, secrets).await?;
             let body = self.service_spec(spec, &host, &sec, &conf);
@@ -370,7 +378,11 @@ impl SwarmRuntime {
 
     /// Waits until the node's task runs and its RPC API answers `id` as `expected_peer`
     /// through its host's gate; fails early when the task fails or is rejected.
-    pub(super) async fn wait_ready(&self, node: &NodeRef, expected_peer: &str) -> Result<NodeRecord> {
+    pub(super) async fn wait_ready(
+        &self,
+        node: &NodeRef,
+        expected_peer: &str,
+    ) -> Result<NodeRecord> {
         let deadline = Instant::now() + self.cfg.ready_timeout;
         let mut seen_task: Option<String> = None;
         loop {
