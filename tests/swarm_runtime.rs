@@ -87,8 +87,9 @@ struct SwarmDaemon {
 }
 
 impl SwarmDaemon {
-    /// `ports`: the first of 20 swarm ports; `gate_port`: the gate's.
-    fn start(ports: u16, gate_port: u16) -> SwarmDaemon {
+    /// `ports`: the first of 20 swarm ports; `gate_port`: the gate's; `node_extra`: more keys
+    /// of `[node]`.
+    fn start(ports: u16, gate_port: u16, node_extra: &str) -> SwarmDaemon {
         enter_netns("nxlab-h1");
         let id = random_hex(3);
         let dir = std::env::temp_dir().join(format!("nexus-swarm-{id}"));
@@ -135,6 +136,7 @@ cpus = "0.5"
 memory = "256MiB"
 disk = "512MiB"
 ready_timeout = "120s"
+{node_extra}
 
 [ports]
 swarm = "{ports}-{ports_end}"
@@ -167,26 +169,31 @@ level = "info,nexus=debug"
             .status()
             .expect("chmod");
         assert!(status.success());
-        let log = dir.join("daemon.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_nexus"))
-            .arg("--config")
-            .arg(&config)
-            .arg("daemon")
-            .env_remove("NEXUS_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn daemon");
-        let mut d = SwarmDaemon {
+        let d = SwarmDaemon {
+            log: dir.join("daemon.log"),
             dir,
             host_dir,
             config,
             instance,
-            child: Some(child),
-            log,
+            child: None,
             grpc,
             delegator,
         };
+        SwarmDaemon::spawn(d)
+    }
+
+    /// Starts the daemon process and waits until it listens.
+    fn spawn(mut d: SwarmDaemon) -> SwarmDaemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_nexus"))
+            .arg("--config")
+            .arg(&d.config)
+            .arg("daemon")
+            .env_remove("NEXUS_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&d.log).expect("log"))
+            .spawn()
+            .expect("spawn daemon");
+        d.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(90);
         while std::net::TcpStream::connect(("127.0.0.1", d.grpc)).is_err() {
             if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -343,7 +350,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 #[test]
 fn a_network_spreads_over_three_hosts_meshes_and_serves_content_from_each() {
-    let d = SwarmDaemon::start(29100, 29190);
+    let d = SwarmDaemon::start(29100, 29190, "");
     let net = format!("sw{}", random_hex(3));
     let created = d.json(&[
         "network",
@@ -516,5 +523,166 @@ fn a_network_spreads_over_three_hosts_meshes_and_serves_content_from_each() {
     assert!(
         dirs.is_empty(),
         "node directories left on the hosts: {dirs:?}"
+    );
+}
+
+fn swarm_lab(args: &[&str]) {
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/swarm-lab"))
+        .args(args)
+        .output()
+        .expect("run scripts/swarm-lab");
+    assert!(
+        out.status.success(),
+        "swarm-lab {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Brings a lost lab host back however the test ends.
+struct HostBack(usize);
+
+impl Drop for HostBack {
+    fn drop(&mut self) {
+        swarm_lab(&["start-host", &self.0.to_string()]);
+    }
+}
+
+/// Issue 17: a host lost. The network reports `degraded` naming the host; after the grace
+/// period the node is re-created on another host with its identity and an empty repo, and the
+/// network runs again with one node per remaining host pair; content pinned before (replication
+/// 2) stays readable through the delegator throughout and is held on two nodes again; when the
+/// host returns, nothing of the node is duplicated. A heavy test: it stops a lab host, so it
+/// runs alone.
+#[test]
+fn heavy_swarm_a_lost_host_degrades_then_its_node_moves_and_nothing_is_duplicated() {
+    // A short grace, so the move comes within the test.
+    let d = SwarmDaemon::start(29200, 29290, "host_lost_grace = \"5s\"");
+    let net = format!("sl{}", random_hex(3));
+    d.json(&[
+        "network",
+        "create",
+        &net,
+        "--replicas",
+        "3",
+        "--user",
+        "alice",
+        "--replication",
+        "2",
+    ]);
+    let out = d.cli(&["network", "start", &net]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.logs()
+    );
+    let view = d.json(&["network", "get", &net]);
+    assert_eq!(view["status"], "running", "{view}");
+
+    let token = d.cli(&["token", "issue", "--user", "alice", "--ttl", "10m"]);
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let data = format!("outlives a host {}", random_hex(8));
+    let (status, body) =
+        block_on(d.delegator(&net, "/api/v0/add?pin=true", &token, data.as_bytes()));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let cid = serde_json::from_slice::<Value>(&body).expect("add")["Hash"]
+        .as_str()
+        .expect("Hash")
+        .to_owned();
+    let pinned_on = |d: &SwarmDaemon| -> usize {
+        let pins = d.json(&["pin", "ls", &net]);
+        pins["pins"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["cid"].as_str() == Some(cid.as_str()))
+            .flat_map(|p| p["allocations"].as_array().cloned().unwrap_or_default())
+            .filter(|a| a["status"] == "pinned")
+            .count()
+    };
+    assert!(
+        poll(Duration::from_secs(60), || pinned_on(&d) == 2),
+        "not pinned on two nodes"
+    );
+
+    // Host 3 is lost.
+    let lost_ip = lab("HOST_3_IP");
+    let moved: Vec<u64> = view["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["host_address"].as_str() == Some(lost_ip.as_str()))
+        .map(|n| n["index"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(moved.len(), 1, "{view}");
+    swarm_lab(&["kill-host", "3"]);
+    let back = HostBack(3);
+    let mut v = Value::Null;
+    assert!(
+        poll(Duration::from_secs(90), || {
+            v = d.json(&["network", "get", &net]);
+            v["status"] == "degraded"
+                && v["status_reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("host down")
+        }),
+        "not degraded with the reason: {v}\n{}",
+        d.logs()
+    );
+    // Readable throughout, from the nodes that remain.
+    let (status, body) =
+        block_on(d.delegator(&net, &format!("/api/v0/cat?arg={cid}"), &token, b""));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body.as_ref(), data.as_bytes());
+
+    // After the grace: the node runs again, on a host that is up, with the same identity.
+    let old = view["nodes"][moved[0] as usize].clone();
+    assert!(
+        poll(Duration::from_secs(180), || {
+            v = d.json(&["network", "get", &net]);
+            v["status"] == "running"
+        }),
+        "the node was not moved: {v}\n{}",
+        d.logs()
+    );
+    let now = v["nodes"][moved[0] as usize].clone();
+    assert_eq!(now["peer_id"], old["peer_id"], "{v}");
+    assert_ne!(now["host_address"], Value::from(lost_ip.clone()), "{v}");
+    assert!(
+        poll(Duration::from_secs(90), || pinned_on(&d) == 2),
+        "not re-replicated"
+    );
+    let (status, body) =
+        block_on(d.delegator(&net, &format!("/api/v0/cat?arg={cid}"), &token, b""));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    // The host returns: the node's old task there is not started again.
+    drop(back);
+    let service = format!("nexus-{net}-{}", moved[0]);
+    std::thread::sleep(Duration::from_secs(10));
+    let running: Vec<String> = manager(&[
+        "service",
+        "ps",
+        &service,
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.Node}}",
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(running.len(), 1, "{running:?}");
+    let on_host_3 = on_host(3, &["ps", "--format", "{{.Names}}"]);
+    assert!(
+        !on_host_3.contains(&format!("nexus-{net}-{}", moved[0])),
+        "{on_host_3}"
+    );
+    let out = d.cli(&["network", "rm", &net, "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

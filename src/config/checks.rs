@@ -377,7 +377,7 @@ impl Config {
     }
 
     /// Unless `ok`, the error "`value` what" about `key` (`value` clipped).
-    fn expect(&self, ok: bool, key: &str, value: &str, what: &str) -> Result<()> {
+    pub(super) fn expect(&self, ok: bool, key: &str, value: &str, what: &str) -> Result<()> {
         if ok {
             Ok(())
         } else {

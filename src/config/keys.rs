@@ -153,6 +153,8 @@ pub(super) static KEYS: &[KeyDef] = &[
         "A pin that no node of its network holds this long after it was added ends `failed`, with the reason (never stuck in `queued`)."),
     key!(node.pin_concurrency: U16 = "4",
         "Most pin/add and pin/rm calls in flight to one node at once (1-64)."),
+    key!(node.host_lost_grace: Str = r#""60s""#,
+        "How long a node whose host is down (a swarm host lost) waits for it before it is re-created on another host, with its identity and an empty repo refilled from its peers (at least 1s)."),
     key!(node.pin_interval: Str = r#""5s""#,
         "How often every running network's pinset is compared with what its nodes hold (pin/ls), besides the passes a change triggers."),
     key!(node.max_cpus: Str = r#""4""#,

@@ -248,6 +248,7 @@ pub struct NodeSection {
     pub host_memory: String,
     pub memory_overcommit: String,
     pub max_nodes: u16,
+    pub host_lost_grace: String,
     pub pin_timeout: String,
     pub pin_fail_after: String,
     pub pin_concurrency: u16,

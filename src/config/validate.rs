@@ -361,6 +361,16 @@ impl Config {
             revocation_horizon: max_ttl + crate::delegator::auth::DEFAULT_LEEWAY,
             admission,
             pins,
+            host_lost_grace: {
+                let g = self.duration("node.host_lost_grace", &self.node.host_lost_grace)?;
+                self.expect(
+                    g >= Duration::from_secs(1),
+                    "node.host_lost_grace",
+                    &self.node.host_lost_grace,
+                    "is shorter than 1s: a host that is slow to answer once would lose its nodes",
+                )?;
+                g
+            },
             ..OrchestratorConfig::default()
         };
         let docker = DockerRuntimeConfig {

@@ -22,6 +22,9 @@ pub enum Action {
     Remove { index: u16 },
     /// The network is stopped: remove this node's container, keeping its data (frees ports).
     Stop { index: u16 },
+    /// Its host has been down longer than the grace period: re-create it on another host
+    /// (same identity; its repo there starts empty).
+    Relocate { index: u16 },
 }
 
 /// The node specs and secrets a network's store rows describe, with the full mesh of peers.
@@ -76,16 +79,24 @@ pub fn desired_nodes(
         .collect()
 }
 
+/// Whether the runtime reports the node's host down.
+pub fn on_lost_host(r: &NodeRecord) -> bool {
+    r.host.as_ref().is_some_and(|h| !h.up)
+}
+
 fn is_up(state: &NodeState) -> bool {
     matches!(state, NodeState::Running | NodeState::Restarting)
 }
 
 /// What to do so that `observed` (the runtime's records of this network) matches `desired`.
-/// Removals come first (they free ports and names), then creates/starts/updates by index.
+/// Removals come first (they free ports and names), then creates/starts/updates by index. A
+/// node whose host is down is left alone (nothing on it can be started or changed) unless it
+/// is in `lost` (down past the grace period): then it is relocated.
 pub fn plan(
     desired_state: DesiredState,
     desired: &[NodeSpec],
     observed: &[NodeRecord],
+    lost: &[u16],
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     for rec in observed {
@@ -102,6 +113,11 @@ pub fn plan(
             (DesiredState::Stopped, Some(_)) => actions.push(Action::Stop { index }),
             (DesiredState::Stopped, None) => {}
             (DesiredState::Running, None) => actions.push(Action::Create { index }),
+            (DesiredState::Running, Some(r)) if on_lost_host(r) => {
+                if lost.contains(&index) {
+                    actions.push(Action::Relocate { index });
+                }
+            }
             // A container of an older nexus (no sockets) is re-created like a changed one.
             (DesiredState::Running, Some(r))
                 if same_node(&r.spec, spec) && r.endpoints.is_some() =>
@@ -259,7 +275,7 @@ mod tests {
         let net = record(3);
         let want = specs(&net, &rows(&net, 3));
         assert_eq!(
-            plan(DesiredState::Running, &want, &[]),
+            plan(DesiredState::Running, &want, &[], &[]),
             vec![
                 Action::Create { index: 0 },
                 Action::Create { index: 1 },
@@ -277,7 +293,7 @@ mod tests {
         let net = record(2);
         let want = specs(&net, &rows(&net, 2));
         let obs: Vec<_> = want.iter().map(running).collect();
-        assert!(plan(DesiredState::Running, &want, &obs).is_empty());
+        assert!(plan(DesiredState::Running, &want, &obs, &[]).is_empty());
         assert_eq!(
             observed_status(DesiredState::Running, &want, &obs),
             NetworkStatus::Running
@@ -291,7 +307,7 @@ mod tests {
         let mut obs: Vec<_> = want.iter().map(running).collect();
         obs[1].state = NodeState::Exited { code: 137 };
         assert_eq!(
-            plan(DesiredState::Running, &want, &obs),
+            plan(DesiredState::Running, &want, &obs, &[]),
             vec![Action::Start { index: 1 }]
         );
         assert_eq!(
@@ -311,7 +327,7 @@ mod tests {
             ..net3.clone()
         };
         let after = specs(&net5, &all);
-        let actions = plan(DesiredState::Running, &after, &obs);
+        let actions = plan(DesiredState::Running, &after, &obs, &[]);
         // Existing nodes learn the new peers; the new ones are created.
         assert_eq!(
             actions,
@@ -334,7 +350,7 @@ mod tests {
             replicas: 2,
             ..net5
         };
-        let actions = plan(DesiredState::Running, &specs(&net2, &all), &obs);
+        let actions = plan(DesiredState::Running, &specs(&net2, &all), &obs, &[]);
         assert_eq!(
             actions,
             vec![
@@ -355,11 +371,11 @@ mod tests {
         let want = specs(&net, &r);
         let mut obs = vec![running(&want[0])];
         obs[0].spec.ports = Ports { swarm: Some(32768) };
-        assert!(plan(DesiredState::Running, &want, &obs).is_empty());
+        assert!(plan(DesiredState::Running, &want, &obs, &[]).is_empty());
         net.resources.cpu_millis = 2000;
         let want2 = specs(&net, &r);
         assert_eq!(
-            plan(DesiredState::Running, &want2, &obs),
+            plan(DesiredState::Running, &want2, &obs, &[]),
             vec![Action::Update { index: 0 }]
         );
     }
@@ -377,7 +393,7 @@ mod tests {
         obs.push(stranger);
         // Every container goes, running or not; the stranger with its data.
         assert_eq!(
-            plan(DesiredState::Stopped, &want, &obs),
+            plan(DesiredState::Stopped, &want, &obs, &[]),
             vec![
                 Action::Remove { index: 7 },
                 Action::Stop { index: 0 },
@@ -388,7 +404,7 @@ mod tests {
             observed_status(DesiredState::Stopped, &want, &obs),
             NetworkStatus::Stopping
         );
-        assert!(plan(DesiredState::Stopped, &want, &[]).is_empty());
+        assert!(plan(DesiredState::Stopped, &want, &[], &[]).is_empty());
         assert_eq!(
             observed_status(DesiredState::Stopped, &want, &[]),
             NetworkStatus::Stopped
