@@ -1,9 +1,11 @@
 //! What callers do with a network's pinset: add, remove, get and list pins.
 //!
 //! Owns [`AddPin`] and its checks (a CID, a name of at most [`MAX_NAME_CHARS`] characters,
-//! `meta` of at most [`MAX_META_BYTES`] bytes as JSON, origins as multiaddrs), [`PinQuery`],
-//! [`PinView`] and the request ids (128 random bits, hex). Writes the store, then wakes the
-//! pinset loop; a bad request changes nothing. It must not call nodes (the loop does).
+//! `meta` of at most [`MAX_META_BYTES`] bytes as JSON — the store's limits —, origins as
+//! multiaddrs), [`PinQuery`],
+//! [`PinView`], the request ids (128 random bits, hex) and creation times (unique per daemon, so
+//! `before`/`after` paging never skips a pin). Writes the store, then wakes the pinset loop; a
+//! bad request changes nothing. It must not call nodes (the loop does).
 
 use std::collections::BTreeMap;
 
@@ -13,12 +15,11 @@ use super::super::request::parse_name;
 use crate::cid::Cid;
 use crate::node::NetworkName;
 use crate::pinsink::PinChange;
-use crate::store::{Allocation, PinCounts, PinFilter, PinRecord, PinStatus};
+use crate::store::{
+    check_meta, check_name, Allocation, PinCounts, PinFilter, PinRecord, PinStatus,
+};
 
-/// Longest pin name (the Pinning Service API's limit).
-pub const MAX_NAME_CHARS: usize = 255;
-/// Largest `meta`, as JSON.
-pub const MAX_META_BYTES: usize = 4096;
+pub use crate::store::{MAX_META_BYTES, MAX_NAME_CHARS};
 /// Most origins a pin may carry.
 const MAX_ORIGINS: usize = 20;
 
@@ -73,19 +74,9 @@ impl AddPin {
     fn check(&self) -> Result<Cid> {
         let cid = Cid::parse(self.cid.trim()).map_err(invalid)?;
         if let Some(name) = &self.name {
-            let n = name.chars().count();
-            if n > MAX_NAME_CHARS {
-                return Err(invalid(format!(
-                    "name: {n} characters, at most {MAX_NAME_CHARS} allowed"
-                )));
-            }
+            check_name(name).map_err(invalid)?;
         }
-        let meta_len = serde_json::to_string(&self.meta).map_or(usize::MAX, |t| t.len());
-        if meta_len > MAX_META_BYTES {
-            return Err(invalid(format!(
-                "meta: {meta_len} bytes as JSON, at most {MAX_META_BYTES} allowed"
-            )));
-        }
+        check_meta(&self.meta).map_err(invalid)?;
         if self.origins.len() > MAX_ORIGINS {
             return Err(invalid(format!(
                 "origins: {} given, at most {MAX_ORIGINS} allowed",
@@ -108,6 +99,24 @@ fn request_id() -> Result<String> {
     Ok(hex::encode(b))
 }
 
+/// The creation time of a new pin: now in unix milliseconds, but always after the last one this
+/// process handed out, so no two pins share a `created` and paging by `before`/`after` (strictly
+/// before or after a page's last pin) never skips one. A burst of more than 1,000 pins a second
+/// runs ahead of the clock by the excess, and catches up when the burst ends.
+fn created_ms() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = now_ms();
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(prev.saturating_add(1));
+        match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
+}
+
 /// Whether `id` has the form of a request id (anything else cannot name a pin).
 fn is_request_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
@@ -127,7 +136,7 @@ impl Orchestrator {
         let name = parse_name(network)?;
         let cid = req.check()?;
         self.record(&name).await?;
-        let now = now_ms();
+        let now = created_ms();
         let pin = PinRecord {
             network: name.clone(),
             request_id: request_id()?,
@@ -175,6 +184,25 @@ impl Orchestrator {
             .await;
         self.inner.pins.wake.notify_one();
         Ok(pin.into())
+    }
+
+    /// Replaces a pin: `req` becomes a new pin (a new request id), then the old one leaves the
+    /// set. An unknown `request_id` or a refused `req` changes nothing.
+    #[tracing::instrument(name = "replace_pin", skip_all, fields(network = %network))]
+    pub async fn replace_pin(
+        &self,
+        network: &str,
+        request_id: &str,
+        req: AddPin,
+    ) -> Result<PinView> {
+        let name = parse_name(network)?;
+        self.live_pin(&name, request_id).await?;
+        let new = self.add_pin(network, req).await?;
+        match self.remove_pin(network, request_id).await {
+            // Removed meanwhile by someone else: replaced all the same.
+            Ok(_) | Err(OrchestratorError::PinNotFound { .. }) => Ok(new),
+            Err(e) => Err(e),
+        }
     }
 
     /// One pin of a network, with its allocations.
