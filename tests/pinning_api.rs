@@ -338,7 +338,7 @@ fn add_unpinned(net: &str, tok: &str, data: &str) -> String {
          Content-Type: application/octet-stream\r\n\r\n{data}\r\n--{boundary}--\r\n"
     );
     let req = hyper::Request::post(format!(
-        "http://127.0.0.1:{DELEGATOR}/network/{net}/api/v0/add?pin=false&cid-version=1"
+        "http://127.0.0.1:{DELEGATOR}/network/{net}/api/v0/add?pin=false"
     ))
     .header("host", format!("localhost:{DELEGATOR}"))
     .header("authorization", format!("Bearer {tok}"))
