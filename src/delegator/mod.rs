@@ -15,8 +15,9 @@
 //! connection pool and graceful shutdown. It reads the orchestrator's
 //! [`Registry`](crate::orchestrator::registry::Registry) on every request and caches no
 //! routing, so it never sends a request to a node the registry no longer lists for that network.
-//! It must not write the registry or the store, start or stop nodes, buffer whole bodies, or
-//! log tokens, secrets or query strings.
+//! It must not write the registry or the store (pin changes go through the leaf traits of
+//! `crate::pinsink`), start or stop nodes, buffer whole bodies (but the Pinning Service API's
+//! small JSON ones, bounded), or log tokens, secrets or query strings.
 
 pub mod auth;
 pub mod mint;
