@@ -228,6 +228,19 @@ fn request(
     req.body(Full::new(body)).expect("request")
 }
 
+/// One request: its status and headers (the body is dropped).
+async fn send_with_headers(req: hyper::Request<Full<Bytes>>) -> (u16, hyper::HeaderMap) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(nexus::node::endpoint::Connector::new(Duration::from_secs(
+            5,
+        )));
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request");
+    (resp.status().as_u16(), resp.headers().clone())
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -386,6 +399,8 @@ fn pinning_service_api_endpoint_by_endpoint() {
         "2",
         "--replication",
         "2",
+        "--allowed-origin",
+        "https://app.example",
     ];
     args.extend_from_slice(&users);
     args.push("--start");
@@ -463,6 +478,36 @@ fn pinning_service_api_endpoint_by_endpoint() {
     );
     assert_eq!(count(&net, &root, ""), 0, "refusals added nothing");
 
+    // CORS as on the other features: an allowed origin's preflight (DELETE included) and its
+    // answers carry the headers; a foreign origin is refused in the Failure shape.
+    let cors = |origin: &str, method: &str, preflight: bool| {
+        let mut req = request(Form::Host, &net, method, "", Some(&rita), None);
+        let h = req.headers_mut();
+        h.insert("origin", origin.parse().expect("origin"));
+        if preflight {
+            h.insert(
+                "access-control-request-method",
+                "DELETE".parse().expect("method"),
+            );
+        }
+        block_on(send_with_headers(req))
+    };
+    let (s, h) = cors("https://app.example", "OPTIONS", true);
+    assert_eq!(s, 204, "{h:?}");
+    assert_eq!(
+        h.get("access-control-allow-origin").map(|v| v.as_bytes()),
+        Some(&b"https://app.example"[..])
+    );
+    assert!(h
+        .get("access-control-allow-methods")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| m.contains("DELETE")));
+    let (s, h) = cors("https://app.example", "GET", false);
+    assert_eq!(s, 200);
+    assert!(h.contains_key("access-control-allow-origin"));
+    let (s, _) = cors("https://evil.example", "GET", false);
+    assert_eq!(s, 403);
+
     // Real content: added without pinning, then pinned through POST /pins (host form) on both
     // nodes, read back through GET (path form).
     let cid = add_unpinned(&net, &alice, &format!("pinning api {net}"));
@@ -472,7 +517,16 @@ fn pinning_service_api_endpoint_by_endpoint() {
         "POST",
         "",
         Some(&alice),
-        Some(&json!({"cid": cid, "name": "Report", "meta": {"app": "e2e"}})),
+        Some(&json!({
+            "cid": cid,
+            "name": "Report",
+            "meta": {"app": "e2e"},
+            // What kubo's own `pin remote add` sends: its node's addresses, any transport.
+            "origins": [
+                "/ip4/203.0.113.7/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN",
+                "/ip6/2001:db8::7/udp/4001/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN",
+            ],
+        })),
     );
     assert_eq!(s, 202, "{created}");
     let id = created["requestid"]
@@ -499,6 +553,7 @@ fn pinning_service_api_endpoint_by_endpoint() {
             "{dlg}"
         );
     }
+    assert_eq!(created["pin"]["origins"].as_array().map(Vec::len), Some(2));
     let created_at = created["created"].as_str().expect("created").to_string();
     assert!(
         created_at.ends_with('Z') && created_at.contains('.'),

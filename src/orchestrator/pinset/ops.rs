@@ -84,12 +84,48 @@ impl AddPin {
             )));
         }
         for o in &self.origins {
-            let base = o.rsplit_once("/p2p/").map_or(o.as_str(), |(b, _)| b);
-            crate::node::spec::validate_multiaddr(base)
-                .map_err(|e| invalid(format!("origins: {e}")))?;
+            check_origin(o).map_err(|e| invalid(format!("origins: {e}")))?;
         }
         Ok(cid)
     }
+}
+
+/// Longest origin multiaddr.
+const MAX_ORIGIN_BYTES: usize = 1024;
+
+/// An origin: a multiaddr in text form, of any transport a client may give (kubo's own
+/// `pin remote add` sends its node's addresses: TCP, QUIC, WebTransport, IPv6, relays, each
+/// ending in `/p2p/<id>`). Checked for form only (a `/`-path of non-empty segments of printable
+/// characters, starting with an address or `/p2p/`); nexus does not dial origins.
+fn check_origin(o: &str) -> std::result::Result<(), String> {
+    let bad = || {
+        format!(
+            "`{}` is not a multiaddr",
+            o.chars().take(120).collect::<String>()
+        )
+    };
+    if o.len() > MAX_ORIGIN_BYTES {
+        return Err(format!(
+            "a multiaddr of {} bytes, at most {MAX_ORIGIN_BYTES} allowed",
+            o.len()
+        ));
+    }
+    let Some(rest) = o.strip_prefix('/') else {
+        return Err(bad());
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let known = [
+        "ip4", "ip6", "dns", "dns4", "dns6", "dnsaddr", "p2p", "ipfs",
+    ];
+    if parts.len() < 2
+        || !known.contains(&parts[0])
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// A fresh request id: 128 random bits as 32 hex digits.
@@ -297,5 +333,42 @@ impl Orchestrator {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_of_any_transport_pass_junk_does_not() {
+        for ok in [
+            "/ip4/203.0.113.7/tcp/4001/p2p/12D3KooWEXAMPLE",
+            "/ip4/203.0.113.7/udp/4001/quic-v1/p2p/12D3KooWEXAMPLE",
+            "/ip6/::1/udp/4001/quic-v1/webtransport/certhash/uEiA/p2p/12D3KooWEXAMPLE",
+            "/dns4/ipfs.example.com/tcp/443/wss/p2p/12D3KooWEXAMPLE",
+            "/p2p/12D3KooWEXAMPLE",
+        ] {
+            assert_eq!(check_origin(ok), Ok(()), "{ok}");
+        }
+        let long = format!("/ip4/1.2.3.4/tcp/1/{}", "x".repeat(1024));
+        for bad in [
+            "",
+            "ip4/1.2.3.4/tcp/1",
+            "/",
+            "/http/x",
+            "/ip4//tcp/1",
+            "/ip4/a b/tcp/1",
+            "not a multiaddr",
+            &long,
+        ] {
+            assert!(check_origin(bad).is_err(), "{bad}");
+        }
+        let pin = AddPin {
+            cid: "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy".into(),
+            origins: vec!["/ip4/1.2.3.4/tcp/1".into(); MAX_ORIGINS + 1],
+            ..AddPin::default()
+        };
+        assert!(pin.check().is_err(), "at most {MAX_ORIGINS} origins");
     }
 }
