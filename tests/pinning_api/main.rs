@@ -91,6 +91,20 @@ fn pinning_service_api_endpoint_by_endpoint() {
         "FORBIDDEN",
         "token for another network",
     );
+    // A revoked token is refused at once.
+    let issued = d.json(&["token", "issue", "--user", "alice", "--ttl", "30m"]);
+    let revoked = issued["token"].as_str().expect("token").to_string();
+    assert_eq!(
+        call(Form::Host, &net, "GET", "", Some(&revoked), None).0,
+        200
+    );
+    d.json(&["token", "revoke", issued["jti"].as_str().expect("jti")]);
+    refused(
+        call(Form::Path, &net, "GET", "", Some(&revoked), None),
+        401,
+        "UNAUTHORIZED",
+        "revoked token",
+    );
     refused(
         call(Form::Host, &net, "POST", "", Some(&rita), Some(&pin_body)),
         403,

@@ -200,6 +200,13 @@ mod tests {
         let r = e.response("rid1", true);
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        // The rate limiter's 429 keeps its Retry-After there.
+        let r =
+            ProxyError::Limited(super::super::LimitError::Rate("user", 3)).response("rid2", true);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        let f = crate::delegator::pinsvc::Failure::new(429, "x");
+        assert_eq!(f.reason, "RATE_LIMITED");
         assert_eq!(
             ProxyError::Route(RouteError::BadPath("x")).status(),
             StatusCode::BAD_REQUEST
