@@ -358,6 +358,12 @@ async fn serve(
             let server = Delegator::with_revocations(orch.registry(), orch.revocations(), config)?;
             // Writes through the delegator join the pinset (a narrow handle, not the orchestrator).
             server.set_pin_sink(Arc::new(orch.clone()));
+            // The Pinning Service API works on the pinset through a leaf trait as well; its
+            // `delegates` are the join kit's multiaddrs, on `node.public_address`.
+            server.set_pin_service(Arc::new(crate::orchestrator::PinApi::new(
+                orch.clone(),
+                settings.public_address.clone(),
+            )));
             // Ids whose tokens have all expired are forgotten, hourly.
             let o = orch.clone();
             telemetry_tasks.push(tokio::spawn(async move {

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use super::pb;
 use crate::access::{Access, AccessUpdate};
 use crate::node::{NetworkName, NodeState, Resources};
+pub use crate::orchestrator::view::swarm_multiaddr;
 use crate::orchestrator::{
     AddPin, CreateNetwork, ErrorKind, Event, NetworkView, NodeDiagnosis, Orchestrator,
     OrchestratorError, PinQuery, PinView, UpdateNetwork,
@@ -296,16 +297,6 @@ pub fn event_message(e: Event) -> pb::Event {
         node_index: e.node_index.map(u32::from),
         message: e.message,
     }
-}
-
-/// The multiaddr of a node's swarm port on `host` (an IP address or a DNS name).
-pub fn swarm_multiaddr(host: &str, port: u16, peer_id: &str) -> String {
-    let proto = match host.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(_)) => "ip4",
-        Ok(std::net::IpAddr::V6(_)) => "ip6",
-        Err(_) => "dns",
-    };
-    format!("/{proto}/{host}/tcp/{port}/p2p/{peer_id}")
 }
 
 #[allow(clippy::result_large_err)]

@@ -1,8 +1,10 @@
 //! The delegator: an authenticating reverse proxy in front of every network's kubo RPC API and
 //! gateway, running in the daemon's process.
 //!
-//! - [`route`]: `<network>.<api|gateway|status>.<domain>` and `/network/<network>/<feature>/…`
-//!   → network, feature and the exact path to forward.
+//! - [`route`]: `<network>.<api|gateway|status|pins>.<domain>` and
+//!   `/network/<network>/<feature>/…` → network, feature and the exact path to forward.
+//! - [`pinsvc`]: the IPFS Pinning Service API on each network's pinset, reached through the
+//!   leaf trait [`crate::pinsink::PinService`] (never the orchestrator itself).
 //! - [`policy`]: the RPC allow/deny rule (defaults plus each network's `api_allow`/`api_deny`).
 //! - [`auth`]: JWT configuration, verification (pinned algorithm) and HS256 minting.
 //! - [`net`]: IP addresses and networks (the trusted proxies).
@@ -13,12 +15,14 @@
 //! connection pool and graceful shutdown. It reads the orchestrator's
 //! [`Registry`](crate::orchestrator::registry::Registry) on every request and caches no
 //! routing, so it never sends a request to a node the registry no longer lists for that network.
-//! It must not write the registry or the store, start or stop nodes, buffer whole bodies, or
-//! log tokens, secrets or query strings.
+//! It must not write the registry or the store (pin changes go through the leaf traits of
+//! `crate::pinsink`), start or stop nodes, buffer whole bodies (but the Pinning Service API's
+//! small JSON ones, bounded), or log tokens, secrets or query strings.
 
 pub mod auth;
 pub mod mint;
 pub mod net;
+pub mod pinsvc;
 pub mod policy;
 mod proxy;
 pub mod route;
@@ -210,6 +214,7 @@ impl Delegator {
                 quota: proxy::Quotas::default(),
                 limits: proxy::Limits::new(cfg_limits),
                 pin_sink: std::sync::OnceLock::new(),
+                pin_service: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -218,6 +223,12 @@ impl Delegator {
     /// orchestrator's pinset). Set once; a second call is ignored.
     pub fn set_pin_sink(&self, sink: Arc<dyn crate::pinsink::PinSink>) {
         let _ = self.shared.pin_sink.set(sink);
+    }
+
+    /// Serves the Pinning Service API (`<net>.pins.<domain>`) on `service` (the orchestrator's
+    /// pinset). Set once; a second call is ignored. Until set, the API answers 503.
+    pub fn set_pin_service(&self, service: Arc<dyn crate::pinsink::PinService>) {
+        let _ = self.shared.pin_service.set(service);
     }
 
     /// Serves connections from `listener` (TLS when `tls` is given) until `shutdown` resolves,

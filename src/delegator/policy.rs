@@ -36,6 +36,7 @@
 //! anything a network's `api_allow` opens beyond the defaults — needs `admin`). A writer's MFS
 //! writes (`files/*` but `ls`, `read`, `stat`) must stay under `/<user>` ([`Scope::OwnDir`]).
 //! No role lifts a default deny: roles only ever narrow what the allow-list lets through.
+//! [`PIN_ROLES`] is the same table for the Pinning Service API's endpoints.
 
 use crate::access::{is_command_path, Role};
 
@@ -86,6 +87,30 @@ pub const ROLES: &[(&str, Role, Scope)] = &[
     ("name/publish", Role::Admin, Scope::Anywhere),
     ("stats", Role::Admin, Scope::Anywhere),
 ];
+
+/// The least role each Pinning Service API endpoint needs (`<net>.pins.<domain>`). Replacing or
+/// removing a pin another user added needs [`OTHERS_PINS`] besides. The table of
+/// docs/pinning.md.
+pub const PIN_ROLES: &[(&str, &str, Role)] = &[
+    ("GET", "/pins", Role::Reader),
+    ("GET", "/pins/{requestid}", Role::Reader),
+    ("POST", "/pins", Role::Writer),
+    ("POST", "/pins/{requestid}", Role::Writer),
+    ("DELETE", "/pins/{requestid}", Role::Writer),
+];
+
+/// The role that may replace or remove pins other users added.
+pub const OTHERS_PINS: Role = Role::Admin;
+
+/// The least role of a Pinning Service API call (`item`: on `/pins/{requestid}`); `None`: no
+/// such endpoint.
+pub fn pin_role(method: &str, item: bool) -> Option<Role> {
+    let path = if item { "/pins/{requestid}" } else { "/pins" };
+    PIN_ROLES
+        .iter()
+        .find(|(m, p, _)| *m == method && *p == path)
+        .map(|&(_, _, role)| role)
+}
 
 /// The least role `command` needs and where, by [`ROLES`] (unnamed commands: admin).
 pub fn required_role(command: &str) -> (Role, Scope) {

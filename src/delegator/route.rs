@@ -1,6 +1,7 @@
 //! Host and path routing: `(Host, path)` → network, feature and the exact path to forward.
 //!
-//! Owns the parsing of `<network>.<feature>.<domain>` hosts and of the path form
+//! Owns the parsing of `<network>.<feature>.<domain>` hosts (features: `api`, `gateway`,
+//! `status`, `pins`) and of the path form
 //! `/network/<network>/<feature>/…`, and the normalisation that refuses path tricks (`..`,
 //! `//`, percent-encoded slashes, dots or backslashes). Pure functions, no I/O. It must not
 //! look at the registry, tokens or policy: it only says *where* a request claims to go.
@@ -17,6 +18,8 @@ pub enum Feature {
     Gateway,
     /// The delegator's own JSON status of the network.
     Status,
+    /// The IPFS Pinning Service API on the network's pinset (`/pins`, `/pins/{requestid}`).
+    Pins,
 }
 
 impl Feature {
@@ -25,6 +28,7 @@ impl Feature {
             Feature::Api => "api",
             Feature::Gateway => "gateway",
             Feature::Status => "status",
+            Feature::Pins => "pins",
         }
     }
 
@@ -33,6 +37,7 @@ impl Feature {
             "api" => Some(Feature::Api),
             "gateway" => Some(Feature::Gateway),
             "status" => Some(Feature::Status),
+            "pins" => Some(Feature::Pins),
             _ => None,
         }
     }
@@ -66,11 +71,11 @@ pub struct Route {
 pub enum RouteError {
     #[error("unknown host: this server answers only for its configured domain")]
     UnknownHost,
-    #[error("no such route: use <network>.<api|gateway|status>.<domain> or /network/<network>/<api|gateway|status>/…")]
+    #[error("no such route: use <network>.<api|gateway|status|pins>.<domain> or /network/<network>/<api|gateway|status|pins>/…")]
     NoRoute,
     #[error("`{0}` is not a valid network name")]
     BadNetwork(String),
-    #[error("unsupported feature `{0}`: use api, gateway or status")]
+    #[error("unsupported feature `{0}`: use api, gateway, status or pins")]
     BadFeature(String),
     #[error("malformed path: {0}")]
     BadPath(&'static str),
@@ -168,7 +173,8 @@ pub fn check_path(path: &str) -> Result<&str, RouteError> {
 /// - `<network>.<feature>.<domain>`: the path is forwarded as is (after [`check_path`]).
 /// - `<domain>` itself: the path form. `/network/<net>/api/v0/…` forwards `/api/v0/…` (the
 ///   `/network/<net>` prefix is stripped, so the API path reads as on the host form);
-///   `/network/<net>/gateway/ipfs/…` forwards `/ipfs/…`; `/network/<net>/status[/]`.
+///   `/network/<net>/gateway/ipfs/…` forwards `/ipfs/…`; `/network/<net>/status[/]`;
+///   `/network/<net>/pins[/…]` is `/pins[/…]` (the Pinning Service API, answered here).
 /// - Any other host → [`RouteError::UnknownHost`].
 pub fn route(host: &str, path: &str, domain: &str) -> Result<Route, RouteError> {
     let name = host_name(host).ok_or(RouteError::UnknownHost)?;
@@ -210,6 +216,8 @@ fn route_path(path: &str) -> Result<Route, RouteError> {
         Feature::Gateway => tail.to_owned(),
         Feature::Status if tail.is_empty() || tail == "/" => "/".to_owned(),
         Feature::Status => return Err(RouteError::NoRoute),
+        // `/network/n/pins/abc` → `/pins/abc`, as on the host form.
+        Feature::Pins => format!("/pins{tail}"),
     };
     check_path(&forwarded)?;
     Ok(Route {
@@ -264,6 +272,14 @@ mod tests {
         assert_eq!(ok(D, "/network/acme/status").path, "/");
         assert_eq!(ok(D, "/network/acme/status/").feature, Feature::Status);
         assert_eq!(ok(D, "/network/acme/api").path, "/api");
+        let r = ok(D, "/network/acme/pins");
+        assert_eq!((r.feature, r.path.as_str()), (Feature::Pins, "/pins"));
+        assert_eq!(ok(D, "/network/acme/pins/ab12").path, "/pins/ab12");
+        let r = ok("acme.pins.nexus.example.com", "/pins/ab12");
+        assert_eq!(
+            (r.network.as_str(), r.feature, r.path.as_str(), r.form),
+            ("acme", Feature::Pins, "/pins/ab12", Form::Host)
+        );
     }
 
     #[test]
@@ -380,7 +396,7 @@ mod tests {
         fn structured_inputs_never_cross_networks(
             a in "[a-z][a-z0-9]{0,6}",
             b in "[a-z][a-z0-9]{0,6}",
-            feature in prop::sample::select(vec!["api", "gateway", "status", "swarm", "API", ""]),
+            feature in prop::sample::select(vec!["api", "gateway", "status", "pins", "swarm", "API", ""]),
             tail in "(/[a-zA-Z0-9.%/]{0,8}){0,4}",
             port in prop::option::of(0u32..70000),
             upper in any::<bool>(),

@@ -104,3 +104,14 @@ impl NetworkView {
         }
     }
 }
+
+/// The multiaddr of a node's swarm port on `host` (an IP address or a DNS name): what the join
+/// kit bootstraps from and what the Pinning Service API gives as `delegates`.
+pub fn swarm_multiaddr(host: &str, port: u16, peer_id: &str) -> String {
+    let proto = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => "ip4",
+        Ok(std::net::IpAddr::V6(_)) => "ip6",
+        Err(_) => "dns",
+    };
+    format!("/{proto}/{host}/tcp/{port}/p2p/{peer_id}")
+}

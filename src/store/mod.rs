@@ -19,7 +19,8 @@ mod url;
 pub use cache::CachedStore;
 pub use lease::{Lease, LeaseHolder, LeaseOutcome};
 pub use pins::{
-    Allocation, AllocationStatus, NameMatch, PinCounts, PinFilter, PinPage, PinRecord, PinStatus,
+    check_meta, check_name, Allocation, AllocationStatus, NameMatch, PinCounts, PinFilter, PinPage,
+    PinRecord, PinStatus, MAX_META_BYTES, MAX_NAME_CHARS,
 };
 pub use sql::SqlStore;
 pub use url::{redact_url, Backend};

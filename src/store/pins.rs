@@ -2,13 +2,41 @@
 //!
 //! Owns [`PinRecord`], [`PinStatus`], [`Allocation`], [`AllocationStatus`], the listing filter
 //! [`PinFilter`] (with [`NameMatch`]) and its in-memory half ([`PinFilter::keeps`]: name and
-//! `meta` matching, which SQL cannot do the same way on both backends), and [`PinCounts`].
-//! Records only: it must not decide where a pin goes nor when (the orchestrator's pinset does).
+//! `meta` matching, which SQL cannot do the same way on both backends), [`PinCounts`], and the
+//! limits of a pin's free-form fields ([`check_name`], [`check_meta`]: one check for pins and
+//! for listing filters alike). Records only: it must not decide where a pin goes nor when (the orchestrator's pinset does).
 
 use std::collections::BTreeMap;
 
 use crate::cid::Cid;
 use crate::node::NetworkName;
+
+/// Longest pin name, in characters (the Pinning Service API's limit).
+pub const MAX_NAME_CHARS: usize = 255;
+/// Largest `meta`, as JSON.
+pub const MAX_META_BYTES: usize = 4096;
+
+/// A pin name (or a name to match) within [`MAX_NAME_CHARS`]; the error says by how much.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let n = name.chars().count();
+    if n > MAX_NAME_CHARS {
+        return Err(format!(
+            "name: {n} characters, at most {MAX_NAME_CHARS} allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// A pin's `meta` (or pairs to match) within [`MAX_META_BYTES`] as JSON.
+pub fn check_meta(meta: &BTreeMap<String, String>) -> Result<(), String> {
+    let len = serde_json::to_string(meta).map_or(usize::MAX, |t| t.len());
+    if len > MAX_META_BYTES {
+        return Err(format!(
+            "meta: {len} bytes as JSON, at most {MAX_META_BYTES} allowed"
+        ));
+    }
+    Ok(())
+}
 
 /// Where a pin stands, as the Pinning Service API names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -52,7 +52,7 @@ pub(crate) async fn handle(
                     tracing::warn!(error = %e, "upstream failure");
                 }
                 refusal = e.refusal_reason();
-                e.response(&request_id)
+                e.response(&request_id, trace.feature == Some(Feature::Pins))
             }
         };
         if trace.form == Some(Form::Path) {

@@ -42,7 +42,7 @@ pub(super) fn preflight(origin: &HeaderValue, req: &HeaderMap) -> Response<Proxy
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, POST, OPTIONS"),
+        HeaderValue::from_static("GET, HEAD, POST, DELETE, OPTIONS"),
     );
     let allow_headers = req
         .get(header::ACCESS_CONTROL_REQUEST_HEADERS)

@@ -10,7 +10,9 @@
 //! metrics and the access line), [`headers`] (request id, host, hop-by-hop, `X-Forwarded-*`),
 //! [`cors`], [`forward`] (the streaming forward with fail-over), [`response`] (the JSON error
 //! answers and the status feature), [`quota`] (the disk limit on writes). This file holds the
-//! pipeline itself: route, resolve, CORS, the feature's checks, the disk limit, forward.
+//! pipeline itself: route, resolve, CORS, the feature's checks, the disk limit, forward. The
+//! `pins` feature (the Pinning Service API) is answered here, never forwarded: after the token,
+//! membership and rate checks it goes to [`super::pinsvc`].
 
 mod access;
 mod cors;
@@ -34,13 +36,14 @@ use hyper::{Method, Request, Response};
 use hyper_util::client::legacy::Client;
 
 use super::auth::{AuthError, Verifier};
+use super::pinsvc::{self, Failure};
 use super::policy;
 use super::route::{self, Feature, RouteError};
 use super::DelegatorConfig;
 use crate::access::Role;
 use crate::node::endpoint::{Connector, Endpoint};
 use crate::orchestrator::registry::{NetworkEntry, Registry};
-use crate::pinsink::PinSink;
+use crate::pinsink::{PinService, PinSink};
 use crate::revocations::Revocations;
 pub(crate) use access::handle;
 use access::Trace;
@@ -73,6 +76,9 @@ pub(crate) struct Shared {
     /// Where the CIDs that writes pinned or unpinned are reported (the orchestrator's pinset),
     /// once the daemon sets it.
     pub pin_sink: std::sync::OnceLock<Arc<dyn PinSink>>,
+    /// The pinset the Pinning Service API works on (the orchestrator's), once the daemon sets
+    /// it; until then the API answers 503.
+    pub pin_service: std::sync::OnceLock<Arc<dyn PinService>>,
 }
 
 /// Where a request came from (the TCP peer and whether it arrived over TLS).
@@ -139,6 +145,11 @@ async fn proxy(
             let mut resp = status_response(&entry);
             add_cors(resp.headers_mut(), origin.as_ref());
             return Ok(resp);
+        }
+        Feature::Pins => {
+            let (user, role) = authenticate(shared, &entry, req.headers(), trace)?;
+            slots.extend(shared.limits.user(&user)?);
+            return pin_api(shared, &entry, &r.path, req, &user, role, origin.as_ref()).await;
         }
         Feature::Api => {
             let (user, role) = authenticate(shared, &entry, req.headers(), trace)?;
@@ -278,6 +289,50 @@ async fn proxy(
         _ => body,
     };
     Ok(Response::from_parts(rparts, limit::hold(body, slots)))
+}
+
+/// The Pinning Service API (`Feature::Pins`): the body read whole (at most
+/// [`pinsvc::MAX_BODY_BYTES`]; a `Pin` is small), the call handed to the pinset through the
+/// [`PinService`](crate::pinsink::PinService) handle, the answer as JSON with CORS.
+async fn pin_api(
+    shared: &Shared,
+    entry: &NetworkEntry,
+    path: &str,
+    req: Request<Incoming>,
+    user: &str,
+    role: Role,
+    origin: Option<&header::HeaderValue>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Some(svc) = shared.pin_service.get() else {
+        return Err(Failure::new(503, "the pinning service is not running on this daemon").into());
+    };
+    let (parts, body) = req.into_parts();
+    let max = pinsvc::MAX_BODY_BYTES;
+    if content_length(&parts.headers).is_some_and(|n| n > max as u64) {
+        return Err(Failure::new(413, format!("the body is over {max} bytes")).into());
+    }
+    let body = Limited::new(body, max)
+        .collect()
+        .await
+        .map_err(|e| {
+            Failure::bad_request(format!(
+                "the body could not be read ({e}); at most {max} bytes"
+            ))
+        })?
+        .to_bytes();
+    let answer = pinsvc::handle(
+        svc.as_ref(),
+        &entry.name,
+        parts.method.as_str(),
+        path,
+        parts.uri.query(),
+        &body,
+        pinsvc::Caller { user, role },
+    )
+    .await?;
+    let mut resp = response::answer(answer.status, answer.body.as_ref());
+    add_cors(resp.headers_mut(), origin);
+    Ok(resp)
 }
 
 /// The bearer token's user, who must be one of the network's users: a valid, unrevoked token

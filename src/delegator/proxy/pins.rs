@@ -52,30 +52,7 @@ pub(crate) fn args(query: Option<&str>) -> Vec<String> {
     };
     q.split('&')
         .filter_map(|kv| kv.strip_prefix("arg="))
-        .map(|v| {
-            let mut out = Vec::with_capacity(v.len());
-            let b = v.as_bytes();
-            let mut i = 0;
-            while i < b.len() {
-                match (b[i], b.get(i + 1..i + 3)) {
-                    (b'%', Some(h)) => match std::str::from_utf8(h)
-                        .ok()
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    {
-                        Some(x) => {
-                            out.push(x);
-                            i += 3;
-                            continue;
-                        }
-                        None => out.push(b'%'),
-                    },
-                    (b'+', _) => out.push(b' '),
-                    (c, _) => out.push(c),
-                }
-                i += 1;
-            }
-            String::from_utf8_lossy(&out).into_owned()
-        })
+        .map(crate::delegator::pinsvc::wire::percent_decode)
         .map(|a| a.trim_start_matches("/ipfs/").to_string())
         .take(MAX_CIDS)
         .collect()

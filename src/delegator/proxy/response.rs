@@ -1,5 +1,6 @@
 //! Answers that are not forwards: [`ProxyError`] (each refusal's status and message) rendered
-//! as JSON with the request id, and the status feature's JSON (what a tenant may know: no
+//! as JSON with the request id (or, on the Pinning Service API, in the spec's `Failure` shape),
+//! the Pinning Service API's answers, and the status feature's JSON (what a tenant may know: no
 //! users, ports or keys). Must not put a token or a secret in an answer.
 
 use bytes::Bytes;
@@ -49,6 +50,9 @@ pub(crate) enum ProxyError {
     Timeout,
     #[error(transparent)]
     Limited(#[from] super::LimitError),
+    /// A refusal of the Pinning Service API, already in its own terms.
+    #[error(transparent)]
+    PinApi(#[from] crate::delegator::pinsvc::Failure),
     #[error("/ipns/ names that need DNS are not resolved on this public gateway: use /ipns/<key> or /ipfs/<cid> (the operator can allow them: nexus network update <net> --ipns-dns true)")]
     IpnsDns,
 }
@@ -73,6 +77,7 @@ impl ProxyError {
             ProxyError::Timeout => 504,
             ProxyError::Limited(_) => 429,
             ProxyError::IpnsDns => 403,
+            ProxyError::PinApi(f) => f.status,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -91,22 +96,34 @@ impl ProxyError {
                 Some("role")
             }
             ProxyError::Policy(_) => Some("policy"),
+            ProxyError::PinApi(f) if f.status == 403 => Some("role"),
             _ => None,
         }
     }
 
-    pub(super) fn response(&self, request_id: &str) -> Response<ProxyBody> {
-        let mut body = serde_json::json!({
-            "error": self.to_string(),
-            "status": self.status().as_u16(),
-            "request_id": request_id,
-        });
-        // A 507 also gives its numbers: the limit and the use.
-        if let (ProxyError::Disk(e), Some(obj)) = (self, body.as_object_mut()) {
-            if let Some(serde_json::Value::Object(fields)) = e.fields() {
-                obj.extend(fields);
+    /// The answer: `{"error": …, "status": …, "request_id": …}`, or on the Pinning Service
+    /// API (`failure_shape`) the spec's `{"error": {"reason": …, "details": …}}`.
+    pub(super) fn response(&self, request_id: &str, failure_shape: bool) -> Response<ProxyBody> {
+        let body = if failure_shape {
+            match self {
+                ProxyError::PinApi(f) => f.body(),
+                e => crate::delegator::pinsvc::Failure::new(e.status().as_u16(), e.to_string())
+                    .body(),
             }
-        }
+        } else {
+            let mut body = serde_json::json!({
+                "error": self.to_string(),
+                "status": self.status().as_u16(),
+                "request_id": request_id,
+            });
+            // A 507 also gives its numbers: the limit and the use.
+            if let (ProxyError::Disk(e), Some(obj)) = (self, body.as_object_mut()) {
+                if let Some(serde_json::Value::Object(fields)) = e.fields() {
+                    obj.extend(fields);
+                }
+            }
+            body
+        };
         let mut resp = json_response(self.status(), &body);
         if let ProxyError::Unauthorized(_) = self {
             resp.headers_mut()
@@ -130,6 +147,19 @@ fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<ProxyBod
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// A Pinning Service API answer: `status` with its JSON body, or none (202 on delete).
+pub(super) fn answer(status: u16, body: Option<&serde_json::Value>) -> Response<ProxyBody> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match body {
+        Some(v) => json_response(status, v),
+        None => {
+            let mut resp = Response::new(full(Bytes::new()));
+            *resp.status_mut() = status;
+            resp
+        }
+    }
 }
 
 pub(super) fn full(b: Bytes) -> ProxyBody {
@@ -162,10 +192,21 @@ mod tests {
     #[test]
     fn errors_are_json_without_secrets() {
         let e = ProxyError::Unauthorized(AuthError::Expired);
-        let r = e.response("rid1");
+        let r = e.response("rid1", false);
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
         assert_eq!(ProxyError::Timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        // On the Pinning Service API every refusal has the spec's Failure shape.
+        let r = e.response("rid1", true);
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        // The rate limiter's 429 keeps its Retry-After there.
+        let r =
+            ProxyError::Limited(super::super::LimitError::Rate("user", 3)).response("rid2", true);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        let f = crate::delegator::pinsvc::Failure::new(429, "x");
+        assert_eq!(f.reason, "RATE_LIMITED");
         assert_eq!(
             ProxyError::Route(RouteError::BadPath("x")).status(),
             StatusCode::BAD_REQUEST

@@ -4,7 +4,8 @@
 //! `worker` (the level-triggered loop: observe each ready node's `pin/ls`, plan, write the
 //! store, run `pin/add`/`pin/rm` in the background with bounded concurrency per node and a
 //! timeout; a pass after every change and every `interval`), `ops` (what callers do: add,
-//! remove, get, list pins, with their checks). Owns [`PinsetConfig`] and the state the loop
+//! remove, get, list, replace pins, with their checks), `service` ([`PinApi`]: the
+//! delegator's [`crate::pinsink::PinService`] over `ops`). Owns [`PinsetConfig`] and the state the loop
 //! keeps between passes ([`PinState`]: calls in flight, per-node turns, under-replication seen).
 //! Node calls go through the runtime's connector ([`crate::node::rpc::KuboRpc`]) to the
 //! endpoints the registry lists. It must not create or remove nodes (the reconciler does) nor
@@ -12,9 +13,11 @@
 
 mod ops;
 pub mod plan;
+mod service;
 mod worker;
 
 pub use ops::{AddPin, PinQuery, PinView, MAX_META_BYTES, MAX_NAME_CHARS};
+pub use service::PinApi;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -1,9 +1,11 @@
 //! What callers do with a network's pinset: add, remove, get and list pins.
 //!
 //! Owns [`AddPin`] and its checks (a CID, a name of at most [`MAX_NAME_CHARS`] characters,
-//! `meta` of at most [`MAX_META_BYTES`] bytes as JSON, origins as multiaddrs), [`PinQuery`],
-//! [`PinView`] and the request ids (128 random bits, hex). Writes the store, then wakes the
-//! pinset loop; a bad request changes nothing. It must not call nodes (the loop does).
+//! `meta` of at most [`MAX_META_BYTES`] bytes as JSON — the store's limits —, origins as
+//! multiaddrs), [`PinQuery`],
+//! [`PinView`], the request ids (128 random bits, hex) and creation times (unique per daemon, so
+//! `before`/`after` paging never skips a pin). Writes the store, then wakes the pinset loop; a
+//! bad request changes nothing. It must not call nodes (the loop does).
 
 use std::collections::BTreeMap;
 
@@ -13,12 +15,11 @@ use super::super::request::parse_name;
 use crate::cid::Cid;
 use crate::node::NetworkName;
 use crate::pinsink::PinChange;
-use crate::store::{Allocation, PinCounts, PinFilter, PinRecord, PinStatus};
+use crate::store::{
+    check_meta, check_name, Allocation, PinCounts, PinFilter, PinRecord, PinStatus,
+};
 
-/// Longest pin name (the Pinning Service API's limit).
-pub const MAX_NAME_CHARS: usize = 255;
-/// Largest `meta`, as JSON.
-pub const MAX_META_BYTES: usize = 4096;
+pub use crate::store::{MAX_META_BYTES, MAX_NAME_CHARS};
 /// Most origins a pin may carry.
 const MAX_ORIGINS: usize = 20;
 
@@ -73,19 +74,9 @@ impl AddPin {
     fn check(&self) -> Result<Cid> {
         let cid = Cid::parse(self.cid.trim()).map_err(invalid)?;
         if let Some(name) = &self.name {
-            let n = name.chars().count();
-            if n > MAX_NAME_CHARS {
-                return Err(invalid(format!(
-                    "name: {n} characters, at most {MAX_NAME_CHARS} allowed"
-                )));
-            }
+            check_name(name).map_err(invalid)?;
         }
-        let meta_len = serde_json::to_string(&self.meta).map_or(usize::MAX, |t| t.len());
-        if meta_len > MAX_META_BYTES {
-            return Err(invalid(format!(
-                "meta: {meta_len} bytes as JSON, at most {MAX_META_BYTES} allowed"
-            )));
-        }
+        check_meta(&self.meta).map_err(invalid)?;
         if self.origins.len() > MAX_ORIGINS {
             return Err(invalid(format!(
                 "origins: {} given, at most {MAX_ORIGINS} allowed",
@@ -93,12 +84,48 @@ impl AddPin {
             )));
         }
         for o in &self.origins {
-            let base = o.rsplit_once("/p2p/").map_or(o.as_str(), |(b, _)| b);
-            crate::node::spec::validate_multiaddr(base)
-                .map_err(|e| invalid(format!("origins: {e}")))?;
+            check_origin(o).map_err(|e| invalid(format!("origins: {e}")))?;
         }
         Ok(cid)
     }
+}
+
+/// Longest origin multiaddr.
+const MAX_ORIGIN_BYTES: usize = 1024;
+
+/// An origin: a multiaddr in text form, of any transport a client may give (kubo's own
+/// `pin remote add` sends its node's addresses: TCP, QUIC, WebTransport, IPv6, relays, each
+/// ending in `/p2p/<id>`). Checked for form only (a `/`-path of non-empty segments of printable
+/// characters, starting with an address or `/p2p/`); nexus does not dial origins.
+fn check_origin(o: &str) -> std::result::Result<(), String> {
+    let bad = || {
+        format!(
+            "`{}` is not a multiaddr",
+            o.chars().take(120).collect::<String>()
+        )
+    };
+    if o.len() > MAX_ORIGIN_BYTES {
+        return Err(format!(
+            "a multiaddr of {} bytes, at most {MAX_ORIGIN_BYTES} allowed",
+            o.len()
+        ));
+    }
+    let Some(rest) = o.strip_prefix('/') else {
+        return Err(bad());
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let known = [
+        "ip4", "ip6", "dns", "dns4", "dns6", "dnsaddr", "p2p", "ipfs",
+    ];
+    if parts.len() < 2
+        || !known.contains(&parts[0])
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// A fresh request id: 128 random bits as 32 hex digits.
@@ -106,6 +133,24 @@ fn request_id() -> Result<String> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).map_err(|e| invalid(format!("no randomness for a request id: {e}")))?;
     Ok(hex::encode(b))
+}
+
+/// The creation time of a new pin: now in unix milliseconds, but always after the last one this
+/// process handed out, so no two pins share a `created` and paging by `before`/`after` (strictly
+/// before or after a page's last pin) never skips one. A burst of more than 1,000 pins a second
+/// runs ahead of the clock by the excess, and catches up when the burst ends.
+fn created_ms() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = now_ms();
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(prev.saturating_add(1));
+        match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
 }
 
 /// Whether `id` has the form of a request id (anything else cannot name a pin).
@@ -127,7 +172,7 @@ impl Orchestrator {
         let name = parse_name(network)?;
         let cid = req.check()?;
         self.record(&name).await?;
-        let now = now_ms();
+        let now = created_ms();
         let pin = PinRecord {
             network: name.clone(),
             request_id: request_id()?,
@@ -175,6 +220,25 @@ impl Orchestrator {
             .await;
         self.inner.pins.wake.notify_one();
         Ok(pin.into())
+    }
+
+    /// Replaces a pin: `req` becomes a new pin (a new request id), then the old one leaves the
+    /// set. An unknown `request_id` or a refused `req` changes nothing.
+    #[tracing::instrument(name = "replace_pin", skip_all, fields(network = %network))]
+    pub async fn replace_pin(
+        &self,
+        network: &str,
+        request_id: &str,
+        req: AddPin,
+    ) -> Result<PinView> {
+        let name = parse_name(network)?;
+        self.live_pin(&name, request_id).await?;
+        let new = self.add_pin(network, req).await?;
+        match self.remove_pin(network, request_id).await {
+            // Removed meanwhile by someone else: replaced all the same.
+            Ok(_) | Err(OrchestratorError::PinNotFound { .. }) => Ok(new),
+            Err(e) => Err(e),
+        }
     }
 
     /// One pin of a network, with its allocations.
@@ -269,5 +333,42 @@ impl Orchestrator {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_of_any_transport_pass_junk_does_not() {
+        for ok in [
+            "/ip4/203.0.113.7/tcp/4001/p2p/12D3KooWEXAMPLE",
+            "/ip4/203.0.113.7/udp/4001/quic-v1/p2p/12D3KooWEXAMPLE",
+            "/ip6/::1/udp/4001/quic-v1/webtransport/certhash/uEiA/p2p/12D3KooWEXAMPLE",
+            "/dns4/ipfs.example.com/tcp/443/wss/p2p/12D3KooWEXAMPLE",
+            "/p2p/12D3KooWEXAMPLE",
+        ] {
+            assert_eq!(check_origin(ok), Ok(()), "{ok}");
+        }
+        let long = format!("/ip4/1.2.3.4/tcp/1/{}", "x".repeat(1024));
+        for bad in [
+            "",
+            "ip4/1.2.3.4/tcp/1",
+            "/",
+            "/http/x",
+            "/ip4//tcp/1",
+            "/ip4/a b/tcp/1",
+            "not a multiaddr",
+            &long,
+        ] {
+            assert!(check_origin(bad).is_err(), "{bad}");
+        }
+        let pin = AddPin {
+            cid: "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy".into(),
+            origins: vec!["/ip4/1.2.3.4/tcp/1".into(); MAX_ORIGINS + 1],
+            ..AddPin::default()
+        };
+        assert!(pin.check().is_err(), "at most {MAX_ORIGINS} origins");
     }
 }
