@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! delegator_host --route <network>=<api-addr>,<gateway-addr> [--route …] [--domain D] [--public]
-//!                [--log-format text|json] [--revoked N] [--runtime multi|current|per-core[:N]]
+//!                [--log-format text|json|json-tracing] [--revoked N] [--runtime multi|current|per-core[:N]]
 //! ```
 //! `--runtime` picks the layout measured by `scripts/bench/run delegator` (issue 18): the
 //! daemon's multi-thread runtime (default), one current-thread runtime, or one current-thread
@@ -35,6 +35,9 @@ struct Args {
     routes: Vec<(NetworkName, Endpoint, Endpoint)>,
     public: bool,
     json_log: bool,
+    /// With JSON logs, the access line written by hand off the request path (the daemon's
+    /// way), else through `tracing`'s JSON formatter (`--log-format json-tracing`).
+    line_by_hand: bool,
     revoked: usize,
     runtime: Layout,
 }
@@ -64,6 +67,7 @@ fn parse_args() -> Result<Args> {
     let mut routes = Vec::new();
     let mut public = false;
     let mut json_log = false;
+    let mut line_by_hand = true;
     let mut revoked = 0;
     let mut runtime = Layout::Multi;
     let mut it = std::env::args().skip(1);
@@ -91,9 +95,11 @@ fn parse_args() -> Result<Args> {
                     .context("--revoked: not a count")?
             }
             "--log-format" => match it.next().as_deref() {
-                Some("json") => json_log = true,
+                Some("json") => (json_log, line_by_hand) = (true, true),
+                // The access line through `tracing`'s JSON formatter, as before issue 18.
+                Some("json-tracing") => (json_log, line_by_hand) = (true, false),
                 Some("text") => json_log = false,
-                _ => bail!("--log-format takes text or json"),
+                _ => bail!("--log-format takes text, json or json-tracing"),
             },
             "--runtime" => {
                 runtime = match it.next().as_deref() {
@@ -127,6 +133,7 @@ fn parse_args() -> Result<Args> {
         routes,
         public,
         json_log,
+        line_by_hand,
         revoked,
         runtime,
     })
@@ -142,7 +149,9 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr);
     if args.json_log {
-        nexus::telemetry::access_log::install_stderr();
+        if args.line_by_hand {
+            nexus::telemetry::access_log::install_stderr();
+        }
         builder.json().flatten_event(true).init();
     } else {
         builder.init();
