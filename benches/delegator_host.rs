@@ -8,8 +8,11 @@
 //!
 //! ```text
 //! delegator_host --route <network>=<api-addr>,<gateway-addr> [--route …] [--domain D] [--public]
-//!                [--log-format text|json] [--revoked N]
+//!                [--log-format text|json|json-tracing] [--revoked N] [--runtime multi|current|per-core[:N]]
 //! ```
+//! `--runtime` picks the layout measured by `scripts/bench/run delegator` (issue 18): the
+//! daemon's multi-thread runtime (default), one current-thread runtime, or one current-thread
+//! runtime per core, each with its own delegator and `SO_REUSEPORT` listener on the same port.
 //! Every network's gateway is private (the JWT check runs; `--public` turns it off, for
 //! profiling) and its only user is `bench`. `--revoked N` puts N other token ids on the
 //! revocation list, so every request pays the list's lookup (empty by default: one atomic load). `NEXUS_LOG` overrides the log filter (`info`). On
@@ -32,7 +35,23 @@ struct Args {
     routes: Vec<(NetworkName, Endpoint, Endpoint)>,
     public: bool,
     json_log: bool,
+    /// With JSON logs, the access line written by hand off the request path (the daemon's
+    /// way), else through `tracing`'s JSON formatter (`--log-format json-tracing`).
+    line_by_hand: bool,
     revoked: usize,
+    runtime: Layout,
+}
+
+/// How the host runs the delegator (`--runtime`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// The daemon's: one multi-thread tokio runtime (a worker per core), one listener.
+    Multi,
+    /// One current-thread runtime on one thread, one listener.
+    Current,
+    /// `n` threads, each a current-thread runtime with its own delegator (and upstream pool)
+    /// and its own `SO_REUSEPORT` listener on the same port: the kernel spreads connections.
+    PerCore(usize),
 }
 
 /// `IP:PORT`, or `unix:/path` (a node's socket).
@@ -48,7 +67,9 @@ fn parse_args() -> Result<Args> {
     let mut routes = Vec::new();
     let mut public = false;
     let mut json_log = false;
+    let mut line_by_hand = true;
     let mut revoked = 0;
+    let mut runtime = Layout::Multi;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -74,10 +95,29 @@ fn parse_args() -> Result<Args> {
                     .context("--revoked: not a count")?
             }
             "--log-format" => match it.next().as_deref() {
-                Some("json") => json_log = true,
+                Some("json") => (json_log, line_by_hand) = (true, true),
+                // The access line through `tracing`'s JSON formatter, as before issue 18.
+                Some("json-tracing") => (json_log, line_by_hand) = (true, false),
                 Some("text") => json_log = false,
-                _ => bail!("--log-format takes text or json"),
+                _ => bail!("--log-format takes text, json or json-tracing"),
             },
+            "--runtime" => {
+                runtime = match it.next().as_deref() {
+                    Some("multi") => Layout::Multi,
+                    Some("current") => Layout::Current,
+                    Some(v) if v.starts_with("per-core") => {
+                        let n = match v.strip_prefix("per-core:") {
+                            Some(n) => n.parse().context("--runtime per-core:<threads>")?,
+                            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                        };
+                        if n == 0 {
+                            bail!("--runtime per-core needs at least one thread");
+                        }
+                        Layout::PerCore(n)
+                    }
+                    _ => bail!("--runtime takes multi, current or per-core[:<threads>]"),
+                }
+            }
             // `cargo bench` passes `--bench` to harness-less targets.
             "--bench" => {}
             other => bail!("unknown argument `{other}`"),
@@ -93,12 +133,13 @@ fn parse_args() -> Result<Args> {
         routes,
         public,
         json_log,
+        line_by_hand,
         revoked,
+        runtime,
     })
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let args = parse_args()?;
     // The daemon's logging: `info`, text by default, JSON with --log-format json.
     let builder = tracing_subscriber::fmt()
@@ -108,6 +149,9 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr);
     if args.json_log {
+        if args.line_by_hand {
+            nexus::telemetry::access_log::install_stderr();
+        }
         builder.json().flatten_event(true).init();
     } else {
         builder.init();
@@ -142,28 +186,102 @@ async fn main() -> Result<()> {
     for i in 0..args.revoked {
         revocations.insert(&format!("bench-revoked-{i}"), forget_at);
     }
-    let delegator = Delegator::with_revocations(
-        registry,
-        revocations,
-        DelegatorConfig::new(args.domain, jwt),
-    )?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    println!(
-        "{}",
-        serde_json::json!({ "addr": addr.to_string(), "token": token })
-    );
+    let cfg = DelegatorConfig::new(args.domain, jwt);
     // Blocking stdin on a plain thread (tokio's stdin needs a feature the daemon does not).
-    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
     std::thread::spawn(move || {
         let mut buf = [0u8; 64];
         let mut stdin = std::io::stdin();
         while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
-        let _ = closed_tx.send(());
+        let _ = closed_tx.send(true);
     });
-    let stdin_closed = async move {
-        let _ = closed_rx.await;
+    let stdin_closed = move || {
+        let mut rx = closed_rx.clone();
+        async move {
+            let _ = rx.wait_for(|closed| *closed).await;
+        }
     };
-    delegator.serve(listener, None, stdin_closed).await?;
+    let announce = |addr: SocketAddr| {
+        println!(
+            "{}",
+            serde_json::json!({ "addr": addr.to_string(), "token": token })
+        );
+    };
+    match args.runtime {
+        Layout::Multi | Layout::Current => {
+            let rt = if args.runtime == Layout::Multi {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+            };
+            rt.block_on(async {
+                let delegator = Delegator::with_revocations(registry, revocations, cfg)?;
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                announce(listener.local_addr()?);
+                delegator.serve(listener, None, stdin_closed()).await?;
+                anyhow::Ok(())
+            })?;
+        }
+        Layout::PerCore(n) => {
+            // The first listener picks the port; the others join it.
+            let mut addr: SocketAddr = "127.0.0.1:0".parse()?;
+            let mut listeners = Vec::with_capacity(n);
+            let setup = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()?;
+            let entered = setup.enter();
+            for _ in 0..n {
+                let sock = reuseport_listener(addr)?;
+                addr = sock.local_addr()?;
+                listeners.push(sock);
+            }
+            drop(entered);
+            let mut threads = Vec::with_capacity(n);
+            for (i, std_listener) in listeners.into_iter().enumerate() {
+                let delegator = Delegator::with_revocations(
+                    registry.clone(),
+                    revocations.clone(),
+                    cfg.clone(),
+                )?;
+                let closed = stdin_closed();
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("delegator-{i}"))
+                        .spawn(move || -> Result<()> {
+                            let rt = tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()?;
+                            rt.block_on(async {
+                                let listener = tokio::net::TcpListener::from_std(std_listener)?;
+                                delegator.serve(listener, None, closed).await?;
+                                anyhow::Ok(())
+                            })
+                        })?,
+                );
+            }
+            announce(addr);
+            for t in threads {
+                t.join()
+                    .map_err(|_| anyhow::anyhow!("a delegator thread panicked"))??;
+            }
+        }
+    }
+    nexus::telemetry::access_log::flush();
     Ok(())
+}
+
+/// A non-blocking listening socket with `SO_REUSEPORT` (and `SO_REUSEADDR`) bound to `addr`.
+/// Called inside a runtime (tokio registers the socket; `into_std` takes it back).
+fn reuseport_listener(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.set_reuseaddr(true)?;
+    sock.set_reuseport(true)?;
+    sock.bind(addr)?;
+    let listener = sock.listen(1024)?;
+    // Back to a std listener: each thread registers it with its own runtime.
+    Ok(listener.into_std()?)
 }

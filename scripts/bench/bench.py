@@ -707,6 +707,116 @@ def bench_roles(a):
 
 
 # ---------------------------------------------------------------------------------------------
+# 2c. The delegator's own ceiling (issue 18 part 2): builds and runtime layouts of
+# benches/delegator_host against nginx, in front of a static upstream, without Docker
+
+
+def bench_proxy(a):
+    builds = roles_builds(a)
+    tmp = tempfile.mkdtemp(prefix="nexus-bench-proxy-")
+    os.chmod(tmp, 0o755)
+    up, proxy_port = free_port(), free_port()
+    cid = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    path = f"/ipfs/{cid}"
+    payload = os.urandom(1024)
+    www = os.path.join(tmp, "www")
+    os.makedirs(os.path.join(www, "ipfs"))
+    with open(os.path.join(www, "ipfs", cid), "wb") as f:
+        f.write(payload)
+    for dp, _, fs in os.walk(www):
+        os.chmod(dp, 0o755)
+        for fn in fs:
+            os.chmod(os.path.join(dp, fn), 0o644)
+    host_name = "up.gateway.bench.localhost"
+    routes = [("up", f"127.0.0.1:{up}", f"127.0.0.1:{up}")]
+    procs, hosts = [], []
+    ir, ir_runs = {}, {}
+    samples = {"nginx": []}
+    try:
+        # The same static upstream and nginx proxy as `delegator`'s static rows.
+        procs.append(start_nginx(tmp, "static", 1,
+                                 f"server {{ listen 127.0.0.1:{up}; root {www}; }}", "off"))
+        procs.append(start_nginx(tmp, "proxy", "auto", f"""
+  upstream static {{ server 127.0.0.1:{up}; keepalive 32; }}
+  server {{ listen 127.0.0.1:{proxy_port};
+    location / {{ proxy_pass http://static; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+""", os.path.join(tmp, "nginx-access.log")))
+        wait_http(f"http://127.0.0.1:{up}{path}")
+        # Instructions per request, as `roles` counts them (every thread of the process).
+        for label, exe, extra in builds:
+            runs = []
+            for run in range(a.roles_cg_runs):
+                out = os.path.join(tmp, f"cg-{len(ir)}-{run}.out")
+                h = Host(exe, routes, os.path.join(tmp, f"cg-{len(ir)}.log"), extra,
+                         prefix=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
+                try:
+                    drive(h.addr, "GET", host_name, path, h.token, 300)
+                    subprocess.run(["callgrind_control", "-z", str(h.proc.pid)], check=True,
+                                   capture_output=True)
+                    drive(h.addr, "GET", host_name, path, h.token, a.roles_requests)
+                    subprocess.run(["callgrind_control", "-d", str(h.proc.pid)], check=True,
+                                   capture_output=True)
+                finally:
+                    h.stop()
+                dumps = sorted(f for f in os.listdir(tmp) if f.startswith(os.path.basename(out) + "."))
+                per = callgrind_totals(os.path.join(tmp, dumps[0])) / a.roles_requests
+                runs.append(per)
+                log(f"proxy {label:26}: {per:,.0f} instructions per request")
+            ir[label], ir_runs[label] = median(runs), runs
+        # Requests per second and latency: nginx and every build running at once, loaded in
+        # turn with wrk, the order turned every round; the first round is a warm-up.
+        targets = [("nginx", f"http://127.0.0.1:{proxy_port}{path}", [])]
+        for label, exe, extra in builds:
+            h = Host(exe, routes, os.path.join(tmp, f"rps-{len(hosts)}.log"), extra)
+            hosts.append(h)
+            targets.append((label, f"http://{h.addr}{path}", [f"Host: {host_name}",
+                                                              f"Authorization: Bearer {h.token}"]))
+            samples[label] = []
+        for label, url, hdrs in targets:
+            if wait_http(url, dict(x.split(": ", 1) for x in hdrs)) != payload:
+                raise RuntimeError(f"{label} did not return the file")
+        for rnd in range(a.rounds + 1):
+            k = rnd % len(targets)
+            for label, url, hdrs in targets[k:] + targets[:k]:
+                r = run_wrk(a, url, hdrs)
+                tag = "warm-up" if rnd == 0 else f"round {rnd}"
+                log(f"proxy {label:26} {tag}: {r['rps']:.0f} rps p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms")
+                if rnd > 0:
+                    samples[label].append(r)
+    finally:
+        for h in hosts:
+            h.stop()
+        for p in procs:
+            p.terminate()
+            p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    ng = samples["nginx"]
+    ng_rps, ng_p99 = median([x["rps"] for x in ng]), median([x["p99_ms"] for x in ng])
+    rows = []
+    for label in samples:
+        xs = samples[label]
+        rps, p50, p99 = ([x[k] for x in xs] for k in ("rps", "p50_ms", "p99_ms"))
+        rel, dp99 = median(rps) / ng_rps, median(p99) - ng_p99
+        if label == "nginx":
+            cells, verdict = ["–", "–"], "–"
+        else:
+            i = ir[label]
+            cells = [f"{i:,.0f}", spread(ir_runs[label], "{:,.0f}")]
+            verdict = "; ".join([
+                "rps ≥ 1.0×: " + ("**met**" if rel >= 1.0 else f"**missed** ({rel:.3f}×)"),
+                "p99 ≤ +0.5 ms: " + ("**met**" if dp99 <= 0.5 else f"**missed** (+{dp99:.2f} ms)"),
+                "≤ 60 k instr.: " + ("**met**" if i <= 60_000 else f"**missed** ({i / 1000:.0f} k)")])
+        rows.append([label, *cells, f"{median(rps):,.0f}", spread(rps, "{:,.0f}"), f"{rel:.2f}×",
+                     f"{median(p50):.3f}", f"{median(p99):.3f}", spread(p99, "{:.3f}"), verdict])
+    table = md_table(["Path", "instructions / request", "range", "rps median", "rps range", "rps / nginx",
+                      "p50 ms", "p99 ms", "p99 range", "Target"], rows)
+    return {"instructions_per_request": ir, "instruction_runs": ir_runs, "samples": samples,
+            "builds": [[b[0], b[2]] for b in builds], "requests": a.roles_requests, "rounds": a.rounds,
+            "wrk": {"threads": a.wrk_threads, "conns": a.wrk_conns, "secs": a.wrk_secs}}, table
+
+
+# ---------------------------------------------------------------------------------------------
 # 3. Control plane (mock runtime; benches/control_plane.rs does the work)
 
 
@@ -941,11 +1051,11 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("names", nargs="*", default=["start", "delegator", "control", "density"])
     p.add_argument("--nexus", required=True)
-    p.add_argument("--image", required=True)
+    p.add_argument("--image", default="", help="the test node image (not needed by roles, proxy)")
     p.add_argument("--delegator-host")
     p.add_argument("--control-plane")
     p.add_argument("--roles-build", action="append",
-                   help="LABEL=EXE [ARGS]: a delegator_host build for `roles` (base first)")
+                   help="LABEL=EXE [ARGS]: a delegator_host build for `roles` or `proxy` (base first)")
     p.add_argument("--roles-requests", type=int, default=3000)
     p.add_argument("--roles-cg-runs", type=int, default=3)
     p.add_argument("--postgres-url", default=os.environ.get("NEXUS_TEST_POSTGRES_URL"))
@@ -964,11 +1074,12 @@ def main():
     p.add_argument("--density-reserve-mib", type=int, default=2048)
     p.add_argument("--density-budget", type=int, default=1800)
     a = p.parse_args()
-    os.environ["NEXUS_BENCH_IMAGE"] = a.image
+    if a.image:
+        os.environ["NEXUS_BENCH_IMAGE"] = a.image
     out_dir = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "bench-results")
     os.makedirs(out_dir, exist_ok=True)
     funcs = {"start": bench_start, "delegator": bench_delegator, "control": bench_control,
-             "density": bench_density, "roles": bench_roles}
+             "density": bench_density, "roles": bench_roles, "proxy": bench_proxy}
     for name in a.names:
         if name not in funcs:
             sys.exit(f"unknown benchmark `{name}`; choose from {', '.join(funcs)}")
@@ -979,7 +1090,8 @@ def main():
         table += f"\n\n*Measured {when} by `scripts/bench/run {name}`; raw samples in `target/bench-results/{name}.json`.*"
         with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
             json.dump(raw, f, indent=1)
-        rewrite_doc({name: table, "machine": machine()})
+        # The machine table names the node image: rewritten only by a run that used one.
+        rewrite_doc({name: table, **({"machine": machine()} if a.image else {})})
         log(f"`{name}` done; docs/benchmarks.md updated")
 
 

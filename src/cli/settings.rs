@@ -59,7 +59,12 @@ fn init_daemon_logging(log: &LogSettings) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match log.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => {
+            // The delegator's access lines: the same JSON, formatted by hand and written off
+            // the request path (nexus::telemetry::access_log).
+            nexus::telemetry::access_log::install_stderr();
+            builder.json().flatten_event(true).try_init()
+        }
         LogFormat::Text => builder.try_init(),
     };
 }
@@ -97,7 +102,9 @@ pub async fn daemon(global: &Global, flags: &DaemonFlags) -> Result<()> {
         ),
     }
     // The daemon creates the data directory 0700 (and refuses one others may use).
-    daemon::run(settings, daemon::shutdown_signal()).await?;
+    let run = daemon::run(settings, daemon::shutdown_signal()).await;
+    nexus::telemetry::access_log::flush();
+    run?;
     Ok(())
 }
 

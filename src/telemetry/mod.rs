@@ -7,13 +7,15 @@
 //! `/nodes/<network>/<index>/metrics`, see [`server`]); readiness (store, Docker
 //! and reconciler checks, timeboxed and cached, see [`health`]) and the gRPC health status it
 //! drives; the periodic pass that refreshes gauges ([`refresh`]); and the gRPC metrics layer
-//! ([`grpc`]). Counters and histograms are recorded where things happen (orchestrator,
+//! ([`grpc`]); the delegator's access-log writer ([`access_log`]: lines formatted by hand,
+//! written by a thread of its own, dropped and counted rather than waited for). Counters and histograms are recorded where things happen (orchestrator,
 //! runtime, delegator) with the names from here.
 //!
 //! It must not change state: it reads the orchestrator, store and runtime and never starts,
 //! stops or repairs anything. Labels stay bounded: networks, node indexes, port kinds and
 //! ranges, feature, status code and known gRPC methods; never paths, users, tokens or keys.
 
+pub mod access_log;
 pub mod grpc;
 pub mod health;
 pub mod refresh;
@@ -142,6 +144,10 @@ pub mod names {
         /// requests the delegator refused, by why.
         DELEGATOR_REFUSALS = "nexus_delegator_refusals_total", Counter, None,
             "Requests the delegator refused, by reason.";
+        /// Counter: access-log lines dropped because the writer's buffer was full (stderr
+        /// blocked or slower than the requests); the requests themselves were answered.
+        DELEGATOR_ACCESS_LOG_DROPPED = "nexus_delegator_access_log_dropped_total", Counter, None,
+            "Delegator access-log lines dropped because the log writer's buffer was full.";
         /// Gauges, `network`, `node`: the runtime's stats of each node with a container.
         NODE_CPU = "nexus_node_cpu_usage_cores", Gauge, None, "CPU used by a node, in cores.";
         NODE_MEMORY = "nexus_node_memory_usage_bytes", Gauge, Some(Unit::Bytes),
