@@ -229,7 +229,12 @@ async fn serve(
         let _ = stop_tx.send(true);
     });
 
-    let docker = DockerRuntime::connect(settings.docker.clone()).await?;
+    // On a swarm, the manager's engine: images are checked and probed there.
+    let mut docker_cfg = settings.docker.clone();
+    if let Some(swarm) = &settings.swarm {
+        docker_cfg.endpoint = swarm.endpoint.clone();
+    }
+    let docker = DockerRuntime::connect(docker_cfg).await?;
     if settings.swarm.is_none() {
         match docker.disk_guarantee().await {
             Ok(g) => tracing::info!(disk = %g, "node disk limits"),
