@@ -289,6 +289,38 @@ mod tests {
     }
 
     #[test]
+    fn a_node_on_a_lost_host_waits_its_grace_then_is_relocated() {
+        let net = record(3);
+        let want = specs(&net, &rows(&net, 3));
+        let mut obs: Vec<_> = want.iter().map(running).collect();
+        obs[1].host = Some(crate::node::NodeHost {
+            id: "h2".into(),
+            name: "host-2".into(),
+            address: "10.0.0.2".into(),
+            up: false,
+        });
+        obs[1].state = NodeState::Unknown;
+        // Within the grace: nothing can be done on that host, and nothing is tried.
+        assert!(plan(DesiredState::Running, &want, &obs, &[]).is_empty());
+        assert_eq!(
+            observed_status(DesiredState::Running, &want, &obs),
+            NetworkStatus::Degraded
+        );
+        // Past it: moved, the others untouched.
+        assert_eq!(
+            plan(DesiredState::Running, &want, &obs, &[1]),
+            vec![Action::Relocate { index: 1 }]
+        );
+        // A stopped network's node on a lost host is only stopped.
+        assert_eq!(
+            plan(DesiredState::Stopped, &want, &obs, &[1]),
+            (0..3)
+                .map(|index| Action::Stop { index })
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn converged_network_needs_nothing_and_is_running() {
         let net = record(2);
         let want = specs(&net, &rows(&net, 2));

@@ -26,7 +26,7 @@ pub const GATE_LABEL: &str = "io.nexus.gate";
 pub const PLACEMENT_LABEL: &str = "io.nexus.placement";
 
 /// 16 hex digits naming a node's objects of this instance (secret and config names are at
-/// most 64 characters; network names alone may be 63).
+/// most 64 characters; an instance name alone may be 63).
 pub fn node_key(instance: &str, node: &NodeRef) -> String {
     short_hash(format!("{instance}/{}/{}", node.network, node.index), 16)
 }
@@ -329,7 +329,7 @@ mod tests {
 
     #[test]
     fn names_fit_the_swarms_limits_and_differ_per_instance_and_node() {
-        let net = NetworkName::new(&"a".repeat(63)).expect("name");
+        let net = NetworkName::new(&"a".repeat(crate::node::spec::MAX_NETWORK_NAME)).expect("name");
         let n0 = NodeRef::new(net.clone(), 0).expect("node");
         let n1 = NodeRef::new(net, 1).expect("node");
         let k = node_key("n-0123456789ab", &n0);
