@@ -56,3 +56,5 @@ pub use view::{NetworkView, NodeDiagnosis, NodeView};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_drain;

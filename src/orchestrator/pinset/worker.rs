@@ -6,19 +6,20 @@
 //! starts the node calls (`pin/add`, `pin/rm`) in the background: at most
 //! [`super::PinsetConfig::per_node`] per node, each bounded by its timeout, each writing its
 //! outcome to the store and waking the loop. A node that does not answer is left out of the
-//! pass (its allocations wait). It must not decide placement itself (the plan does).
+//! pass (its allocations wait). Nodes a scale-down is draining are observed too, and the count
+//! of pins still to copy off them goes to the drain. It must not decide placement itself (the plan does).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::plan::{plan, NodeView, Step};
+use super::plan::{plan, NodeView, Nodes, Step};
 use crate::cid::Cid;
 use crate::node::endpoint::Endpoint;
 use crate::node::NetworkName;
 use crate::orchestrator::error::Result;
 use crate::orchestrator::events::EventKind;
 use crate::orchestrator::handle::{now_ms, Orchestrator};
-use crate::store::{Allocation, AllocationStatus, NetworkStatus, PinStatus};
+use crate::store::{Allocation, AllocationStatus, NetworkStatus, PinRecord, PinStatus};
 use crate::sync::lock;
 
 impl Orchestrator {
@@ -69,6 +70,7 @@ impl Orchestrator {
         let pins = self.inner.store.pinset(name).await?;
         if pins.is_empty() {
             lock(&self.inner.pins.under_replicated).insert(name.clone(), 0);
+            self.note_drain(name, 0);
             return Ok(());
         }
         let entry = self.inner.registry.get(name);
@@ -101,17 +103,32 @@ impl Orchestrator {
                 }
             }
         }
-        let wanted = rec.replication.wanted(rec.replicas);
+        let leaving = self.leaving_views(name, &pins).await;
+        let net = Nodes {
+            wanted: rec.replication.wanted(rec.replicas),
+            replicas: rec.replicas,
+            ready: &views,
+            leaving: &leaving,
+        };
         let out = plan(
             &pins,
-            wanted,
-            rec.replicas,
-            &views,
+            &net,
             &in_flight,
             &self.inner.cfg.pins.timers(),
             now_ms(),
         );
         lock(&self.inner.pins.under_replicated).insert(name.clone(), out.under_replicated);
+        // A ready node that did not answer may lack what the plan thinks it can place: a drain
+        // waits for a complete look.
+        let complete = views.len() == ready.len();
+        self.note_drain(
+            name,
+            if complete {
+                out.drain_pending
+            } else {
+                out.drain_pending.max(1)
+            },
+        );
         let store = &self.inner.store;
         for step in out.steps {
             match step {
@@ -172,6 +189,34 @@ impl Orchestrator {
             }
         }
         Ok(())
+    }
+
+    /// The nodes a scale-down is about to remove, observed like the ready ones. A node that
+    /// does not answer `pin/ls` is taken to hold what its allocations say it pinned.
+    async fn leaving_views(&self, name: &NetworkName, pins: &[PinRecord]) -> Vec<NodeView> {
+        let leaving = self.draining(name);
+        let observed = futures_util::future::join_all(leaving.iter().map(|(index, api)| {
+            let rpc = self.inner.pins.quick.clone();
+            async move { (*index, rpc.pins(api).await) }
+        }))
+        .await;
+        observed
+            .into_iter()
+            .map(|(index, holds)| NodeView {
+                index,
+                holds: holds.unwrap_or_else(|_| {
+                    pins.iter()
+                        .filter(|p| {
+                            p.allocations
+                                .iter()
+                                .any(|a| a.node == index && a.status == AllocationStatus::Pinned)
+                        })
+                        .map(|p| p.cid.to_string())
+                        .collect()
+                }),
+                free_bytes: 0,
+            })
+            .collect()
     }
 
     fn emit_pin(
