@@ -2628,6 +2628,18 @@ fn pinset_keeps_two_copies_through_disk_loss_and_scaling() {
         tail(&d.logs(), 40)
     );
     assert_eq!(pin_status(&d, &net, &id), "pinned");
+    // The time it took is in the re-replication histogram.
+    let want = format!("nexus_pin_rereplication_duration_seconds_count{{network=\"{net}\"}} ");
+    assert!(
+        poll_until(Duration::from_secs(30), || metrics_text(metrics_port)
+            .contains(&want)),
+        "no `{want}` in:\n{}",
+        metrics_text(metrics_port)
+    );
+    assert!(
+        d.logs().contains("pin(s) re-replicated"),
+        "no re-replication event"
+    );
     // Once the lost node is back, the copies settle on the lowest indices (the nodes a
     // scale-down keeps), never fewer than two meanwhile.
     assert!(

@@ -7,7 +7,7 @@
 //! remove, get, list pins, with their checks), `drain` (a scale-down's removals wait until
 //! what the leaving nodes hold is on the remaining nodes, or a timeout). Owns [`PinsetConfig`]
 //! and the state the loop keeps between passes ([`PinState`]: calls in flight, per-node turns,
-//! under-replication seen, drains under way).
+//! under-replication seen, since when a pin is short of a copy, drains under way).
 //! Node calls go through the runtime's connector ([`crate::node::rpc::KuboRpc`]) to the
 //! endpoints the registry lists. It must not create or remove nodes (the reconciler does) nor
 //! serve traffic.
@@ -82,6 +82,8 @@ pub(crate) struct PinState {
     turns: Mutex<HashMap<NodeKey, Arc<tokio::sync::Semaphore>>>,
     /// Pins held on fewer nodes than wanted, per network, as the last pass saw.
     under_replicated: Mutex<HashMap<NetworkName, u64>>,
+    /// When each `pinned` pin (network, request id) was last seen short of a copy.
+    short_since: Mutex<HashMap<(NetworkName, String), std::time::Instant>>,
     /// Scale-downs waiting for their leaving nodes' pins to be copied, per network.
     drains: Mutex<HashMap<NetworkName, drain::Drain>>,
     /// Wakes the loop for a pass now (a pin added or removed, a node call finished).
@@ -98,6 +100,7 @@ impl PinState {
             turns: Mutex::default(),
             under_replicated: Mutex::default(),
             drains: Mutex::default(),
+            short_since: Mutex::default(),
             wake: tokio::sync::Notify::new(),
             slow: KuboRpc::new(cfg.pin_timeout),
             quick: KuboRpc::new(Duration::from_secs(15)),

@@ -100,6 +100,11 @@ pub struct Plan {
     /// Pins a leaving node holds that the remaining ready nodes do not yet hold as often as
     /// they can (`min(wanted, ready nodes)`): what a scale-down still waits for.
     pub drain_pending: u64,
+    /// `pinned` pins held on fewer nodes than the ready nodes can hold (`min(wanted, ready)`):
+    /// a copy was lost and is being made again.
+    pub short: Vec<String>,
+    /// Pins held on as many nodes as the ready nodes can hold (not decided without ready nodes).
+    pub whole: Vec<String>,
 }
 
 /// The network as a pass sees it.
@@ -351,6 +356,13 @@ pub fn plan(
         }
         if held_leaving > 0 && held_now < copies {
             out.drain_pending += 1;
+        }
+        if !nodes.is_empty() {
+            if held_all >= copies {
+                out.whole.push(id.clone());
+            } else if p.status == PinStatus::Pinned {
+                out.short.push(id.clone());
+            }
         }
         if nodes.is_empty() {
             // No ready node to ask: the status stays what it was.

@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::plan::{plan, NodeView, Nodes, Step};
 use crate::cid::Cid;
@@ -21,6 +22,7 @@ use crate::orchestrator::events::EventKind;
 use crate::orchestrator::handle::{now_ms, Orchestrator};
 use crate::store::{Allocation, AllocationStatus, NetworkStatus, PinRecord, PinStatus};
 use crate::sync::lock;
+use crate::telemetry::names;
 
 impl Orchestrator {
     /// Runs the pinset loop until the process ends (spawn it once, next to [`Orchestrator::run`]).
@@ -129,6 +131,7 @@ impl Orchestrator {
                 out.drain_pending.max(1)
             },
         );
+        self.time_rereplication(name, rec.status, &pins, &out.short, &out.whole);
         let store = &self.inner.store;
         for step in out.steps {
             match step {
@@ -217,6 +220,67 @@ impl Orchestrator {
                 free_bytes: 0,
             })
             .collect()
+    }
+
+    /// Starts the clock of pins that lost a copy, and records (`PIN_REREPLICATION`) how long
+    /// the ones whole again took; one event per pass for each.
+    fn time_rereplication(
+        &self,
+        name: &NetworkName,
+        status: NetworkStatus,
+        pins: &[PinRecord],
+        short: &[String],
+        whole: &[String],
+    ) {
+        let now = std::time::Instant::now();
+        let (mut lost, mut back, mut slowest) = (0u64, 0u64, Duration::ZERO);
+        {
+            let mut since = lock(&self.inner.pins.short_since);
+            for id in short {
+                since.entry((name.clone(), id.clone())).or_insert_with(|| {
+                    lost += 1;
+                    now
+                });
+            }
+            for id in whole {
+                if let Some(t) = since.remove(&(name.clone(), id.clone())) {
+                    let took = now.saturating_duration_since(t);
+                    metrics::histogram!(names::PIN_REREPLICATION, "network" => name.to_string())
+                        .record(took.as_secs_f64());
+                    back += 1;
+                    slowest = slowest.max(took);
+                }
+            }
+            // Pins removed meanwhile are not waited for.
+            let live: HashSet<&str> = pins
+                .iter()
+                .filter(|p| p.removed_at.is_none())
+                .map(|p| p.request_id.as_str())
+                .collect();
+            since.retain(|(n, id), _| n != name || live.contains(id.as_str()));
+        }
+        if lost > 0 {
+            self.emit(
+                name,
+                EventKind::Pin,
+                status,
+                None,
+                format!("{lost} pinned pin(s) lost a copy; making it again"),
+            );
+        }
+        if back > 0 {
+            let ms = u64::try_from(slowest.as_millis()).unwrap_or(u64::MAX);
+            self.emit(
+                name,
+                EventKind::Pin,
+                status,
+                None,
+                format!(
+                    "{back} pin(s) re-replicated (slowest after {})",
+                    humantime::format_duration(Duration::from_millis(ms))
+                ),
+            );
+        }
     }
 
     fn emit_pin(

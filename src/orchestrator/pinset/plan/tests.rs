@@ -135,6 +135,8 @@ fn held_copies_make_it_pinned_and_nothing_moves() {
     let out = run(&[p], 2, &nodes);
     assert!(out.steps.is_empty(), "{:?}", out.steps);
     assert_eq!(out.under_replicated, 0);
+    assert_eq!(out.whole, vec!["p1".to_string()]);
+    assert!(out.short.is_empty());
 }
 
 #[test]
@@ -153,9 +155,11 @@ fn a_node_that_lost_its_copy_pins_again_and_a_removed_node_is_replaced() {
         node: 5
     }));
     assert_eq!(pinned_to(&out), vec![1]);
-    // Still held once: stays pinned while it re-replicates.
+    // Still held once: stays pinned while it re-replicates, and counts as short of a copy.
     assert_eq!(status(&out), None);
     assert_eq!(out.under_replicated, 1);
+    assert_eq!(out.short, vec!["p1".to_string()]);
+    assert!(out.whole.is_empty());
 }
 
 #[test]
@@ -298,6 +302,8 @@ fn fewer_ready_nodes_than_wanted_is_under_replicated_not_failed() {
     );
     assert!(out.steps.is_empty(), "{:?}", out.steps);
     assert_eq!(out.under_replicated, 1);
+    // One copy is all one node can hold: not short (re-replication waits for more nodes).
+    assert_eq!(out.whole, vec!["p1".to_string()]);
 }
 
 fn drain(pins: &[PinRecord], wanted: u16, ready: &[NodeView], leaving: &[NodeView]) -> Plan {
