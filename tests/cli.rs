@@ -2846,6 +2846,22 @@ fn a_scale_down_copies_the_pins_of_the_nodes_it_removes_first() {
     );
     let g = d.json(&["network", "get", &net]);
     assert_eq!(g["under_replicated"], false, "{g}");
+    // `network stats` has the pinset in figures too (table and JSON).
+    let st = d.json(&["network", "stats", &net]);
+    assert_eq!(st["pins"]["pinned"], 3, "{st}");
+    assert_eq!(st["pins"]["failed"], 0, "{st}");
+    assert_eq!(st["under_replicated_pins"], 0, "{st}");
+    assert_eq!(st["under_replicated"], false, "{st}");
+    assert_eq!(st["replication"], "2", "{st}");
+    assert_eq!(st["nodes"].as_array().map(Vec::len), Some(2), "{st}");
+    let out = d.cli(&["network", "stats", &net]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "pins: 3 pinned, 0 pinning, 0 queued, 0 failed; 0 under-replicated (replication 2)"
+        ),
+        "{text}"
+    );
 }
 
 /// A GET through the daemon's delegator on `host` (no token): status and body.

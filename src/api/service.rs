@@ -164,12 +164,7 @@ pub fn network_message(v: NetworkView) -> pb::Network {
         subnet: v.subnet.map(|s| s.to_string()).unwrap_or_default(),
         image: v.image,
         replication: v.replication.to_string(),
-        pins: v.pins.map(|c| pb::PinCounts {
-            queued: c.queued,
-            pinning: c.pinning,
-            pinned: c.pinned,
-            failed: c.failed,
-        }),
+        pins: v.pins.map(pin_counts_message),
         under_replicated_pins: v.under_replicated_pins,
         under_replicated: v.under_replicated,
         nodes: v
@@ -210,6 +205,15 @@ fn diagnosis_message(d: NodeDiagnosis) -> pb::NodeDiagnosis {
 }
 
 /// A pin as a message.
+pub fn pin_counts_message(c: crate::store::PinCounts) -> pb::PinCounts {
+    pb::PinCounts {
+        queued: c.queued,
+        pinning: c.pinning,
+        pinned: c.pinned,
+        failed: c.failed,
+    }
+}
+
 pub fn pin_message(network: &str, p: PinView) -> pb::Pin {
     pb::Pin {
         request_id: p.request_id,
@@ -567,12 +571,14 @@ impl pb::nexus_server::Nexus for NexusService {
         req: Request<pb::NetworkStatsRequest>,
     ) -> Result<Response<pb::NetworkStatsResponse>, Status> {
         let r = req.into_inner();
-        let stats = self
-            .orch
-            .stats(required_name(&r.name)?)
-            .await
-            .map_err(to_status)?;
+        let name = required_name(&r.name)?;
+        let stats = self.orch.stats(name).await.map_err(to_status)?;
+        let pins = self.orch.pins_of(name).await.map_err(to_status)?;
         Ok(Response::new(pb::NetworkStatsResponse {
+            pins: Some(pin_counts_message(pins.counts)),
+            under_replicated_pins: pins.under_replicated_pins,
+            under_replicated: pins.under_replicated,
+            replication: pins.replication.to_string(),
             name: r.name,
             nodes: stats
                 .into_iter()

@@ -427,6 +427,16 @@ fn print_stats(s: &pb::NetworkStatsResponse) {
         ]);
     }
     render::table(&t);
+    if let Some(p) = s.pins {
+        println!();
+        println!(
+            "pins: {} pinned, {} pinning, {} queued, {} failed; {} under-replicated (replication {})",
+            p.pinned, p.pinning, p.queued, p.failed, s.under_replicated_pins, s.replication
+        );
+        if s.under_replicated {
+            println!("under-replicated: fewer ready nodes than copies wanted");
+        }
+    }
 }
 
 fn print_diagnostics(d: &pb::NetworkDiagnosticsResponse) {
