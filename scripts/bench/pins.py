@@ -35,7 +35,7 @@ def add_unpinned(sock, n, tag):
                 f"filename=\"f{i}\"\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
                 + data + b"\r\n")
         body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-        out = http_post(sock, "/api/v0/add?pin=false&quieter=true", body,
+        out = http_post(sock, "/api/v0/add?pin=false", body,
                         {"Content-Type": f"multipart/form-data; boundary={boundary}"}, timeout=60)
         for line in out.decode().splitlines():
             if line.strip():
