@@ -5,7 +5,8 @@ network with replication 2: accepted per second, and the time until all are `pin
 nodes, each node's own `pin/ls`). Then one node and its volume are lost (`docker rm -f`, volume
 removed): the time until every pin is held on two nodes again, with no call to nexus. The
 anchor, in the same run on the same network: what a user does without nexus, a script that
-`pin/add`s every CID on a second node (1,000 other small blocks, one call after the other).
+`pin/add`s every CID on a second node (1,000 other small blocks added to a surviving node, one
+call after the other).
 The content is added unpinned on node 0 first (`add?pin=false`, 100 files per call), so every
 copy elsewhere is fetched from a peer, as a replica would be. Imported by bench.py.
 """
@@ -85,7 +86,6 @@ def bench_pins(a):
         d.cli("network", "create", net, "--replicas", "3", "--replication", "2", "--start")
         sock0 = node_socket(d.data_dir, f"nexus-{net}-0")
         cids = add_unpinned(sock0, n, "nexus")
-        other = add_unpinned(sock0, n, "anchor")
         with tempfile.NamedTemporaryFile("w", delete=False, suffix=".cids") as f:
             f.write("\n".join(cids))
             cid_file = f.name
@@ -141,10 +141,13 @@ def bench_pins(a):
         raw["under_replicated_pins_after"] = g.get("under_replicated_pins")
 
         # 3. The anchor: a script pin/adds every CID on a second node, one after the other.
-        sock1 = node_socket(d.data_dir, f"nexus-{net}-1")
+        # Its content is on one surviving node only; the script pins it on another.
+        src, dst = (lost + 1) % 3, (lost + 2) % 3
+        other = add_unpinned(node_socket(d.data_dir, f"nexus-{net}-{src}"), n, "anchor")
+        sock_dst = node_socket(d.data_dir, f"nexus-{net}-{dst}")
         t2 = time.monotonic()
         for c in other:
-            http_post(sock1, f"/api/v0/pin/add?arg={c}", timeout=60)
+            http_post(sock_dst, f"/api/v0/pin/add?arg={c}", timeout=60)
         raw["anchor_secs"] = time.monotonic() - t2
         log(f"anchor: {n} pin/add on a second node in {raw['anchor_secs']:.2f} s")
     finally:
