@@ -30,6 +30,9 @@ pub enum EventKind {
     ImageRolledBack,
     /// A pin of the network's pinset was added or removed, or its status changed.
     Pin,
+    /// A scale-down started copying the pins of the nodes it removes to the remaining nodes,
+    /// finished, or gave up waiting (`node.pin_drain_timeout`).
+    PinDrain,
 }
 
 impl EventKind {
@@ -43,6 +46,7 @@ impl EventKind {
             Self::Removed => "removed",
             Self::ImageRolledBack => "image_rolled_back",
             Self::Pin => "pin",
+            Self::PinDrain => "pin_drain",
         }
     }
 }
