@@ -2350,11 +2350,16 @@ fn replication_is_set_checked_and_shown() {
     );
 }
 
-/// The CIDs a node pins recursively, asked on its own RPC socket (found through the container's
-/// `/nexus` bind mount), not through nexus. Empty when the node does not answer.
-fn node_pins(container: &str) -> std::collections::BTreeSet<String> {
+/// One call to a node's own RPC socket (found through the container's `/nexus` bind mount),
+/// not through nexus: the body of the answer, `None` when the node does not answer.
+fn node_rpc(
+    container: &str,
+    path_and_query: &str,
+    body: &[u8],
+    content_type: &str,
+) -> Option<String> {
     use std::io::{Read, Write};
-    let Ok(out) = Command::new("docker")
+    let out = Command::new("docker")
         .args([
             "inspect",
             "-f",
@@ -2362,30 +2367,40 @@ fn node_pins(container: &str) -> std::collections::BTreeSet<String> {
             container,
         ])
         .output()
-    else {
-        return Default::default();
-    };
+        .ok()?;
     let dir = String::from_utf8_lossy(&out.stdout).into_owned();
-    let Ok(mut s) = std::os::unix::net::UnixStream::connect(Path::new(dir.trim()).join("api.sock"))
-    else {
-        return Default::default();
-    };
+    let mut s =
+        std::os::unix::net::UnixStream::connect(Path::new(dir.trim()).join("api.sock")).ok()?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let req = "POST /api/v0/pin/ls?type=recursive HTTP/1.1\r\nHost: node\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    if s.write_all(req.as_bytes()).is_err() {
-        return Default::default();
-    }
+    let head = format!(
+        "POST /api/v0/{path_and_query} HTTP/1.1\r\nHost: node\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let (status, rest) = out.split_once("\r\n\r\n")?;
+    status.contains(" 200 ").then(|| rest.to_string())
+}
+
+/// The CIDs a node pins recursively, asked on its own RPC socket; `None` when the node does
+/// not answer.
+fn node_pins_checked(container: &str) -> Option<std::collections::BTreeSet<String>> {
+    let body = node_rpc(container, "pin/ls?type=recursive", b"", "text/plain")?;
     let json = match (body.find('{'), body.rfind('}')) {
         (Some(a), Some(b)) if a < b => &body[a..=b],
-        _ => return Default::default(),
+        _ => return None,
     };
     serde_json::from_str::<Value>(json)
         .ok()
         .and_then(|v| v["Keys"].as_object().map(|m| m.keys().cloned().collect()))
-        .unwrap_or_default()
+}
+
+/// The CIDs a node pins recursively. Empty when the node does not answer.
+fn node_pins(container: &str) -> std::collections::BTreeSet<String> {
+    node_pins_checked(container).unwrap_or_default()
 }
 
 /// Indices of the network's nodes (0..n) whose own `pin/ls` lists `cid`.
@@ -2613,6 +2628,18 @@ fn pinset_keeps_two_copies_through_disk_loss_and_scaling() {
         tail(&d.logs(), 40)
     );
     assert_eq!(pin_status(&d, &net, &id), "pinned");
+    // The time it took is in the re-replication histogram.
+    let want = format!("nexus_pin_rereplication_duration_seconds_count{{network=\"{net}\"}} ");
+    assert!(
+        poll_until(Duration::from_secs(30), || metrics_text(metrics_port)
+            .contains(&want)),
+        "no `{want}` in:\n{}",
+        metrics_text(metrics_port)
+    );
+    assert!(
+        d.logs().contains("pin(s) re-replicated"),
+        "no re-replication event"
+    );
     // Once the lost node is back, the copies settle on the lowest indices (the nodes a
     // scale-down keeps), never fewer than two meanwhile.
     assert!(
@@ -2667,6 +2694,174 @@ fn pinset_keeps_two_copies_through_disk_loss_and_scaling() {
     let err = d.fails(&["pin", "get", &net, &id]);
     assert!(err.contains("no pin with request id"), "{err}");
     assert_eq!(d.json(&["pin", "ls", &net])["count"], 0);
+}
+
+/// Adds `data` on one node directly (its own RPC socket, pinned there only); its CID.
+fn add_on_node(container: &str, data: &str) -> String {
+    let boundary = "nexus-drain-boundary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n{data}\r\n--{boundary}--\r\n"
+    );
+    let out = node_rpc(
+        container,
+        "add?pin=true",
+        body.as_bytes(),
+        &format!("multipart/form-data; boundary={boundary}"),
+    )
+    .expect("the node answers add");
+    let json = &out[out.find('{').expect("JSON")..=out.rfind('}').expect("JSON")];
+    serde_json::from_str::<Value>(json).expect("add JSON")["Hash"]
+        .as_str()
+        .expect("Hash")
+        .to_string()
+}
+
+/// Issue 16, scale-down draining: 3 → 2 with replication 2 keeps two copies of every pin
+/// throughout. A copy is a node's own `pin/ls` listing the CID; a node that does not answer
+/// for a moment (re-created for its new peer list) keeps its last answer while its volume
+/// exists, and a removed node (volume gone) holds nothing.
+#[test]
+fn a_scale_down_copies_the_pins_of_the_nodes_it_removes_first() {
+    let mut d = Daemon::configure(27000, "");
+    d.edit_config(
+        "disk = \"512MiB\"",
+        "disk = \"512MiB\"\npin_interval = \"1s\"\npin_timeout = \"20s\"\npin_drain_timeout = \"150s\"",
+    );
+    d.edit_config("[node]", "[node]\nop_timeout = \"5m\"");
+    d.start();
+    let net = format!("drain-{}", random_hex(3));
+    let n = d.json(&[
+        "network",
+        "create",
+        &net,
+        "--replicas",
+        "3",
+        "--replication",
+        "2",
+        "--user",
+        "alice",
+        "--start",
+    ]);
+    assert_eq!(n["status"], "running", "{n}");
+    let limit = Duration::from_secs(120);
+    // Content that only node 2 (the one the scale-down removes) has at first, and some that
+    // comes in through the delegator.
+    let mut cids = vec![
+        add_on_node(&format!("nexus-{net}-2"), &format!("only on two {net}")),
+        add_on_node(&format!("nexus-{net}-2"), &format!("also on two {net}")),
+    ];
+    for c in cids.clone() {
+        d.json(&["pin", "add", &net, &c]);
+    }
+    cids.push(add_through_delegator(
+        &d,
+        &net,
+        "alice",
+        &format!("via {net}"),
+    ));
+    for cid in &cids {
+        assert!(
+            poll_until(limit, || {
+                let l = d.json(&["pin", "ls", &net, "--cid", cid]);
+                l["pins"][0]["status"] == "pinned" && holders(&net, 3, cid).len() == 2
+            }),
+            "{cid} not pinned on two nodes: {:?}\n{}",
+            holders(&net, 3, cid),
+            tail(&d.logs(), 30)
+        );
+    }
+    // Node 2 holds the first two (the placement keeps a holder).
+    for cid in &cids[..2] {
+        assert!(
+            holders(&net, 3, cid).contains(&2),
+            "{cid}: {:?}",
+            holders(&net, 3, cid)
+        );
+    }
+
+    // Watch every node's pin/ls while the scale-down runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, net, cids) = (stop.clone(), net.clone(), cids.clone());
+        std::thread::spawn(move || {
+            let mut last: Vec<std::collections::BTreeSet<String>> = (0..3)
+                .map(|i| node_pins(&format!("nexus-{net}-{i}")))
+                .collect();
+            let mut fewest = usize::MAX;
+            let mut samples = 0u32;
+            let mut worst = String::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, seen) in last.iter_mut().enumerate() {
+                    let container = format!("nexus-{net}-{i}");
+                    let volume = Command::new("docker")
+                        .args(["volume", "inspect", &format!("{container}-data")])
+                        .output()
+                        .is_ok_and(|o| o.status.success());
+                    if !volume {
+                        seen.clear();
+                    } else if let Some(now) = node_pins_checked(&container) {
+                        *seen = now;
+                    }
+                }
+                for cid in &cids {
+                    let copies = last.iter().filter(|s| s.contains(cid)).count();
+                    if copies < fewest {
+                        fewest = copies;
+                        worst = format!("{cid} on {copies} node(s) at sample {samples}");
+                    }
+                }
+                samples += 1;
+            }
+            (fewest, samples, worst)
+        })
+    };
+    let n = d.json(&["network", "update", &net, "--replicas", "2"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (fewest, samples, worst) = watcher.join().expect("watcher");
+    assert_eq!(n["status"], "running", "{n}");
+    assert_eq!(n["replicas"], 2, "{n}");
+    assert!(samples > 1, "the watcher saw the scale-down");
+    assert!(
+        fewest >= 2,
+        "a copy went missing: {worst}\n{}",
+        tail(&d.logs(), 40)
+    );
+    // Node 2 is gone; nodes 0 and 1 hold everything, and the pins stay pinned.
+    assert!(
+        docker(&["ps", "-aq", "--filter", &format!("name=nexus-{net}-2")])
+            .trim()
+            .is_empty()
+    );
+    for cid in &cids {
+        assert_eq!(holders(&net, 2, cid), vec![0, 1], "{cid}");
+        let l = d.json(&["pin", "ls", &net, "--cid", cid]);
+        assert_eq!(l["pins"][0]["status"], "pinned", "{l}");
+    }
+    let logs = d.logs();
+    assert!(
+        logs.contains("pin_drain") && logs.contains("are on the remaining nodes"),
+        "no drain event:\n{}",
+        tail(&logs, 40)
+    );
+    let g = d.json(&["network", "get", &net]);
+    assert_eq!(g["under_replicated"], false, "{g}");
+    // `network stats` has the pinset in figures too (table and JSON).
+    let st = d.json(&["network", "stats", &net]);
+    assert_eq!(st["pins"]["pinned"], 3, "{st}");
+    assert_eq!(st["pins"]["failed"], 0, "{st}");
+    assert_eq!(st["under_replicated_pins"], 0, "{st}");
+    assert_eq!(st["under_replicated"], false, "{st}");
+    assert_eq!(st["replication"], "2", "{st}");
+    assert_eq!(st["nodes"].as_array().map(Vec::len), Some(2), "{st}");
+    let out = d.cli(&["network", "stats", &net]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "pins: 3 pinned, 0 pinning, 0 queued, 0 failed; 0 under-replicated (replication 2)"
+        ),
+        "{text}"
+    );
 }
 
 /// A GET through the daemon's delegator on `host` (no token): status and body.

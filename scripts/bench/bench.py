@@ -133,8 +133,8 @@ class Daemon:
         self.data_dir = os.path.join(self.dir, "data")
         self.config = os.path.join(self.dir, "nexus.toml")
         self.key = secrets.token_hex(24)
-        self.grpc = free_port()
-        self.delegator = free_port()
+        self.grpc = (ports or {}).get("grpc") or free_port()
+        self.delegator = (ports or {}).get("delegator") or free_port()
         self.instance = "bench-" + secrets.token_hex(3)
         ports = ports or {"swarm": "4001-5000"}
         # 0600: the file holds the API key (the daemon warns about a readable one).
@@ -1073,13 +1073,16 @@ def main():
     p.add_argument("--density-max", type=int, default=1000)
     p.add_argument("--density-reserve-mib", type=int, default=2048)
     p.add_argument("--density-budget", type=int, default=1800)
+    p.add_argument("--pin-load", help="benches/pin_load.rs, built (for `pins`)")
+    p.add_argument("--pins", type=int, default=1000)
     a = p.parse_args()
     if a.image:
         os.environ["NEXUS_BENCH_IMAGE"] = a.image
     out_dir = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "bench-results")
     os.makedirs(out_dir, exist_ok=True)
     funcs = {"start": bench_start, "delegator": bench_delegator, "control": bench_control,
-             "density": bench_density, "roles": bench_roles, "proxy": bench_proxy}
+             "density": bench_density, "roles": bench_roles, "proxy": bench_proxy,
+             "pins": lambda a: __import__("pins").bench_pins(a)}
     for name in a.names:
         if name not in funcs:
             sys.exit(f"unknown benchmark `{name}`; choose from {', '.join(funcs)}")

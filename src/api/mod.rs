@@ -3,10 +3,12 @@
 //!
 //! - [`pb`]: generated code and the descriptor set.
 //! - [`service`]: `nexus.v1.Nexus` → [`crate::orchestrator::Orchestrator`].
+//! - [`pins`]: the pinset's messages ↔ the orchestrator's pin types.
 //! - [`auth`]: bearer API keys, constant-time.
 //! - [`server`]: the tonic server stack.
 pub mod auth;
 pub mod pb;
+pub mod pins;
 pub mod server;
 pub mod service;
 

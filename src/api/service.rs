@@ -14,18 +14,18 @@ use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
 use super::pb;
+use super::pins::{add_pin_request, pin_counts_message, pin_message, pin_query};
 use crate::access::{Access, AccessUpdate};
 use crate::node::{NetworkName, NodeState, Resources};
 pub use crate::orchestrator::view::swarm_multiaddr;
 use crate::orchestrator::{
-    AddPin, CreateNetwork, ErrorKind, Event, NetworkView, NodeDiagnosis, Orchestrator,
-    OrchestratorError, PinQuery, PinView, UpdateNetwork,
+    CreateNetwork, ErrorKind, Event, NetworkView, NodeDiagnosis, Orchestrator, OrchestratorError,
+    UpdateNetwork,
 };
 use crate::replication::Replication;
 use crate::store::seal::SealError;
 use crate::store::sql::SealRotator;
 use crate::store::StoreError;
-use crate::store::{NameMatch, PinStatus};
 
 /// What the service needs besides the orchestrator.
 #[derive(Clone, Debug)]
@@ -165,12 +165,7 @@ pub fn network_message(v: NetworkView) -> pb::Network {
         subnet: v.subnet.map(|s| s.to_string()).unwrap_or_default(),
         image: v.image,
         replication: v.replication.to_string(),
-        pins: v.pins.map(|c| pb::PinCounts {
-            queued: c.queued,
-            pinning: c.pinning,
-            pinned: c.pinned,
-            failed: c.failed,
-        }),
+        pins: v.pins.map(pin_counts_message),
         under_replicated_pins: v.under_replicated_pins,
         under_replicated: v.under_replicated,
         nodes: v
@@ -215,76 +210,6 @@ fn diagnosis_message(d: NodeDiagnosis) -> pb::NodeDiagnosis {
             .unwrap_or_default(),
         swarm_port: d.ports.swarm.map_or(0, u32::from),
     }
-}
-
-/// A pin as a message.
-pub fn pin_message(network: &str, p: PinView) -> pb::Pin {
-    pb::Pin {
-        request_id: p.request_id,
-        network: network.to_string(),
-        cid: p.cid,
-        name: p.name.unwrap_or_default(),
-        meta: p.meta.into_iter().collect(),
-        origins: p.origins,
-        owner: p.owner,
-        created_at_ms: p.created_at,
-        status: p.status.as_str().into(),
-        reason: p.reason.unwrap_or_default(),
-        allocations: p
-            .allocations
-            .into_iter()
-            .map(|a| pb::PinAllocation {
-                node: u32::from(a.node),
-                status: a.status.as_str().into(),
-                reason: a.reason.unwrap_or_default(),
-                attempts: a.attempts,
-                updated_at_ms: a.updated_at,
-            })
-            .collect(),
-    }
-}
-
-/// `ListPins`' filter from its request. Bad values are INVALID_ARGUMENT naming the field.
-#[allow(clippy::result_large_err)]
-fn pin_query(r: &pb::ListPinsRequest) -> Result<PinQuery, Status> {
-    let name_match = match r.r#match.as_str() {
-        "" => NameMatch::Exact,
-        m => NameMatch::parse(m).ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "match: `{m}` is not one of exact, iexact, partial, ipartial"
-            ))
-        })?,
-    };
-    let statuses = r
-        .status
-        .iter()
-        .map(|s| {
-            PinStatus::parse(s).ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "status: `{s}` is not one of queued, pinning, pinned, failed"
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let limit = match r.limit {
-        0 => 10,
-        n @ 1..=1000 => n as usize,
-        n => {
-            return Err(Status::invalid_argument(format!(
-                "limit: {n} is above 1000"
-            )))
-        }
-    };
-    Ok(PinQuery {
-        cids: r.cid.clone(),
-        name: (!r.name.is_empty()).then(|| r.name.clone()),
-        name_match,
-        statuses,
-        before: (r.before_ms != 0).then_some(r.before_ms),
-        after: (r.after_ms != 0).then_some(r.after_ms),
-        meta: r.meta.clone().into_iter().collect(),
-        limit,
-    })
 }
 
 /// An event as a message.
@@ -454,16 +379,7 @@ impl pb::nexus_server::Nexus for NexusService {
         let network = required_name(&r.network)?.to_string();
         let pin = self
             .orch
-            .add_pin(
-                &network,
-                AddPin {
-                    cid: r.cid,
-                    name: (!r.name.is_empty()).then_some(r.name),
-                    meta: r.meta.into_iter().collect(),
-                    origins: r.origins,
-                    owner: String::new(),
-                },
-            )
+            .add_pin(&network, add_pin_request(r))
             .await
             .map_err(to_status)?;
         Ok(Response::new(pin_message(&network, pin)))
@@ -565,12 +481,14 @@ impl pb::nexus_server::Nexus for NexusService {
         req: Request<pb::NetworkStatsRequest>,
     ) -> Result<Response<pb::NetworkStatsResponse>, Status> {
         let r = req.into_inner();
-        let stats = self
-            .orch
-            .stats(required_name(&r.name)?)
-            .await
-            .map_err(to_status)?;
+        let name = required_name(&r.name)?;
+        let stats = self.orch.stats(name).await.map_err(to_status)?;
+        let pins = self.orch.pins_of(name).await.map_err(to_status)?;
         Ok(Response::new(pb::NetworkStatsResponse {
+            pins: Some(pin_counts_message(pins.counts)),
+            under_replicated_pins: pins.under_replicated_pins,
+            under_replicated: pins.under_replicated,
+            replication: pins.replication.to_string(),
             name: r.name,
             nodes: stats
                 .into_iter()

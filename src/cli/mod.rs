@@ -8,6 +8,7 @@
 mod commands;
 mod ctl;
 mod flags;
+mod pins;
 mod render;
 mod settings;
 
@@ -392,7 +393,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Command::Pin(cmd) => {
             init_client_logging();
-            commands::pin(&args.global, cmd).await
+            pins::pin(&args.global, cmd).await
         }
         Command::Events { network } => {
             init_client_logging();

@@ -157,6 +157,8 @@ pub(super) static KEYS: &[KeyDef] = &[
         "How long a node whose host is down (a swarm host lost) waits for it before it is re-created on another host, with its identity and an empty repo refilled from its peers (at least 1s)."),
     key!(node.pin_interval: Str = r#""5s""#,
         "How often every running network's pinset is compared with what its nodes hold (pin/ls), besides the passes a change triggers."),
+    key!(node.pin_drain_timeout: Str = r#""2m""#,
+        "Longest a scale-down (network update --replicas lower) waits for the pins of the nodes it removes to be copied to the remaining nodes before removing them anyway (an event says so). 0s: do not wait."),
     key!(node.max_cpus: Str = r#""4""#,
         "Most CPU cores a request may give one node."),
     key!(node.max_memory: Str = r#""8GiB""#,

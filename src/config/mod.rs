@@ -253,6 +253,7 @@ pub struct NodeSection {
     pub pin_fail_after: String,
     pub pin_concurrency: u16,
     pub pin_interval: String,
+    pub pin_drain_timeout: String,
     pub max_cpus: String,
     pub max_memory: String,
     pub max_disk: String,

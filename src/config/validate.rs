@@ -136,6 +136,11 @@ impl Config {
             pin_timeout: self.duration("node.pin_timeout", &self.node.pin_timeout)?,
             fail_after: self.duration("node.pin_fail_after", &self.node.pin_fail_after)?,
             interval: self.duration("node.pin_interval", &self.node.pin_interval)?,
+            // `0s` is allowed here: a scale-down that does not wait.
+            drain_timeout: match humantime::parse_duration(self.node.pin_drain_timeout.trim()) {
+                Ok(d) if d.is_zero() => Duration::ZERO,
+                _ => self.duration("node.pin_drain_timeout", &self.node.pin_drain_timeout)?,
+            },
             per_node: match self.node.pin_concurrency {
                 n @ 1..=64 => usize::from(n),
                 n => {

@@ -32,6 +32,9 @@ pub enum EventKind {
     Pin,
     /// A node whose host was lost past the grace period is re-created on another host.
     NodeRelocated,
+    /// A scale-down started copying the pins of the nodes it removes to the remaining nodes,
+    /// finished, or gave up waiting (`node.pin_drain_timeout`).
+    PinDrain,
 }
 
 impl EventKind {
@@ -46,6 +49,7 @@ impl EventKind {
             Self::ImageRolledBack => "image_rolled_back",
             Self::Pin => "pin",
             Self::NodeRelocated => "node_relocated",
+            Self::PinDrain => "pin_drain",
         }
     }
 }

@@ -50,9 +50,12 @@ pub use capacity::AdmissionConfig;
 pub use error::{ErrorKind, OrchestratorError, Result};
 pub use events::{Event, EventBus, EventKind};
 pub use handle::{default_start_parallelism, Orchestrator, OrchestratorConfig};
+pub use operations::PinSummary;
 pub use pinset::{AddPin, PinApi, PinQuery, PinView, PinsetConfig};
 pub use request::{CreateNetwork, UpdateNetwork};
 pub use view::{NetworkView, NodeDiagnosis, NodeView};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_drain;

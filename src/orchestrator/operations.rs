@@ -16,8 +16,19 @@ use super::subnets::fits;
 use super::view::{NetworkView, NodeDiagnosis};
 use crate::node::{NetworkName, NodeRecord, NodeRef, NodeStats, RuntimeError, SwarmKey};
 use crate::replication::Replication;
-use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow, StoreError};
+use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow, PinCounts, StoreError};
 use crate::sync::lock;
+
+/// A network's pinset in figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PinSummary {
+    pub counts: PinCounts,
+    /// Pins held on fewer nodes than wanted, as the pinset loop last saw.
+    pub under_replicated_pins: u64,
+    /// A running network with fewer ready nodes than copies wanted.
+    pub under_replicated: bool,
+    pub replication: Replication,
+}
 
 impl Orchestrator {
     /// Records a new network (stopped) with fresh node identities. Changes nothing on error.
@@ -260,6 +271,13 @@ impl Orchestrator {
         Ok(out)
     }
 
+    /// A network's pinset in figures (`network stats`).
+    pub async fn pins_of(&self, name: &str) -> Result<PinSummary> {
+        let name = parse_name(name)?;
+        let rec = self.record(&name).await?;
+        self.pin_summary(&rec).await
+    }
+
     /// Resource use of each node of a network that has a container.
     pub async fn stats(&self, name: &str) -> Result<Vec<(u16, NodeStats)>> {
         let name = parse_name(name)?;
@@ -318,14 +336,29 @@ impl Orchestrator {
         let rec = self.record(name).await?;
         let rows = self.inner.store.list_nodes(name).await?;
         let observed = self.observe(name).await?;
+        let summary = self.pin_summary(&rec).await?;
+        let mut view = NetworkView::new(rec, rows, &observed);
+        view.pins = Some(summary.counts);
+        view.under_replicated_pins = summary.under_replicated_pins;
+        view.under_replicated = summary.under_replicated;
+        Ok(view)
+    }
+
+    /// A network's pinset in figures (`network get`, `network stats`).
+    async fn pin_summary(&self, rec: &NetworkRecord) -> Result<PinSummary> {
         let wanted = rec.replication.wanted(rec.replicas);
         let running = rec.desired == DesiredState::Running;
-        let mut view = NetworkView::new(rec, rows, &observed);
-        view.pins = Some(self.inner.store.pin_counts(name).await?);
-        view.under_replicated_pins = self.under_replicated_pins(name.as_str());
-        let ready = self.inner.registry.get(name).map_or(0, |e| e.nodes.len());
-        view.under_replicated = running && ready < usize::from(wanted);
-        Ok(view)
+        let ready = self
+            .inner
+            .registry
+            .get(&rec.name)
+            .map_or(0, |e| e.nodes.len());
+        Ok(PinSummary {
+            counts: self.inner.store.pin_counts(&rec.name).await?,
+            under_replicated_pins: self.under_replicated_pins(rec.name.as_str()),
+            under_replicated: running && ready < usize::from(wanted),
+            replication: rec.replication,
+        })
     }
 
     async fn set_desired(&self, name: &NetworkName, desired: DesiredState) -> Result<()> {

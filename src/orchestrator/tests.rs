@@ -20,7 +20,7 @@ impl PortProbe for AllFree {
     }
 }
 
-fn cfg() -> OrchestratorConfig {
+pub(super) fn cfg() -> OrchestratorConfig {
     OrchestratorConfig {
         image: "nexus-test:1".into(),
         op_timeout: Duration::from_secs(5),
@@ -30,13 +30,13 @@ fn cfg() -> OrchestratorConfig {
     }
 }
 
-struct Fixture {
-    orch: Orchestrator,
-    rt: Arc<MockRuntime>,
-    store: Arc<SqlStore>,
+pub(super) struct Fixture {
+    pub(super) orch: Orchestrator,
+    pub(super) rt: Arc<MockRuntime>,
+    pub(super) store: Arc<SqlStore>,
 }
 
-async fn fixture_with(cfg: OrchestratorConfig) -> Fixture {
+pub(super) async fn fixture_with(cfg: OrchestratorConfig) -> Fixture {
     let store = Arc::new(
         SqlStore::connect(
             "sqlite::memory:",
@@ -56,7 +56,7 @@ async fn fixture() -> Fixture {
     fixture_with(cfg()).await
 }
 
-fn req(name: &str, replicas: u16) -> CreateNetwork {
+pub(super) fn req(name: &str, replicas: u16) -> CreateNetwork {
     CreateNetwork {
         name: name.into(),
         replicas,
@@ -115,7 +115,7 @@ async fn new_nodes_dial_their_peers_once_all_are_ready() {
     assert_eq!(connects, vec!["connect nexus-mesh-3".to_string()]);
 }
 
-fn name(s: &str) -> NetworkName {
+pub(super) fn name(s: &str) -> NetworkName {
     NetworkName::new(s).unwrap()
 }
 

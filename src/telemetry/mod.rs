@@ -119,6 +119,11 @@ pub mod names {
         /// Gauge, `network`: pins held on fewer nodes than the replication factor wants.
         PINS_UNDER_REPLICATED = "nexus_pins_under_replicated", Gauge, None,
             "Pins held on fewer nodes than the network's replication factor wants.";
+        /// Histogram, `network`: from a pinned pin losing a copy to it being held on as many
+        /// nodes as the network's ready nodes can hold again.
+        PIN_REREPLICATION = "nexus_pin_rereplication_duration_seconds", Histogram,
+            Some(Unit::Seconds),
+            "Time from a pinned pin losing a copy to it being held on as many nodes as wanted again.";
         /// Counter, `method`, `code`: finished gRPC calls.
         GRPC_REQUESTS = "nexus_grpc_requests_total", Counter, None,
             "Finished gRPC calls by method and status code.";
@@ -272,6 +277,7 @@ mod tests {
             names::histograms().collect::<Vec<_>>(),
             [
                 names::RECONCILE_DURATION,
+                names::PIN_REREPLICATION,
                 names::GRPC_DURATION,
                 names::DELEGATOR_DURATION
             ]

@@ -5,17 +5,22 @@
 //! store, run `pin/add`/`pin/rm` in the background with bounded concurrency per node and a
 //! timeout; a pass after every change and every `interval`), `ops` (what callers do: add,
 //! remove, get, list, replace pins, with their checks), `service` ([`PinApi`]: the
-//! delegator's [`crate::pinsink::PinService`] over `ops`). Owns [`PinsetConfig`] and the state the loop
-//! keeps between passes ([`PinState`]: calls in flight, per-node turns, under-replication seen).
+//! delegator's [`crate::pinsink::PinService`] over `ops`), `drain` (a scale-down's removals
+//! wait until what the leaving nodes hold is on the remaining nodes, or a timeout). Owns
+//! [`PinsetConfig`] and the state the loop keeps between passes ([`PinState`]: calls in flight,
+//! per-node turns, under-replication seen, since when a pin is short of a copy, drains under
+//! way).
 //! Node calls go through the runtime's connector ([`crate::node::rpc::KuboRpc`]) to the
 //! endpoints the registry lists. It must not create or remove nodes (the reconciler does) nor
 //! serve traffic.
 
+mod drain;
 mod ops;
 pub mod plan;
 mod service;
 mod worker;
 
+pub(crate) use drain::Gate;
 pub use ops::{AddPin, PinQuery, PinView, MAX_META_BYTES, MAX_NAME_CHARS};
 pub use service::PinApi;
 
@@ -40,6 +45,9 @@ pub struct PinsetConfig {
     /// First retry delay after a failed attempt (doubles up to `backoff_max`).
     pub backoff: Duration,
     pub backoff_max: Duration,
+    /// Longest a scale-down waits for the pins of the nodes it removes to be copied to the
+    /// remaining nodes (zero: it does not wait).
+    pub drain_timeout: Duration,
 }
 
 impl Default for PinsetConfig {
@@ -51,6 +59,7 @@ impl Default for PinsetConfig {
             per_node: 4,
             backoff: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -77,6 +86,10 @@ pub(crate) struct PinState {
     turns: Mutex<HashMap<NodeKey, Arc<tokio::sync::Semaphore>>>,
     /// Pins held on fewer nodes than wanted, per network, as the last pass saw.
     under_replicated: Mutex<HashMap<NetworkName, u64>>,
+    /// When each `pinned` pin (network, request id) was last seen short of a copy.
+    short_since: Mutex<HashMap<(NetworkName, String), std::time::Instant>>,
+    /// Scale-downs waiting for their leaving nodes' pins to be copied, per network.
+    drains: Mutex<HashMap<NetworkName, drain::Drain>>,
     /// Wakes the loop for a pass now (a pin added or removed, a node call finished).
     wake: tokio::sync::Notify,
     /// `pin/add` (up to `pin_timeout`) and the short calls (`pin/ls`, `pin/rm`, `repo/stat`).
@@ -90,6 +103,8 @@ impl PinState {
             in_flight: Mutex::default(),
             turns: Mutex::default(),
             under_replicated: Mutex::default(),
+            drains: Mutex::default(),
+            short_since: Mutex::default(),
             wake: tokio::sync::Notify::new(),
             slow: KuboRpc::new(cfg.pin_timeout),
             quick: KuboRpc::new(Duration::from_secs(15)),

@@ -1,12 +1,15 @@
 //! The pin reconciler's pure decisions: a network's pinset and what its ready nodes hold →
 //! the steps that bring each pin to its wanted number of copies.
 //!
-//! Owns [`plan`], [`NodeView`] (one ready node as observed this pass), [`PinTimers`] and
-//! [`Step`]. Level-triggered: it looks only at the stored pinset, the nodes' `pin/ls` and what
+//! Owns [`plan`], [`Nodes`] and [`NodeView`] (the network and one node as observed this
+//! pass), [`PinTimers`] and [`Step`]. Level-triggered: it looks only at the stored pinset, the nodes' `pin/ls` and what
 //! is already in flight, never at what happened before. Placement prefers nodes that already
 //! hold the CID, then the most free space (in [`SPACE_STEP`]s), then the fewest pins, then the
-//! lowest index (a scale-down removes the highest indices first). No I/O,
-//! no clock (the caller passes `now`). It must not call nodes nor write the store.
+//! lowest index (a scale-down removes the highest indices first). Nodes a scale-down is about
+//! to remove ([`Nodes::leaving`]) keep their copies and count them, but take no new ones: what
+//! only they hold is placed on the remaining nodes, and [`Plan::drain_pending`] says how many
+//! pins still wait for that. No I/O, no clock (the caller passes `now`). It must not call
+//! nodes nor write the store.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -94,21 +97,42 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Pins (not removed) held on fewer nodes than wanted.
     pub under_replicated: u64,
+    /// Pins a leaving node holds that the remaining ready nodes do not yet hold as often as
+    /// they can (`min(wanted, ready nodes)`): what a scale-down still waits for.
+    pub drain_pending: u64,
+    /// `pinned` pins held on fewer nodes than the ready nodes can hold (`min(wanted, ready)`):
+    /// a copy was lost and is being made again.
+    pub short: Vec<String>,
+    /// Pins held on as many nodes as the ready nodes can hold (not decided without ready nodes).
+    pub whole: Vec<String>,
 }
 
-/// The plan for one network. `wanted`: copies per pin (the replication factor against the
-/// replicas); `replicas`: the network's node count (allocations to indices at or above it are
-/// of removed nodes); `nodes`: its ready nodes, observed; `in_flight`: (request id, node)
-/// pairs whose node call is still running; `now`: unix milliseconds.
+/// The network as a pass sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Nodes<'a> {
+    /// Copies per pin (the replication factor against the replicas).
+    pub wanted: u16,
+    /// The network's node count: allocations to indices at or above it are of removed nodes.
+    pub replicas: u16,
+    /// Its ready nodes (indices below `replicas`), observed.
+    pub ready: &'a [NodeView],
+    /// Nodes a scale-down is about to remove (indices at or above `replicas`) that still run,
+    /// observed: their allocations are kept and their copies counted until they are gone, but
+    /// pins are placed on the ready nodes only, so what they hold is copied there first.
+    pub leaving: &'a [NodeView],
+}
+
+/// The plan for one network. `in_flight`: (request id, node) pairs whose node call is still
+/// running; `now`: unix milliseconds.
 pub fn plan(
     pins: &[PinRecord],
-    wanted: u16,
-    replicas: u16,
-    nodes: &[NodeView],
+    net: &Nodes<'_>,
     in_flight: &HashSet<(String, u16)>,
     timers: &PinTimers,
     now: i64,
 ) -> Plan {
+    let (wanted, replicas, nodes) = (net.wanted, net.replicas, net.ready);
+    let leaving: HashSet<u16> = net.leaving.iter().map(|n| n.index).collect();
     let mut out = Plan::default();
     let ready: HashMap<u16, &NodeView> = nodes.iter().map(|n| (n.index, n)).collect();
     // Pins per node (live allocations), for placement; updated as the plan allocates.
@@ -141,10 +165,13 @@ pub fn plan(
         let mut live: Vec<&Allocation> = Vec::new();
         for a in &p.allocations {
             if a.node >= replicas {
-                out.steps.push(Step::Forget {
-                    request_id: id.clone(),
-                    node: a.node,
-                });
+                // A leaving node keeps its allocation (and its copy) until it is gone.
+                if !leaving.contains(&a.node) {
+                    out.steps.push(Step::Forget {
+                        request_id: id.clone(),
+                        node: a.node,
+                    });
+                }
                 continue;
             }
             if a.status == AllocationStatus::Unpinning {
@@ -321,8 +348,21 @@ pub fn plan(
 
         // Copies held now (after this plan's confirmations), the pin's status, and failure.
         let held_now = keep.iter().filter(|a| held_on(a.node)).count() + new_held;
-        if held_now < usize::from(wanted) {
+        // Copies on leaving nodes still exist: they count until those nodes are removed.
+        let held_leaving = net.leaving.iter().filter(|n| n.holds.contains(cid)).count();
+        let held_all = held_now + held_leaving;
+        if held_all < usize::from(wanted) {
             out.under_replicated += 1;
+        }
+        if held_leaving > 0 && held_now < copies {
+            out.drain_pending += 1;
+        }
+        if !nodes.is_empty() {
+            if held_all >= copies {
+                out.whole.push(id.clone());
+            } else if p.status == PinStatus::Pinned {
+                out.short.push(id.clone());
+            }
         }
         if nodes.is_empty() {
             // No ready node to ask: the status stays what it was.
@@ -332,10 +372,10 @@ pub fn plan(
         let fail_after = i64::try_from(timers.fail_after.as_millis()).unwrap_or(i64::MAX);
         // Pinned once it has its copies; it stays pinned while any copy is held (a lost copy
         // is re-replicated and counted as under-replicated meanwhile).
-        let (status, why) = if held_now >= copies || (held_now > 0 && p.status == PinStatus::Pinned)
+        let (status, why) = if held_all >= copies || (held_all > 0 && p.status == PinStatus::Pinned)
         {
             (PinStatus::Pinned, None)
-        } else if held_now == 0 && age >= fail_after {
+        } else if held_all == 0 && age >= fail_after {
             let why = match &reason {
                 Some(r) => format!(
                     "no node could pin {cid} within {}: {r}",
@@ -347,7 +387,7 @@ pub fn plan(
                 ),
             };
             (PinStatus::Failed, Some(why))
-        } else if held_now > 0 || active > 0 {
+        } else if held_all > 0 || active > 0 {
             (PinStatus::Pinning, None)
         } else {
             (PinStatus::Queued, None)
@@ -412,299 +452,4 @@ fn unpin_or_forget(id: &str, node: u16, cid: &str, kept: &HashSet<(u16, &str)>) 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cid::Cid;
-    use crate::node::NetworkName;
-
-    const CID: &str = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
-    const NOW: i64 = 1_000_000;
-
-    fn pin(allocations: Vec<Allocation>) -> PinRecord {
-        PinRecord {
-            network: NetworkName::new("plan").unwrap(),
-            request_id: "p1".into(),
-            cid: Cid::parse(CID).unwrap(),
-            name: None,
-            meta: Default::default(),
-            origins: vec![],
-            owner: String::new(),
-            created_at: NOW - 1000,
-            status: PinStatus::Queued,
-            reason: None,
-            updated_at: NOW - 1000,
-            removed_at: None,
-            allocations,
-        }
-    }
-
-    fn alloc(node: u16, status: AllocationStatus) -> Allocation {
-        Allocation {
-            node,
-            status,
-            reason: None,
-            attempts: 0,
-            updated_at: NOW - 1000,
-        }
-    }
-
-    fn node(index: u16, holds: bool, free_mib: u64) -> NodeView {
-        NodeView {
-            index,
-            holds: if holds {
-                [CID.to_string()].into_iter().collect()
-            } else {
-                HashSet::new()
-            },
-            free_bytes: free_mib << 20,
-        }
-    }
-
-    fn run(pins: &[PinRecord], wanted: u16, nodes: &[NodeView]) -> Plan {
-        plan(
-            pins,
-            wanted,
-            3,
-            nodes,
-            &HashSet::new(),
-            &PinTimers::default(),
-            NOW,
-        )
-    }
-
-    fn pinned_to(plan: &Plan) -> Vec<u16> {
-        let mut v: Vec<u16> = plan
-            .steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Pin { node, .. } => Some(*node),
-                _ => None,
-            })
-            .collect();
-        v.sort();
-        v
-    }
-
-    fn allocated(plan: &Plan) -> Vec<(u16, AllocationStatus)> {
-        plan.steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Allocate { allocation, .. } => Some((allocation.node, allocation.status)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn status(plan: &Plan) -> Option<PinStatus> {
-        plan.steps.iter().find_map(|s| match s {
-            Step::Status { status, .. } => Some(*status),
-            _ => None,
-        })
-    }
-
-    #[test]
-    fn a_new_pin_goes_to_its_holder_then_the_emptiest_node() {
-        let nodes = [node(0, false, 100), node(1, true, 10), node(2, false, 400)];
-        let p = run(&[pin(vec![])], 2, &nodes);
-        // The holder is allocated as pinned (no call); node 2 has the most space.
-        assert_eq!(
-            allocated(&p),
-            vec![
-                (1, AllocationStatus::Pinned),
-                (2, AllocationStatus::Pinning)
-            ]
-        );
-        assert_eq!(pinned_to(&p), vec![2]);
-        assert_eq!(status(&p), Some(PinStatus::Pinning));
-        assert_eq!(p.under_replicated, 1);
-    }
-
-    #[test]
-    fn equal_space_prefers_the_lower_index() {
-        let nodes = [
-            node(2, false, 100),
-            node(1, false, 100),
-            node(0, false, 100),
-        ];
-        let p = run(&[pin(vec![])], 2, &nodes);
-        assert_eq!(pinned_to(&p), vec![0, 1]);
-    }
-
-    #[test]
-    fn held_copies_make_it_pinned_and_nothing_moves() {
-        let nodes = [node(0, true, 100), node(1, true, 100), node(2, false, 100)];
-        let mut p = pin(vec![
-            alloc(0, AllocationStatus::Pinned),
-            alloc(1, AllocationStatus::Pinned),
-        ]);
-        p.status = PinStatus::Pinned;
-        let out = run(&[p], 2, &nodes);
-        assert!(out.steps.is_empty(), "{:?}", out.steps);
-        assert_eq!(out.under_replicated, 0);
-    }
-
-    #[test]
-    fn a_node_that_lost_its_copy_pins_again_and_a_removed_node_is_replaced() {
-        // Node 1 lost its volume (pin/ls no longer shows it); node 5 no longer exists.
-        let nodes = [node(0, true, 100), node(1, false, 100), node(2, false, 100)];
-        let mut p = pin(vec![
-            alloc(0, AllocationStatus::Pinned),
-            alloc(1, AllocationStatus::Pinned),
-            alloc(5, AllocationStatus::Pinned),
-        ]);
-        p.status = PinStatus::Pinned;
-        let out = run(&[p], 2, &nodes);
-        assert!(out.steps.contains(&Step::Forget {
-            request_id: "p1".into(),
-            node: 5
-        }));
-        assert_eq!(pinned_to(&out), vec![1]);
-        // Still held once: stays pinned while it re-replicates.
-        assert_eq!(status(&out), None);
-        assert_eq!(out.under_replicated, 1);
-    }
-
-    #[test]
-    fn a_node_not_ready_is_replaced_while_its_allocation_waits() {
-        // Node 1 is down (not in the ready list): the pin gets node 2 meanwhile.
-        let nodes = [node(0, true, 100), node(2, false, 100)];
-        let mut p = pin(vec![
-            alloc(0, AllocationStatus::Pinned),
-            alloc(1, AllocationStatus::Pinned),
-        ]);
-        p.status = PinStatus::Pinned;
-        let out = run(&[p], 2, &nodes);
-        assert_eq!(pinned_to(&out), vec![2]);
-        assert!(!out
-            .steps
-            .iter()
-            .any(|s| matches!(s, Step::Forget { node: 1, .. })));
-    }
-
-    #[test]
-    fn over_allocation_converges_on_the_lowest_indices_without_losing_a_copy() {
-        // Node 1 came back empty while node 2 took its place: node 1 pins first...
-        let nodes = [node(0, true, 100), node(1, false, 100), node(2, true, 100)];
-        let mut p = pin(vec![
-            alloc(0, AllocationStatus::Pinned),
-            alloc(1, AllocationStatus::Pinned),
-            alloc(2, AllocationStatus::Pinned),
-        ]);
-        p.status = PinStatus::Pinned;
-        let out = run(&[p.clone()], 2, &nodes);
-        assert_eq!(allocated(&out), vec![(1, AllocationStatus::Pinning)]);
-        assert_eq!(pinned_to(&out), vec![1]);
-        // ...then node 2 lets it go.
-        let nodes = [node(0, true, 100), node(1, true, 100), node(2, true, 100)];
-        let out = run(&[p], 2, &nodes);
-        assert_eq!(allocated(&out), vec![(2, AllocationStatus::Unpinning)]);
-        assert!(pinned_to(&out).is_empty());
-    }
-
-    #[test]
-    fn removed_pins_are_unpinned_unless_another_pin_keeps_the_cid() {
-        let nodes = [node(0, true, 100), node(1, true, 100), node(2, false, 100)];
-        let mut gone = pin(vec![
-            alloc(0, AllocationStatus::Pinned),
-            alloc(1, AllocationStatus::Pinned),
-        ]);
-        gone.removed_at = Some(NOW - 10);
-        let mut other = pin(vec![alloc(1, AllocationStatus::Pinned)]);
-        other.request_id = "p2".into();
-        other.status = PinStatus::Pinned;
-        let out = run(&[gone.clone(), other], 1, &nodes);
-        assert!(out.steps.contains(&Step::Unpin {
-            request_id: "p1".into(),
-            node: 0,
-            cid: CID.into()
-        }));
-        assert!(out.steps.contains(&Step::Forget {
-            request_id: "p1".into(),
-            node: 1
-        }));
-        // Once no allocation is left, the pin is erased.
-        gone.allocations.clear();
-        let out = run(&[gone], 1, &nodes);
-        assert_eq!(
-            out.steps,
-            vec![Step::Erase {
-                request_id: "p1".into()
-            }]
-        );
-    }
-
-    #[test]
-    fn calls_in_flight_are_not_started_twice_and_failures_back_off() {
-        let nodes = [node(0, false, 100), node(1, false, 100)];
-        let p = pin(vec![alloc(0, AllocationStatus::Pinning)]);
-        let busy: HashSet<(String, u16)> = [("p1".to_string(), 0)].into_iter().collect();
-        let out = plan(&[p], 2, 3, &nodes, &busy, &PinTimers::default(), NOW);
-        assert_eq!(pinned_to(&out), vec![1]);
-        // A failure 500 ms ago with a 1 s backoff waits; after it, it is retried.
-        let mut failed = alloc(0, AllocationStatus::Failed);
-        failed.attempts = 1;
-        failed.updated_at = NOW - 500;
-        failed.reason = Some("node 0: pin/add: timed out".into());
-        let out = run(&[pin(vec![failed.clone()])], 1, &nodes);
-        assert!(pinned_to(&out).is_empty());
-        failed.updated_at = NOW - 1500;
-        let out = run(&[pin(vec![failed])], 1, &nodes);
-        assert_eq!(pinned_to(&out), vec![0]);
-        assert_eq!(PinTimers::default().retry_delay(3), Duration::from_secs(4));
-        assert_eq!(
-            PinTimers::default().retry_delay(30),
-            Duration::from_secs(60)
-        );
-    }
-
-    #[test]
-    fn a_cid_no_node_has_fails_after_the_timeout_with_a_reason_and_comes_back() {
-        let nodes = [node(0, false, 100), node(1, false, 100)];
-        let mut failed = alloc(0, AllocationStatus::Failed);
-        failed.attempts = 2;
-        failed.reason = Some("node 0: pin/add: timed out after 60s".into());
-        let mut p = pin(vec![failed]);
-        p.created_at = NOW - 301_000;
-        let out = run(&[p.clone()], 1, &nodes);
-        let reason = out.steps.iter().find_map(|s| match s {
-            Step::Status {
-                status: PinStatus::Failed,
-                reason,
-                ..
-            } => reason.clone(),
-            _ => None,
-        });
-        let reason = reason.expect("failed with a reason");
-        assert!(
-            reason.contains("within 5m") && reason.contains("timed out"),
-            "{reason}"
-        );
-        // Failed: no more attempts...
-        p.status = PinStatus::Failed;
-        p.reason = Some(reason);
-        let out = run(&[p.clone()], 1, &nodes);
-        assert!(pinned_to(&out).is_empty());
-        // ...until a node holds the CID.
-        let nodes = [node(0, false, 100), node(1, true, 100)];
-        let out = run(&[p], 1, &nodes);
-        assert_eq!(status(&out), Some(PinStatus::Pinned));
-    }
-
-    #[test]
-    fn fewer_ready_nodes_than_wanted_is_under_replicated_not_failed() {
-        let nodes = [node(0, true, 100)];
-        let mut p = pin(vec![alloc(0, AllocationStatus::Pinned)]);
-        p.status = PinStatus::Pinned;
-        let out = plan(
-            &[p],
-            2,
-            1,
-            &nodes,
-            &HashSet::new(),
-            &PinTimers::default(),
-            NOW,
-        );
-        assert!(out.steps.is_empty(), "{:?}", out.steps);
-        assert_eq!(out.under_replicated, 1);
-    }
-}
+mod tests;

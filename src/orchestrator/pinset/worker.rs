@@ -6,20 +6,23 @@
 //! starts the node calls (`pin/add`, `pin/rm`) in the background: at most
 //! [`super::PinsetConfig::per_node`] per node, each bounded by its timeout, each writing its
 //! outcome to the store and waking the loop. A node that does not answer is left out of the
-//! pass (its allocations wait). It must not decide placement itself (the plan does).
+//! pass (its allocations wait). Nodes a scale-down is draining are observed too, and the count
+//! of pins still to copy off them goes to the drain. It must not decide placement itself (the plan does).
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::plan::{plan, NodeView, Step};
+use super::plan::{plan, NodeView, Nodes, Step};
 use crate::cid::Cid;
 use crate::node::endpoint::Endpoint;
 use crate::node::NetworkName;
 use crate::orchestrator::error::Result;
 use crate::orchestrator::events::EventKind;
 use crate::orchestrator::handle::{now_ms, Orchestrator};
-use crate::store::{Allocation, AllocationStatus, NetworkStatus, PinStatus};
+use crate::store::{Allocation, AllocationStatus, NetworkStatus, PinRecord, PinStatus};
 use crate::sync::lock;
+use crate::telemetry::names;
 
 impl Orchestrator {
     /// Runs the pinset loop until the process ends (spawn it once, next to [`Orchestrator::run`]).
@@ -69,6 +72,7 @@ impl Orchestrator {
         let pins = self.inner.store.pinset(name).await?;
         if pins.is_empty() {
             lock(&self.inner.pins.under_replicated).insert(name.clone(), 0);
+            self.note_drain(name, 0);
             return Ok(());
         }
         let entry = self.inner.registry.get(name);
@@ -101,17 +105,33 @@ impl Orchestrator {
                 }
             }
         }
-        let wanted = rec.replication.wanted(rec.replicas);
+        let leaving = self.leaving_views(name, &pins).await;
+        let net = Nodes {
+            wanted: rec.replication.wanted(rec.replicas),
+            replicas: rec.replicas,
+            ready: &views,
+            leaving: &leaving,
+        };
         let out = plan(
             &pins,
-            wanted,
-            rec.replicas,
-            &views,
+            &net,
             &in_flight,
             &self.inner.cfg.pins.timers(),
             now_ms(),
         );
         lock(&self.inner.pins.under_replicated).insert(name.clone(), out.under_replicated);
+        // A ready node that did not answer may lack what the plan thinks it can place: a drain
+        // waits for a complete look.
+        let complete = views.len() == ready.len();
+        self.note_drain(
+            name,
+            if complete {
+                out.drain_pending
+            } else {
+                out.drain_pending.max(1)
+            },
+        );
+        self.time_rereplication(name, rec.status, &pins, &out.short, &out.whole);
         let store = &self.inner.store;
         for step in out.steps {
             match step {
@@ -172,6 +192,95 @@ impl Orchestrator {
             }
         }
         Ok(())
+    }
+
+    /// The nodes a scale-down is about to remove, observed like the ready ones. A node that
+    /// does not answer `pin/ls` is taken to hold what its allocations say it pinned.
+    async fn leaving_views(&self, name: &NetworkName, pins: &[PinRecord]) -> Vec<NodeView> {
+        let leaving = self.draining(name);
+        let observed = futures_util::future::join_all(leaving.iter().map(|(index, api)| {
+            let rpc = self.inner.pins.quick.clone();
+            async move { (*index, rpc.pins(api).await) }
+        }))
+        .await;
+        observed
+            .into_iter()
+            .map(|(index, holds)| NodeView {
+                index,
+                holds: holds.unwrap_or_else(|_| {
+                    pins.iter()
+                        .filter(|p| {
+                            p.allocations
+                                .iter()
+                                .any(|a| a.node == index && a.status == AllocationStatus::Pinned)
+                        })
+                        .map(|p| p.cid.to_string())
+                        .collect()
+                }),
+                free_bytes: 0,
+            })
+            .collect()
+    }
+
+    /// Starts the clock of pins that lost a copy, and records (`PIN_REREPLICATION`) how long
+    /// the ones whole again took; one event per pass for each.
+    fn time_rereplication(
+        &self,
+        name: &NetworkName,
+        status: NetworkStatus,
+        pins: &[PinRecord],
+        short: &[String],
+        whole: &[String],
+    ) {
+        let now = std::time::Instant::now();
+        let (mut lost, mut back, mut slowest) = (0u64, 0u64, Duration::ZERO);
+        {
+            let mut since = lock(&self.inner.pins.short_since);
+            for id in short {
+                since.entry((name.clone(), id.clone())).or_insert_with(|| {
+                    lost += 1;
+                    now
+                });
+            }
+            for id in whole {
+                if let Some(t) = since.remove(&(name.clone(), id.clone())) {
+                    let took = now.saturating_duration_since(t);
+                    metrics::histogram!(names::PIN_REREPLICATION, "network" => name.to_string())
+                        .record(took.as_secs_f64());
+                    back += 1;
+                    slowest = slowest.max(took);
+                }
+            }
+            // Pins removed meanwhile are not waited for.
+            let live: HashSet<&str> = pins
+                .iter()
+                .filter(|p| p.removed_at.is_none())
+                .map(|p| p.request_id.as_str())
+                .collect();
+            since.retain(|(n, id), _| n != name || live.contains(id.as_str()));
+        }
+        if lost > 0 {
+            self.emit(
+                name,
+                EventKind::Pin,
+                status,
+                None,
+                format!("{lost} pinned pin(s) lost a copy; making it again"),
+            );
+        }
+        if back > 0 {
+            let ms = u64::try_from(slowest.as_millis()).unwrap_or(u64::MAX);
+            self.emit(
+                name,
+                EventKind::Pin,
+                status,
+                None,
+                format!(
+                    "{back} pin(s) re-replicated (slowest after {})",
+                    humantime::format_duration(Duration::from_millis(ms))
+                ),
+            );
+        }
     }
 
     fn emit_pin(

@@ -3,22 +3,27 @@
 //! Owns what a pass changes: it makes sure every wanted node has a row, allocates ports to the
 //! nodes that will run, asks [`crate::orchestrator::plan`] what to do, and does it through the
 //! runtime (updates one at a time; before creates, the network is prepared on its subnet; then
-//! creates in parallel, then the new nodes dial their peers). A start that fails part-way is
+//! creates in parallel, then the new nodes dial their peers). A scale-down's removal of running
+//! nodes first waits for their pins to be drained to the remaining nodes (`gate_scale_down`,
+//! the network `pending` meanwhile). A start that fails part-way is
 //! rolled back ([`Orchestrator::roll_back`]) so no container, port, row or network is left half
 //! made. It runs under the network's lock, taken by its caller; it must not write the
 //! network's status (its caller does).
 
 use super::PassError;
+use crate::node::endpoint::Endpoint;
 use crate::node::Ports;
-use crate::node::{NodeRecord, NodeRef, NodeSecrets, NodeSpec};
+use crate::node::{NodeRecord, NodeRef, NodeSecrets, NodeSpec, NodeState};
 use crate::orchestrator::error::{ErrorKind, OrchestratorError};
 use crate::orchestrator::handle::{new_row, Orchestrator};
+use crate::orchestrator::pinset::Gate;
 use crate::orchestrator::plan::{desired_nodes, observed_status, on_lost_host, plan, Action};
 use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow};
 use crate::sync::lock;
 
 /// What a pass did: the status it observed after acting, the rows as it left them, what it
-/// observed last, and why it put the network back on its old image (if it did).
+/// observed last, and a reason for the status: why it put the network back on its old image,
+/// or what a scale-down waits for.
 pub(super) type Acted = (NetworkStatus, Vec<NodeRow>, Vec<NodeRecord>, Option<String>);
 
 impl Orchestrator {
@@ -42,6 +47,7 @@ impl Orchestrator {
         let specs: Vec<_> = desired.iter().map(|(s, _)| s.clone()).collect();
         let (lost, waiting) = self.hosts_lost(&name, &observed);
         let actions = plan(rec.desired, &specs, &observed, &lost);
+        let (actions, draining) = self.gate_scale_down(rec, actions, &observed).await;
         if !actions.is_empty() {
             // The registry drops what no longer runs before anything is restarted: a node that
             // died must not take traffic while this pass brings it back (it is published again
@@ -102,12 +108,62 @@ impl Orchestrator {
             }
         }
         let observed = self.observe(&name).await?;
-        Ok((
-            observed_status(rec.desired, &specs, &observed),
-            rows,
-            observed,
-            waiting,
-        ))
+        let status = match draining {
+            // The update is not done until the leaving nodes are gone.
+            Some(_) => NetworkStatus::Pending,
+            None => observed_status(rec.desired, &specs, &observed),
+        };
+        Ok((status, rows, observed, draining.or(waiting)))
+    }
+
+    /// A scale-down's removal of running nodes waits until the pins they hold are on the
+    /// remaining nodes ([`Orchestrator::drain_gate`]); meanwhile the remaining nodes are not
+    /// re-created for their new peer list either (that would interrupt the copying). Returns
+    /// the actions to do now and, while waiting, why.
+    async fn gate_scale_down(
+        &self,
+        rec: &NetworkRecord,
+        actions: Vec<Action>,
+        observed: &[NodeRecord],
+    ) -> (Vec<Action>, Option<String>) {
+        let leaving: Vec<(u16, Endpoint)> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Remove { index } if *index >= rec.replicas => Some(*index),
+                _ => None,
+            })
+            .filter_map(|index| {
+                let node = observed
+                    .iter()
+                    .find(|o| o.spec.node.index == index && o.state == NodeState::Running)?;
+                Some((index, node.endpoints.as_ref()?.api.clone()))
+            })
+            .collect();
+        if rec.desired != DesiredState::Running || leaving.is_empty() {
+            self.end_drain(&rec.name);
+            return (actions, None);
+        }
+        let Gate::Wait { pending, left } = self.drain_gate(rec, leaving.clone()).await else {
+            return (actions, None);
+        };
+        // Checked again when the pinset loop reports nothing pending, or at the deadline.
+        self.schedule(rec.name.clone(), left);
+        let nodes: Vec<String> = leaving.iter().map(|(i, _)| i.to_string()).collect();
+        let waits = |index: &u16| leaving.iter().any(|(i, _)| i == index);
+        let now: Vec<Action> = actions
+            .into_iter()
+            .filter(|a| match a {
+                Action::Remove { index } => !waits(index),
+                Action::Update { .. } => false,
+                _ => true,
+            })
+            .collect();
+        let to_go = pending.map_or_else(|| "counting".to_string(), |n| format!("{n} to go"));
+        let why = format!(
+            "copying the pins of node(s) {} to the remaining nodes before removing them ({to_go})",
+            nodes.join(", ")
+        );
+        (now, Some(why))
     }
 
     /// Nodes of `name` whose host is down: those past the grace period (to relocate now), and
