@@ -40,7 +40,7 @@ export NEXUS_GATE_IMAGE
 log "gate image: $NEXUS_GATE_IMAGE"
 
 ensure_postgres
-ensure_swarm_lab "$NEXUS_TEST_IMAGE"
+ensure_swarm_lab "$NEXUS_TEST_IMAGE" "$NEXUS_GATE_IMAGE"
 
 # --- the bystander daemon ------------------------------------------------------------------
 BY_DIR=""

@@ -20,7 +20,7 @@ use crate::api::{self, ApiKeys, NexusService, ServiceConfig};
 use crate::config::{ConfigError, Settings};
 use crate::delegator::{self, Delegator, DelegatorError};
 use crate::instance::{self, InstanceError, LeaseKeeper};
-use crate::node::{DockerRuntime, NodeRuntime, RuntimeError};
+use crate::node::{DockerRuntime, NodeRuntime, RuntimeError, SwarmRuntime};
 use crate::orchestrator::ports::BindProbe;
 use crate::orchestrator::{Orchestrator, OrchestratorError};
 use crate::store::seal::KeySource;
@@ -36,6 +36,7 @@ pub const READINESS_INTERVAL: Duration = Duration::from_secs(2);
 const REVOCATION_SWEEP: Duration = Duration::from_secs(3600);
 
 /// Why the daemon could not start or stopped abnormally.
+
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
@@ -62,6 +63,8 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Instance(#[from] InstanceError),
+    #[error("the swarm gate's credentials: {0}")]
+    Gate(#[from] crate::gate::GateError),
     /// The lease was lost while running ([`InstanceError::Lost`], as text).
     #[error("{0}")]
     LeaseLost(String),
@@ -129,6 +132,15 @@ pub async fn run(
         what: "loading the store's seal keys".into(),
         cause,
     })?;
+    // The swarm's gates trust whoever holds these (sealed under the store's keys, in the data
+    // directory): loaded, or made on the first start with runtime.kind = "swarm".
+    let gate = match &settings.swarm {
+        Some(_) => Some(Arc::new(crate::gate::GateAccess::load_or_create(
+            &settings.data_dir.join(crate::gate::access::FILE_NAME),
+            &keys,
+        )?)),
+        None => None,
+    };
     let sealed = Arc::new(SqlStore::connect(settings.store_url.expose(), keys).await?);
     if let KeySource::File(file) = &settings.seal {
         // A rotation a restart interrupted: every secret is sealed under the new key now.
@@ -154,6 +166,9 @@ pub async fn run(
         holder = %keeper.lease().holder.id,
         "instance: this daemon touches only Docker objects labelled io.nexus.instance={instance}"
     );
+    if let Some(swarm) = settings.swarm.as_mut() {
+        swarm.instance = instance.clone();
+    }
     settings.docker.instance = instance;
     for (what, addr) in settings.plain_text_listeners() {
         tracing::warn!(
@@ -170,7 +185,7 @@ pub async fn run(
     let result = serve(
         settings,
         store,
-        rotator,
+        Sealed { rotator, gate },
         delegator,
         metrics_handle,
         lost,
@@ -181,12 +196,19 @@ pub async fn run(
     result
 }
 
+/// What the daemon holds sealed under the store's keys besides the store: the rotator of
+/// those keys and, on a swarm, the gates' credentials.
+struct Sealed {
+    rotator: SealRotator,
+    gate: Option<Arc<crate::gate::GateAccess>>,
+}
+
 /// Everything after the lease is held: Docker, the orchestrator, the listeners, until
 /// `shutdown` or `lost`.
 async fn serve(
     settings: Settings,
     store: Arc<dyn Store>,
-    rotator: SealRotator,
+    Sealed { rotator, gate }: Sealed,
     delegator: Option<delegator::DelegatorConfig>,
     metrics_handle: Option<PrometheusHandle>,
     lost: impl Future<Output = InstanceError> + Send + 'static,
@@ -207,11 +229,19 @@ async fn serve(
         let _ = stop_tx.send(true);
     });
 
-    let docker = DockerRuntime::connect(settings.docker.clone()).await?;
-    match docker.disk_guarantee().await {
-        Ok(g) => tracing::info!(disk = %g, "node disk limits"),
-        Err(e) => tracing::warn!(error = %e, "could not read Docker's storage driver"),
+    // On a swarm, the manager's engine: images are checked and probed there.
+    let mut docker_cfg = settings.docker.clone();
+    if let Some(swarm) = &settings.swarm {
+        docker_cfg.endpoint = swarm.endpoint.clone();
     }
+    let docker = DockerRuntime::connect(docker_cfg).await?;
+    if settings.swarm.is_none() {
+        match docker.disk_guarantee().await {
+            Ok(g) => tracing::info!(disk = %g, "node disk limits"),
+            Err(e) => tracing::warn!(error = %e, "could not read Docker's storage driver"),
+        }
+    }
+    // On a swarm the image is pulled by each host; the manager needs it too, to probe it.
     match docker.ensure_image(&settings.orchestrator.image).await {
         Ok(()) => {}
         Err(RuntimeError::ImageMissing { image }) => {
@@ -225,7 +255,23 @@ async fn serve(
         }
         Err(e) => tracing::warn!(error = %e, "node image check failed"),
     }
-    let runtime: Arc<dyn NodeRuntime> = Arc::new(docker);
+    let runtime: Arc<dyn NodeRuntime> = match (settings.swarm.clone(), gate) {
+        (Some(cfg), Some(gate)) => {
+            // Every connector of this process (readiness, delegator, scrape-through) dials
+            // the gates with these.
+            if crate::node::endpoint::install_gate_access(gate.clone()).is_err() {
+                tracing::warn!("gate credentials were installed before; keeping the first");
+            }
+            let swarm = SwarmRuntime::connect(cfg, gate).await?;
+            tracing::info!(
+                gate_port = swarm.config().gate_port,
+                gate_image = %swarm.config().gate_image,
+                "nodes run on a Docker Swarm"
+            );
+            Arc::new(swarm)
+        }
+        _ => Arc::new(docker),
+    };
 
     let orch = Orchestrator::new(
         store.clone(),

@@ -180,6 +180,13 @@ pub fn network_message(v: NetworkView) -> pb::Network {
                     exit_code,
                     swarm_port: n.ports.swarm.map_or(0, u32::from),
                     last_error: n.last_error.unwrap_or_default(),
+                    host_up: n.host.as_ref().is_some_and(|h| h.up),
+                    host_address: n
+                        .host
+                        .as_ref()
+                        .map(|h| h.address.clone())
+                        .unwrap_or_default(),
+                    host: n.host.map(|h| h.name).unwrap_or_default(),
                 }
             })
             .collect(),
@@ -529,7 +536,12 @@ impl pb::nexus_server::Nexus for NexusService {
             .filter(|n| n.state == Some(NodeState::Running))
             .filter_map(|n| {
                 let port = n.ports.swarm?;
-                Some(swarm_multiaddr(&self.cfg.public_address, port, &n.peer_id))
+                // A node on another host is dialled there.
+                let address = n
+                    .host
+                    .as_ref()
+                    .map_or(&self.cfg.public_address, |h| &h.address);
+                Some(swarm_multiaddr(address, port, &n.peer_id))
             })
             .collect();
         if bootstrap.is_empty() {

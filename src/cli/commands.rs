@@ -326,26 +326,33 @@ fn print_network(n: &pb::Network) {
         return;
     }
     println!();
-    let mut t = vec![vec![
-        "NODE".into(),
-        "PEER ID".into(),
-        "STATE".into(),
-        "SWARM PORT".into(),
-        "LAST ERROR".into(),
-    ]];
+    // A HOST column only when nodes span hosts (a swarm).
+    let hosts = n.nodes.iter().any(|node| !node.host.is_empty());
+    let mut head: Vec<String> = vec!["NODE".into(), "PEER ID".into(), "STATE".into()];
+    if hosts {
+        head.push("HOST".into());
+    }
+    head.extend(["SWARM PORT".into(), "LAST ERROR".into()]);
+    let mut t = vec![head];
     for node in &n.nodes {
         let state = match node.state.as_str() {
             "" => "-".into(),
             "exited" => format!("exited({})", node.exit_code),
             s => s.into(),
         };
-        t.push(vec![
-            node.index.to_string(),
-            node.peer_id.clone(),
-            state,
+        let mut row = vec![node.index.to_string(), node.peer_id.clone(), state];
+        if hosts {
+            row.push(match (node.host.as_str(), node.host_up) {
+                ("", _) => "-".into(),
+                (h, true) => h.to_owned(),
+                (h, false) => format!("{h} (down)"),
+            });
+        }
+        row.extend([
             render::port(node.swarm_port),
             render::or_dash(node.last_error.lines().next().unwrap_or("")),
         ]);
+        t.push(row);
     }
     render::table(&t);
 }

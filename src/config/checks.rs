@@ -377,7 +377,7 @@ impl Config {
     }
 
     /// Unless `ok`, the error "`value` what" about `key` (`value` clipped).
-    fn expect(&self, ok: bool, key: &str, value: &str, what: &str) -> Result<()> {
+    pub(super) fn expect(&self, ok: bool, key: &str, value: &str, what: &str) -> Result<()> {
         if ok {
             Ok(())
         } else {
@@ -468,6 +468,87 @@ impl Config {
         };
         self.expect(ok, "docker.endpoint", e, "is not a Docker endpoint: use unix:///var/run/docker.sock, tcp://HOST:2375 or http://HOST:2375")?;
         Ok(e.to_owned())
+    }
+
+    /// The swarm runtime's settings when `runtime.kind = "swarm"`; `None` for `docker`.
+    /// `instance` and `ready_timeout` are the Docker runtime's (the daemon sets the instance
+    /// it resolved against the store on both).
+    pub(super) fn swarm_runtime(
+        &self,
+        docker: &crate::node::DockerRuntimeConfig,
+    ) -> Result<Option<crate::node::SwarmRuntimeConfig>> {
+        let r = &self.runtime;
+        match r.kind.trim() {
+            "docker" => return Ok(None),
+            "swarm" => {}
+            other => {
+                return Err(self.invalid(
+                    "runtime.kind",
+                    format!("`{}` is not a runtime: use docker or swarm", clip(other)),
+                ))
+            }
+        }
+        let image = r.gate_image.trim();
+        self.expect(
+            !image.is_empty(),
+            "runtime.gate_image",
+            image,
+            "is empty: build the gate image (scripts/build-gate-image.sh), push it where every swarm host pulls from, and name it here",
+        )?;
+        self.expect(
+            crate::node::spec::validate_image(image).is_ok(),
+            "runtime.gate_image",
+            image,
+            "is not an image reference, e.g. registry.example.com:5000/nexus-gate:1",
+        )?;
+        self.expect(
+            r.gate_port != 0,
+            "runtime.gate_port",
+            "0",
+            "is not a port: use 1-65535, e.g. 4702",
+        )?;
+        let dir = r.host_dir.trim();
+        self.expect(
+            dir.starts_with('/') && !dir.contains("..") && dir.len() <= 200,
+            "runtime.host_dir",
+            dir,
+            "is not an absolute directory path on the hosts, e.g. /var/lib/nexus-swarm",
+        )?;
+        let label = r.address_label.trim();
+        self.expect(
+            !label.is_empty()
+                && label.len() <= 128
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b)),
+            "runtime.address_label",
+            label,
+            "is not a node label name, e.g. io.nexus.public-address",
+        )?;
+        let endpoint = match r.swarm_endpoint.trim() {
+            "" => docker.endpoint.clone(),
+            e => {
+                let ok = match e.strip_prefix("unix://") {
+                    Some(path) => path.starts_with('/'),
+                    None => ["tcp://", "http://"].iter().any(|p| {
+                        e.strip_prefix(p).is_some_and(|rest| {
+                            !rest.is_empty() && !rest.contains(char::is_whitespace)
+                        })
+                    }),
+                };
+                self.expect(ok, "runtime.swarm_endpoint", e, "is not a Docker endpoint: use unix:///var/run/docker.sock, tcp://HOST:2375 or http://HOST:2375")?;
+                Some(e.to_owned())
+            }
+        };
+        let mut cfg =
+            crate::node::SwarmRuntimeConfig::new(docker.instance.clone(), image.to_owned());
+        cfg.endpoint = endpoint;
+        cfg.ready_timeout = docker.ready_timeout.max(cfg.ready_timeout);
+        cfg.gate_port = r.gate_port;
+        cfg.host_dir = std::path::PathBuf::from(dir);
+        cfg.address_label = label.to_owned();
+        cfg.encrypted = r.encrypted;
+        Ok(Some(cfg))
     }
 
     /// `client.address` without a trailing `/`; `None` when empty.

@@ -67,10 +67,11 @@ pub const SECRETS_FILE: &str = "secrets.toml";
 /// The name of the seal key file in the data directory (see `store.seal_key_file`).
 pub const SEAL_KEY_FILE: &str = "seal.key";
 /// The sections of the file, in the order `nexus init` writes them.
-pub const SECTIONS: [&str; 10] = [
+pub const SECTIONS: [&str; 11] = [
     "daemon",
     "store",
     "docker",
+    "runtime",
     "node",
     "ports",
     "grpc",
@@ -213,6 +214,18 @@ impl fmt::Debug for StoreSection {
     }
 }
 
+/// What runs the nodes: one Docker engine, or a Docker Swarm.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuntimeSection {
+    pub kind: String,
+    pub swarm_endpoint: String,
+    pub gate_image: String,
+    pub gate_port: u16,
+    pub host_dir: String,
+    pub address_label: String,
+    pub encrypted: bool,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DockerSection {
     pub endpoint: String,
@@ -235,6 +248,7 @@ pub struct NodeSection {
     pub host_memory: String,
     pub memory_overcommit: String,
     pub max_nodes: u16,
+    pub host_lost_grace: String,
     pub pin_timeout: String,
     pub pin_fail_after: String,
     pub pin_concurrency: u16,
@@ -369,6 +383,7 @@ pub struct Config {
     pub daemon: DaemonSection,
     pub store: StoreSection,
     pub docker: DockerSection,
+    pub runtime: RuntimeSection,
     pub node: NodeSection,
     pub ports: PortsSection,
     pub grpc: GrpcSection,

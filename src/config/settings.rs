@@ -11,7 +11,7 @@ use super::{ConfigError, Result, SECRETS_FILE};
 use crate::client::ClientConfig;
 use crate::delegator::DelegatorConfig;
 use crate::names::InstanceName;
-use crate::node::DockerRuntimeConfig;
+use crate::node::{DockerRuntimeConfig, SwarmRuntimeConfig};
 use crate::orchestrator::OrchestratorConfig;
 use crate::secret::Secret;
 use crate::store::seal::KeySource;
@@ -39,6 +39,9 @@ pub struct Settings {
     /// `instance` holds the configured one; otherwise a fresh generated id, a placeholder
     /// that collides with nothing, which the daemon replaces with the store's.
     pub docker: DockerRuntimeConfig,
+    /// `Some` when `runtime.kind = "swarm"`: the nodes run on a Docker Swarm (its instance is
+    /// set with `docker.instance`'s).
+    pub swarm: Option<SwarmRuntimeConfig>,
     pub orchestrator: OrchestratorConfig,
     /// The address advertised in join kits: `node.public_address`, else the host's IPv4
     /// address on its default route, else `127.0.0.1`.

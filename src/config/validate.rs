@@ -366,6 +366,16 @@ impl Config {
             revocation_horizon: max_ttl + crate::delegator::auth::DEFAULT_LEEWAY,
             admission,
             pins,
+            host_lost_grace: {
+                let g = self.duration("node.host_lost_grace", &self.node.host_lost_grace)?;
+                self.expect(
+                    g >= Duration::from_secs(1),
+                    "node.host_lost_grace",
+                    &self.node.host_lost_grace,
+                    "is shorter than 1s: a host that is slow to answer once would lose its nodes",
+                )?;
+                g
+            },
             ..OrchestratorConfig::default()
         };
         let docker = DockerRuntimeConfig {
@@ -376,6 +386,7 @@ impl Config {
             node_dir,
             ..DockerRuntimeConfig::default()
         };
+        let swarm = self.swarm_runtime(&docker)?;
         Ok(Parsed {
             settings: Settings {
                 data_dir,
@@ -384,6 +395,7 @@ impl Config {
                 lease_ttl,
                 instance: configured_instance,
                 docker,
+                swarm,
                 orchestrator,
                 public_address,
                 grpc: GrpcSettings {

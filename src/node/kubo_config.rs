@@ -259,7 +259,46 @@ pub fn rendered_config(
 /// which it removes once installed) and is idempotent: it runs before every daemon start,
 /// and installs only what a (re-)created container was given.
 pub fn init_script(spec: &NodeSpec) -> String {
+    init_script_for(spec, &Bundle::RUN_DIR)
+}
+
+/// Where a container finds its secret files, and whether the script removes them once
+/// installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bundle {
+    /// The directory holding [`SECRET_FILES`].
+    pub dir: &'static str,
+    /// Whether the files can (and must) be deleted once installed: files in [`RUN_DIR`] can;
+    /// secrets an engine mounts read-only (Docker Swarm's `/run/secrets`) cannot, and are
+    /// installed again at every start.
+    pub removable: bool,
+}
+
+impl Bundle {
+    /// The Docker runtime's: files in [`RUN_DIR`], removed once installed.
+    pub const RUN_DIR: Bundle = Bundle {
+        dir: RUN_DIR,
+        removable: true,
+    };
+    /// An engine's read-only secrets directory (Docker Swarm).
+    pub const ENGINE_SECRETS: Bundle = Bundle {
+        dir: "/run/secrets",
+        removable: false,
+    };
+}
+
+/// [`init_script`] for a bundle in `bundle.dir`.
+pub fn init_script_for(spec: &NodeSpec, bundle: &Bundle) -> String {
     let [key, sed, conf] = SECRET_FILES;
+    let b = bundle.dir;
+    // Removing a secret file once installed, where the engine lets us.
+    let rm = |files: &str| {
+        if bundle.removable {
+            format!("rm -f {files}")
+        } else {
+            ":".to_owned()
+        }
+    };
     let mut s = String::new();
     s.push_str("#!/bin/sh\n");
     s.push_str("# Written by nexus. Runs before every start of this node's daemon.\n");
@@ -270,22 +309,27 @@ pub fn init_script(spec: &NodeSpec) -> String {
         "rm -f {RUN_DIR}/{API_SOCKET_NAME} {RUN_DIR}/{GATEWAY_SOCKET_NAME}\n"
     ));
     s.push_str(&format!(
-        "if [ -f {RUN_DIR}/{key} ]; then\n  rm -f \"$repo/swarm.key\"\n  cat {RUN_DIR}/{key} > \"$repo/swarm.key\"\n  chmod 0400 \"$repo/swarm.key\"\n  rm -f {RUN_DIR}/{key}\nfi\n"
+        "if [ -f {b}/{key} ]; then\n  rm -f \"$repo/swarm.key\"\n  cat {b}/{key} > \"$repo/swarm.key\"\n  chmod 0400 \"$repo/swarm.key\"\n  {}\nfi\n",
+        rm(&format!("{b}/{key}"))
     ));
     s.push_str(
         "[ -s \"$repo/swarm.key\" ] || { echo 'nexus: no swarm key installed: re-create this node' >&2; exit 1; }\n",
     );
     // The whole configuration, when the repo's datastore is the one it describes: written
     // beside the old file and renamed over it, so a crash leaves one or the other.
+    s.push_str("whole=\n");
     s.push_str(&format!(
-        "if [ -f {RUN_DIR}/{conf} ] && [ \"$(cat \"$repo/datastore_spec\" 2>/dev/null)\" = {spec_line} ]; then\n  (umask 077 && cat {RUN_DIR}/{conf} > \"$repo/config.nexus\")\n  mv -f \"$repo/config.nexus\" \"$repo/config\"\n  rm -f {RUN_DIR}/{conf} {RUN_DIR}/{sed}\n  echo 'nexus: configuration written for {node} ({peer})'\nfi\n",
+        "if [ -f {b}/{conf} ] && [ \"$(cat \"$repo/datastore_spec\" 2>/dev/null)\" = {spec_line} ]; then\n  (umask 077 && cat {b}/{conf} > \"$repo/config.nexus\")\n  mv -f \"$repo/config.nexus\" \"$repo/config\"\n  {rm}\n  whole=1\n  echo 'nexus: configuration written for {node} ({peer})'\nfi\n",
         spec_line = sh_quote(DEFAULT_DATASTORE_SPEC),
+        rm = rm(&format!("{b}/{conf} {b}/{sed}")),
         node = spec.node,
         peer = spec.peer_id,
     ));
     // Any other datastore keeps its `Datastore.Spec`: key by key, through kubo.
     s.push_str(&format!(
-        "if [ -f {RUN_DIR}/{conf} ]; then\n  echo 'nexus: the repo has a datastore of its own: configuring key by key'\n  rm -f {RUN_DIR}/{conf}\n  [ -f {RUN_DIR}/{sed} ] && sed -i -f {RUN_DIR}/{sed} \"$repo/config\"\n  rm -f {RUN_DIR}/{sed}\n"
+        "if [ -f {b}/{conf} ] && [ -z \"$whole\" ]; then\n  echo 'nexus: the repo has a datastore of its own: configuring key by key'\n  {}\n  [ -f {b}/{sed} ] && sed -i -f {b}/{sed} \"$repo/config\"\n  {}\n",
+        rm(&format!("{b}/{conf}")),
+        rm(&format!("{b}/{sed}")),
     ));
     // kubo refuses every `ipfs config` on a repo of another version (fsrepo.go:179-192), and
     // the daemon's `--migrate` comes only after them: when the first call says the repo needs

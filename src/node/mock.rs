@@ -230,6 +230,7 @@ impl NodeRuntime for MockRuntime {
                 gateway: Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], base + 2))),
             }),
             started_at: Some("2026-01-01T00:00:00Z".into()),
+            host: None,
         };
         st.nodes.insert(spec.node.clone(), record.clone());
         drop(st);

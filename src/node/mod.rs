@@ -19,15 +19,17 @@ pub mod mock;
 pub mod rpc;
 pub mod runtime;
 pub mod spec;
+pub mod swarm;
 pub mod swarm_key;
 
 pub use docker::{DockerRuntime, DockerRuntimeConfig};
 pub use identity::NodeIdentity;
 pub use runtime::{
-    NodeDiagnostics, NodeEvent, NodeEventKind, NodeRecord, NodeRuntime, NodeState, NodeStats,
-    RuntimeError,
+    NodeDiagnostics, NodeEvent, NodeEventKind, NodeHost, NodeRecord, NodeRuntime, NodeState,
+    NodeStats, RuntimeError,
 };
 pub use spec::{
     plan_network, NetworkName, NetworkSpec, NodeRef, NodeSecrets, NodeSpec, Peer, Ports, Resources,
 };
+pub use swarm::{SwarmRuntime, SwarmRuntimeConfig};
 pub use swarm_key::SwarmKey;

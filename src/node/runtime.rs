@@ -38,6 +38,22 @@ pub struct NodeRecord {
     pub endpoints: Option<NodeEndpoints>,
     /// RFC 3339 time of the last start, if it ever started.
     pub started_at: Option<String>,
+    /// The host it runs on, for runtimes whose nodes span hosts (`None`: this one host).
+    pub host: Option<NodeHost>,
+}
+
+/// One host of a cluster, as a runtime whose nodes span hosts reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeHost {
+    /// The engine's id of the host.
+    pub id: String,
+    /// Its name (hostname), for people.
+    pub name: String,
+    /// The address peers outside the network dial it at (join kits, announced addresses).
+    pub address: String,
+    /// Whether the engine sees it up. A node on a host that is down is lost until the host
+    /// returns or the node is re-created elsewhere.
+    pub up: bool,
 }
 
 /// A point-in-time view of a node's resource use.

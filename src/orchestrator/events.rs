@@ -30,6 +30,8 @@ pub enum EventKind {
     ImageRolledBack,
     /// A pin of the network's pinset was added or removed, or its status changed.
     Pin,
+    /// A node whose host was lost past the grace period is re-created on another host.
+    NodeRelocated,
     /// A scale-down started copying the pins of the nodes it removes to the remaining nodes,
     /// finished, or gave up waiting (`node.pin_drain_timeout`).
     PinDrain,
@@ -46,6 +48,7 @@ impl EventKind {
             Self::Removed => "removed",
             Self::ImageRolledBack => "image_rolled_back",
             Self::Pin => "pin",
+            Self::NodeRelocated => "node_relocated",
             Self::PinDrain => "pin_drain",
         }
     }

@@ -46,6 +46,9 @@ pub struct OrchestratorConfig {
     pub op_timeout: Duration,
     /// How often every network is reconciled even without events.
     pub resync_interval: Duration,
+    /// How long a node whose host is down waits for the host before it is re-created on
+    /// another host (same identity, empty repo; runtimes whose nodes span hosts).
+    pub host_lost_grace: Duration,
     /// First delay before restarting a node that died; doubles with each recent death.
     pub restart_backoff: Duration,
     pub restart_backoff_max: Duration,
@@ -89,6 +92,7 @@ impl Default for OrchestratorConfig {
             subnets: SubnetConfig::default(),
             op_timeout: Duration::from_secs(180),
             resync_interval: Duration::from_secs(30),
+            host_lost_grace: Duration::from_secs(60),
             restart_backoff: Duration::from_secs(1),
             restart_backoff_max: Duration::from_secs(60),
             crash_limit: 5,
@@ -113,6 +117,8 @@ pub(super) struct Inner {
     pub(super) revocations: Revocations,
     locks: Mutex<HashMap<NetworkName, Arc<tokio::sync::Mutex<()>>>>,
     pub(super) crashes: Mutex<HashMap<NodeRef, Crashes>>,
+    /// Since when each node's host has been seen down (nodes on hosts that are up: absent).
+    pub(super) hosts_down: Mutex<HashMap<NodeRef, std::time::Instant>>,
     /// Background passes: at most one running and one waiting per network.
     pub(super) queue: PassQueue,
     /// Reconcile passes run since start (every trigger).
@@ -212,6 +218,7 @@ impl Orchestrator {
                 revocations: Revocations::default(),
                 locks: Mutex::default(),
                 crashes: Mutex::default(),
+                hosts_down: Mutex::default(),
                 queue: PassQueue::default(),
                 passes: AtomicU64::new(0),
                 events: EventBus::default(),

@@ -22,6 +22,9 @@ pub enum Action {
     Remove { index: u16 },
     /// The network is stopped: remove this node's container, keeping its data (frees ports).
     Stop { index: u16 },
+    /// Its host has been down longer than the grace period: re-create it on another host
+    /// (same identity; its repo there starts empty).
+    Relocate { index: u16 },
 }
 
 /// The node specs and secrets a network's store rows describe, with the full mesh of peers.
@@ -76,16 +79,24 @@ pub fn desired_nodes(
         .collect()
 }
 
+/// Whether the runtime reports the node's host down.
+pub fn on_lost_host(r: &NodeRecord) -> bool {
+    r.host.as_ref().is_some_and(|h| !h.up)
+}
+
 fn is_up(state: &NodeState) -> bool {
     matches!(state, NodeState::Running | NodeState::Restarting)
 }
 
 /// What to do so that `observed` (the runtime's records of this network) matches `desired`.
-/// Removals come first (they free ports and names), then creates/starts/updates by index.
+/// Removals come first (they free ports and names), then creates/starts/updates by index. A
+/// node whose host is down is left alone (nothing on it can be started or changed) unless it
+/// is in `lost` (down past the grace period): then it is relocated.
 pub fn plan(
     desired_state: DesiredState,
     desired: &[NodeSpec],
     observed: &[NodeRecord],
+    lost: &[u16],
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     for rec in observed {
@@ -102,6 +113,11 @@ pub fn plan(
             (DesiredState::Stopped, Some(_)) => actions.push(Action::Stop { index }),
             (DesiredState::Stopped, None) => {}
             (DesiredState::Running, None) => actions.push(Action::Create { index }),
+            (DesiredState::Running, Some(r)) if on_lost_host(r) => {
+                if lost.contains(&index) {
+                    actions.push(Action::Relocate { index });
+                }
+            }
             // A container of an older nexus (no sockets) is re-created like a changed one.
             (DesiredState::Running, Some(r))
                 if same_node(&r.spec, spec) && r.endpoints.is_some() =>
@@ -210,6 +226,7 @@ mod tests {
                 gateway: crate::node::endpoint::Endpoint::Tcp(([127, 0, 0, 1], 8080).into()),
             }),
             started_at: None,
+            host: None,
         }
     }
 
@@ -258,7 +275,7 @@ mod tests {
         let net = record(3);
         let want = specs(&net, &rows(&net, 3));
         assert_eq!(
-            plan(DesiredState::Running, &want, &[]),
+            plan(DesiredState::Running, &want, &[], &[]),
             vec![
                 Action::Create { index: 0 },
                 Action::Create { index: 1 },
@@ -272,11 +289,43 @@ mod tests {
     }
 
     #[test]
+    fn a_node_on_a_lost_host_waits_its_grace_then_is_relocated() {
+        let net = record(3);
+        let want = specs(&net, &rows(&net, 3));
+        let mut obs: Vec<_> = want.iter().map(running).collect();
+        obs[1].host = Some(crate::node::NodeHost {
+            id: "h2".into(),
+            name: "host-2".into(),
+            address: "10.0.0.2".into(),
+            up: false,
+        });
+        obs[1].state = NodeState::Unknown;
+        // Within the grace: nothing can be done on that host, and nothing is tried.
+        assert!(plan(DesiredState::Running, &want, &obs, &[]).is_empty());
+        assert_eq!(
+            observed_status(DesiredState::Running, &want, &obs),
+            NetworkStatus::Degraded
+        );
+        // Past it: moved, the others untouched.
+        assert_eq!(
+            plan(DesiredState::Running, &want, &obs, &[1]),
+            vec![Action::Relocate { index: 1 }]
+        );
+        // A stopped network's node on a lost host is only stopped.
+        assert_eq!(
+            plan(DesiredState::Stopped, &want, &obs, &[1]),
+            (0..3)
+                .map(|index| Action::Stop { index })
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn converged_network_needs_nothing_and_is_running() {
         let net = record(2);
         let want = specs(&net, &rows(&net, 2));
         let obs: Vec<_> = want.iter().map(running).collect();
-        assert!(plan(DesiredState::Running, &want, &obs).is_empty());
+        assert!(plan(DesiredState::Running, &want, &obs, &[]).is_empty());
         assert_eq!(
             observed_status(DesiredState::Running, &want, &obs),
             NetworkStatus::Running
@@ -290,7 +339,7 @@ mod tests {
         let mut obs: Vec<_> = want.iter().map(running).collect();
         obs[1].state = NodeState::Exited { code: 137 };
         assert_eq!(
-            plan(DesiredState::Running, &want, &obs),
+            plan(DesiredState::Running, &want, &obs, &[]),
             vec![Action::Start { index: 1 }]
         );
         assert_eq!(
@@ -310,7 +359,7 @@ mod tests {
             ..net3.clone()
         };
         let after = specs(&net5, &all);
-        let actions = plan(DesiredState::Running, &after, &obs);
+        let actions = plan(DesiredState::Running, &after, &obs, &[]);
         // Existing nodes learn the new peers; the new ones are created.
         assert_eq!(
             actions,
@@ -333,7 +382,7 @@ mod tests {
             replicas: 2,
             ..net5
         };
-        let actions = plan(DesiredState::Running, &specs(&net2, &all), &obs);
+        let actions = plan(DesiredState::Running, &specs(&net2, &all), &obs, &[]);
         assert_eq!(
             actions,
             vec![
@@ -354,11 +403,11 @@ mod tests {
         let want = specs(&net, &r);
         let mut obs = vec![running(&want[0])];
         obs[0].spec.ports = Ports { swarm: Some(32768) };
-        assert!(plan(DesiredState::Running, &want, &obs).is_empty());
+        assert!(plan(DesiredState::Running, &want, &obs, &[]).is_empty());
         net.resources.cpu_millis = 2000;
         let want2 = specs(&net, &r);
         assert_eq!(
-            plan(DesiredState::Running, &want2, &obs),
+            plan(DesiredState::Running, &want2, &obs, &[]),
             vec![Action::Update { index: 0 }]
         );
     }
@@ -376,7 +425,7 @@ mod tests {
         obs.push(stranger);
         // Every container goes, running or not; the stranger with its data.
         assert_eq!(
-            plan(DesiredState::Stopped, &want, &obs),
+            plan(DesiredState::Stopped, &want, &obs, &[]),
             vec![
                 Action::Remove { index: 7 },
                 Action::Stop { index: 0 },
@@ -387,7 +436,7 @@ mod tests {
             observed_status(DesiredState::Stopped, &want, &obs),
             NetworkStatus::Stopping
         );
-        assert!(plan(DesiredState::Stopped, &want, &[]).is_empty());
+        assert!(plan(DesiredState::Stopped, &want, &[], &[]).is_empty());
         assert_eq!(
             observed_status(DesiredState::Stopped, &want, &[]),
             NetworkStatus::Stopped

@@ -6,7 +6,7 @@
 
 use crate::access::Access;
 use crate::node::Ports;
-use crate::node::{NodeDiagnostics, NodeRecord, NodeState, Resources};
+use crate::node::{NodeDiagnostics, NodeHost, NodeRecord, NodeState, Resources};
 use crate::replication::Replication;
 use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow, PinCounts};
 
@@ -46,6 +46,8 @@ pub struct NodeView {
     pub ports: Ports,
     pub state: Option<NodeState>,
     pub last_error: Option<String>,
+    /// The host it runs on, for runtimes whose nodes span hosts.
+    pub host: Option<NodeHost>,
 }
 
 /// One node's diagnostics: what the store knows plus what the runtime shows. No secrets.
@@ -65,15 +67,18 @@ impl NetworkView {
         let nodes = rows
             .into_iter()
             .filter(|r| r.index < rec.replicas)
-            .map(|r| NodeView {
-                index: r.index,
-                peer_id: r.identity.peer_id().to_base58(),
-                ports: r.ports,
-                state: observed
+            .map(|r| {
+                let seen = observed
                     .iter()
-                    .find(|o| o.spec.node.network == rec.name && o.spec.node.index == r.index)
-                    .map(|o| o.state),
-                last_error: r.last_error,
+                    .find(|o| o.spec.node.network == rec.name && o.spec.node.index == r.index);
+                NodeView {
+                    index: r.index,
+                    peer_id: r.identity.peer_id().to_base58(),
+                    ports: r.ports,
+                    state: seen.map(|o| o.state),
+                    host: seen.and_then(|o| o.host.clone()),
+                    last_error: r.last_error,
+                }
             })
             .collect();
         NetworkView {

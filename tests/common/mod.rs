@@ -200,7 +200,9 @@ pub async fn rpc_json(node: &Endpoint, path_and_query: &str) -> serde_json::Valu
 }
 
 /// `ipfs add` through the RPC API (multipart upload); returns the CID.
-pub async fn add(node: &Endpoint, data: &[u8]) -> String {
+/// `data` as the one file of a `multipart/form-data` body, as kubo's `add` takes it: the
+/// content type (with its boundary) and the body.
+pub fn multipart_file(data: &[u8]) -> (String, Vec<u8>) {
     let boundary = "nexus-test-boundary-7d1f";
     let mut body = Vec::new();
     body.extend_from_slice(
@@ -212,11 +214,13 @@ pub async fn add(node: &Endpoint, data: &[u8]) -> String {
     );
     body.extend_from_slice(data);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+pub async fn add(node: &Endpoint, data: &[u8]) -> String {
+    let (content_type, body) = multipart_file(data);
     let req = hyper::Request::post(node.uri("/api/v0/add"))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
+        .header("content-type", content_type)
         .body(Full::new(Bytes::from(body)))
         .expect("request");
     let (status, body) = send(req).await;

@@ -28,13 +28,13 @@ fn status_of(e: &DockerError) -> Option<u16> {
 }
 
 /// Whether Docker answered with HTTP status `code`.
-pub(super) fn is_status(e: &DockerError, code: u16) -> bool {
+pub(crate) fn is_status(e: &DockerError, code: u16) -> bool {
     status_of(e) == Some(code)
 }
 
 /// Docker's refusal of a network whose subnet overlaps another network's ("Pool overlaps with
 /// other one on this address space"), as its message; `None` for any other error.
-pub(super) fn overlap_detail(e: &DockerError) -> Option<String> {
+pub(crate) fn overlap_detail(e: &DockerError) -> Option<String> {
     match e {
         DockerError::DockerResponseServerError {
             status_code,
@@ -50,7 +50,7 @@ pub(super) fn overlap_detail(e: &DockerError) -> Option<String> {
 
 /// Maps a bollard error: transport failures mean the daemon is unreachable.
 /// Every failed Docker call passes here (or through `connect`), so this is where they are counted.
-pub(super) fn docker_err(e: DockerError) -> RuntimeError {
+pub(crate) fn docker_err(e: DockerError) -> RuntimeError {
     let err = docker_err_kind(e);
     count_docker_error(&err);
     err
@@ -137,6 +137,11 @@ impl DockerRuntime {
     /// The settings this runtime was made with.
     pub fn config(&self) -> &DockerRuntimeConfig {
         &self.cfg
+    }
+
+    /// The engine connection (the swarm runtime shares its manager's).
+    pub(crate) fn docker(&self) -> &Docker {
+        &self.docker
     }
 
     /// Fails with [`RuntimeError::ImageMissing`] unless `image` is present locally.

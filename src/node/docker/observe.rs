@@ -163,6 +163,7 @@ impl DockerRuntime {
             endpoints,
             state: state_of(&info),
             started_at: started_at(&info),
+            host: None,
             container_id: info.id.clone().unwrap_or_default(),
             spec,
         })

@@ -17,7 +17,7 @@ use crate::node::{NodeRecord, NodeRef, NodeSecrets, NodeSpec, NodeState};
 use crate::orchestrator::error::{ErrorKind, OrchestratorError};
 use crate::orchestrator::handle::{new_row, Orchestrator};
 use crate::orchestrator::pinset::Gate;
-use crate::orchestrator::plan::{desired_nodes, observed_status, plan, Action};
+use crate::orchestrator::plan::{desired_nodes, observed_status, on_lost_host, plan, Action};
 use crate::store::{DesiredState, NetworkRecord, NetworkStatus, NodeRow};
 use crate::sync::lock;
 
@@ -45,7 +45,8 @@ impl Orchestrator {
             .collect();
         let desired = desired_nodes(rec, &rows, self.image_of(rec));
         let specs: Vec<_> = desired.iter().map(|(s, _)| s.clone()).collect();
-        let actions = plan(rec.desired, &specs, &observed);
+        let (lost, waiting) = self.hosts_lost(&name, &observed);
+        let actions = plan(rec.desired, &specs, &observed, &lost);
         let (actions, draining) = self.gate_scale_down(rec, actions, &observed).await;
         if !actions.is_empty() {
             // The registry drops what no longer runs before anything is restarted: a node that
@@ -112,7 +113,7 @@ impl Orchestrator {
             Some(_) => NetworkStatus::Pending,
             None => observed_status(rec.desired, &specs, &observed),
         };
-        Ok((status, rows, observed, draining))
+        Ok((status, rows, observed, draining.or(waiting)))
     }
 
     /// A scale-down's removal of running nodes waits until the pins they hold are on the
@@ -163,6 +164,51 @@ impl Orchestrator {
             nodes.join(", ")
         );
         (now, Some(why))
+    }
+
+    /// Nodes of `name` whose host is down: those past the grace period (to relocate now), and
+    /// why the network is degraded while the others wait (a pass is scheduled for when their
+    /// grace ends). Forgets nodes whose host is back.
+    fn hosts_lost(
+        &self,
+        name: &crate::node::NetworkName,
+        observed: &[NodeRecord],
+    ) -> (Vec<u16>, Option<String>) {
+        let grace = self.inner.cfg.host_lost_grace;
+        let now = std::time::Instant::now();
+        let mut down = lock(&self.inner.hosts_down);
+        down.retain(|n, _| {
+            &n.network != name
+                || observed
+                    .iter()
+                    .any(|o| &o.spec.node == n && on_lost_host(o))
+        });
+        let mut lost = Vec::new();
+        let mut waiting = Vec::new();
+        let mut next: Option<std::time::Duration> = None;
+        for o in observed.iter().filter(|o| on_lost_host(o)) {
+            let since = *down.entry(o.spec.node.clone()).or_insert(now);
+            let host = o.host.as_ref().map_or("?", |h| h.name.as_str());
+            let left = grace.saturating_sub(now.duration_since(since));
+            if left.is_zero() {
+                lost.push(o.spec.node.index);
+            } else {
+                next = Some(next.map_or(left, |n| n.min(left)));
+                waiting.push(format!("node {} (host {host})", o.spec.node.index));
+            }
+        }
+        drop(down);
+        if let Some(wait) = next {
+            self.schedule(name.clone(), wait);
+        }
+        let reason = (!waiting.is_empty()).then(|| {
+            format!(
+                "host down: {}; each is re-created on another host {} after its host was lost unless the host returns",
+                waiting.join(", "),
+                humantime::format_duration(grace)
+            )
+        });
+        (lost, reason)
     }
 
     /// The network's rows, sorted, with a new row (fresh identity) for every wanted node that
@@ -314,6 +360,19 @@ impl Orchestrator {
                     }
                 }
                 Action::Create { index } => creates.push(index),
+                Action::Relocate { index } => {
+                    tracing::warn!(node = %node(index), "its host is lost: re-creating it on another host");
+                    runtime.remove_container(&node(index)).await?;
+                    lock(&self.inner.hosts_down).remove(&node(index));
+                    self.emit(
+                        name,
+                        crate::orchestrator::events::EventKind::NodeRelocated,
+                        rec.status,
+                        Some(index),
+                        format!("node {index}'s host was lost for longer than the grace period"),
+                    );
+                    creates.push(index);
+                }
             }
         }
         Ok(creates)

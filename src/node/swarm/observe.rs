@@ -1,0 +1,450 @@
+//! Observation on the swarm: our node services, each one's current task and the host it runs
+//! on, rebuilt into [`NodeRecord`]s; log tails, stats and diagnostics (through the node's own
+//! RPC API, by its host's gate: the manager sees no other host's containers); and events,
+//! polled from the tasks (the swarm emits no task events). Reads only.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::models::{Service, Task, TaskState};
+use bollard::query_parameters::{ListServicesOptions, ListTasksOptions, LogsOptions};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+
+use super::hosts::Host;
+use super::objects::{run_dir, HOST_LABEL};
+use super::SwarmRuntime;
+use crate::node::docker::{docker_err, is_status};
+use crate::node::labels;
+use crate::node::runtime::{
+    NodeDiagnostics, NodeEvent, NodeEventKind, NodeRecord, NodeState, NodeStats, Result,
+    RuntimeError,
+};
+use crate::node::spec::{NetworkName, NodeRef, Ports, SWARM_PORT};
+
+/// How often the event stream looks at the tasks.
+const EVENT_POLL: Duration = Duration::from_secs(2);
+
+/// The state of a node whose service has `replicas` and whose current task is `task`.
+fn state_of(replicas: i64, task: Option<&Task>, host_up: bool) -> NodeState {
+    if !host_up {
+        return NodeState::Unknown;
+    }
+    let Some(t) = task else {
+        return if replicas == 0 {
+            NodeState::Exited { code: 0 }
+        } else {
+            NodeState::Created
+        };
+    };
+    let status = t.status.as_ref();
+    let code = status
+        .and_then(|s| s.container_status.as_ref())
+        .and_then(|c| c.exit_code)
+        .unwrap_or(-1);
+    match status.and_then(|s| s.state) {
+        Some(TaskState::RUNNING) => NodeState::Running,
+        Some(
+            TaskState::NEW
+            | TaskState::ALLOCATED
+            | TaskState::PENDING
+            | TaskState::ASSIGNED
+            | TaskState::ACCEPTED
+            | TaskState::PREPARING
+            | TaskState::READY
+            | TaskState::STARTING,
+        ) => {
+            if replicas == 0 {
+                NodeState::Exited { code: 0 }
+            } else {
+                NodeState::Restarting
+            }
+        }
+        Some(TaskState::COMPLETE | TaskState::SHUTDOWN) => NodeState::Exited { code: code.max(0) },
+        Some(TaskState::FAILED) => NodeState::Exited { code },
+        Some(TaskState::REJECTED) => NodeState::Dead,
+        _ => NodeState::Unknown,
+    }
+}
+
+/// The task that stands for the node now: the newest one meant to run, else the newest.
+fn current(tasks: &[Task]) -> Option<&Task> {
+    let version = |t: &&Task| t.version.as_ref().and_then(|v| v.index).unwrap_or(0);
+    tasks
+        .iter()
+        .filter(|t| t.desired_state == Some(TaskState::RUNNING))
+        .max_by_key(version)
+        .or_else(|| tasks.iter().max_by_key(version))
+}
+
+fn replicas_of(s: &Service) -> i64 {
+    s.spec
+        .as_ref()
+        .and_then(|s| s.mode.as_ref())
+        .and_then(|m| m.replicated.as_ref())
+        .and_then(|r| r.replicas)
+        .unwrap_or(1)
+}
+
+fn labels_of(s: &Service) -> HashMap<String, String> {
+    s.spec
+        .as_ref()
+        .and_then(|s| s.labels.clone())
+        .unwrap_or_default()
+}
+
+impl SwarmRuntime {
+    /// Our node services among those `filters` selects (gate excluded).
+    pub(super) async fn services(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+    ) -> Result<Vec<Service>> {
+        let services = self
+            .docker
+            .list_services(Some(ListServicesOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(docker_err)?;
+        Ok(services
+            .into_iter()
+            .filter(|s| {
+                let l = labels_of(s);
+                self.ours(&l) && l.contains_key(labels::INDEX)
+            })
+            .collect())
+    }
+
+    /// The node's service, if it exists and is ours; a foreign one of that name is
+    /// [`RuntimeError::NameTaken`].
+    pub(super) async fn find_service(&self, node: &NodeRef) -> Result<Option<Service>> {
+        let name = node.container_name();
+        match self.docker.inspect_service(&name, None).await {
+            Ok(s) if self.ours(&labels_of(&s)) => Ok(Some(s)),
+            Ok(_) => Err(RuntimeError::NameTaken { name }),
+            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) => Err(docker_err(e)),
+        }
+    }
+
+    /// The tasks of a service; none once the service is gone (the swarm answers 404).
+    pub(super) async fn tasks_of(&self, service_id: &str) -> Result<Vec<Task>> {
+        match self
+            .docker
+            .list_tasks(Some(ListTasksOptions {
+                filters: Some(HashMap::from([(
+                    "service".to_string(),
+                    vec![service_id.to_string()],
+                )])),
+            }))
+            .await
+        {
+            Ok(t) => Ok(t),
+            Err(e) if is_status(&e, 404) => Ok(Vec::new()),
+            Err(e) => Err(docker_err(e)),
+        }
+    }
+
+    /// The node's current task, if its service has one.
+    pub(super) async fn current_task(&self, node: &NodeRef) -> Result<Option<Task>> {
+        let Some(s) = self.find_service(node).await? else {
+            return Ok(None);
+        };
+        let tasks = self.tasks_of(s.id.as_deref().unwrap_or_default()).await?;
+        Ok(current(&tasks).cloned())
+    }
+
+    /// The record of one service, given the swarm's hosts.
+    fn record_from(&self, s: &Service, tasks: &[Task], hosts: &[Host]) -> Result<NodeRecord> {
+        let l = labels_of(s);
+        let name = s
+            .spec
+            .as_ref()
+            .and_then(|s| s.name.clone())
+            .unwrap_or_default();
+        let spec = labels::spec_from_labels(&l).map_err(|e| RuntimeError::BadLabels {
+            node: name.clone(),
+            detail: e.to_string(),
+        })?;
+        let host = l
+            .get(HOST_LABEL)
+            .and_then(|id| hosts.iter().find(|h| &h.id == id));
+        let task = current(tasks);
+        let status = task.and_then(|t| t.status.as_ref());
+        let state = state_of(replicas_of(s), task, host.is_some_and(|h| h.up));
+        let published = status
+            .and_then(|s| s.port_status.as_ref())
+            .and_then(|p| p.ports.as_ref())
+            .and_then(|ports| {
+                ports
+                    .iter()
+                    .find(|p| p.target_port == Some(i64::from(SWARM_PORT)))
+                    .and_then(|p| p.published_port)
+            })
+            .and_then(|p| u16::try_from(p).ok());
+        Ok(NodeRecord {
+            ports: Ports {
+                swarm: published.or(spec.ports.swarm),
+            },
+            endpoints: host.map(|h| self.endpoints(h, &run_dir(&self.key(&spec.node)))),
+            container_id: status
+                .and_then(|s| s.container_status.as_ref())
+                .and_then(|c| c.container_id.clone())
+                .unwrap_or_default(),
+            started_at: (state == NodeState::Running)
+                .then(|| {
+                    status
+                        .and_then(|s| s.timestamp.as_ref())
+                        .map(|t| t.to_string())
+                })
+                .flatten(),
+            host: host.map(Host::view),
+            state,
+            spec,
+        })
+    }
+
+    /// Records of our nodes among the services `filters` selects.
+    pub(super) async fn list_matching(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+    ) -> Result<Vec<NodeRecord>> {
+        let services = self.services(filters).await?;
+        if services.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hosts = self.hosts().await?;
+        let mut records = Vec::new();
+        for s in &services {
+            let tasks = self.tasks_of(s.id.as_deref().unwrap_or_default()).await?;
+            match self.record_from(s, &tasks, &hosts) {
+                Ok(r) => records.push(r),
+                Err(e) => tracing::warn!(error = %e, "ignored"),
+            }
+        }
+        records.sort_by(|a, b| a.spec.node.cmp(&b.spec.node));
+        Ok(records)
+    }
+
+    pub(super) async fn list_network(&self, network: &NetworkName) -> Result<Vec<NodeRecord>> {
+        self.list_matching(self.network_filter(network)).await
+    }
+
+    /// The record of one node.
+    pub(super) async fn record(&self, node: &NodeRef) -> Result<NodeRecord> {
+        let Some(s) = self.find_service(node).await? else {
+            return Err(RuntimeError::NotFound { node: node.clone() });
+        };
+        let tasks = self.tasks_of(s.id.as_deref().unwrap_or_default()).await?;
+        self.record_from(&s, &tasks, &self.hosts().await?)
+    }
+
+    /// The node's last log lines (the swarm gathers them from its host).
+    pub(super) async fn service_log_tail(&self, node: &NodeRef) -> String {
+        let opts = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: self.cfg.log_tail.to_string(),
+            ..Default::default()
+        };
+        let mut out = String::new();
+        let mut stream = self.docker.service_logs(&node.container_name(), Some(opts));
+        let read = async {
+            while let Some(Ok(chunk)) = stream.next().await {
+                out.push_str(&chunk.to_string());
+                if out.len() > 16 * 1024 {
+                    break;
+                }
+            }
+        };
+        // A host that is down never ends the stream.
+        let _ = tokio::time::timeout(Duration::from_secs(3), read).await;
+        out
+    }
+
+    /// What the node's own RPC API says: peers, repo size; limits from its spec.
+    pub(super) async fn stats_of(&self, node: &NodeRef) -> Result<NodeStats> {
+        let r = self.record(node).await?;
+        let mut stats = NodeStats {
+            memory_limit_bytes: r.spec.resources.memory_bytes,
+            ..Default::default()
+        };
+        if r.state != NodeState::Running {
+            return Ok(stats);
+        }
+        if let Some(ep) = &r.endpoints {
+            stats.peer_count = self.rpc.peer_ids(&ep.api).await.ok().map(|p| p.len());
+            stats.disk_used_bytes = self.rpc.repo_size(&ep.api).await.ok();
+        }
+        Ok(stats)
+    }
+
+    pub(super) async fn diagnostics_of(&self, node: &NodeRef) -> Result<NodeDiagnostics> {
+        let r = self.record(node).await?;
+        let peers = match (&r.endpoints, r.state) {
+            (Some(ep), NodeState::Running) => self.rpc.peer_ids(&ep.api).await.ok(),
+            _ => None,
+        };
+        Ok(NodeDiagnostics {
+            state: Some(r.state),
+            logs: self.service_log_tail(node).await,
+            peers,
+            config: None,
+        })
+    }
+
+    /// Start and die events from polling the tasks of our services every [`EVENT_POLL`].
+    pub(super) fn event_stream(&self) -> BoxStream<'static, Result<NodeEvent>> {
+        let rt = self.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            // Task id → whether it was running when last seen.
+            let mut running: HashMap<String, (NodeRef, bool)> = HashMap::new();
+            let mut first = true;
+            loop {
+                match rt.poll_tasks().await {
+                    Ok(tasks) => {
+                        let now = unix_now();
+                        for (node, id, is_running, code) in tasks {
+                            let was = running.get(&id).map(|(_, r)| *r);
+                            let kind = match (was, is_running) {
+                                (None | Some(false), true) if !first => Some(NodeEventKind::Start),
+                                (Some(true), false) => Some(NodeEventKind::Die { exit_code: code }),
+                                _ => None,
+                            };
+                            running.insert(id, (node.clone(), is_running));
+                            if let Some(kind) = kind {
+                                if tx
+                                    .send(Ok(NodeEvent {
+                                        node,
+                                        kind,
+                                        time: now,
+                                    }))
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        }
+                        first = false;
+                    }
+                    Err(e) => {
+                        if tx.send(Err(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(EVENT_POLL).await;
+            }
+        });
+        tokio_stream_from(rx)
+    }
+
+    /// Every task of our services: (node, task id, running, exit code).
+    async fn poll_tasks(&self) -> Result<Vec<(NodeRef, String, bool, Option<i64>)>> {
+        let services = self.services(self.filter(&[])).await?;
+        let by_id: HashMap<String, NodeRef> = services
+            .iter()
+            .filter_map(|s| {
+                let node = labels::node_ref_from_labels(&labels_of(s)).ok()?;
+                Some((s.id.clone()?, node))
+            })
+            .collect();
+        if by_id.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tasks = self
+            .docker
+            .list_tasks(None::<ListTasksOptions>)
+            .await
+            .map_err(docker_err)?;
+        Ok(tasks
+            .into_iter()
+            .filter_map(|t| {
+                let node = by_id.get(t.service_id.as_deref()?)?.clone();
+                let status = t.status.as_ref();
+                let running = status.and_then(|s| s.state) == Some(TaskState::RUNNING);
+                let code = status
+                    .and_then(|s| s.container_status.as_ref())
+                    .and_then(|c| c.exit_code);
+                Some((node, t.id?, running, code))
+            })
+            .collect())
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A stream of what `rx` receives.
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> BoxStream<'static, T> {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        Some((item, rx))
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{ContainerStatus, ObjectVersion, TaskStatus};
+
+    fn task(version: u64, desired: TaskState, state: TaskState, code: Option<i64>) -> Task {
+        Task {
+            id: Some(format!("t{version}")),
+            version: Some(ObjectVersion {
+                index: Some(version),
+            }),
+            desired_state: Some(desired),
+            status: Some(TaskStatus {
+                state: Some(state),
+                container_status: Some(ContainerStatus {
+                    exit_code: code,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_current_task_is_the_newest_meant_to_run() {
+        let tasks = [
+            task(5, TaskState::SHUTDOWN, TaskState::FAILED, Some(1)),
+            task(7, TaskState::RUNNING, TaskState::RUNNING, None),
+            task(9, TaskState::SHUTDOWN, TaskState::SHUTDOWN, Some(0)),
+        ];
+        assert_eq!(current(&tasks).and_then(|t| t.id.as_deref()), Some("t7"));
+        assert_eq!(state_of(1, current(&tasks), true), NodeState::Running);
+    }
+
+    #[test]
+    fn states_map_like_containers() {
+        let failed = task(1, TaskState::RUNNING, TaskState::FAILED, Some(3));
+        assert_eq!(
+            state_of(1, Some(&failed), true),
+            NodeState::Exited { code: 3 }
+        );
+        assert_eq!(state_of(0, None, true), NodeState::Exited { code: 0 });
+        let starting = task(1, TaskState::RUNNING, TaskState::PREPARING, None);
+        assert_eq!(state_of(1, Some(&starting), true), NodeState::Restarting);
+        // A node on a host that is down is not known to run.
+        let running = task(1, TaskState::RUNNING, TaskState::RUNNING, None);
+        assert_eq!(state_of(1, Some(&running), false), NodeState::Unknown);
+        let rejected = task(1, TaskState::RUNNING, TaskState::REJECTED, None);
+        assert_eq!(state_of(1, Some(&rejected), true), NodeState::Dead);
+    }
+}
