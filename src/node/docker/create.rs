@@ -28,6 +28,42 @@ use crate::node::spec::{NetworkSpec, NodeRef, NodeSecrets, NodeSpec, SWARM_PORT}
 /// Size of the node's `/tmp` (kubo writes nothing large there; the repo is a volume).
 const TMP_BYTES: i64 = 64 << 20;
 
+/// The IPAM of a network on `subnet`; `None`: the engine's default pools. Shared by the swarm
+/// runtime's overlays.
+pub(crate) fn ipam_on(subnet: Option<Ipv4Net>) -> Option<Ipam> {
+    subnet.map(|subnet| Ipam {
+        driver: Some("default".into()),
+        config: Some(vec![IpamConfig {
+            subnet: Some(subnet.to_string()),
+            ..Default::default()
+        }]),
+        options: None,
+    })
+}
+
+/// The IPv4 subnets of `networks` that `ours` does not claim, each with its network's name
+/// (what the orchestrator's subnet allocator must skip). Shared by the swarm runtime.
+pub(crate) fn subnets_not_ours(
+    networks: Vec<bollard::models::Network>,
+    ours: impl Fn(&HashMap<String, String>) -> bool,
+) -> Vec<(Ipv4Net, String)> {
+    let mut out = Vec::new();
+    for n in networks {
+        if n.labels.as_ref().is_some_and(&ours) {
+            continue;
+        }
+        let name = n.name.unwrap_or_default();
+        let configs = n.ipam.and_then(|i| i.config).unwrap_or_default();
+        for c in configs {
+            // IPv6 subnets and unparsable ones cannot overlap an IPv4 pool.
+            if let Some(subnet) = c.subnet.and_then(|s| s.parse::<Ipv4Net>().ok()) {
+                out.push((subnet.trunc(), name.clone()));
+            }
+        }
+    }
+    out
+}
+
 impl DockerRuntime {
     /// Creates the network's bridge network on `spec.subnet` (`None`: Docker's default pools)
     /// unless it exists; an existing one of ours is kept as it is. Returns whether it created
@@ -41,18 +77,10 @@ impl DockerRuntime {
             Err(e) if is_status(&e, 404) => {}
             Err(e) => return Err(docker_err(e)),
         }
-        let ipam = spec.subnet.map(|subnet| Ipam {
-            driver: Some("default".into()),
-            config: Some(vec![IpamConfig {
-                subnet: Some(subnet.to_string()),
-                ..Default::default()
-            }]),
-            options: None,
-        });
         let req = NetworkCreateRequest {
             name: name.clone(),
             driver: Some("bridge".into()),
-            ipam,
+            ipam: ipam_on(spec.subnet),
             labels: Some(self.stamp(labels::network_labels(&spec.name))),
             ..Default::default()
         };
@@ -77,21 +105,7 @@ impl DockerRuntime {
             .list_networks(None::<ListNetworksOptions>)
             .await
             .map_err(docker_err)?;
-        let mut out = Vec::new();
-        for n in networks {
-            if n.labels.as_ref().is_some_and(|l| self.ours(l)) {
-                continue;
-            }
-            let name = n.name.unwrap_or_default();
-            let configs = n.ipam.and_then(|i| i.config).unwrap_or_default();
-            for c in configs {
-                // IPv6 subnets and unparsable ones cannot overlap an IPv4 pool.
-                if let Some(subnet) = c.subnet.and_then(|s| s.parse::<Ipv4Net>().ok()) {
-                    out.push((subnet.trunc(), name.clone()));
-                }
-            }
-        }
-        Ok(out)
+        Ok(subnets_not_ours(networks, |l| self.ours(l)))
     }
 
     /// Creates the node's volume unless it exists. Returns whether it created it.

@@ -33,6 +33,7 @@ use bollard::Docker;
 use super::rpc::KuboRpc;
 use crate::names::InstanceName;
 pub(crate) use client::{docker_err, is_status, overlap_detail};
+pub(crate) use create::{ipam_on, subnets_not_ours};
 pub use storage::DiskGuarantee;
 
 pub use files::MAX_NODE_DIR;

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
-    EndpointSpec, EndpointSpecModeEnum, HealthConfig, Ipam, IpamConfig, Limit, Mount,
-    MountTmpfsOptions, MountType, NetworkAttachmentConfig, NetworkCreateRequest, ResourceObject,
-    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec,
-    TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile, TaskSpecContainerSpecFile1,
-    TaskSpecContainerSpecSecrets, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, Mount, MountTmpfsOptions, MountType,
+    NetworkAttachmentConfig, NetworkCreateRequest, ResourceObject, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecConfigs,
+    TaskSpecContainerSpecFile, TaskSpecContainerSpecFile1, TaskSpecContainerSpecSecrets,
+    TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::ListNetworksOptions;
 use ipnet::Ipv4Net;
@@ -24,7 +24,7 @@ use ipnet::Ipv4Net;
 use super::hosts::{place, Host};
 use super::objects::{repo_dir, run_dir, Ref, HOST_LABEL};
 use super::{SwarmRuntime, REPO_PATH};
-use crate::node::docker::{docker_err, is_status, overlap_detail};
+use crate::node::docker::{docker_err, ipam_on, is_status, overlap_detail, subnets_not_ours};
 use crate::node::kubo_config::{self, NODE_GID, NODE_UID};
 use crate::node::labels;
 use crate::node::runtime::{NodeRecord, NotReadyReason, Result, RuntimeError};
@@ -46,14 +46,6 @@ impl SwarmRuntime {
             Err(e) if is_status(&e, 404) => {}
             Err(e) => return Err(docker_err(e)),
         }
-        let ipam = spec.subnet.map(|subnet| Ipam {
-            driver: Some("default".into()),
-            config: Some(vec![IpamConfig {
-                subnet: Some(subnet.to_string()),
-                ..Default::default()
-            }]),
-            options: None,
-        });
         let mut options = HashMap::new();
         if self.cfg.encrypted {
             options.insert("encrypted".to_string(), String::new());
@@ -62,7 +54,7 @@ impl SwarmRuntime {
             name: name.clone(),
             driver: Some("overlay".into()),
             attachable: Some(true),
-            ipam,
+            ipam: ipam_on(spec.subnet),
             options: Some(options),
             labels: Some(self.stamp(labels::network_labels(&spec.name))),
             ..Default::default()
@@ -87,19 +79,7 @@ impl SwarmRuntime {
             .list_networks(None::<ListNetworksOptions>)
             .await
             .map_err(docker_err)?;
-        let mut out = Vec::new();
-        for n in networks {
-            if n.labels.as_ref().is_some_and(|l| self.ours(l)) {
-                continue;
-            }
-            let name = n.name.unwrap_or_default();
-            for c in n.ipam.and_then(|i| i.config).unwrap_or_default() {
-                if let Some(subnet) = c.subnet.and_then(|s| s.parse::<Ipv4Net>().ok()) {
-                    out.push((subnet.trunc(), name.clone()));
-                }
-            }
-        }
-        Ok(out)
+        Ok(subnets_not_ours(networks, |l| self.ours(l)))
     }
 
     /// The service of one node: everything in its spec, pinned to `host`.
