@@ -233,11 +233,22 @@ impl SwarmRuntime {
 
     /// The record of one node.
     pub(super) async fn record(&self, node: &NodeRef) -> Result<NodeRecord> {
+        let hosts = self.hosts().await?;
+        Ok(self.record_and_task(node, &hosts).await?.0)
+    }
+
+    /// The node's record and its current task, from one inspect and one task list.
+    pub(super) async fn record_and_task(
+        &self,
+        node: &NodeRef,
+        hosts: &[Host],
+    ) -> Result<(NodeRecord, Option<Task>)> {
         let Some(s) = self.find_service(node).await? else {
             return Err(RuntimeError::NotFound { node: node.clone() });
         };
         let tasks = self.tasks_of(s.id.as_deref().unwrap_or_default()).await?;
-        self.record_from(&s, &tasks, &self.hosts().await?)
+        let record = self.record_from(&s, &tasks, hosts)?;
+        Ok((record, current(&tasks).cloned()))
     }
 
     /// The node's last log lines (the swarm gathers them from its host).

@@ -365,9 +365,10 @@ impl SwarmRuntime {
     ) -> Result<NodeRecord> {
         let deadline = Instant::now() + self.cfg.ready_timeout;
         let mut seen_task: Option<String> = None;
+        // The node was just placed on a host that is up; its hosts are read once.
+        let hosts = self.hosts().await?;
         loop {
-            let record = self.record(node).await?;
-            let task = self.current_task(node).await?;
+            let (record, task) = self.record_and_task(node, &hosts).await?;
             if let Some(t) = &task {
                 let state = t.status.as_ref().and_then(|s| s.state);
                 let id = t.id.clone().unwrap_or_default();
