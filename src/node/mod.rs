@@ -7,12 +7,14 @@
 //! - [`kubo_version`]: an image's kubo and repo versions, and which nexus supports.
 //! - [`labels`]: `io.nexus.*` labels, from which node records are rebuilt.
 //! - [`runtime`]: the [`NodeRuntime`] trait; [`docker`] implements it, [`mock`] fakes it.
-//! - [`rpc`]: the few kubo RPC calls the runtime itself needs (readiness, peer count).
+//! - [`rpc`]: the few kubo RPC calls the runtime itself needs (readiness, peer count), and
+//!   [`kubo_metrics`]: kubo's own process figures from its Prometheus endpoint.
 
 pub mod docker;
 pub mod endpoint;
 pub mod identity;
 pub mod kubo_config;
+pub mod kubo_metrics;
 pub mod kubo_version;
 pub mod labels;
 pub mod mock;

@@ -74,6 +74,7 @@ impl SwarmRuntime {
     }
 
     pub(super) async fn stop_existing(&self, node: &NodeRef) -> Result<()> {
+        self.samples.forget(node);
         self.scale(node, 0).await?;
         let deadline = Instant::now() + self.cfg.stop_timeout + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -91,6 +92,7 @@ impl SwarmRuntime {
 
     /// Removes the node's service and secrets; its directories (repo) stay on its host.
     pub(super) async fn remove_service_keep_data(&self, node: &NodeRef) -> Result<()> {
+        self.samples.forget(node);
         self.delete_service(node).await?;
         self.remove_bundle(node, &[]).await
     }
@@ -112,6 +114,7 @@ impl SwarmRuntime {
         for r in self.list_network(network).await? {
             self.remove_node_and_data(&r.spec.node).await?;
         }
+        self.samples.forget_network(network);
         self.remove_overlay_if_unused(network).await
     }
 

@@ -16,7 +16,8 @@
 //! It touches only objects labelled `io.nexus.managed=true` with this instance's
 //! `io.nexus.instance`. Like the Docker runtime it must not decide which nodes should exist nor
 //! when (the orchestrator does); it decides only *where* a new node goes (spread over hosts and
-//! zones), and keeps no state of its own: the swarm is the record.
+//! zones), and keeps no state of its own: the swarm is the record. (Its one memory is a
+//! bounded cache of each node's last process sample, so that CPU use is a rate: [`usage`].)
 //!
 //! One file per concern; the trait impl only delegates:
 //! - [`hosts`]: the swarm's hosts, their addresses and zones; placement (pure).
@@ -24,6 +25,7 @@
 //! - [`gate`]: the per-host gate service and the node directories it makes.
 //! - [`service`]: the overlay network, a node's service spec, create, readiness, roll-back.
 //! - [`observe`]: records from services and tasks, stats, diagnostics, events (polled).
+//! - [`usage`]: CPU, memory and uptime from kubo's own process figures; the last sample kept.
 //! - [`lifecycle`]: stop, start, update, removal.
 //! - [`runtime_impl`]: `impl NodeRuntime for SwarmRuntime`, delegating.
 
@@ -34,6 +36,7 @@ mod objects;
 mod observe;
 mod runtime_impl;
 mod service;
+mod usage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -116,6 +119,8 @@ pub struct SwarmRuntime {
     place_lock: Arc<tokio::sync::Mutex<()>>,
     /// Serializes creating and removing overlay networks (names are not unique in Docker).
     network_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Each node's last process sample (CPU rates between two `node_stats`).
+    samples: Arc<usage::Samples>,
 }
 
 impl SwarmRuntime {
@@ -138,6 +143,7 @@ impl SwarmRuntime {
             gate,
             place_lock: Default::default(),
             network_lock: Default::default(),
+            samples: Default::default(),
         };
         rt.check_manager().await?;
         rt.ensure_gate().await?;

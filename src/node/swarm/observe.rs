@@ -1,10 +1,11 @@
 //! Observation on the swarm: our node services, each one's current task and the host it runs
 //! on, rebuilt into [`NodeRecord`]s; log tails, stats and diagnostics (through the node's own
-//! RPC API, by its host's gate: the manager sees no other host's containers); and events,
-//! polled from the tasks (the swarm emits no task events). Reads only.
+//! RPC API and metrics, by its host's gate: the manager sees no other host's containers); and
+//! events, polled from the tasks (the swarm emits no task events). Reads only (on the swarm; it
+//! keeps each node's last process sample in [`usage`]).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use bollard::models::{Service, Task, TaskState};
 use bollard::query_parameters::{ListServicesOptions, ListTasksOptions, LogsOptions};
@@ -13,9 +14,12 @@ use futures_util::StreamExt;
 
 use super::hosts::Host;
 use super::objects::{run_dir, HOST_LABEL};
+use super::usage::{self, Sample};
 use super::SwarmRuntime;
 use crate::node::docker::{docker_err, is_status};
+use crate::node::endpoint::Endpoint;
 use crate::node::labels;
+use crate::node::rpc::RpcError;
 use crate::node::runtime::{
     NodeDiagnostics, NodeEvent, NodeEventKind, NodeRecord, NodeState, NodeStats, Result,
     RuntimeError,
@@ -274,7 +278,9 @@ impl SwarmRuntime {
         out
     }
 
-    /// What the node's own RPC API says: peers, repo size; limits from its spec.
+    /// What the node's own RPC API says: peers and repo size; CPU, resident memory and uptime
+    /// from kubo's own process figures ([`usage`]); the memory limit from its spec. Network
+    /// counters stay 0: nothing the daemon reaches on a swarm reports them per container.
     pub(super) async fn stats_of(&self, node: &NodeRef) -> Result<NodeStats> {
         let r = self.record(node).await?;
         let mut stats = NodeStats {
@@ -284,11 +290,63 @@ impl SwarmRuntime {
         if r.state != NodeState::Running {
             return Ok(stats);
         }
+        // Unless kubo says when its process started: since its task became running.
+        stats.uptime = r
+            .started_at
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .and_then(|t| SystemTime::now().duration_since(t).ok());
         if let Some(ep) = &r.endpoints {
             stats.peer_count = self.rpc.peer_ids(&ep.api).await.ok().map(|p| p.len());
             stats.disk_used_bytes = self.rpc.repo_size(&ep.api).await.ok();
+            match self.process_usage(node, &ep.api).await {
+                Ok((cpu, last)) => {
+                    stats.cpu_percent = cpu;
+                    stats.memory_bytes = last.metrics.resident_bytes;
+                    stats.uptime = Some(usage::uptime(&last.metrics, SystemTime::now()));
+                }
+                Err(e) => tracing::debug!(
+                    node = %node.container_name(), error = %e,
+                    "no process figures from kubo's metrics"
+                ),
+            }
         }
         Ok(stats)
+    }
+
+    /// kubo's process figures now and its CPU use (percent of one core) since the node's last
+    /// recent sample, or over [`usage::MIN_WINDOW`] by sampling twice. Keeps the newest sample.
+    async fn process_usage(
+        &self,
+        node: &NodeRef,
+        api: &Endpoint,
+    ) -> std::result::Result<(f64, Sample), RpcError> {
+        let first = self.process_sample(api).await?;
+        let start = self.samples.baseline(node, &first).unwrap_or(first);
+        let waited = first.at.saturating_duration_since(start.at);
+        let last = if waited < usage::MIN_WINDOW {
+            tokio::time::sleep(usage::MIN_WINDOW - waited).await;
+            match self.process_sample(api).await {
+                Ok(s) => s,
+                Err(e) => {
+                    // Memory and uptime are still known; CPU is not.
+                    tracing::debug!(node = %node.container_name(), error = %e, "no second sample");
+                    first
+                }
+            }
+        } else {
+            first
+        };
+        self.samples.keep(node, last);
+        Ok((usage::cpu_percent(&start, &last).unwrap_or(0.0), last))
+    }
+
+    /// One sample of kubo's process figures, dated halfway through the request.
+    async fn process_sample(&self, api: &Endpoint) -> std::result::Result<Sample, RpcError> {
+        let sent = Instant::now();
+        let metrics = self.rpc.process_metrics(api).await?;
+        let at = sent + sent.elapsed() / 2;
+        Ok(Sample { at, metrics })
     }
 
     pub(super) async fn diagnostics_of(&self, node: &NodeRef) -> Result<NodeDiagnostics> {

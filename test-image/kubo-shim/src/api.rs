@@ -1,5 +1,6 @@
 //! Owns the HTTP surfaces of the daemon: kubo's RPC API (`/api/v0/*`, POST-only, Origin
-//! checks, kubo-shaped JSON and errors) and the read-only path gateway (`/ipfs/<cid>`).
+//! checks, kubo-shaped JSON and errors; beside it the metrics page, [`crate::metrics`]) and the
+//! read-only path gateway (`/ipfs/<cid>`).
 
 use crate::config;
 use crate::libkubo::LibKubo;
@@ -347,6 +348,10 @@ fn origin_allowed(node: &Node, origin: &str) -> bool {
 /// Entry point for every request on the API port.
 pub async fn rpc(State(node): State<Shared>, req: Request) -> Response {
     let path = req.uri().path().to_string();
+    // kubo mounts its Prometheus page beside the commands, outside their checks.
+    if path == crate::metrics::PATH {
+        return crate::metrics::serve();
+    }
     let Some(cmd) = path.strip_prefix("/api/v0/") else {
         return plain(StatusCode::NOT_FOUND, "404 page not found\n");
     };

@@ -7,6 +7,7 @@ mod config;
 mod daemon;
 mod hostname;
 mod libkubo;
+mod metrics;
 mod pnet;
 mod repo;
 mod schema;

