@@ -74,7 +74,7 @@ NEXUS_BIN="${CARGO_TARGET_DIR:-target}/debug/nexus"
 BY_DIR="$(mktemp -d /tmp/nexus-bystander.XXXXXX)"
 BY_NET="bystander-$(python3 -c 'import secrets; print(secrets.token_hex(3))')"
 # No [docker] instance: the daemon uses the one its new store generates. Swarm ports outside
-# the ranges the tests use (41000-47999).
+# the ranges the tests use (all below the kernel's ephemeral range, 32768-60999).
 cat >"$BY_DIR/nexus.toml" <<TOML
 [daemon]
 data_dir = "$BY_DIR/data"
@@ -85,7 +85,7 @@ cpus = "0.5"
 memory = "256MiB"
 disk = "512MiB"
 [ports]
-swarm = "39000-39019"
+swarm = "16000-16019"
 [grpc]
 listen = "127.0.0.1:$(free_port)"
 [delegator]

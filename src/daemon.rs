@@ -273,6 +273,17 @@ async fn serve(
         _ => Arc::new(docker),
     };
 
+    if let Some(eph) = crate::orchestrator::ports::kernel_ephemeral_range() {
+        let ranges = &settings.orchestrator.ports.swarm;
+        let n = crate::orchestrator::ports::overlap_with(ranges, eph);
+        if n > 0 {
+            tracing::warn!(
+                ports_in_ephemeral_range = n,
+                ephemeral = %eph,
+                "some node ports lie in the kernel's range for outgoing connections: a node whose port is taken at its start moves to another; set ports.swarm outside that range"
+            );
+        }
+    }
     let orch = Orchestrator::new(
         store.clone(),
         runtime.clone(),

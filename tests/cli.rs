@@ -384,7 +384,7 @@ fn names(list: &Value) -> Vec<String> {
 
 #[test]
 fn operator_drives_a_network_through_the_cli() {
-    let mut d = Daemon::configure(43000, "");
+    let mut d = Daemon::configure(31000, "");
     d.start();
     let net = format!("e2e-{}", random_hex(2));
 
@@ -706,7 +706,7 @@ fn sorted(s: &str) -> Vec<String> {
 
 #[test]
 fn ctl_reaches_every_rpc_through_reflection() {
-    let mut d = Daemon::configure(43100, "");
+    let mut d = Daemon::configure(31100, "");
     d.start();
     let net = format!("ctl-{}", random_hex(2));
 
@@ -836,7 +836,7 @@ async fn ping(address: &str, key: Option<&str>, ca: Option<Vec<u8>>) -> Result<(
 
 #[tokio::test]
 async fn api_keys_are_required_and_rotate() {
-    let mut d = Daemon::configure(43200, "");
+    let mut d = Daemon::configure(31200, "");
     d.start();
     let addr = format!("http://127.0.0.1:{}", d.grpc);
     let e = ping(&addr, None, None).await.unwrap_err();
@@ -950,7 +950,7 @@ async fn tls_on_the_grpc_api() {
         cert.display(),
         key.display()
     );
-    let mut d = Daemon::configure(43300, &extra);
+    let mut d = Daemon::configure(31300, &extra);
     d.start();
     let https = format!("https://localhost:{}", d.grpc);
     ping(&https, Some(KEY_A), Some(ca.cert.pem().into_bytes()))
@@ -992,7 +992,7 @@ async fn tls_on_the_grpc_api() {
 
 #[test]
 fn bad_configuration_is_refused_naming_the_key() {
-    let d = Daemon::configure(43400, "");
+    let d = Daemon::configure(31400, "");
     let run = |extra_env: &[(&str, &str)], config: &Path| -> (bool, String) {
         let out = Command::new(bin())
             .arg("--config")
@@ -1104,7 +1104,7 @@ fn running_ids(instance: &str) -> Vec<String> {
 #[test]
 fn a_second_daemon_with_another_data_dir_deletes_nothing_of_the_first() {
     // Neither configures an instance: each uses the id its own store generated.
-    let mut first = Daemon::configure_unscoped(44000, None, "");
+    let mut first = Daemon::configure_unscoped(32000, None, "");
     first.start();
     assert!(first.instance.starts_with("n-"), "{}", first.logs());
     let net = format!("inst-{}", random_hex(2));
@@ -1114,7 +1114,7 @@ fn a_second_daemon_with_another_data_dir_deletes_nothing_of_the_first() {
     assert_eq!(ids.len(), 1, "{ids:?}");
 
     // A second installation on the same host: its recovery runs and finds nothing of its own.
-    let mut second = Daemon::configure_unscoped(44100, None, "");
+    let mut second = Daemon::configure_unscoped(32100, None, "");
     second.start();
     assert!(second.instance.starts_with("n-"), "{}", second.logs());
     assert_ne!(second.instance, first.instance);
@@ -1141,14 +1141,14 @@ fn a_second_daemon_with_another_data_dir_deletes_nothing_of_the_first() {
 #[test]
 fn a_second_daemon_on_the_same_store_is_refused_until_the_first_is_gone() {
     let ttl = "[store]\nlease_ttl = \"2s\"\n";
-    let mut first = Daemon::configure_unscoped(44200, None, ttl);
+    let mut first = Daemon::configure_unscoped(32200, None, ttl);
     first.start();
     let instance = first.instance.clone();
     assert!(instance.starts_with("n-"), "{}", first.logs());
 
     // Same data directory, so the same store and instance: refused, naming the holder.
     let data = first.dir.join("data");
-    let mut second = Daemon::configure_unscoped(44300, Some(&data), ttl);
+    let mut second = Daemon::configure_unscoped(32300, Some(&data), ttl);
     let refused = second.start_refused();
     assert!(
         refused.contains(&format!(
@@ -1179,7 +1179,7 @@ fn a_second_daemon_on_the_same_store_is_refused_until_the_first_is_gone() {
 #[tokio::test]
 async fn a_daemon_that_loses_its_lease_stops() {
     use sqlx::{Connection, Executor};
-    let mut d = Daemon::configure_unscoped(44400, None, "[store]\nlease_ttl = \"3s\"\n");
+    let mut d = Daemon::configure_unscoped(32400, None, "[store]\nlease_ttl = \"3s\"\n");
     d.start();
     // Another holder takes the lease behind the daemon's back (as one would once it expired
     // while this daemon was frozen).
@@ -1228,7 +1228,7 @@ fn key_lines(path: &Path) -> Vec<String> {
 #[test]
 fn private_files_and_secrets_rotate() {
     use std::os::unix::fs::PermissionsExt;
-    let mut d = Daemon::configure(43500, "");
+    let mut d = Daemon::configure(31500, "");
     let data = d.dir.join("data");
     let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
     let refused = |d: &Daemon| -> String {
@@ -1326,7 +1326,7 @@ fn private_files_and_secrets_rotate() {
 /// private key, in any encoding.
 #[test]
 fn trace_logs_hold_no_secret() {
-    let mut d = Daemon::configure(43700, "");
+    let mut d = Daemon::configure(31700, "");
     let text = std::fs::read_to_string(&d.config).expect("config");
     std::fs::write(
         &d.config,
@@ -1467,7 +1467,7 @@ fn a_full_subnet_pool_refuses_up_front_and_foreign_networks_are_skipped() {
         sub(1)
     );
 
-    let mut d = Daemon::configure(43600, "");
+    let mut d = Daemon::configure(31600, "");
     d.edit_config(
         &format!("instance = \"{}\"", d.instance),
         &format!(
@@ -1784,7 +1784,7 @@ fn delegator_id(d: &Daemon, net: &str, tok: &str) -> u16 {
 /// for another audience are refused; bad ids are refused with nothing recorded.
 #[test]
 fn revoked_tokens_stay_refused_across_a_restart() {
-    let mut d = Daemon::configure(43800, "");
+    let mut d = Daemon::configure(31800, "");
     d.start();
     let net = format!("rv-{}", random_hex(2));
     let other = format!("rw-{}", random_hex(2));
@@ -1906,7 +1906,7 @@ fn send_blocking(req: hyper::Request<http_body_util::Full<bytes::Bytes>>) -> (u1
 fn every_role_table_row_through_the_daemons_delegator() {
     use nexus::access::Role;
     use nexus::delegator::policy::{Scope, ROLES};
-    let mut d = Daemon::configure(43900, "");
+    let mut d = Daemon::configure(31900, "");
     d.start();
     let net = format!("ro-{}", random_hex(2));
     d.json(&[

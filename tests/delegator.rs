@@ -354,7 +354,7 @@ fn node_api(orch: &Orchestrator, network: &str, index: u16) -> Endpoint {
 }
 
 /// Builds the fixture of test number `test`: the instance name, database and port ranges
-/// (`45000 + 100 × test`, 60 ports) are its own, so tests can run at the same time.
+/// (`12000 + 100 × test`, 60 ports) are its own, so tests can run at the same time.
 async fn fixture(test: u16, nets: &[Net]) -> Fixture {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("nexus::delegator=info,warn")
@@ -368,7 +368,7 @@ async fn fixture(test: u16, nets: &[Net]) -> Fixture {
     let dir = std::env::temp_dir().join(format!("nexus-dlg-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.join("nexus.db").display());
-    let (orch, runner) = orchestrator(&url, &format!("test-{id}"), 45000 + 100 * test).await;
+    let (orch, runner) = orchestrator(&url, &format!("test-{id}"), 12000 + 100 * test).await;
     for (net, name) in nets.iter().zip(&names) {
         orch.create(net.create(name)).await.unwrap();
     }

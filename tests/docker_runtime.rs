@@ -575,6 +575,23 @@ async fn failed_nodes_leave_nothing_behind_and_say_why() {
     assert!(err.to_string().contains("build-test-image.sh"), "{err}");
     nothing_left();
 
+    // A host port another program holds: the runtime says which (the orchestrator moves the
+    // node to another port) and leaves nothing.
+    let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let held = holder.local_addr().unwrap().port();
+    let mut busy = spec.clone();
+    busy.ports.swarm = Some(held);
+    let err = rt.create_node(&busy, secrets).await.unwrap_err();
+    match &err {
+        RuntimeError::PortTaken { port, detail } => {
+            assert_eq!(*port, held, "{err}");
+            assert!(detail.contains("address already in use"), "{err}");
+        }
+        other => panic!("expected PortTaken, got {other}"),
+    }
+    drop(holder);
+    nothing_left();
+
     // A node that exits at once: the error has its exit code and its last log lines.
     let mut broken = spec.clone();
     broken.image = broken_image();

@@ -471,7 +471,7 @@ fn grafana_dashboard_queries_only_exported_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_of_a_running_network() {
-    let mut d = Daemon::configure(47000, None, None);
+    let mut d = Daemon::configure(15000, None, None);
     d.start();
     // Ready once recovery is done and the reconciler runs.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -606,7 +606,7 @@ async fn metrics_of_a_running_network() {
             "{gone}"
         );
     }
-    let swarm_range = "47000-47019";
+    let swarm_range = "15000-15019";
     assert!(has(
         "nexus_port_pool_used_ports",
         &[("kind", "swarm"), ("range", swarm_range)]
@@ -819,7 +819,7 @@ async fn readiness_follows_docker_and_the_store() {
     let store_url = format!("{scheme_user}@127.0.0.1:{}/{db}", pg_fwd.port);
 
     let mut d = Daemon::configure(
-        47100,
+        15100,
         Some(&format!("tcp://127.0.0.1:{}", docker_fwd.port)),
         Some(&store_url),
     );

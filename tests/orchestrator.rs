@@ -227,7 +227,7 @@ async fn orchestrator_on_sqlite() {
     let dir = std::env::temp_dir().join(format!("nexus-orch-{}", unique_network("db")));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.join("nexus.db").display());
-    scenario(&url, 41000).await;
+    scenario(&url, 14000).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -251,7 +251,7 @@ async fn orchestrator_on_postgres() {
         .rsplit_once('/')
         .map(|(b, _)| b)
         .expect("URL with a database");
-    scenario(&format!("{base}/{db}"), 42000).await;
+    scenario(&format!("{base}/{db}"), 14100).await;
     conn.execute(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
     )))

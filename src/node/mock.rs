@@ -27,6 +27,8 @@ use super::spec::{NetworkName, NetworkSpec, NodeRef, NodeSecrets, NodeSpec, Port
 struct State {
     nodes: BTreeMap<NodeRef, NodeRecord>,
     fail_create: HashSet<NodeRef>,
+    /// Nodes whose next `create_node` finds their host port taken by another program.
+    port_taken: HashSet<NodeRef>,
     /// Calls (by prefix, e.g. `list`) that fail once as if Docker were unreachable.
     fail_once: Vec<String>,
     next_id: u64,
@@ -75,6 +77,12 @@ impl MockRuntime {
     /// Makes the next `create_node` of `node` fail as if it never became ready.
     pub fn fail_create(&self, node: NodeRef) {
         self.lock().fail_create.insert(node);
+    }
+
+    /// Makes the next `create_node` of `node` fail as if another program had bound its host
+    /// port meanwhile (the call is recorded as `port-taken PORT`).
+    pub fn port_taken(&self, node: NodeRef) {
+        self.lock().port_taken.insert(node);
     }
 
     /// Makes the next call whose name starts with `prefix` (`list`, `remove-container …`) fail
@@ -205,6 +213,14 @@ impl NodeRuntime for MockRuntime {
         if st.nodes.contains_key(&spec.node) {
             return Err(RuntimeError::AlreadyExists {
                 node: spec.node.clone(),
+            });
+        }
+        if st.port_taken.remove(&spec.node) {
+            let port = spec.ports.swarm.unwrap_or(0);
+            st.calls.push(format!("port-taken {port}"));
+            return Err(RuntimeError::PortTaken {
+                port,
+                detail: "mock: listen tcp4 0.0.0.0: bind: address already in use".into(),
             });
         }
         if st.fail_create.remove(&spec.node) {

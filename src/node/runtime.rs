@@ -154,6 +154,11 @@ pub enum RuntimeError {
         subnet: ipnet::Ipv4Net,
         detail: String,
     },
+    #[error(
+        "host port {port} was taken by another program between its allocation and the node's \
+         start ({detail}); nexus gives the node another port"
+    )]
+    PortTaken { port: u16, detail: String },
     #[error("node {node} already exists")]
     AlreadyExists { node: NodeRef },
     #[error("node {node} does not exist")]

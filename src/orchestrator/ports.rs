@@ -111,6 +111,34 @@ impl PortProbe for BindProbe {
     }
 }
 
+/// Where the kernel takes the local ports of outgoing connections
+/// (`/proc/sys/net/ipv4/ip_local_port_range`); `None` when it cannot be read.
+pub fn kernel_ephemeral_range() -> Option<PortRange> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text.split_whitespace().map(str::parse::<u16>);
+    let (Some(Ok(low)), Some(Ok(high))) = (it.next(), it.next()) else {
+        return None;
+    };
+    (low <= high).then_some(PortRange { low, high })
+}
+
+/// How many ports of `ranges` lie in `ephemeral`: any of them can be taken by an outgoing
+/// connection between its allocation and the node's start (nexus then moves the node to
+/// another port, but the node's address changes).
+pub fn overlap_with(ranges: &[PortRange], ephemeral: PortRange) -> usize {
+    ranges
+        .iter()
+        .map(|r| {
+            let (low, high) = (r.low.max(ephemeral.low), r.high.min(ephemeral.high));
+            if low <= high {
+                usize::from(high - low) + 1
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
 /// One kind's ranges and allocations.
 #[derive(Debug)]
 struct Pool {
@@ -323,6 +351,17 @@ mod tests {
         fn is_free(&self, _: IpAddr, port: u16) -> bool {
             !self.0.contains(&port)
         }
+    }
+
+    #[test]
+    fn ports_in_the_ephemeral_range_are_counted() {
+        let eph = PortRange {
+            low: 32768,
+            high: 60999,
+        };
+        assert_eq!(overlap_with(&cfg("4001-5000").swarm, eph), 0);
+        assert_eq!(overlap_with(&cfg("32760-32769,60990-61010").swarm, eph), 12);
+        assert_eq!(overlap_with(&cfg("43000-43019").swarm, eph), 20);
     }
 
     fn cfg(s: &str) -> PortConfig {

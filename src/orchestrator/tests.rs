@@ -275,6 +275,47 @@ async fn stop_removes_containers_keeps_identities_and_releases_ports() {
     assert_eq!(again.nodes[0].peer_id, running.nodes[0].peer_id);
 }
 
+/// A node whose host port another program bound after its allocation (an outgoing
+/// connection in the kernel's ephemeral range) moves to another port; the taken one is given
+/// back and the new one recorded.
+#[tokio::test]
+async fn a_node_whose_port_was_taken_meanwhile_moves_to_another() {
+    let f = fixture().await;
+    f.orch.create(req("busy", 2)).await.unwrap();
+    let node1 = NodeRef {
+        network: name("busy"),
+        index: 1,
+    };
+    f.rt.port_taken(node1.clone());
+    let view = f.orch.start("busy").await.unwrap();
+    assert_eq!(view.status, NetworkStatus::Running);
+    let taken: u16 =
+        f.rt.calls()
+            .iter()
+            .find_map(|c| c.strip_prefix("port-taken ")?.parse().ok())
+            .expect("the mock refused a port");
+    let ports: Vec<u16> = view.nodes.iter().filter_map(|n| n.ports.swarm).collect();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    assert_ne!(ports[0], ports[1]);
+    assert!(
+        !ports.contains(&taken),
+        "node still on the taken port {taken}: {ports:?}"
+    );
+    let running = f.rt.list_nodes().await.unwrap();
+    let on = running
+        .iter()
+        .find(|r| r.spec.node == node1)
+        .and_then(|r| r.spec.ports.swarm);
+    assert_eq!(
+        on,
+        Some(ports[1]),
+        "the runtime runs node 1 on its recorded port"
+    );
+    let used: usize = f.orch.port_usage().iter().map(|u| u.used).sum();
+    assert_eq!(used, 2, "the taken port was given back");
+    assert!(view.nodes[1].last_error.is_none());
+}
+
 #[tokio::test]
 async fn a_failed_start_rolls_back_and_says_why() {
     let f = fixture().await;

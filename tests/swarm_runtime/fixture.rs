@@ -14,6 +14,8 @@ use nexus::gate::GateAccess;
 use nexus::node::endpoint::{Endpoint, GateSocket, GateTarget};
 use nexus::store::seal::{KeyFile, KeySource};
 
+/// The daemons' lease of their instance: short, so that a restart after a kill waits little.
+const LEASE_TTL: Duration = Duration::from_secs(10);
 pub const KEY: &str = "swarm-test-key-0123456789abcdefghijklmnopqrstuvwxyz";
 
 /// A `NEXUS_LAB_*` setting of the lab the test command brought up.
@@ -118,6 +120,10 @@ data_dir = "{data}"
 [docker]
 endpoint = "{endpoint}"
 instance = "{instance}"
+subnet_pool = "10.{pool_octet}.0.0/20"
+
+[store]
+lease_ttl = "{lease_ttl}s"
 
 [runtime]
 kind = "swarm"
@@ -155,6 +161,10 @@ level = "info,nexus=debug"
                 image = lab_image("nexus-kubo-test"),
                 host_dir = host_dir.display(),
                 ports_end = ports + 19,
+                lease_ttl = LEASE_TTL.as_secs(),
+                // Overlays of daemons sharing the swarm must not overlap: a pool per test,
+                // from its port block (29100 → 10.225.0.0/20, 29200 → 10.226…, …).
+                pool_octet = 225 + (ports - 29100) / 100,
             ),
         )
         .expect("config");
@@ -214,6 +224,8 @@ level = "info,nexus=debug"
         }
         let before = self.logs();
         std::fs::write(self.dir.join("daemon-before-restart.log"), before).expect("keep log");
+        // The killed daemon's lease of the instance runs out before another may act for it.
+        std::thread::sleep(LEASE_TTL + Duration::from_secs(1));
         SwarmDaemon::spawn(self)
     }
 

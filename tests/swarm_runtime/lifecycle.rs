@@ -81,6 +81,8 @@ fn containers(net: &str, all: bool) -> Vec<String> {
 
 #[test]
 fn scale_update_stop_start_and_remove_on_the_swarm() {
+    let t0 = std::time::Instant::now();
+    let step = |what: &str| eprintln!("{:>7.1} s  {what}", t0.elapsed().as_secs_f64());
     let d = SwarmDaemon::start(29300, 29390, "");
     let net = format!("sc{}", random_hex(3));
     d.json(&[
@@ -102,6 +104,7 @@ fn scale_update_stop_start_and_remove_on_the_swarm() {
     let first = running_with(&d, &net, 3);
     let at_start = placement(&first);
 
+    step("running with 3 nodes");
     // Each node holds content of its own, added and pinned on it alone.
     let mut own = Vec::new();
     for n in first["nodes"].as_array().expect("nodes") {
@@ -132,6 +135,7 @@ fn scale_update_stop_start_and_remove_on_the_swarm() {
         assert!(ok, "node {} is not meshed with the four others", n["index"]);
     }
 
+    step("running with 5 nodes, meshed");
     // 5 → 2: nodes 2, 3, 4 leave every host; 0 and 1 are untouched with their data.
     let leaving: Vec<String> = (2..5u16)
         .map(|i| {
@@ -183,6 +187,7 @@ fn scale_update_stop_start_and_remove_on_the_swarm() {
         assert!(holds(&d, &net, &two, *i, cid), "node {i} lost its pin");
     }
 
+    step("running with 2 nodes");
     // Resources: the services' limits change; each node stays on its host with its repo.
     d.json(&[
         "network", "update", &net, "--cpus", "0.75", "--memory", "320MiB",
@@ -206,6 +211,7 @@ fn scale_update_stop_start_and_remove_on_the_swarm() {
         );
     }
 
+    step("resources updated");
     // Stop: no task of the network runs on any host; start: the same nodes on the same hosts,
     // with their data.
     let out = d.cli(&["network", "stop", &net]);
@@ -229,6 +235,7 @@ fn scale_update_stop_start_and_remove_on_the_swarm() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    step("stopped, starting");
     let again = running_with(&d, &net, 2);
     assert_eq!(placement(&again), at_two, "{again}");
     for (i, cid) in &own[..2] {
@@ -238,5 +245,7 @@ fn scale_update_stop_start_and_remove_on_the_swarm() {
         );
     }
 
+    step("started again");
     d.remove_and_check_nothing_left(&net);
+    step("removed");
 }

@@ -1,5 +1,6 @@
 //! A network on the lab's three hosts, from start to removal: one node per host, meshed,
-//! content across hosts through the gates and through the delegator; an outside kubo given the
+//! content across hosts through the gates and through the delegator; CPU, memory and uptime
+//! from each node's own kubo; an outside kubo given the
 //! join kit joins all three; an unprivileged container on each host reaches no node's RPC API
 //! or gateway; the daemon killed and started again adopts every service without restarting a
 //! task; removal leaves nothing on any host.
@@ -125,6 +126,45 @@ fn a_network_spreads_over_three_hosts_meshes_and_serves_content_from_each() {
         assert_eq!(body.as_ref(), data.as_bytes());
     }
 
+    // Stats on a swarm come from each node's own kubo (its RPC API and its metrics page):
+    // resident memory within the limit, uptime, peers and repo size; CPU as the rate between
+    // two samples (work in between makes it move); network counters are not reported there.
+    let before = d.json(&["network", "stats", &net]);
+    let stats_before = before["nodes"].as_array().expect("stats").clone();
+    assert_eq!(stats_before.len(), 3, "{before}");
+    for st in &stats_before {
+        let memory = st["memory_bytes"].as_u64().unwrap_or(0);
+        assert!(
+            memory > 8 << 20 && memory < 256 << 20,
+            "resident memory: {st}"
+        );
+        assert_eq!(st["memory_limit_bytes"], 256u64 << 20, "{st}");
+        assert!(st["cpu_percent"].as_f64().is_some_and(|c| c >= 0.0), "{st}");
+        let uptime = st["uptime_ms"].as_u64().unwrap_or(0);
+        assert!(uptime > 0 && uptime < 600_000, "uptime: {st}");
+        assert_eq!(st["net_rx_bytes"], 0, "not reported on a swarm: {st}");
+        assert_eq!(st["net_tx_bytes"], 0, "not reported on a swarm: {st}");
+        assert!(st["disk_used_bytes"].as_u64().unwrap_or(0) > 0, "{st}");
+        assert_eq!(st["peer_count"], 2, "{st}");
+    }
+    let load = random_hex(2 << 20);
+    let (status, body) =
+        block_on(d.delegator(&net, "/api/v0/add?pin=true", &token, load.as_bytes()));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let after = d.json(&["network", "stats", &net]);
+    let stats_after = after["nodes"].as_array().expect("stats").clone();
+    let cpu: f64 = stats_after
+        .iter()
+        .filter_map(|st| st["cpu_percent"].as_f64())
+        .sum();
+    assert!(cpu > 0.0, "no CPU measured across adding 4 MiB: {after}");
+    for (a, b) in stats_before.iter().zip(&stats_after) {
+        assert!(
+            b["uptime_ms"].as_u64() >= a["uptime_ms"].as_u64(),
+            "the same processes, older:\n{a}\n{b}"
+        );
+    }
+
     // An outside kubo on host 2, given only the join kit, joins all three nodes and reads the
     // network's content.
     let peer_ids: Vec<String> = nodes
@@ -141,10 +181,15 @@ fn a_network_spreads_over_three_hosts_meshes_and_serves_content_from_each() {
         "the outside peer did not join all three nodes: {seen:?} (nodes {peer_ids:?})\n{}",
         outsider.logs()
     );
-    assert_eq!(
-        outsider.cat(&cid),
-        data,
-        "the outside peer read other content"
+    // The first read waits for bitswap to find the block on the nodes.
+    let mut read = String::new();
+    assert!(
+        poll(Duration::from_secs(90), || {
+            read = outsider.cat(&cid);
+            read == data
+        }),
+        "the outside peer did not read the network's content: {read:?}\n{}",
+        outsider.logs()
     );
     drop(outsider);
 
@@ -283,7 +328,7 @@ impl Outsider {
             .arg(lab(&format!("HOST_{}_SOCKET", self.host)))
             .args(["exec", &self.name, "sh", "-c"])
             .arg(format!(
-                "printf '{}' | nc -w 10 127.0.0.1 5001",
+                "printf '{}' | nc -w 30 127.0.0.1 5001",
                 req.replace('\r', "\\r").replace('\n', "\\n")
             ))
             .output()

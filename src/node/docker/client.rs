@@ -48,6 +48,23 @@ pub(crate) fn overlap_detail(e: &DockerError) -> Option<String> {
     }
 }
 
+/// Docker's refusal to start a container whose published host port is bound by something
+/// else ("… bind: address already in use"), as its message; `None` for any other error.
+pub(crate) fn port_in_use(e: &DockerError) -> Option<String> {
+    match e {
+        DockerError::DockerResponseServerError { message, .. }
+            if message.contains("address already in use") =>
+        {
+            // Docker's message names the endpoint first; the cause is its tail.
+            let tail = message
+                .rfind("listen ")
+                .map_or(message.as_str(), |at| &message[at..]);
+            Some(tail.chars().take(120).collect())
+        }
+        _ => None,
+    }
+}
+
 /// Maps a bollard error: transport failures mean the daemon is unreachable.
 /// Every failed Docker call passes here (or through `connect`), so this is where they are counted.
 pub(crate) fn docker_err(e: DockerError) -> RuntimeError {

@@ -17,7 +17,7 @@ use bollard::models::{
 use bollard::query_parameters::{CreateContainerOptionsBuilder, ListNetworksOptions};
 use ipnet::Ipv4Net;
 
-use super::client::{docker_err, is_status, overlap_detail};
+use super::client::{docker_err, is_status, overlap_detail, port_in_use};
 use super::files::NodeDir;
 use super::{DockerRuntime, REPO_PATH};
 use crate::node::kubo_config::{self, NODE_GID, NODE_UID};
@@ -389,10 +389,16 @@ impl DockerRuntime {
 
     /// Starts the created container and waits until it is ready.
     async fn start_and_wait(&self, spec: &NodeSpec, container_id: &str) -> Result<NodeRecord> {
-        self.docker
-            .start_container(container_id, None)
-            .await
-            .map_err(docker_err)?;
+        if let Err(e) = self.docker.start_container(container_id, None).await {
+            let in_use = port_in_use(&e);
+            let err = docker_err(e);
+            return Err(match (in_use, spec.ports.swarm) {
+                // An outgoing connection or another program bound the port after nexus
+                // checked it: the orchestrator moves the node to another port.
+                (Some(detail), Some(port)) => RuntimeError::PortTaken { port, detail },
+                _ => err,
+            });
+        }
         tracing::info!(node = %spec.node, peer = %spec.peer_id, "node container started");
         self.wait_ready(&spec.node, &spec.peer_id).await
     }

@@ -47,7 +47,7 @@ fn state_of(replicas: i64, task: Option<&Task>, host_up: bool) -> NodeState {
         .and_then(|c| c.exit_code)
         .unwrap_or(-1);
     match status.and_then(|s| s.state) {
-        Some(TaskState::RUNNING) => NodeState::Running,
+        state if container_started(state) => NodeState::Running,
         Some(
             TaskState::NEW
             | TaskState::ALLOCATED
@@ -55,8 +55,7 @@ fn state_of(replicas: i64, task: Option<&Task>, host_up: bool) -> NodeState {
             | TaskState::ASSIGNED
             | TaskState::ACCEPTED
             | TaskState::PREPARING
-            | TaskState::READY
-            | TaskState::STARTING,
+            | TaskState::READY,
         ) => {
             if replicas == 0 {
                 NodeState::Exited { code: 0 }
@@ -69,6 +68,15 @@ fn state_of(replicas: i64, task: Option<&Task>, host_up: bool) -> NodeState {
         Some(TaskState::REJECTED) => NodeState::Dead,
         _ => NodeState::Unknown,
     }
+}
+
+/// Whether a task's container runs. The swarm holds a task in `STARTING` from its
+/// container's start until the first health check passes (an `interval` later, 30 s; Docker
+/// 20.10 has no shorter first interval); the container runs meanwhile, as a container whose
+/// health is still `starting` does on one host, and readiness is the node answering through
+/// its gate either way.
+pub(super) fn container_started(state: Option<TaskState>) -> bool {
+    matches!(state, Some(TaskState::RUNNING | TaskState::STARTING))
 }
 
 /// The task that stands for the node now: the newest one meant to run, else the newest.
@@ -437,7 +445,7 @@ impl SwarmRuntime {
             .filter_map(|t| {
                 let node = by_id.get(t.service_id.as_deref()?)?.clone();
                 let status = t.status.as_ref();
-                let running = status.and_then(|s| s.state) == Some(TaskState::RUNNING);
+                let running = container_started(status.and_then(|s| s.state));
                 let code = status
                     .and_then(|s| s.container_status.as_ref())
                     .and_then(|c| c.exit_code);

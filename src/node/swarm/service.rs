@@ -23,6 +23,7 @@ use ipnet::Ipv4Net;
 
 use super::hosts::{place, Host};
 use super::objects::{repo_dir, run_dir, Ref, HOST_LABEL};
+use super::observe::container_started;
 use super::{SwarmRuntime, REPO_PATH};
 use crate::node::docker::{docker_err, ipam_on, is_status, overlap_detail, subnets_not_ours};
 use crate::node::kubo_config::{self, NODE_GID, NODE_UID};
@@ -383,13 +384,13 @@ impl SwarmRuntime {
                 }
                 // A second task means the first one died and the swarm restarted it.
                 if let Some(first) = &seen_task {
-                    if *first != id && state == Some(TaskState::RUNNING) {
+                    if *first != id && container_started(state) {
                         return Err(self.not_ready(node, NotReadyReason::Restarted(1), t).await);
                     }
                 } else if !id.is_empty() {
                     seen_task = Some(id);
                 }
-                if state == Some(TaskState::RUNNING) {
+                if container_started(state) {
                     if let Some(ep) = record.endpoints.as_ref() {
                         if let Ok(id) = self.rpc.id(&ep.api).await {
                             if id.id == expected_peer {

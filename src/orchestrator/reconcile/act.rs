@@ -24,6 +24,9 @@ use crate::sync::lock;
 /// What a pass did: the status it observed after acting, the rows as it left them, what it
 /// observed last, and a reason for the status: why it put the network back on its old image,
 /// or what a scale-down waits for.
+/// How many host ports one node's create tries when each is taken before the node starts.
+const PORT_ATTEMPTS: usize = 4;
+
 pub(super) type Acted = (NetworkStatus, Vec<NodeRow>, Vec<NodeRecord>, Option<String>);
 
 impl Orchestrator {
@@ -392,12 +395,19 @@ impl Orchestrator {
             Some(async move {
                 // The node's readiness deadline starts once it has its turn.
                 let _turn = self.start_turn().await;
-                (*i, runtime.create_node(spec, secrets).await)
+                let (result, moved) = self.create_moving_port(spec, secrets).await;
+                (*i, result, moved)
             })
         }))
         .await;
         let mut failure = None;
-        for (index, result) in results {
+        for (index, result, moved) in results {
+            if let Some(ports) = moved {
+                // The row holds the node's port from now on (a rollback releases this one).
+                if let Some(row) = rows.iter_mut().find(|r| r.index == index) {
+                    row.ports = ports;
+                }
+            }
             match result {
                 Ok(r) => self.note_container(rows, index, &r.container_id).await,
                 Err(e) => {
@@ -420,6 +430,52 @@ impl Orchestrator {
         )
         .await;
         Ok(())
+    }
+
+    /// Creates one node; when its host port was taken by another program after it was
+    /// allocated (an outgoing connection can take any port of the kernel's ephemeral range),
+    /// moves the node to another free port and tries again, a few times. Returns the result
+    /// and the node's ports when they changed (the caller records them).
+    async fn create_moving_port(
+        &self,
+        spec: &NodeSpec,
+        secrets: &NodeSecrets,
+    ) -> (Result<NodeRecord, crate::node::RuntimeError>, Option<Ports>) {
+        let runtime = &self.inner.runtime;
+        let mut spec = std::borrow::Cow::Borrowed(spec);
+        let mut moved = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = match runtime.create_node(&spec, secrets).await {
+                Err(crate::node::RuntimeError::PortTaken { port, detail }) => {
+                    tracing::warn!(node = %spec.node, port, %detail, "host port taken outside nexus; moving the node to another");
+                    port
+                }
+                other => return (other, moved),
+            };
+            let old = Ports { swarm: Some(port) };
+            // The new port is taken before the old one is given back, so it differs.
+            let next = lock(&self.inner.ports).allocate();
+            lock(&self.inner.ports).release(&old);
+            match next {
+                Ok(ports) => {
+                    spec.to_mut().ports = ports;
+                    moved = Some(ports);
+                }
+                Err(e) => {
+                    let err = crate::node::RuntimeError::Docker(format!(
+                        "host port {port} was taken by another program and no other is free: {e}"
+                    ));
+                    // Nothing holds a port for this node any more.
+                    return (Err(err), Some(Ports::default()));
+                }
+            }
+        }
+        let err = crate::node::RuntimeError::Docker(format!(
+            "host ports kept being taken by other programs ({PORT_ATTEMPTS} tries); \
+             move `ports.swarm` out of the kernel's ephemeral range \
+             (/proc/sys/net/ipv4/ip_local_port_range)"
+        ));
+        (Err(err), moved)
     }
 
     /// Undoes a start that failed part-way for the nodes `undo`: removes their containers (and
