@@ -4,7 +4,7 @@
 //! events, polled from the tasks (the swarm emits no task events). Reads only (on the swarm; it
 //! keeps each node's last process sample in [`usage`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use bollard::models::{Service, Task, TaskState};
@@ -422,7 +422,8 @@ impl SwarmRuntime {
         tokio_stream_from(rx)
     }
 
-    /// Every task of our services: (node, task id, running, exit code).
+    /// Every task of our services: (node, task id, running — its container started, on a host
+    /// that is up —, exit code).
     async fn poll_tasks(&self) -> Result<Vec<(NodeRef, String, bool, Option<i64>)>> {
         let services = self.services(self.filter(&[])).await?;
         let by_id: HashMap<String, NodeRef> = services
@@ -440,12 +441,23 @@ impl SwarmRuntime {
             .list_tasks(None::<ListTasksOptions>)
             .await
             .map_err(docker_err)?;
+        // A lost host's tasks still read running (nothing reports otherwise): they count as
+        // dead as soon as the swarm reports the host down, so the network's pass sees it then
+        // rather than at the next resync.
+        let down: HashSet<String> = self
+            .hosts()
+            .await?
+            .into_iter()
+            .filter(|h| !h.up)
+            .map(|h| h.id)
+            .collect();
         Ok(tasks
             .into_iter()
             .filter_map(|t| {
                 let node = by_id.get(t.service_id.as_deref()?)?.clone();
                 let status = t.status.as_ref();
-                let running = container_started(status.and_then(|s| s.state));
+                let on_lost_host = t.node_id.as_ref().is_some_and(|h| down.contains(h));
+                let running = container_started(status.and_then(|s| s.state)) && !on_lost_host;
                 let code = status
                     .and_then(|s| s.container_status.as_ref())
                     .and_then(|c| c.exit_code);
