@@ -1075,6 +1075,9 @@ def main():
     p.add_argument("--density-budget", type=int, default=1800)
     p.add_argument("--pin-load", help="benches/pin_load.rs, built (for `pins`)")
     p.add_argument("--pins", type=int, default=1000)
+    p.add_argument("--swarm-loss-rounds", type=int,
+                   default=int(os.environ.get("NEXUS_BENCH_SWARM_LOSS_ROUNDS", "2")),
+                   help="rounds of a lost host for `swarm` (each takes a minute or two)")
     a = p.parse_args()
     if a.image:
         os.environ["NEXUS_BENCH_IMAGE"] = a.image
@@ -1082,7 +1085,8 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     funcs = {"start": bench_start, "delegator": bench_delegator, "control": bench_control,
              "density": bench_density, "roles": bench_roles, "proxy": bench_proxy,
-             "pins": lambda a: __import__("pins").bench_pins(a)}
+             "pins": lambda a: __import__("pins").bench_pins(a),
+             "swarm": lambda a: __import__("swarm").bench_swarm(a)}
     for name in a.names:
         if name not in funcs:
             sys.exit(f"unknown benchmark `{name}`; choose from {', '.join(funcs)}")
@@ -1093,8 +1097,9 @@ def main():
         table += f"\n\n*Measured {when} by `scripts/bench/run {name}`; raw samples in `target/bench-results/{name}.json`.*"
         with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
             json.dump(raw, f, indent=1)
-        # The machine table names the node image: rewritten only by a run that used one.
-        rewrite_doc({name: table, **({"machine": machine()} if a.image else {})})
+        # The machine table names the node image: rewritten only by a run that used one
+        # (`swarm` gives its own machine facts in its section).
+        rewrite_doc({name: table, **({"machine": machine()} if a.image and name != "swarm" else {})})
         log(f"`{name}` done; docs/benchmarks.md updated")
 
 
