@@ -33,6 +33,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -447,6 +448,8 @@ def bench_swarm(a):
     trace = {}
     one = sw = None
     load0 = os.getloadavg()[0]
+    # A SIGTERM (the run script's teardown, a `kill`) stops the daemons on the way out too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         one = one_host_daemon(a)
         sw = swarm_daemon(a)
