@@ -229,6 +229,30 @@ level = "info,nexus=debug"
         SwarmDaemon::spawn(self)
     }
 
+    /// Creates `net` with 3 nodes for the user `alice` (and `extra` flags), starts it and
+    /// checks the start succeeded; returns what `network create` answered.
+    pub fn create_and_start(&self, net: &str, extra: &[&str]) -> Value {
+        let mut args = vec![
+            "network",
+            "create",
+            net,
+            "--replicas",
+            "3",
+            "--user",
+            "alice",
+        ];
+        args.extend_from_slice(extra);
+        let created = self.json(&args);
+        let started = self.cli(&["network", "start", net]);
+        assert!(
+            started.status.success(),
+            "start: {}\n{}",
+            String::from_utf8_lossy(&started.stderr),
+            self.logs()
+        );
+        created
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -85,22 +85,7 @@ fn scale_update_stop_start_and_remove_on_the_swarm() {
     let step = |what: &str| eprintln!("{:>7.1} s  {what}", t0.elapsed().as_secs_f64());
     let d = SwarmDaemon::start(29300, 29390, "");
     let net = format!("sc{}", random_hex(3));
-    d.json(&[
-        "network",
-        "create",
-        &net,
-        "--replicas",
-        "3",
-        "--user",
-        "alice",
-    ]);
-    let out = d.cli(&["network", "start", &net]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        d.logs()
-    );
+    d.create_and_start(&net, &[]);
     let first = running_with(&d, &net, 3);
     let at_start = placement(&first);
 

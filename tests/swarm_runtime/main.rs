@@ -30,24 +30,7 @@ fn heavy_swarm_a_lost_host_degrades_then_its_node_moves_and_nothing_is_duplicate
     // A short grace, so the move comes within the test.
     let d = SwarmDaemon::start(29200, 29290, "host_lost_grace = \"5s\"");
     let net = format!("sl{}", random_hex(3));
-    d.json(&[
-        "network",
-        "create",
-        &net,
-        "--replicas",
-        "3",
-        "--user",
-        "alice",
-        "--replication",
-        "2",
-    ]);
-    let out = d.cli(&["network", "start", &net]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        d.logs()
-    );
+    d.create_and_start(&net, &["--replication", "2"]);
     let view = d.json(&["network", "get", &net]);
     assert_eq!(view["status"], "running", "{view}");
 

@@ -20,23 +20,8 @@ use crate::fixture::*;
 fn a_network_spreads_over_three_hosts_meshes_and_serves_content_from_each() {
     let d = SwarmDaemon::start(29100, 29190, "");
     let net = format!("sw{}", random_hex(3));
-    let created = d.json(&[
-        "network",
-        "create",
-        &net,
-        "--replicas",
-        "3",
-        "--user",
-        "alice",
-    ]);
+    let created = d.create_and_start(&net, &[]);
     assert_eq!(created["name"], Value::from(net.clone()), "{created}");
-    let started = d.cli(&["network", "start", &net]);
-    assert!(
-        started.status.success(),
-        "start: {}\n{}",
-        String::from_utf8_lossy(&started.stderr),
-        d.logs()
-    );
     let view = d.wait_status(&net, "running", Duration::from_secs(240));
 
     // One node per host, each dialled on its own host's address.
