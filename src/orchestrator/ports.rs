@@ -4,8 +4,9 @@
 //! gateway are unix sockets), which ports are handed out,
 //! and the check that a host port is actually free before handing it out. Allocations are
 //! explicit and released explicitly (the Go original only let a 5-minute cache expire), are
-//! rebuilt from the store on start-up, and are never given to two live nodes. It must not talk
-//! to Docker or the store: the orchestrator records what it allocates.
+//! rebuilt from the store on start-up, and are never given to two live nodes. It also reads the
+//! kernel's ephemeral port range, for the daemon's warning about ranges inside it. It must not
+//! talk to Docker or the store: the orchestrator records what it allocates.
 
 use std::collections::BTreeSet;
 use std::fmt;
