@@ -172,6 +172,23 @@ class NexusDaemon:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def listeners(p):
+    """The configuration both daemons share: their ports, listeners and log level."""
+    return f"""[ports]
+swarm = "{p['swarm']}"
+[grpc]
+listen = "127.0.0.1:{p['grpc']}"
+api_keys = ["{{key}}"]
+[delegator]
+listen = "127.0.0.1:{p['delegator']}"
+domain = "bench.localhost"
+[metrics]
+listen = ""
+[log]
+level = "info"
+"""
+
+
 def one_host_daemon(a):
     p = ONE_HOST
     return NexusDaemon(a.nexus, "one-host", f"""
@@ -185,19 +202,7 @@ image = "{a.image}"
 public_address = "127.0.0.1"
 {NODE}
 ready_timeout = "120s"
-[ports]
-swarm = "{p['swarm']}"
-[grpc]
-listen = "127.0.0.1:{p['grpc']}"
-api_keys = ["{{key}}"]
-[delegator]
-listen = "127.0.0.1:{p['delegator']}"
-domain = "bench.localhost"
-[metrics]
-listen = ""
-[log]
-level = "info"
-""")
+{listeners(p)}""")
 
 
 def swarm_daemon(a):
@@ -229,19 +234,7 @@ image = "{lab_image('nexus-kubo-test')}"
 {NODE}
 ready_timeout = "120s"
 host_lost_grace = "{GRACE}"
-[ports]
-swarm = "{p['swarm']}"
-[grpc]
-listen = "127.0.0.1:{p['grpc']}"
-api_keys = ["{{key}}"]
-[delegator]
-listen = "127.0.0.1:{p['delegator']}"
-domain = "bench.localhost"
-[metrics]
-listen = ""
-[log]
-level = "info"
-""", netns=f"{lab('PREFIX')}-h1", host_dir=host_dir, instance=instance)
+{listeners(p)}""", netns=f"{lab('PREFIX')}-h1", host_dir=host_dir, instance=instance)
 
 
 def wait_status(d, net, want, limit, every=0.1):

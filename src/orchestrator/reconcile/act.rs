@@ -452,10 +452,13 @@ impl Orchestrator {
                 }
                 other => return (other, moved),
             };
-            let old = Ports { swarm: Some(port) };
             // The new port is taken before the old one is given back, so it differs.
-            let next = lock(&self.inner.ports).allocate();
-            lock(&self.inner.ports).release(&old);
+            let next = {
+                let mut ports = lock(&self.inner.ports);
+                let next = ports.allocate();
+                ports.release(&Ports { swarm: Some(port) });
+                next
+            };
             match next {
                 Ok(ports) => {
                     spec.to_mut().ports = ports;
