@@ -2785,8 +2785,20 @@ fn a_scale_down_copies_the_pins_of_the_nodes_it_removes_first() {
     let watcher = {
         let (stop, net, cids) = (stop.clone(), net.clone(), cids.clone());
         std::thread::spawn(move || {
+            // Where each node stands before the scale-down, read until it answers (an
+            // unanswered read is not an empty pinset).
             let mut last: Vec<std::collections::BTreeSet<String>> = (0..3)
-                .map(|i| node_pins(&format!("nexus-{net}-{i}")))
+                .map(|i| {
+                    let container = format!("nexus-{net}-{i}");
+                    (0..20)
+                        .find_map(|_| {
+                            node_pins_checked(&container).or_else(|| {
+                                std::thread::sleep(Duration::from_millis(250));
+                                None
+                            })
+                        })
+                        .unwrap_or_default()
+                })
                 .collect();
             let mut fewest = usize::MAX;
             let mut samples = 0u32;
