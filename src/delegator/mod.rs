@@ -386,7 +386,7 @@ async fn serve_io<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let info = proxy::ConnInfo { peer, tls };
+    let info = proxy::ConnInfo::new(peer, tls);
     let header_timeout = shared.cfg.header_read_timeout;
     let svc = hyper::service::service_fn(move |req| proxy::handle(shared.clone(), info, req));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -1,5 +1,6 @@
 //! IP addresses and networks (`10.0.0.1`, `10.0.0.0/8`, `fd00::/8`): the delegator's trusted
-//! proxies. Parsing only; it must not decide whom to trust (the proxy does).
+//! proxies, and a client address's text ([`IpText`]). Parsing and formatting only; it must not
+//! decide whom to trust (the proxy does).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -18,6 +19,42 @@ pub struct BadIpNet(pub String);
 pub struct IpNet {
     addr: IpAddr,
     prefix: u8,
+}
+
+/// An IP address's text, formatted once per connection and copied with it: the access line and
+/// `X-Forwarded-For` write it on every request.
+#[derive(Clone, Copy)]
+pub struct IpText {
+    len: u8,
+    buf: [u8; IpText::MAX],
+}
+
+impl IpText {
+    /// The longest text of an address (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
+    const MAX: usize = 45;
+
+    pub fn new(ip: IpAddr) -> Self {
+        use std::io::Write;
+        let mut buf = [0; Self::MAX];
+        let mut rest = &mut buf[..];
+        // Every address's text fits: the write cannot fail.
+        let _ = write!(rest, "{ip}");
+        let len = Self::MAX - rest.len();
+        Self {
+            len: u8::try_from(len).unwrap_or(0),
+            buf,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("-")
+    }
+}
+
+impl fmt::Debug for IpText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn unmap(ip: IpAddr) -> IpAddr {
@@ -123,6 +160,21 @@ mod tests {
             "1.2.3.4/x",
         ] {
             assert!(IpNet::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_address_text_is_its_display() {
+        for ip in [
+            "10.0.0.9",
+            "255.255.255.255",
+            "::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+            "fe80::1:2:3:4",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
         }
     }
 }

@@ -13,7 +13,7 @@
 //! It must not decide what a line says (the delegator's `proxy::access` does), nor block a
 //! request on I/O; it writes only what it is given.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
@@ -223,7 +223,7 @@ impl<'a> JsonLine<'a> {
     /// An unsigned integer field.
     pub fn u64(&mut self, key: &str, value: u64) -> &mut Self {
         self.key(key);
-        let _ = write!(self.buf, "{value}");
+        digits(self.buf, value, 1);
         self
     }
 
@@ -249,28 +249,80 @@ impl<'a> JsonLine<'a> {
     }
 }
 
-/// `value` as a JSON string, escaped as `serde_json` escapes it.
+/// `value` as a JSON string, escaped as `serde_json` escapes it: `"`, `\\` and control
+/// characters below U+0020, nothing else. Text with none of those (nearly every value) is copied.
 fn json_str(buf: &mut Vec<u8>, value: &str) {
+    if !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        buf.reserve(value.len() + 2);
+        buf.push(b'"');
+        buf.extend_from_slice(value.as_bytes());
+        buf.push(b'"');
+        return;
+    }
     if serde_json::to_writer(&mut *buf, value).is_err() {
         // Writing to a Vec does not fail; keep the line valid JSON regardless.
         buf.extend_from_slice(b"\"\"");
     }
 }
 
+/// `value` in decimal, at least `width` digits (zeros in front).
+fn digits(buf: &mut Vec<u8>, mut value: u64, width: usize) {
+    let mut tmp = [b'0'; 20];
+    let mut at = tmp.len();
+    while value > 0 || tmp.len() - at < width {
+        at -= 1;
+        tmp[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    buf.extend_from_slice(&tmp[at..]);
+}
+
+/// The date and time to the second (`2026-12-04T01:02:03.`), as text, and its second.
+#[derive(Clone, Copy)]
+struct Second {
+    secs: u64,
+    len: u8,
+    text: [u8; 32],
+}
+
+thread_local! {
+    /// The last second a timestamp was written for on this thread: the lines of one second
+    /// share its text and differ only in their microseconds.
+    static SECOND: Cell<Option<Second>> = const { Cell::new(None) };
+}
+
 /// `t` as `tracing-subscriber`'s `SystemTime` timer writes it: RFC 3339, UTC, microseconds.
 fn timestamp(buf: &mut Vec<u8>, t: SystemTime) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, day) = civil_from_days(days);
-    let _ = write!(
-        buf,
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_micros()
-    );
+    let second = match SECOND.get() {
+        Some(s) if s.secs == secs => s,
+        _ => {
+            let (days, rem) = (secs / 86_400, secs % 86_400);
+            let (y, m, day) = civil_from_days(days);
+            let mut text = Vec::with_capacity(32);
+            let _ = write!(
+                text,
+                "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60,
+            );
+            let mut s = Second {
+                secs,
+                len: 0,
+                text: [0; 32],
+            };
+            let len = text.len().min(s.text.len());
+            s.text[..len].copy_from_slice(&text[..len]);
+            s.len = len as u8;
+            SECOND.set(Some(s));
+            s
+        }
+    };
+    buf.extend_from_slice(&second.text[..usize::from(second.len)]);
+    digits(buf, u64::from(d.subsec_micros()), 6);
+    buf.push(b'Z');
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -293,13 +345,27 @@ mod tests {
 
     #[test]
     fn timestamps_match_the_tracing_timer() {
-        let mut buf = Vec::new();
-        // 2026-12-04T01:02:03.000456Z
-        timestamp(&mut buf, UNIX_EPOCH + Duration::new(1_796_346_123, 456_789));
-        assert_eq!(
-            String::from_utf8(buf).unwrap(),
-            "2026-12-04T01:02:03.000456Z"
-        );
+        // The same second twice (the second from this thread's memory), the next, and back.
+        for (secs, nanos, want) in [
+            (1_796_346_123, 456_789, "2026-12-04T01:02:03.000456Z"),
+            (1_796_346_123, 999_999_999, "2026-12-04T01:02:03.999999Z"),
+            (1_796_346_124, 0, "2026-12-04T01:02:04.000000Z"),
+            (1_796_346_123, 1_000, "2026-12-04T01:02:03.000001Z"),
+            (0, 120_000_000, "1970-01-01T00:00:00.120000Z"),
+        ] {
+            let mut buf = Vec::new();
+            timestamp(&mut buf, UNIX_EPOCH + Duration::new(secs, nanos));
+            assert_eq!(String::from_utf8(buf).unwrap(), want);
+        }
+        for (v, width, want) in [
+            (0, 1, "0"),
+            (7, 6, "000007"),
+            (u64::MAX, 1, "18446744073709551615"),
+        ] {
+            let mut buf = Vec::new();
+            digits(&mut buf, v, width);
+            assert_eq!(buf, want.as_bytes());
+        }
         for (days, want) in [
             (0, (1970, 1, 1)),
             (59, (1970, 3, 1)),

@@ -5,6 +5,7 @@
 //! request id set), and the headers that confine content served on the shared origin.
 //! Trusts forwarding headers only from the configured proxies; must not read bodies.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -224,14 +225,14 @@ pub(super) fn upstream_headers(
         .and_then(|v| v.to_str().ok())
         .filter(|v| is_trusted && (*v == "http" || *v == "https"))
         .map(str::to_owned);
-    let peer = conn.peer.ip().to_string();
+    let peer = conn.peer_text.as_str();
     let xff = match prior_for {
-        Some(p) => format!("{p}, {peer}"),
-        None => peer,
+        Some(p) => Cow::Owned(format!("{p}, {peer}")),
+        None => Cow::Borrowed(peer),
     };
     let proto = prior_proto.unwrap_or_else(|| if conn.tls { "https" } else { "http" }.into());
     for (name, value) in [
-        (X_FORWARDED_FOR, xff.as_str()),
+        (X_FORWARDED_FOR, xff.as_ref()),
         (X_FORWARDED_PROTO, proto.as_str()),
         (X_REQUEST_ID, request_id),
     ] {
@@ -297,10 +298,7 @@ mod tests {
         incoming.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         incoming.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         incoming.insert(header::TE, HeaderValue::from_static("trailers"));
-        let conn = ConnInfo {
-            peer: "10.0.0.9:5555".parse().unwrap(),
-            tls: false,
-        };
+        let conn = ConnInfo::new("10.0.0.9:5555".parse().unwrap(), false);
         incoming.insert(X_FORWARDED_HOST, HeaderValue::from_static("evil.localhost"));
         incoming.insert(
             header::FORWARDED,

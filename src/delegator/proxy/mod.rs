@@ -35,6 +35,8 @@ use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Method, Request, Response};
 use hyper_util::client::legacy::Client;
 
+use crate::delegator::net::IpText;
+
 use super::auth::{AuthError, Verifier};
 use super::pinsvc::{self, Failure};
 use super::policy;
@@ -81,11 +83,23 @@ pub(crate) struct Shared {
     pub pin_service: std::sync::OnceLock<Arc<dyn PinService>>,
 }
 
-/// Where a request came from (the TCP peer and whether it arrived over TLS).
+/// Where a request came from (the TCP peer, its address's text, and whether it arrived over
+/// TLS); made once per connection.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
+    pub peer_text: IpText,
     pub tls: bool,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(peer: SocketAddr, tls: bool) -> Self {
+        Self {
+            peer,
+            peer_text: IpText::new(peer.ip()),
+            tls,
+        }
+    }
 }
 
 /// The pipeline of one request: route, resolve the network, CORS, the feature's checks (token,

@@ -162,12 +162,14 @@ impl DockerRuntime {
             // then dropping to that user) are skipped, so the container needs no capability.
             user: Some(format!("{NODE_UID}:{NODE_GID}")),
             exposed_ports: Some(vec![format!("{SWARM_PORT}/tcp")]),
+            // No health check on one host: nothing acts on it here (a node that dies is
+            // restarted on its die event, readiness is nexus's own `id` poll), and each check
+            // is an `ipfs` start in the container, ≈ 48 ms of CPU (node and engine) every
+            // interval, which at density is a tenth of the host's idle load. `NONE` also turns
+            // off the image's own check, which dials a TCP API that does not listen. The swarm
+            // runtime keeps one: the swarm replaces a task that fails it.
             healthcheck: Some(HealthConfig {
-                test: Some(kubo_config::health_command()),
-                interval: Some(30_000_000_000),
-                timeout: Some(5_000_000_000),
-                start_period: Some(5_000_000_000),
-                retries: Some(3),
+                test: Some(vec!["NONE".to_owned()]),
                 ..Default::default()
             }),
             host_config: Some(HostConfig {
