@@ -140,6 +140,9 @@ pub fn settings(spec: &NodeSpec) -> Vec<(&'static str, Value)> {
         ("Swarm.RelayClient.Enabled", json!(false)),
         ("Swarm.RelayService.Enabled", json!(false)),
         ("Swarm.EnableHolePunching", json!(false)),
+        // No UPnP or NAT-PMP discovery: a node's swarm port is published by Docker (or the
+        // swarm), and no gateway of a bridge or overlay network maps ports.
+        ("Swarm.DisableNatPortMap", json!(true)),
         (
             "Swarm.ResourceMgr.MaxMemory",
             json!(mem.rcmgr_bytes.to_string()),
