@@ -98,7 +98,23 @@ pub fn container_env(spec: &NodeSpec) -> Vec<String> {
 /// Every config key nexus sets, in the order the init script sets them.
 pub fn settings(spec: &NodeSpec) -> Vec<(&'static str, Value)> {
     let mem = MemoryPlan::for_limit(spec.resources.memory_bytes);
-    let bootstrap: Vec<String> = spec.peers.iter().map(|p| p.bootstrap_addr()).collect();
+    // A node bootstraps from the network's nodes of lower index (and peers outside nexus).
+    // kubo answers nothing until its first bootstrap round is over, and a network's nodes start
+    // a few at a time in index order: a round that dials a node whose container does not run
+    // yet waits for its name (which Docker's DNS passes on to the host's resolver), up to the
+    // round's 10 s where that resolver does not answer. Every node is in `Peering.Peers`, which
+    // dials them all in the background and keeps the mesh, and the orchestrator has each new
+    // node dial every peer once all are ready.
+    let bootstrap: Vec<String> = spec
+        .peers
+        .iter()
+        .filter(|p| {
+            spec.node
+                .sibling_index(&p.addr)
+                .is_none_or(|i| i < spec.node.index)
+        })
+        .map(|p| p.bootstrap_addr())
+        .collect();
     let peering: Vec<Value> = spec
         .peers
         .iter()
@@ -443,7 +459,7 @@ pub fn health_command() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::spec::{plan_network, NetworkName, Resources};
+    use crate::node::spec::{plan_network, NetworkName, Peer, Resources};
     use crate::node::swarm_key::SwarmKey;
 
     fn three_nodes() -> Vec<(NodeSpec, NodeSecrets)> {
@@ -516,21 +532,31 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_and_peering_list_the_other_nodes() {
+    fn peering_lists_the_other_nodes_and_bootstrap_those_before_and_outside() {
         let plan = three_nodes();
         let (spec, _) = &plan[1];
+        let mut spec = spec.clone();
+        let outside = plan[0].0.peer_id.clone();
+        spec.peers
+            .push(Peer::new(&outside, "/dns4/peer.example/tcp/4001").unwrap());
+        let spec = &spec;
         let s = settings(spec);
         let bootstrap = get(&s, "Bootstrap").as_array().unwrap();
         let peering = get(&s, "Peering.Peers").as_array().unwrap();
-        assert_eq!(bootstrap.len(), 2);
-        assert_eq!(peering.len(), 2);
+        // Node 1: node 0 and the peer outside, not node 2.
+        assert_eq!(
+            bootstrap,
+            &vec![
+                json!(format!(
+                    "/dns4/{}/tcp/4001/p2p/{}",
+                    plan[0].0.node.container_name(),
+                    plan[0].0.peer_id
+                )),
+                json!(format!("/dns4/peer.example/tcp/4001/p2p/{outside}"))
+            ]
+        );
+        assert_eq!(peering.len(), 3);
         for (other, _) in plan.iter().filter(|(o, _)| o.node != spec.node) {
-            let want = format!(
-                "/dns4/{}/tcp/4001/p2p/{}",
-                other.node.container_name(),
-                other.peer_id
-            );
-            assert!(bootstrap.contains(&json!(want)), "{want}");
             assert!(peering.contains(&json!({
                 "ID": other.peer_id,
                 "Addrs": [format!("/dns4/{}/tcp/4001", other.node.container_name())]

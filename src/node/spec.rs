@@ -142,6 +142,20 @@ impl NodeRef {
     pub fn internal_multiaddr(&self) -> String {
         format!("/dns4/{}/tcp/{SWARM_PORT}", self.container_name())
     }
+
+    /// The index of the node of the same network whose [`NodeRef::internal_multiaddr`]
+    /// `addr` is; `None` for any other address (an operator's peer outside nexus).
+    pub fn sibling_index(&self, addr: &str) -> Option<u16> {
+        addr.strip_prefix(&format!("/dns4/nexus-{}-", self.network))
+            .and_then(|rest| rest.strip_suffix(&format!("/tcp/{SWARM_PORT}")))
+            // Digits as `container_name` writes them: no sign, no leading zero.
+            .filter(|i| {
+                !i.is_empty()
+                    && i.bytes().all(|b| b.is_ascii_digit())
+                    && (i.len() == 1 || !i.starts_with('0'))
+            })
+            .and_then(|i| i.parse().ok())
+    }
 }
 
 impl fmt::Display for NodeRef {
@@ -420,6 +434,20 @@ mod tests {
         assert_eq!(n.volume_name(), "nexus-demo-2-data");
         assert_eq!(n.network.docker_network(), "nexus-demo");
         assert_eq!(n.internal_multiaddr(), "/dns4/nexus-demo-2/tcp/4001");
+        assert_eq!(n.sibling_index("/dns4/nexus-demo-0/tcp/4001"), Some(0));
+        assert_eq!(n.sibling_index("/dns4/nexus-demo-17/tcp/4001"), Some(17));
+        for other in [
+            "/dns4/nexus-demo-x-1/tcp/4001",
+            "/dns4/nexus-demo-/tcp/4001",
+            "/dns4/nexus-demo-01/tcp/4001",
+            "/dns4/nexus-demo-+1/tcp/4001",
+            "/dns4/nexus-demo-99999/tcp/4001",
+            "/dns4/nexus-demo-1/tcp/4002",
+            "/dns4/nexus-other-1/tcp/4001",
+            "/ip4/10.0.0.1/tcp/4001",
+        ] {
+            assert_eq!(n.sibling_index(other), None, "{other}");
+        }
         assert!(NodeRef::new(n.network.clone(), MAX_NODES).is_err());
     }
 
