@@ -71,6 +71,34 @@ pub enum DaemonError {
 }
 
 /// Waits for SIGINT or SIGTERM.
+/// Warns at start-up when this host's kernel neighbour table (`gc_thresh3`) cannot serve the
+/// nodes the daemon may run here: `node.max_nodes`, or as many as the swarm port pool holds,
+/// in networks of 10 nodes (or `node.max_replicas`, if smaller). Only for the Docker runtime,
+/// whose nodes run on this host; the sysctl is the operator's to raise.
+fn warn_about_the_neighbour_table(cfg: &crate::orchestrator::OrchestratorConfig) {
+    let Some(limit) = std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+    else {
+        return;
+    };
+    let may_run = match cfg.admission.max_nodes {
+        Some(n) => u64::from(n),
+        None => cfg.ports.swarm.iter().map(|r| u64::from(r.high - r.low) + 1).sum(),
+    };
+    let replicas = cfg.max_replicas.min(10);
+    let serves = crate::orchestrator::capacity::neighbour_capacity(limit, replicas);
+    if may_run > serves {
+        tracing::warn!(
+            gc_thresh3 = limit,
+            nodes_it_serves = serves,
+            replicas_per_network = replicas,
+            nodes_this_daemon_may_run = may_run,
+            "the kernel's neighbour (ARP) table is shared by all containers and holds about one entry per peer of each node: past about nodes_it_serves nodes, new nodes' dials wait for ARP and starts slow by 5 s and more; raise net.ipv4.neigh.default.gc_thresh1/2/3 (e.g. 4096/8192/16384), or set node.max_nodes"
+        );
+    }
+}
+
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -283,6 +311,9 @@ async fn serve(
                 "some node ports lie in the kernel's range for outgoing connections: a node whose port is taken at its start moves to another; set ports.swarm outside that range"
             );
         }
+    }
+    if settings.swarm.is_none() {
+        warn_about_the_neighbour_table(&settings.orchestrator);
     }
     let orch = Orchestrator::new(
         store.clone(),

@@ -206,6 +206,16 @@ impl fmt::Display for Size {
     }
 }
 
+/// How many nodes in networks of `replicas` the kernel's neighbour (ARP) table can serve: it
+/// is shared by every network namespace of the host and holds at most `limit` entries
+/// (`net.ipv4.neigh.default.gc_thresh3`), and each node of a meshed network keeps one for
+/// every peer of its network and one for its gateway. Past that, the kernel drops new
+/// entries ("neighbor table overflow") and a node's dials wait for ARP to be retried, so
+/// starts slow by 5 s and more per dial (measured: docs/benchmarks.md, density).
+pub fn neighbour_capacity(limit: u64, replicas: u16) -> u64 {
+    limit / u64::from(replicas.max(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +340,13 @@ mod tests {
         assert_eq!(Size(768 * MIB).to_string(), "768 MiB");
         assert_eq!(Size(23 * GIB + GIB / 2).to_string(), "23.5 GiB");
         assert_eq!(Size(12).to_string(), "12 bytes");
+    }
+
+    #[test]
+    fn the_neighbour_table_serves_limit_over_replicas_nodes() {
+        // The kernel's default 1,024 entries: about 100 nodes in networks of 10.
+        assert_eq!(neighbour_capacity(1024, 10), 102);
+        assert_eq!(neighbour_capacity(16_384, 10), 1638);
+        assert_eq!(neighbour_capacity(1024, 0), 1024);
     }
 }

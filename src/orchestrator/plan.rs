@@ -37,18 +37,25 @@ pub fn desired_nodes(
         .iter()
         .filter(|r| r.index < network.replicas && r.network == network.name)
         .collect();
+    // Each node's peer id, encoded once for the whole mesh (every pass renders it).
+    let ids: Vec<String> = wanted
+        .iter()
+        .map(|r| r.identity.peer_id().to_base58())
+        .collect();
     wanted
         .iter()
-        .map(|row| {
+        .zip(&ids)
+        .map(|(row, id)| {
             let node = crate::node::NodeRef {
                 network: network.name.clone(),
                 index: row.index,
             };
             let mut peers: Vec<Peer> = wanted
                 .iter()
-                .filter(|o| o.index != row.index)
-                .map(|o| Peer {
-                    peer_id: o.identity.peer_id().to_base58(),
+                .zip(&ids)
+                .filter(|(o, _)| o.index != row.index)
+                .map(|(o, oid)| Peer {
+                    peer_id: oid.clone(),
                     addr: crate::node::NodeRef {
                         network: network.name.clone(),
                         index: o.index,
@@ -64,7 +71,7 @@ pub fn desired_nodes(
             let spec = NodeSpec {
                 node,
                 image: image.to_owned(),
-                peer_id: row.identity.peer_id().to_base58(),
+                peer_id: id.clone(),
                 resources: network.resources,
                 ports: row.ports,
                 peers,

@@ -108,6 +108,7 @@ impl Orchestrator {
             self.publish(&rec, &self.observe(name).await?);
             return Ok((NetworkStatus::Failed, None));
         }
+        let as_stored = rec.clone();
         let (status, reason, rows, observed) = match self.act(&mut rec).await {
             Ok((status, rows, observed, note)) => (status, note, Some(rows), observed),
             // The rollback changed what runs: look again.
@@ -140,8 +141,11 @@ impl Orchestrator {
             NetworkStatus::Stopped => rec.activated_at = None,
             _ => {}
         }
-        rec.updated_at = now_ms();
-        self.inner.store.update_network(&rec).await?;
+        // A pass that changed nothing (most resyncs) writes nothing.
+        if rec != as_stored {
+            rec.updated_at = now_ms();
+            self.inner.store.update_network(&rec).await?;
+        }
         self.publish(&rec, &observed);
         self.emit_status(&rec, before);
         Ok((
