@@ -84,7 +84,12 @@ fn warn_about_the_neighbour_table(cfg: &crate::orchestrator::OrchestratorConfig)
     };
     let may_run = match cfg.admission.max_nodes {
         Some(n) => u64::from(n),
-        None => cfg.ports.swarm.iter().map(|r| u64::from(r.high - r.low) + 1).sum(),
+        None => cfg
+            .ports
+            .swarm
+            .iter()
+            .map(|r| u64::from(r.high - r.low) + 1)
+            .sum(),
     };
     let replicas = cfg.max_replicas.min(10);
     let serves = crate::orchestrator::capacity::neighbour_capacity(limit, replicas);
