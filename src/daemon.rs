@@ -70,7 +70,6 @@ pub enum DaemonError {
     LeaseLost(String),
 }
 
-/// Waits for SIGINT or SIGTERM.
 /// Warns at start-up when this host's kernel neighbour table (`gc_thresh3`) cannot serve the
 /// nodes the daemon may run here: `node.max_nodes`, or as many as the swarm port pool holds,
 /// in networks of 10 nodes (or `node.max_replicas`, if smaller). Only for the Docker runtime,
@@ -104,6 +103,7 @@ fn warn_about_the_neighbour_table(cfg: &crate::orchestrator::OrchestratorConfig)
     }
 }
 
+/// Waits for SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -101,11 +101,10 @@ pub fn settings(spec: &NodeSpec) -> Vec<(&'static str, Value)> {
     // A node bootstraps from the network's nodes of lower index (and peers outside nexus).
     // kubo answers nothing until its first bootstrap round is over, and a network's nodes start
     // a few at a time in index order: a round that dials a node whose container does not run
-    // yet can only fail, and waits to: Docker's DNS passes a name it does not know on to the
-    // host's resolver (5 s on the benchmark host), and the round allows 10 s. Every node is in
-    // `Peering.Peers`, which
-    // dials them all in the background and keeps the mesh, and the orchestrator has each new
-    // node dial every peer once all are ready.
+    // yet can only fail, and waits to (Docker's DNS passes a name it does not know on to the
+    // host's resolver, 5 s on the benchmark host; the round allows 10 s). Every node is in
+    // `Peering.Peers`, which dials them all in the background and keeps the mesh, and the
+    // orchestrator has each new node dial every peer once all are ready.
     let bootstrap: Vec<String> = spec
         .peers
         .iter()

@@ -265,9 +265,10 @@ fn json_str(buf: &mut Vec<u8>, value: &str) {
     }
 }
 
-/// `value` in decimal, at least `width` digits (zeros in front).
+/// `value` in decimal, at least `width` digits (zeros in front; at most 20 in all).
 fn digits(buf: &mut Vec<u8>, mut value: u64, width: usize) {
     let mut tmp = [b'0'; 20];
+    let width = width.min(tmp.len());
     let mut at = tmp.len();
     while value > 0 || tmp.len() - at < width {
         at -= 1;

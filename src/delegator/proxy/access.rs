@@ -201,18 +201,18 @@ impl Line<'_> {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
 
     #[test]
     fn status_labels_are_the_codes() {
         for code in 100..=599 {
             if let Ok(s) = hyper::StatusCode::from_u16(code) {
-                assert_eq!(&*super::status_label(s), code.to_string());
+                assert_eq!(&*status_label(s), code.to_string());
             }
         }
     }
-    use std::sync::{Arc, Mutex};
-
-    use super::*;
 
     #[derive(Clone, Default)]
     struct Capture(Arc<Mutex<Vec<u8>>>);

@@ -165,7 +165,7 @@ impl DockerRuntime {
             // No health check on one host: nothing acts on it here (a node that dies is
             // restarted on its die event, readiness is nexus's own `id` poll), and each check
             // is an `ipfs` start in the container, ≈ 48 ms of CPU (node and engine) every
-            // interval, which at density is a tenth of the host's idle load. `NONE` also turns
+            // interval: with 300 nodes, a quarter of a 2-core host. `NONE` also turns
             // off the image's own check, which dials a TCP API that does not listen. The swarm
             // runtime keeps one: the swarm replaces a task that fails it.
             healthcheck: Some(HealthConfig {
