@@ -166,10 +166,12 @@ fn a_network_spreads_over_three_hosts_meshes_and_serves_content_from_each() {
         "the outside peer did not join all three nodes: {seen:?} (nodes {peer_ids:?})\n{}",
         outsider.logs()
     );
-    // The first read waits for bitswap to find the block on the nodes.
+    // The first read waits for bitswap to find the block on the nodes: on a loaded host that
+    // can take until its next broadcast of wants (a minute in this kubo core), so one read may
+    // wait 70 s and the whole check up to four minutes.
     let mut read = String::new();
     assert!(
-        poll(Duration::from_secs(90), || {
+        poll(Duration::from_secs(240), || {
             // Dialled again from the kit before each try: a connection dropped since the join
             // would leave the request waiting on peers it no longer asks.
             outsider.connect(&bootstrap);
@@ -310,13 +312,18 @@ impl Outsider {
 
     /// POSTs to the outsider's own RPC API from inside its container (HTTP/1.0 over nc).
     fn rpc(&self, path: &str) -> String {
+        self.rpc_within(path, 30)
+    }
+
+    /// The body of one RPC call, or empty if there is none within `secs` of silence.
+    fn rpc_within(&self, path: &str, secs: u32) -> String {
         let req = format!("POST /api/v0/{path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
         let out = Command::new("docker")
             .arg("-H")
             .arg(lab(&format!("HOST_{}_SOCKET", self.host)))
             .args(["exec", &self.name, "sh", "-c"])
             .arg(format!(
-                "printf '{}' | nc -w 30 127.0.0.1 5001",
+                "printf '{}' | nc -w {secs} 127.0.0.1 5001",
                 req.replace('\r', "\\r").replace('\n', "\\n")
             ))
             .output()
@@ -345,7 +352,7 @@ impl Outsider {
     }
 
     fn cat(&self, cid: &str) -> String {
-        self.rpc(&format!("cat?arg={cid}"))
+        self.rpc_within(&format!("cat?arg={cid}"), 70)
     }
 
     fn logs(&self) -> String {
