@@ -11,8 +11,10 @@
 //!                [--log-format text|json|json-tracing] [--revoked N] [--runtime multi|current|per-core[:N]]
 //! ```
 //! `--runtime` picks the layout measured by `scripts/bench/run delegator` (issue 18): the
-//! daemon's multi-thread runtime (default), one current-thread runtime, or one current-thread
-//! runtime per core, each with its own delegator and `SO_REUSEPORT` listener on the same port.
+//! delegator on one multi-thread runtime (default, the daemon's layout until issue 18), or the
+//! daemon's layout now (`Delegator::serve_on`): one thread (`current`) or one per core, each a
+//! current-thread runtime with its own `SO_REUSEPORT` listener on the same port, all serving
+//! one delegator.
 //! Every network's gateway is private (the JWT check runs; `--public` turns it off, for
 //! profiling) and its only user is `bench`. `--revoked N` puts N other token ids on the
 //! revocation list, so every request pays the list's lookup (empty by default: one atomic load). `NEXUS_LOG` overrides the log filter (`info`). On
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use nexus::access::Access;
-use nexus::delegator::{mint_token, Delegator, DelegatorConfig, JwtConfig};
+use nexus::delegator::{mint_token, Delegator, DelegatorConfig, JwtConfig, Listeners};
 use nexus::node::endpoint::Endpoint;
 use nexus::node::NetworkName;
 use nexus::orchestrator::registry::{NetworkEntry, ReadyNode, Registry};
@@ -47,10 +49,11 @@ struct Args {
 enum Layout {
     /// The daemon's: one multi-thread tokio runtime (a worker per core), one listener.
     Multi,
-    /// One current-thread runtime on one thread, one listener.
+    /// The daemon's layout with one serving thread (a current-thread runtime, one listener).
     Current,
-    /// `n` threads, each a current-thread runtime with its own delegator (and upstream pool)
-    /// and its own `SO_REUSEPORT` listener on the same port: the kernel spreads connections.
+    /// The daemon's layout: `n` serving threads, each a current-thread runtime with its own
+    /// upstream pool and `SO_REUSEPORT` listener on the same port (the kernel spreads
+    /// connections), all serving one delegator (shared limits and caps).
     PerCore(usize),
 }
 
@@ -208,16 +211,10 @@ fn main() -> Result<()> {
         );
     };
     match args.runtime {
-        Layout::Multi | Layout::Current => {
-            let rt = if args.runtime == Layout::Multi {
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()?
-            } else {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?
-            };
+        Layout::Multi => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async {
                 let delegator = Delegator::with_revocations(registry, revocations, cfg)?;
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -226,62 +223,25 @@ fn main() -> Result<()> {
                 anyhow::Ok(())
             })?;
         }
-        Layout::PerCore(n) => {
-            // The first listener picks the port; the others join it.
-            let mut addr: SocketAddr = "127.0.0.1:0".parse()?;
-            let mut listeners = Vec::with_capacity(n);
-            let setup = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
+        // The daemon's layout (`Delegator::serve_on`), with one thread or one per core; the
+        // caller's runtime only waits.
+        Layout::Current | Layout::PerCore(_) => {
+            let threads = match args.runtime {
+                Layout::PerCore(n) => n,
+                _ => 1,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
                 .build()?;
-            let entered = setup.enter();
-            for _ in 0..n {
-                let sock = reuseport_listener(addr)?;
-                addr = sock.local_addr()?;
-                listeners.push(sock);
-            }
-            drop(entered);
-            let mut threads = Vec::with_capacity(n);
-            for (i, std_listener) in listeners.into_iter().enumerate() {
-                let delegator = Delegator::with_revocations(
-                    registry.clone(),
-                    revocations.clone(),
-                    cfg.clone(),
-                )?;
-                let closed = stdin_closed();
-                threads.push(
-                    std::thread::Builder::new()
-                        .name(format!("delegator-{i}"))
-                        .spawn(move || -> Result<()> {
-                            let rt = tokio::runtime::Builder::new_current_thread()
-                                .enable_all()
-                                .build()?;
-                            rt.block_on(async {
-                                let listener = tokio::net::TcpListener::from_std(std_listener)?;
-                                delegator.serve(listener, None, closed).await?;
-                                anyhow::Ok(())
-                            })
-                        })?,
-                );
-            }
-            announce(addr);
-            for t in threads {
-                t.join()
-                    .map_err(|_| anyhow::anyhow!("a delegator thread panicked"))??;
-            }
+            rt.block_on(async {
+                let delegator = Delegator::with_revocations(registry, revocations, cfg)?;
+                let listeners = Listeners::bind("127.0.0.1:0".parse()?, threads)?;
+                announce(listeners.local_addr());
+                delegator.serve_on(listeners, None, stdin_closed()).await?;
+                anyhow::Ok(())
+            })?;
         }
     }
     nexus::telemetry::access_log::flush();
     Ok(())
-}
-
-/// A non-blocking listening socket with `SO_REUSEPORT` (and `SO_REUSEADDR`) bound to `addr`.
-/// Called inside a runtime (tokio registers the socket; `into_std` takes it back).
-fn reuseport_listener(addr: SocketAddr) -> Result<std::net::TcpListener> {
-    let sock = tokio::net::TcpSocket::new_v4()?;
-    sock.set_reuseaddr(true)?;
-    sock.set_reuseport(true)?;
-    sock.bind(addr)?;
-    let listener = sock.listen(1024)?;
-    // Back to a std listener: each thread registers it with its own runtime.
-    Ok(listener.into_std()?)
 }

@@ -392,14 +392,15 @@ async fn serve(
     let delegator_task = match delegator {
         Some(config) => {
             let addr = settings.delegator.listen;
-            let listener =
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| DaemonError::Listen {
+            // One listener per serving thread, all on `delegator.listen` (`SO_REUSEPORT`).
+            let listeners =
+                delegator::Listeners::bind(addr, settings.delegator.threads).map_err(|e| {
+                    DaemonError::Listen {
                         what: "delegator",
                         addr,
                         detail: e.to_string(),
-                    })?;
+                    }
+                })?;
             let acceptor = match &settings.delegator.tls {
                 Some(t) => Some(delegator::tls_acceptor_from_pem_files(&t.cert, &t.key)?),
                 None => None,
@@ -429,7 +430,7 @@ async fn serve(
             }));
             let signal = stopped(stop_rx.clone());
             Some(tokio::spawn(async move {
-                server.serve(listener, acceptor, signal).await
+                server.serve_on(listeners, acceptor, signal).await
             }))
         }
         None => None,

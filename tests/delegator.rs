@@ -240,7 +240,8 @@ async fn orchestrator(
     (orch, runner)
 }
 
-/// Starts a delegator on 127.0.0.1:0; returns its address and a shutdown trigger.
+/// Starts a delegator on 127.0.0.1:0 in the daemon's layout (two serving threads, each with its
+/// own listener); returns its address and a shutdown trigger.
 async fn delegator(
     registry: Registry,
     revocations: nexus::revocations::Revocations,
@@ -253,12 +254,11 @@ async fn delegator(
     cfg.connect_timeout = Duration::from_secs(2);
     cfg.request_timeout = Some(Duration::from_secs(120));
     let d = Delegator::with_revocations(registry, revocations, cfg).expect("delegator");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let listeners =
+        nexus::delegator::Listeners::bind("127.0.0.1:0".parse().expect("addr"), 2).expect("bind");
+    let addr = listeners.local_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(d.serve(listener, None, async move {
+    let task = tokio::spawn(d.serve_on(listeners, None, async move {
         let _ = rx.await;
     }));
     (addr, tx, task)

@@ -187,6 +187,8 @@ pub(super) static KEYS: &[KeyDef] = &[
         "Run the delegator, the authenticating reverse proxy in front of the nodes' RPC API and gateway."),
     key!(delegator.listen: Str = r#""127.0.0.1:7780""#,
         "Address the delegator listens on (IP:PORT)."),
+    key!(delegator.threads: U16 = "0",
+        "Threads serving the delegator, each with its own listener on `listen` (SO_REUSEPORT) and its own connections to nodes; limits and caps stay shared. 0: one per core (at most 256)."),
     key!(delegator.domain: Str = r#""localhost""#,
         "Host name suffix: a network is served at <network>.api.<domain> and <network>.gateway.<domain>."),
     key!(delegator.trusted_proxies: List = "[]",

@@ -284,6 +284,7 @@ pub struct ClientSection {
 pub struct DelegatorSection {
     pub enabled: bool,
     pub listen: String,
+    pub threads: u16,
     pub domain: String,
     pub trusted_proxies: Vec<String>,
     pub jwt_secret: Secret,

@@ -144,6 +144,9 @@ impl ClientSettings {
 pub struct DelegatorSettings {
     pub enabled: bool,
     pub listen: SocketAddr,
+    /// Serving threads, each with its own listener on `listen` (`delegator.threads`; 0 there:
+    /// one per core). At least 1.
+    pub threads: usize,
     pub tls: Option<TlsFiles>,
     /// `None` while no key to verify tokens is known: neither `delegator.jwt_secret` nor
     /// `delegator.jwt_public_key` is set and the secrets file gave none (the CLI before the

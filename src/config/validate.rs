@@ -28,6 +28,9 @@ struct Parsed {
     delegator: DelegatorParts,
 }
 
+/// Most serving threads `delegator.threads` may ask for.
+const MAX_DELEGATOR_THREADS: usize = 256;
+
 struct DelegatorParts {
     domain: String,
     trusted_proxies: Vec<IpNet>,
@@ -198,6 +201,19 @@ impl Config {
         // [delegator]
         let d = &self.delegator;
         let delegator_listen = self.socket("delegator.listen", &d.listen)?;
+        let delegator_threads = match d.threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().min(MAX_DELEGATOR_THREADS)),
+            n if usize::from(n) > MAX_DELEGATOR_THREADS => {
+                return Err(self.invalid(
+                    "delegator.threads",
+                    format!(
+                    "{n} is too many: give at most {MAX_DELEGATOR_THREADS}, or 0 for one per core"
+                ),
+                ))
+            }
+            n => usize::from(n),
+        };
         if !is_dns_name(d.domain.trim()) {
             return Err(self.invalid(
                 "delegator.domain",
@@ -407,6 +423,7 @@ impl Config {
                 delegator: DelegatorSettings {
                     enabled: d.enabled,
                     listen: delegator_listen,
+                    threads: delegator_threads,
                     tls: delegator_tls,
                     config: None,
                     jwt_secret_origin: self.origin_of("delegator.jwt_secret"),

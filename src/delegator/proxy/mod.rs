@@ -34,6 +34,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Method, Request, Response};
 use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::delegator::net::IpText;
 
@@ -62,25 +63,56 @@ use response::{status_response, ProxyError};
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// State shared by every connection.
+/// What every connection of one serving thread reads: the delegator's state, shared by all its
+/// threads (registry, limits, disk use, verified tokens, the pin handles), and the thread's own
+/// pool of node connections (a pooled connection is driven by the runtime that opened it).
 pub(crate) struct Shared {
     pub registry: Registry,
     /// Revoked token ids (the orchestrator keeps it in step with the store).
     pub revocations: Revocations,
     pub cfg: DelegatorConfig,
     pub verifier: Verifier,
+    /// This thread's upstream pool (the one field not shared between threads).
     pub client: Client<Connector, ReplayBody>,
-    pub round_robin: AtomicUsize,
+    pub round_robin: Arc<AtomicUsize>,
     /// Each node's disk use, for the limit on writes.
-    pub quota: Quotas,
+    pub quota: Arc<Quotas>,
     /// Request rates and in-flight caps per client address and per user.
-    pub limits: Limits,
+    pub limits: Arc<Limits>,
     /// Where the CIDs that writes pinned or unpinned are reported (the orchestrator's pinset),
     /// once the daemon sets it.
-    pub pin_sink: std::sync::OnceLock<Arc<dyn PinSink>>,
+    pub pin_sink: Arc<std::sync::OnceLock<Arc<dyn PinSink>>>,
     /// The pinset the Pinning Service API works on (the orchestrator's), once the daemon sets
     /// it; until then the API answers 503.
-    pub pin_service: std::sync::OnceLock<Arc<dyn PinService>>,
+    pub pin_service: Arc<std::sync::OnceLock<Arc<dyn PinService>>>,
+}
+
+impl Shared {
+    /// The state for one more serving thread: everything shared with `self` but the upstream
+    /// pool, which is new and empty.
+    pub(crate) fn for_thread(&self) -> Self {
+        Self {
+            registry: self.registry.clone(),
+            revocations: self.revocations.clone(),
+            cfg: self.cfg.clone(),
+            verifier: self.verifier.clone(),
+            client: upstream_pool(&self.cfg),
+            round_robin: self.round_robin.clone(),
+            quota: self.quota.clone(),
+            limits: self.limits.clone(),
+            pin_sink: self.pin_sink.clone(),
+            pin_service: self.pin_service.clone(),
+        }
+    }
+}
+
+/// A new, empty pool of connections to nodes, as `cfg` sizes it.
+pub(crate) fn upstream_pool(cfg: &DelegatorConfig) -> Client<Connector, ReplayBody> {
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(cfg.idle_timeout)
+        .pool_max_idle_per_host(cfg.max_idle_per_node)
+        .build(Connector::new(cfg.connect_timeout))
 }
 
 /// Where a request came from (the TCP peer, its address's text, and whether it arrived over
