@@ -3,10 +3,10 @@
 //! Owns: the list of config keys nexus sets on every node (pnet-safe for kubo ≥ 0.37, with the
 //! 0.40–0.43 settings a private network needs), the whole configuration file nexus renders
 //! from them, the memory split between Docker, Go and libp2p's resource manager, the daemon's
-//! command line, where kubo listens (unix sockets in [`RUN_DIR`], never TCP). [`bundle`] holds
+//! command line, where kubo listens (unix sockets in [`RUN_DIR`], never TCP). `bundle.rs` holds
 //! the files a container gets before it starts (an init script for `/container-init.d/`, the
-//! swarm key, the configuration and the identity). It must not talk to Docker or the file system; the
-//! runtime places what this module renders.
+//! swarm key, the configuration and the identity). It must not talk to Docker or the file
+//! system; the runtime places what this module renders.
 //!
 //! How it works with the official image: the image's own first init creates the repo; on every
 //! start it runs `/container-init.d/*.sh` before `ipfs daemon`. Our script installs the swarm
