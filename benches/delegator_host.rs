@@ -1,8 +1,8 @@
 //! Benchmark host for the delegator (issue 7, `scripts/bench/run delegator`).
 //!
-//! Runs the daemon's `Delegator` — same code, same defaults, the daemon's Prometheus recorder
-//! and its access log at `info` on stderr (text, or JSON with `--log-format json`) — in front of upstreams named on the command
-//! line instead of the orchestrator's registry, so the proxy can be put in front of a static
+//! Runs the daemon's `Delegator` — same code, same defaults, the same layout (one serving thread
+//! per core), the daemon's Prometheus recorder and its access log at `info` on stderr (text, or
+//! JSON with `--log-format json`) — in front of upstreams named on the command line instead of the orchestrator's registry, so the proxy can be put in front of a static
 //! server (the proxy's own ceiling) as well as a kubo node. It is a program for the benchmark
 //! driver, not a test: it measures nothing itself.
 //!
@@ -10,11 +10,11 @@
 //! delegator_host --route <network>=<api-addr>,<gateway-addr> [--route …] [--domain D] [--public]
 //!                [--log-format text|json|json-tracing] [--revoked N] [--runtime multi|current|per-core[:N]]
 //! ```
-//! `--runtime` picks the layout measured by `scripts/bench/run delegator` (issue 18): the
-//! delegator on one multi-thread runtime (default, the daemon's layout until issue 18), or the
-//! daemon's layout now (`Delegator::serve_on`): one thread (`current`) or one per core, each a
-//! current-thread runtime with its own `SO_REUSEPORT` listener on the same port, all serving
-//! one delegator.
+//! `--runtime` picks the layout measured by `scripts/bench/run proxy` (issue 18): the daemon's
+//! (`Delegator::serve_on` over `Listeners`; default: one thread per core, `per-core:N` N of
+//! them, `current` one), each thread a current-thread runtime with its own `SO_REUSEPORT`
+//! listener on the same port, all serving one delegator; or `multi`, the delegator on one
+//! multi-thread runtime (the daemon's layout until issue 18).
 //! Every network's gateway is private (the JWT check runs; `--public` turns it off, for
 //! profiling) and its only user is `bench`. `--revoked N` puts N other token ids on the
 //! revocation list, so every request pays the list's lookup (empty by default: one atomic load). `NEXUS_LOG` overrides the log filter (`info`). On
@@ -47,7 +47,8 @@ struct Args {
 /// How the host runs the delegator (`--runtime`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
-    /// The daemon's: one multi-thread tokio runtime (a worker per core), one listener.
+    /// The daemon's layout until issue 18: one multi-thread tokio runtime (a worker per core),
+    /// one listener.
     Multi,
     /// The daemon's layout with one serving thread (a current-thread runtime, one listener).
     Current,
@@ -72,7 +73,8 @@ fn parse_args() -> Result<Args> {
     let mut json_log = false;
     let mut line_by_hand = true;
     let mut revoked = 0;
-    let mut runtime = Layout::Multi;
+    // The daemon's layout: one serving thread per core (`delegator.threads = 0`).
+    let mut runtime = Layout::PerCore(std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {

@@ -402,6 +402,25 @@ fn an_unknown_variable_of_a_known_section_is_an_error_naming_it() {
     cfg.validate().unwrap();
 }
 
+/// `delegator.threads`: 0 (the default) is one serving thread per core; a count is kept.
+#[test]
+fn delegator_threads_default_to_one_per_core() {
+    let home = TempDir::new();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let s = load(&home, "", &[]).unwrap().validate().unwrap();
+    assert_eq!(s.delegator.threads, cores);
+    let s = load(&home, "[delegator]\nthreads = 3\n", &[])
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(s.delegator.threads, 3);
+    let s = load(&home, "", &[("NEXUS_DELEGATOR_THREADS", "1")])
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(s.delegator.threads, 1);
+}
+
 #[test]
 fn values_of_the_wrong_type_name_the_key_and_the_source() {
     let e = error_of("[node]\nmax_replicas = \"many\"\n", &[]);
@@ -425,6 +444,7 @@ fn invalid_values_are_errors_naming_the_key() {
     let cases: &[(&str, &str, &str)] = &[
         ("[grpc]\nlisten = \"localhost\"", "grpc.listen", "IP:PORT"),
         ("[delegator]\nlisten = \"1.2.3.4\"", "delegator.listen", "IP:PORT"),
+        ("[delegator]\nthreads = 257", "delegator.threads", "at most 256"),
         ("[metrics]\nlisten = \":9090\"", "metrics.listen", "IP:PORT"),
         ("[metrics]\nlisten = \"127.0.0.1:7700\"", "metrics.listen", "grpc.listen"),
         ("[node]\nmemory = \"lots\"", "node.memory", "512MiB"),
