@@ -187,13 +187,26 @@ level = "{log_level}"
 
     def stop(self):
         for net in json.loads(self.cli("network", "list").stdout or "{}").get("networks", []):
-            self.cli("network", "remove", net["name"], "--force", check=False)
+            r = self.cli("network", "remove", net["name"], "--force", check=False)
+            if r.returncode != 0:
+                log(f"removing network {net['name']} failed: {one_line(r.stderr)}")
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+        # Whatever of this daemon's instance is still there (a removal that failed on a
+        # saturated host) is said and removed, so the next benchmark starts on a clean host.
+        label = f"label=io.nexus.instance={self.instance}"
+        for kind, ls, rm in (("containers", ["ps", "-aq"], ["rm", "-fv"]),
+                             ("volumes", ["volume", "ls", "-q"], ["volume", "rm", "-f"]),
+                             ("networks", ["network", "ls", "-q"], ["network", "rm"])):
+            left = subprocess.run(["docker", *ls, "--filter", label], capture_output=True,
+                                  text=True).stdout.split()
+            if left:
+                log(f"{len(left)} {kind} of {self.instance} were left behind; removing them")
+                subprocess.run(["docker", *rm, *left], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
