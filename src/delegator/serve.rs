@@ -459,15 +459,7 @@ mod tests {
         stop_tx.send(()).unwrap();
         let (status, body) = inflight.await.unwrap();
         assert_eq!((status.as_u16(), body.as_ref()), (200, b"slow".as_ref()));
-        tokio::time::timeout(Duration::from_secs(5), server)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(
-            tokio::net::TcpStream::connect(addr).await.is_err(),
-            "still accepting"
-        );
+        assert_stopped(server, addr, Duration::from_secs(5)).await;
     }
 
     /// Observation 7, slowloris: one address opening many connections and trickling headers
@@ -613,34 +605,18 @@ mod tests {
         // Shutdown with a request in flight: it finishes, then every thread stops.
         let before = seen.lock().unwrap().len();
         // The upstream answers `/slow` after 5 s.
-        let inflight = tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(b"GET /ipfs/slow HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n")
-                .await
-                .unwrap();
-            let mut out = Vec::new();
-            tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out))
-                .await
-                .unwrap()
-                .unwrap();
-            String::from_utf8_lossy(&out).into_owned()
-        });
+        let inflight = tokio::spawn(raw_within(
+            addr,
+            "GET /ipfs/slow HTTP/1.1\r\nHost: obs.gateway.nexus.test\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(15),
+        ));
         while seen.lock().unwrap().len() == before {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         stop_tx.send(()).unwrap();
         let answer = inflight.await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        tokio::time::timeout(Duration::from_secs(10), server)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(
-            tokio::net::TcpStream::connect(addr).await.is_err(),
-            "still accepting"
-        );
+        assert_stopped(server, addr, Duration::from_secs(10)).await;
     }
 
     /// A port something already listens on is refused, even when that socket would share it

@@ -108,13 +108,36 @@ pub(super) async fn raw_from(local: &str, addr: SocketAddr, raw: &str) -> String
 
 /// Writes `raw` on a fresh connection and reads the whole answer.
 pub(super) async fn raw(addr: SocketAddr, raw: &str) -> String {
+    raw_within(addr, raw, Duration::from_secs(5)).await
+}
+
+/// [`raw`], waiting up to `wait` for the whole answer.
+pub(super) async fn raw_within(addr: SocketAddr, raw: &str, wait: Duration) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(raw.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+    tokio::time::timeout(wait, s.read_to_end(&mut out))
         .await
         .unwrap()
         .unwrap();
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits up to `wait` for a serving task to return `Ok`, then checks that `addr` accepts no
+/// connection any more.
+pub(super) async fn assert_stopped(
+    server: tokio::task::JoinHandle<Result<(), super::DelegatorError>>,
+    addr: SocketAddr,
+    wait: Duration,
+) {
+    tokio::time::timeout(wait, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting"
+    );
 }
