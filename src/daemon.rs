@@ -328,18 +328,6 @@ async fn serve(
     )
     .await?;
 
-    let grpc_listener = tokio::net::TcpListener::bind(settings.grpc.listen)
-        .await
-        .map_err(|e| DaemonError::Listen {
-            what: "gRPC",
-            addr: settings.grpc.listen,
-            detail: e.to_string(),
-        })?;
-    let tls = match &settings.grpc.tls {
-        Some(t) => Some((read(&t.cert)?, read(&t.key)?)),
-        None => None,
-    };
-
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -433,6 +421,20 @@ async fn serve(
                 server.serve_on(listeners, acceptor, signal).await
             }))
         }
+        None => None,
+    };
+
+    // The gRPC listener is bound last: a client that reaches the API reaches the delegator
+    // and the metrics listener too (a test or a supervisor waits for this port alone).
+    let grpc_listener = tokio::net::TcpListener::bind(settings.grpc.listen)
+        .await
+        .map_err(|e| DaemonError::Listen {
+            what: "gRPC",
+            addr: settings.grpc.listen,
+            detail: e.to_string(),
+        })?;
+    let tls = match &settings.grpc.tls {
+        Some(t) => Some((read(&t.cert)?, read(&t.key)?)),
         None => None,
     };
 
