@@ -2780,60 +2780,113 @@ fn a_scale_down_copies_the_pins_of_the_nodes_it_removes_first() {
         );
     }
 
-    // Watch every node's pin/ls while the scale-down runs.
+    // Watch every node's pin/ls while the scale-down runs. Each sample looks at the volumes
+    // first, then asks the nodes that have one: an answer is never older than the removal it
+    // is counted against. A node that does not answer (re-created for its new peer list)
+    // keeps its last answer, unless a node was removed since: then it counts as unknown (not
+    // as missing) until it answers again, from the same volume. A removed node (volume gone)
+    // holds nothing. Sampling ends once the update has returned and every node answered.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let watcher = {
         let (stop, net, cids) = (stop.clone(), net.clone(), cids.clone());
         std::thread::spawn(move || {
+            let container = |i: usize| format!("nexus-{net}-{i}");
+            let volume = |i: usize| {
+                Command::new("docker")
+                    .args(["volume", "inspect", &format!("{}-data", container(i))])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            };
             // Where each node stands before the scale-down, read until it answers (an
             // unanswered read is not an empty pinset).
-            let mut last: Vec<std::collections::BTreeSet<String>> = (0..3)
+            let mut last: Vec<Option<std::collections::BTreeSet<String>>> = (0..3)
                 .map(|i| {
-                    let container = format!("nexus-{net}-{i}");
-                    (0..20)
-                        .find_map(|_| {
-                            node_pins_checked(&container).or_else(|| {
-                                std::thread::sleep(Duration::from_millis(250));
-                                None
-                            })
+                    (0..40).find_map(|_| {
+                        node_pins_checked(&container(i)).or_else(|| {
+                            std::thread::sleep(Duration::from_millis(250));
+                            None
                         })
-                        .unwrap_or_default()
+                    })
                 })
                 .collect();
+            let _ = ready_tx.send(());
+            let mut present = [true; 3];
             let mut fewest = usize::MAX;
             let mut samples = 0u32;
             let mut worst = String::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let deadline = Instant::now() + Duration::from_secs(600);
+            loop {
+                let done = stop.load(std::sync::atomic::Ordering::Relaxed);
+                let now: Vec<bool> = (0..3).map(volume).collect();
+                for i in 0..3 {
+                    if present[i] && !now[i] {
+                        // Removed: what the others said before may predate their copies.
+                        for (j, seen) in last.iter_mut().enumerate() {
+                            *seen = if j == i {
+                                Some(Default::default())
+                            } else {
+                                None
+                            };
+                        }
+                    }
+                }
+                present.copy_from_slice(&now);
                 for (i, seen) in last.iter_mut().enumerate() {
-                    let container = format!("nexus-{net}-{i}");
-                    let volume = Command::new("docker")
-                        .args(["volume", "inspect", &format!("{container}-data")])
-                        .output()
-                        .is_ok_and(|o| o.status.success());
-                    if !volume {
-                        seen.clear();
-                    } else if let Some(now) = node_pins_checked(&container) {
-                        *seen = now;
+                    if present[i] {
+                        if let Some(pins) = node_pins_checked(&container(i)) {
+                            *seen = Some(pins);
+                        }
                     }
                 }
                 for cid in &cids {
-                    let copies = last.iter().filter(|s| s.contains(cid)).count();
+                    // Unknown counts as held until its next answer says otherwise.
+                    let copies = last
+                        .iter()
+                        .filter(|s| s.as_ref().is_none_or(|s| s.contains(cid)))
+                        .count();
                     if copies < fewest {
                         fewest = copies;
-                        worst = format!("{cid} on {copies} node(s) at sample {samples}");
+                        worst = format!("{cid} on {copies} node(s) at sample {samples}: {last:?}");
                     }
                 }
                 samples += 1;
+                if done && last.iter().all(Option::is_some) || Instant::now() > deadline {
+                    break;
+                }
             }
-            (fewest, samples, worst)
+            (fewest, samples, worst, last)
         })
     };
+    // The update is sent once the watcher knows where every node stands.
+    ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the watcher read the nodes");
     let n = d.json(&["network", "update", &net, "--replicas", "2"]);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (fewest, samples, worst) = watcher.join().expect("watcher");
+    let (fewest, samples, worst, last) = watcher.join().expect("watcher");
     assert_eq!(n["status"], "running", "{n}");
     assert_eq!(n["replicas"], 2, "{n}");
     assert!(samples > 1, "the watcher saw the scale-down");
+    assert!(
+        last.iter().all(Option::is_some),
+        "a node never answered after the removal: {last:?}"
+    );
+    // No copy was made after the removal (a re-replication would hide a lost copy from the
+    // watcher while nodes 0 and 1 were re-created): the daemon logs every pin it completes.
+    let logs = d.logs();
+    // (Fields may be coloured: the line is matched by its parts.)
+    let node2 = format!("{net}/2");
+    let removed = logs
+        .lines()
+        .position(|l| l.contains("node removed") && l.contains(&node2))
+        .unwrap_or_else(|| panic!("node 2's removal is not logged:\n{}", tail(&logs, 30)));
+    for line in logs.lines().skip(removed) {
+        assert!(
+            !(line.contains(" pinned ") && cids.iter().any(|c| line.contains(c.as_str()))),
+            "a copy was made only after node 2 was removed: {line}"
+        );
+    }
     assert!(
         fewest >= 2,
         "a copy went missing: {worst}\n{}",

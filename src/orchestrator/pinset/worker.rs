@@ -121,16 +121,19 @@ impl Orchestrator {
         );
         lock(&self.inner.pins.under_replicated).insert(name.clone(), out.under_replicated);
         // A ready node that did not answer may lack what the plan thinks it can place: a drain
-        // waits for a complete look.
-        let complete = views.len() == ready.len();
-        self.note_drain(
-            name,
-            if complete {
-                out.drain_pending
-            } else {
-                out.drain_pending.max(1)
-            },
-        );
+        // waits for a complete look. A pass that began before the drain (it saw no leaving
+        // node) says nothing about it: its zero would release the drain unexamined.
+        if !leaving.is_empty() {
+            let complete = views.len() == ready.len();
+            self.note_drain(
+                name,
+                if complete {
+                    out.drain_pending
+                } else {
+                    out.drain_pending.max(1)
+                },
+            );
+        }
         self.time_rereplication(name, rec.status, &pins, &out.short, &out.whole);
         let store = &self.inner.store;
         for step in out.steps {
