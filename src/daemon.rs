@@ -452,8 +452,9 @@ async fn serve(
                         tracing::error!(error = %e, "recovery failed; the periodic resync will retry")
                     }
                 }
-                // The pinset loop runs beside the reconciler, under the same lease.
-                tokio::join!(orch.run(), orch.run_pinset());
+                // The pinset loop and the CPU meter (admission's measure of a node) run
+                // beside the reconciler, under the same lease.
+                tokio::join!(orch.run(), orch.run_pinset(), orch.run_cpu_meter());
             };
             let lost = async {
                 let _ = lost.wait_for(Option::is_some).await;

@@ -731,10 +731,33 @@ async fn stats_report_real_use() {
     assert!(!all.contains(&plan[0].1.identity.kubo_private_key().unwrap()));
     assert!(!all.contains(key.to_file_contents().lines().nth(2).unwrap()));
 
+    // The CPU meter's reading: the CPU time of this run, growing, and the run's start.
+    let first = rt
+        .node_cpu(&plan[0].0.node)
+        .await
+        .unwrap()
+        .expect("a reading");
+    assert!(first.used > Duration::ZERO, "{first:?}");
+    assert_eq!(Some(&first.started_at), records[0].started_at.as_ref());
+    rpc(port, "repo/stat").await;
+    let second = rt
+        .node_cpu(&plan[0].0.node)
+        .await
+        .unwrap()
+        .expect("a reading");
+    assert!(second.used >= first.used, "{first:?} then {second:?}");
+    let cores = rt
+        .host_cpus()
+        .await
+        .unwrap()
+        .expect("Docker says how many cores");
+    assert!(cores >= 1.0, "{cores}");
+
     rt.stop_node(&plan[1].0.node).await.unwrap();
     let stopped = rt.node_stats(&plan[1].0.node).await.unwrap();
     assert_eq!(stopped.uptime, None);
     assert_eq!(stopped.peer_count, None);
+    assert_eq!(rt.node_cpu(&plan[1].0.node).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread")]

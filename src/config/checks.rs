@@ -299,7 +299,7 @@ impl Config {
     }
 
     /// Admission control: the host's memory (configured or reported), the overcommit ratio
-    /// (above 0, at most 100) and the node cap.
+    /// (above 0, at most 100), the node cap and the CPU budget (0 to 1).
     pub(super) fn admission_checked(&self) -> Result<AdmissionConfig> {
         let n = &self.node;
         let host_memory = match n.host_memory.trim() {
@@ -320,10 +320,25 @@ impl Config {
                     ),
                 )
             })?;
+        let text = n.cpu_budget.trim();
+        let cpu_budget: f64 = text
+            .parse()
+            .ok()
+            .filter(|r: &f64| r.is_finite() && (0.0..=1.0).contains(r))
+            .ok_or_else(|| {
+                self.invalid(
+                    "node.cpu_budget",
+                    format!(
+                        "`{}` is not a share of the host's cores from 0 to 1 (e.g. 0.5; 0 turns the CPU check off)",
+                        clip(text)
+                    ),
+                )
+            })?;
         Ok(AdmissionConfig {
             host_memory,
             memory_overcommit,
             max_nodes: (n.max_nodes > 0).then_some(u32::from(n.max_nodes)),
+            cpu_budget,
         })
     }
 

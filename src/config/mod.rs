@@ -248,6 +248,8 @@ pub struct NodeSection {
     pub host_memory: String,
     pub memory_overcommit: String,
     pub max_nodes: u16,
+    pub cpu_budget: String,
+    pub cpu_meter_interval: String,
     pub host_lost_grace: String,
     pub pin_timeout: String,
     pub pin_fail_after: String,

@@ -392,6 +392,16 @@ impl Config {
                 )?;
                 g
             },
+            cpu_meter_interval: {
+                let i = self.duration("node.cpu_meter_interval", &self.node.cpu_meter_interval)?;
+                self.expect(
+                    i >= Duration::from_secs(1),
+                    "node.cpu_meter_interval",
+                    &self.node.cpu_meter_interval,
+                    "is shorter than 1s: use 30s unless you are testing",
+                )?;
+                i
+            },
             ..OrchestratorConfig::default()
         };
         let docker = DockerRuntimeConfig {

@@ -18,8 +18,8 @@ use tokio::sync::broadcast;
 use super::endpoint::{Endpoint, NodeEndpoints};
 use super::kubo_version::KuboVersion;
 use super::runtime::{
-    NodeDiagnostics, NodeEvent, NodeEventKind, NodeRecord, NodeRuntime, NodeState, NodeStats,
-    NotReadyReason, Result, RuntimeError,
+    NodeCpu, NodeDiagnostics, NodeEvent, NodeEventKind, NodeRecord, NodeRuntime, NodeState,
+    NodeStats, NotReadyReason, Result, RuntimeError,
 };
 use super::spec::{NetworkName, NetworkSpec, NodeRef, NodeSecrets, NodeSpec, Ports, SpecError};
 
@@ -44,6 +44,11 @@ struct State {
     broken_images: HashSet<String>,
     /// Nodes whose next `update_node` fails (the node stays as it was).
     fail_update: HashSet<NodeRef>,
+    /// The host's cores, and the CPU time each running node adds per `node_cpu` reading
+    /// (`None`: the runtime cannot say, as by default).
+    cpu: Option<(f64, std::time::Duration)>,
+    /// CPU time read so far per node.
+    cpu_used: BTreeMap<NodeRef, std::time::Duration>,
 }
 
 /// Fake runtime: nodes are records in memory.
@@ -125,6 +130,12 @@ impl MockRuntime {
     /// Makes every `create_node` take `delay` (as a node's start does).
     pub fn set_create_delay(&self, delay: std::time::Duration) {
         *crate::sync::lock(&self.create_delay) = delay;
+    }
+
+    /// Reports `cores` for the host, and each running node as using `per_read` more CPU time
+    /// at every `node_cpu` reading.
+    pub fn set_cpu(&self, cores: f64, per_read: std::time::Duration) {
+        self.lock().cpu = Some((cores, per_read));
     }
 
     /// The most `create_node` calls that were ever in flight at once.
@@ -422,6 +433,30 @@ impl NodeRuntime for MockRuntime {
             .take_while(|(n, _)| &n.network == network)
             .map(|(_, r)| r.clone())
             .collect())
+    }
+
+    async fn host_cpus(&self) -> Result<Option<f64>> {
+        Ok(self.lock().cpu.map(|(cores, _)| cores))
+    }
+
+    async fn node_cpu(&self, node: &NodeRef) -> Result<Option<NodeCpu>> {
+        let mut st = self.lock();
+        let Some((_, per_read)) = st.cpu else {
+            return Ok(None);
+        };
+        let running = st
+            .nodes
+            .get(node)
+            .is_some_and(|r| r.state == NodeState::Running);
+        if !running {
+            return Ok(None);
+        }
+        let used = st.cpu_used.entry(node.clone()).or_default();
+        *used += per_read;
+        Ok(Some(NodeCpu {
+            used: *used,
+            started_at: "2026-01-01T00:00:00Z".into(),
+        }))
     }
 
     async fn node_stats(&self, node: &NodeRef) -> Result<NodeStats> {

@@ -27,8 +27,8 @@ pub mod swarm_key;
 pub use docker::{DockerRuntime, DockerRuntimeConfig};
 pub use identity::NodeIdentity;
 pub use runtime::{
-    NodeDiagnostics, NodeEvent, NodeEventKind, NodeHost, NodeRecord, NodeRuntime, NodeState,
-    NodeStats, RuntimeError,
+    NodeCpu, NodeDiagnostics, NodeEvent, NodeEventKind, NodeHost, NodeRecord, NodeRuntime,
+    NodeState, NodeStats, RuntimeError,
 };
 pub use spec::{
     plan_network, NetworkName, NetworkSpec, NodeRef, NodeSecrets, NodeSpec, Peer, Ports, Resources,

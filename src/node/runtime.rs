@@ -56,6 +56,15 @@ pub struct NodeHost {
     pub up: bool,
 }
 
+/// The CPU time one run of a node has used: what the CPU meter reads twice to get a rate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeCpu {
+    /// CPU time used since the container started (all its processes, user and system).
+    pub used: Duration,
+    /// RFC 3339 time of that start: two readings are of the same run only if it matches.
+    pub started_at: String,
+}
+
 /// A point-in-time view of a node's resource use.
 #[derive(Clone, Debug, Default)]
 pub struct NodeStats {
@@ -254,6 +263,16 @@ pub trait NodeRuntime: Send + Sync {
     /// when it does not know (admission control then checks memory only against a configured
     /// `node.host_memory`).
     async fn host_memory(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    /// The cores of the host nodes run on, as the engine reports them; `None` when it does
+    /// not say (admission control then leaves CPU unchecked).
+    async fn host_cpus(&self) -> Result<Option<f64>> {
+        Ok(None)
+    }
+    /// The CPU time a running node has used since its start, cheaply (no waiting for a
+    /// second sample); `None` when it is not running or the runtime cannot read it.
+    async fn node_cpu(&self, _node: &NodeRef) -> Result<Option<NodeCpu>> {
         Ok(None)
     }
     /// A cheap round trip: the runtime's backend answers (readiness).

@@ -16,7 +16,7 @@ use crate::sync::lock;
 use crate::telemetry::names;
 
 /// What running networks hold against what the host admits (metrics, `nexus status`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct AdmissionUsage {
     /// Nodes and memory limits of networks meant to run.
     pub held: Demand,
@@ -24,6 +24,10 @@ pub struct AdmissionUsage {
     pub memory_budget: Option<u64>,
     /// `node.max_nodes`, if set.
     pub max_nodes: Option<u32>,
+    /// The cores nodes may use together, if the host's cores are known and the check is on.
+    pub cpu_budget: Option<f64>,
+    /// What one running node uses, in cores, once measured.
+    pub cpu_per_node: Option<f64>,
 }
 
 impl Orchestrator {
@@ -76,6 +80,8 @@ impl Orchestrator {
         let host = Host {
             reported_memory: self.host_memory().await,
             free_ports: u32::MAX,
+            cpus: self.host_cpus().await,
+            cpu_per_node: self.cpu_per_node(),
         };
         let what = format!("network `{}` ({} node(s))", rec.name, rec.replicas);
         admit(
@@ -96,6 +102,12 @@ impl Orchestrator {
             held,
             memory_budget: cfg.memory_budget(self.host_memory().await),
             max_nodes: cfg.max_nodes,
+            cpu_budget: self
+                .host_cpus()
+                .await
+                .filter(|_| cfg.cpu_budget > 0.0)
+                .map(|c| c * cfg.cpu_budget),
+            cpu_per_node: self.cpu_per_node(),
         })
     }
 
@@ -104,6 +116,8 @@ impl Orchestrator {
         let host = Host {
             reported_memory: self.host_memory().await,
             free_ports: self.free_ports(),
+            cpus: self.host_cpus().await,
+            cpu_per_node: self.cpu_per_node(),
         };
         admit(&self.inner.cfg.admission, host, held, adding, what).map_err(|e| self.refused(e))
     }
@@ -142,6 +156,21 @@ impl Orchestrator {
             .map(|u| u.size.saturating_sub(u.used))
             .sum();
         u32::try_from(free).unwrap_or(u32::MAX)
+    }
+
+    /// The host's cores as the runtime reports them, asked until it answers once; a runtime
+    /// that cannot say leaves CPU unchecked.
+    async fn host_cpus(&self) -> Option<f64> {
+        if let Some(c) = self.inner.host_cpus.get() {
+            return *c;
+        }
+        match self.inner.runtime.host_cpus().await {
+            Ok(c) => *self.inner.host_cpus.get_or_init(|| c),
+            Err(e) => {
+                tracing::warn!(error = %e, "the runtime did not say how many cores the host has; CPU is not checked at admission");
+                None
+            }
+        }
     }
 
     /// The host's memory as the runtime reports it, asked until it answers once; a runtime

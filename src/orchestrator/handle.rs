@@ -66,6 +66,8 @@ pub struct OrchestratorConfig {
     pub admission: AdmissionConfig,
     /// The pinset loop's timing and per-node concurrency.
     pub pins: PinsetConfig,
+    /// How often the CPU meter reads a few running nodes (`node.cpu_meter_interval`).
+    pub cpu_meter_interval: Duration,
 }
 
 /// Node starts at once when the configuration does not say: two per core the host gives
@@ -102,6 +104,7 @@ impl Default for OrchestratorConfig {
             start_parallelism: default_start_parallelism(),
             admission: AdmissionConfig::default(),
             pins: PinsetConfig::default(),
+            cpu_meter_interval: Duration::from_secs(30),
         }
     }
 }
@@ -132,6 +135,10 @@ pub(super) struct Inner {
     pub(super) admission: tokio::sync::Mutex<()>,
     /// The host's memory as the runtime reported it, once it did.
     pub(super) host_memory: std::sync::OnceLock<Option<u64>>,
+    /// The host's cores as the runtime reported them, once it did.
+    pub(super) host_cpus: std::sync::OnceLock<Option<f64>>,
+    /// What one running node uses, measured ([`super::cpu_meter`]).
+    pub(super) cpu_meter: Mutex<super::cpu_meter::CpuMeter>,
     /// The pinset loop's state between passes.
     pub(super) pins: PinState,
 }
@@ -226,6 +233,8 @@ impl Orchestrator {
                 starts,
                 admission: tokio::sync::Mutex::new(()),
                 host_memory: std::sync::OnceLock::new(),
+                host_cpus: std::sync::OnceLock::new(),
+                cpu_meter: Mutex::default(),
                 pins: PinState::new(&cfg_pins),
             }),
         })

@@ -30,6 +30,7 @@
 mod addressing;
 mod admission;
 pub mod capacity;
+mod cpu_meter;
 pub mod error;
 pub mod events;
 mod handle;

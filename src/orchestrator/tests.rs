@@ -1310,6 +1310,38 @@ async fn a_start_the_host_cannot_take_is_refused_up_front_and_changes_nothing() 
 }
 
 #[tokio::test]
+async fn a_start_past_the_measured_cpu_is_refused_and_the_usage_says_why() {
+    let f = fixture_with(cfg()).await;
+    // 2 cores; every node reads 10 s more CPU at each reading, taken moments apart: far more
+    // than the host has.
+    f.rt.set_cpu(2.0, std::time::Duration::from_secs(10));
+    f.orch.create(req("busy", 2)).await.unwrap();
+    f.orch.create(req("next", 1)).await.unwrap();
+    // Not measured yet: admitted.
+    f.orch.start("busy").await.unwrap();
+    assert_eq!(f.orch.cpu_per_node(), None);
+    f.orch.cpu_meter_round(std::time::Duration::ZERO).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    f.orch.cpu_meter_round(std::time::Duration::ZERO).await;
+    let per_node = f.orch.cpu_per_node().expect("measured");
+    assert!(per_node > 2.0, "{per_node}");
+    let err = f.orch.start("next").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Exhausted, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("node.cpu_budget 0.5"), "{text}");
+    assert!(
+        text.contains("the 2 node(s) of running networks use about"),
+        "{text}"
+    );
+    let rec = f.store.get_network(&name("next")).await.unwrap().unwrap();
+    assert_eq!(rec.desired, DesiredState::Stopped);
+    assert_eq!(creates(&f.rt), 2);
+    let usage = f.orch.admission_usage().await.unwrap();
+    assert_eq!(usage.cpu_budget, Some(1.0));
+    assert_eq!(usage.cpu_per_node, Some(per_node));
+}
+
+#[tokio::test]
 async fn two_starts_racing_for_the_last_room_get_one_each_way() {
     let f = fixture_with(admitting(AdmissionConfig {
         host_memory: Some(3 * GIB),
@@ -1331,6 +1363,7 @@ async fn a_running_network_may_not_grow_past_the_host_but_a_stopped_one_may_chan
         host_memory: Some(4 * GIB),
         memory_overcommit: 1.5,
         max_nodes: None,
+        ..AdmissionConfig::default()
     }))
     .await;
     f.orch.create(req("g", 3)).await.unwrap();

@@ -99,7 +99,7 @@ pub mod names {
         /// Gauge, `pool`: subnets the subnet pool holds.
         SUBNETS_SIZE = "nexus_subnet_pool_size_subnets", Gauge, None,
             "Subnets the configured subnet pool holds.";
-        /// Counter, `limit` (`memory`, `nodes`, `ports`): starts and updates refused up front
+        /// Counter, `limit` (`memory`, `nodes`, `cpu`, `ports`): starts and updates refused up front
         /// because the host could not take them.
         ADMISSION_REFUSALS = "nexus_admission_refusals_total", Counter, None,
             "Starts and updates refused by admission control, by the limit that refused.";
@@ -110,6 +110,13 @@ pub mod names {
         /// absent when the host's memory is unknown.
         ADMISSION_MEMORY_BUDGET = "nexus_admission_memory_budget_bytes", Gauge, Some(Unit::Bytes),
             "The most the nodes' memory limits may add up to: host memory times node.memory_overcommit.";
+        /// Gauge: the cores running networks' nodes may use together (the host's cores ×
+        /// node.cpu_budget); absent when the host's cores are unknown or the check is off.
+        ADMISSION_CPU_BUDGET = "nexus_admission_cpu_budget_cores", Gauge, None,
+            "The cores running networks' nodes may use together: the host's cores times node.cpu_budget.";
+        /// Gauge: what one running node uses, in cores, as the CPU meter measured it.
+        NODE_CPU_MEASURED = "nexus_node_cpu_measured_cores", Gauge, None,
+            "What one running node uses, in cores, as measured on a few settled nodes (admission counts every node at it).";
         /// Gauge: nodes of networks meant to run.
         ADMITTED_NODES = "nexus_admitted_nodes", Gauge, None,
             "Nodes of networks meant to run (node.max_nodes caps it).";

@@ -66,6 +66,9 @@ pub async fn refresh_once(orch: &Orchestrator) {
             if let Some(b) = u.memory_budget {
                 metrics::gauge!(names::ADMISSION_MEMORY_BUDGET).set(b as f64);
             }
+            if let Some(c) = u.cpu_budget {
+                metrics::gauge!(names::ADMISSION_CPU_BUDGET).set(c);
+            }
         }
         Err(e) => {
             metrics::counter!(names::REFRESH_ERRORS).increment(1);

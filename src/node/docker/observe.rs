@@ -3,7 +3,7 @@
 //! and the event stream. Reads only; must not change any Docker object.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, EventMessage};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions, LogsOptions, StatsOptions};
@@ -14,7 +14,7 @@ use super::client::{docker_err, is_status};
 use super::{DockerRuntime, REPO_PATH};
 use crate::node::endpoint::NodeEndpoints;
 use crate::node::runtime::{
-    NodeDiagnostics, NodeEvent, NodeEventKind, NodeRecord, NodeState, NodeStats, Result,
+    NodeCpu, NodeDiagnostics, NodeEvent, NodeEventKind, NodeRecord, NodeState, NodeStats, Result,
     RuntimeError,
 };
 use crate::node::spec::{NodeRef, Ports, SWARM_PORT};
@@ -221,6 +221,32 @@ impl DockerRuntime {
     }
 
     /// A point-in-time view of a node's resource use (Docker stats, disk, peers).
+    /// The CPU time of a running node's container since its start: one inspect and one
+    /// one-shot stats call (Docker does not wait for a second sample).
+    pub(super) async fn cpu_of(&self, node: &NodeRef) -> Result<Option<NodeCpu>> {
+        let info = self.inspect_node(node).await?;
+        let running = info.state.as_ref().and_then(|s| s.running) == Some(true);
+        let Some(started_at) = started_at(&info).filter(|_| running) else {
+            return Ok(None);
+        };
+        let opts = StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let stats = self
+            .docker
+            .stats(&node.container_name(), Some(opts))
+            .try_next()
+            .await
+            .map_err(docker_err)?;
+        Ok(stats
+            .and_then(|s| s.cpu_stats?.cpu_usage?.total_usage)
+            .map(|ns| NodeCpu {
+                used: Duration::from_nanos(ns),
+                started_at,
+            }))
+    }
+
     pub(super) async fn stats_of(&self, node: &NodeRef) -> Result<NodeStats> {
         let info = self.inspect_node(node).await?;
         let name = node.container_name();

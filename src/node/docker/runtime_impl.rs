@@ -9,7 +9,7 @@ use super::client::docker_err;
 use super::DockerRuntime;
 use crate::node::kubo_version::KuboVersion;
 use crate::node::runtime::{
-    NodeDiagnostics, NodeEvent, NodeRecord, NodeRuntime, NodeStats, Result,
+    NodeCpu, NodeDiagnostics, NodeEvent, NodeRecord, NodeRuntime, NodeStats, Result,
 };
 use crate::node::spec::{NetworkName, NetworkSpec, NodeRef, NodeSecrets, NodeSpec};
 
@@ -25,6 +25,14 @@ impl NodeRuntime for DockerRuntime {
 
     async fn host_memory(&self) -> Result<Option<u64>> {
         self.memory_total().await
+    }
+
+    async fn host_cpus(&self) -> Result<Option<f64>> {
+        self.cpus_total().await
+    }
+
+    async fn node_cpu(&self, node: &NodeRef) -> Result<Option<NodeCpu>> {
+        self.cpu_of(node).await
     }
 
     async fn create_node(&self, spec: &NodeSpec, secrets: &NodeSecrets) -> Result<NodeRecord> {

@@ -85,6 +85,12 @@ impl DockerRuntime {
             .and_then(|m| u64::try_from(m).ok())
             .filter(|m| *m > 0))
     }
+
+    /// The host's cores as Docker reports them (`docker info`, `NCPU`).
+    pub async fn cpus_total(&self) -> Result<Option<f64>> {
+        let info = self.docker.info().await.map_err(docker_err)?;
+        Ok(info.ncpu.filter(|n| *n > 0).map(|n| n as f64))
+    }
 }
 
 #[cfg(test)]
