@@ -1043,6 +1043,13 @@ def density_run(a, d):
             r = d.cli("network", "create", name, "--replicas", str(per_net), "--start", check=False)
             secs = time.monotonic() - t0
             load1 = os.getloadavg()[0]
+            if r.returncode != 0 and "ResourceExhausted" in r.stderr:
+                # Admission refused it up front (node.cpu_budget, memory, ports): the host is
+                # full, and said so; nothing was started.
+                stop_reason = f"the start of nodes {total + 1}–{total + per_net} was refused up front"
+                refusal = {"secs": secs, "refused": True, "message": one_line(r.stderr)}
+                log(f"density: {stop_reason}: {refusal}")
+                break
             if r.returncode != 0:
                 stop_reason = f"start of nodes {total + 1}–{total + per_net} failed: {one_line(r.stderr)}"
                 log(stop_reason)
@@ -1111,6 +1118,9 @@ def density_run(a, d):
     mark("Per-node anonymous memory with", "≤ 32 MiB", bool(anon_all) and median(anon_all) <= 32.0)
     mark("Nodes started", "≥ 300, every start succeeding",
          total_nodes >= 300 and stop_reason is not None and "cap" in stop_reason)
+    failed = stop_reason is not None and "failed" in stop_reason
+    rows.append(["Starts that failed after they were admitted", "1 (the last)" if failed else "0",
+                 f"0: **{'missed' if failed else 'met'}**"])
     if refusal:
         mark("The next start", "refused in < 1 s", refusal["refused"] and refusal["secs"] < 1.0)
     if idle:
