@@ -975,6 +975,19 @@ def one_line(text):
     return line.replace("|", "\\|")
 
 
+def cpu_meter_reading(log_path):
+    """The daemon's last `cpu meter:` log line, as figures (None if it never measured)."""
+    last = None
+    with open(log_path, errors="replace") as f:
+        for line in f:
+            line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+            m = re.search(r"cpu meter: one running node uses ([0-9.]+) % of a core.*admits (\S+(?: number of)?) nodes", line)
+            b = re.search(r"cpu_budget=([0-9.]+)", line)
+            if m:
+                last = {"pct": float(m.group(1)), "admits": m.group(2), "budget": b.group(1) if b else "?"}
+    return last
+
+
 def bench_density(a):
     # nexus's default resource profile (1 CPU, 1 GiB, 10 GiB per node), with admission control
     # sized for idle nodes: their 1 GiB limits may add up to 16× the host's memory, and the
@@ -993,7 +1006,10 @@ def bench_density(a):
         log(f"density: neighbour table gc_thresh1/2/3 {'/'.join(neigh_before)} → {'/'.join(neigh_set)} for the run")
     d = None
     try:
-        d = Daemon(a.nexus, a.image, extra_node=f'memory_overcommit = "16"\nmax_nodes = {a.density_max}')
+        # The CPU meter says what one node uses (info), for the table.
+        d = Daemon(a.nexus, a.image, extra_node=f'memory_overcommit = "16"\nmax_nodes = {a.density_max}'
+                   + (f'\ncpu_budget = "{a.density_cpu_budget}"' if a.density_cpu_budget else ""),
+                   log_level="warn,nexus::orchestrator::cpu_meter=info")
         res, table = density_run(a, d)
     finally:
         if d is not None:
@@ -1017,7 +1033,7 @@ def density_run(a, d):
     per_net = a.density_replicas
     steps, stop_reason, refusal = [], None, None
     t_start = time.monotonic()
-    first_mem, first_cpu, cpu_all, idle = [], [], [], None
+    first_mem, first_cpu, cpu_all, idle, meter = [], [], [], None, None
     first_anon, anon_all = [], []
     try:
         i = 0
@@ -1082,9 +1098,12 @@ def density_run(a, d):
                 "engine_pct": 100 * (proc_cpu_secs(engine) - e0) / window,
                 "daemon_rss_mib": proc_status(d.proc.pid, "VmRSS") / MIB}
         log(f"density: idle with {total_nodes} nodes: {idle}")
+        meter = cpu_meter_reading(d.log.name)
+        log(f"density: the CPU meter's last reading: {meter}")
     finally:
         log("density: removing the networks")
     res = {"per_network": per_net, "nodes": total_nodes, "stop_reason": stop_reason, "steps": steps,
+           "cpu_meter": meter,
            "first_network_mem_mib": first_mem, "all_mem_mib": mem_all,
            "first_network_cpu_pct": first_cpu,
            "first_network_anon_mib": first_anon, "all_anon_mib": anon_all, "all_cpu_pct": cpu_all, "cores": os.cpu_count(),
@@ -1118,6 +1137,10 @@ def density_run(a, d):
     mark("Per-node anonymous memory with", "≤ 32 MiB", bool(anon_all) and median(anon_all) <= 32.0)
     mark("Nodes started", "≥ 300, every start succeeding",
          total_nodes >= 300 and stop_reason is not None and "cap" in stop_reason)
+    if meter:
+        rows.append(["What one running node uses, by nexus's CPU meter (its last reading)",
+                     f"{meter['pct']:.2f} % of a core: the host admits {meter['admits']} nodes "
+                     f"at node.cpu_budget {meter['budget']}", "–"])
     failed = stop_reason is not None and "failed" in stop_reason
     rows.append(["Starts that failed after they were admitted", "1 (the last)" if failed else "0",
                  f"0: **{'missed' if failed else 'met'}**"])
@@ -1218,6 +1241,8 @@ def main():
     p.add_argument("--density-neigh", choices=["docs", "keep"], default="docs",
                    help="size the kernel's neighbour table as docs/configuration.md says for the run (docs), or measure the host as it is (keep)")
     p.add_argument("--density-reserve-mib", type=int, default=2048)
+    p.add_argument("--density-cpu-budget", default="",
+                   help="node.cpu_budget for the density run (default: nexus's own)")
     p.add_argument("--density-budget", type=int, default=1800)
     p.add_argument("--pin-load", help="benches/pin_load.rs, built (for `pins`)")
     p.add_argument("--pins", type=int, default=1000)

@@ -160,7 +160,7 @@ impl Orchestrator {
 
     /// The host's cores as the runtime reports them, asked until it answers once; a runtime
     /// that cannot say leaves CPU unchecked.
-    async fn host_cpus(&self) -> Option<f64> {
+    pub(super) async fn host_cpus(&self) -> Option<f64> {
         if let Some(c) = self.inner.host_cpus.get() {
             return *c;
         }

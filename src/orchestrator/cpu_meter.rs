@@ -159,9 +159,27 @@ impl Orchestrator {
             (node, Instant::now(), SystemTime::now(), cpu)
         }))
         .await;
-        let estimate = lock(&self.inner.cpu_meter).record(round, settle);
-        if let Some(cores) = estimate {
-            metrics::gauge!(names::NODE_CPU_MEASURED).set(cores);
+        let (before, estimate) = {
+            let mut meter = lock(&self.inner.cpu_meter);
+            let before = meter.estimate();
+            (before, meter.record(round, settle))
+        };
+        let Some(cores) = estimate else { return };
+        metrics::gauge!(names::NODE_CPU_MEASURED).set(cores);
+        // Said once measured, and again when it moves by a fifth or more.
+        if before.is_none_or(|b| (cores - b).abs() > b * 0.2) {
+            let budget = self.inner.cfg.admission.cpu_budget;
+            let admits = match self.host_cpus().await {
+                Some(cpus) if budget > 0.0 && cores > 0.0 => {
+                    format!("{:.0}", (cpus * budget / cores).floor())
+                }
+                _ => "any number of".to_string(),
+            };
+            tracing::info!(
+                cpu_budget = budget,
+                "cpu meter: one running node uses {:.2} % of a core; admission counts every node at that, and this host admits {admits} nodes",
+                cores * 100.0
+            );
         }
     }
 
