@@ -2239,21 +2239,7 @@ fn a_full_host_refuses_the_next_start_up_front_with_the_reason() {
     );
     assert!(err.contains("node.memory_overcommit"), "{err}");
     // Nothing changed: b is stopped and has no container.
-    let got = d.json(&["network", "get", &b]);
-    assert_eq!(got["desired"], "stopped", "{got}");
-    assert_eq!(got["status"], "stopped", "{got}");
-    let containers = common::docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=io.nexus.instance={}", d.instance),
-        "--filter",
-        &format!("name=nexus-{b}-"),
-    ]);
-    assert!(
-        containers.trim().is_empty(),
-        "b has containers: {containers}"
-    );
+    assert_stopped_without_containers(&d, &b);
 
     // A running network may not grow past the host either, and keeps its size.
     let err = d.fails(&["network", "update", &a, "--replicas", "5"]);
@@ -2297,23 +2283,19 @@ fn a_host_whose_nodes_use_its_cpu_budget_refuses_the_next_start() {
     assert_eq!(n["status"], "running", "{n}");
     d.json(&["network", "create", &b]);
     // The meter reads a's nodes once they have run two intervals.
-    let measured = |text: &str| {
-        text.lines()
-            .find(|l| l.starts_with("nexus_node_cpu_measured_cores "))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-    };
     assert!(
-        poll_until(Duration::from_secs(60), || measured(&metrics_text(
-            metrics_port
-        ))
+        poll_until(Duration::from_secs(60), || gauge(
+            &metrics_text(metrics_port),
+            "nexus_node_cpu_measured_cores"
+        )
         .is_some_and(|c| c > 0.0)),
         "no CPU measured:\n{}",
         tail(&d.logs(), 30)
     );
-    let budget = metrics_text(metrics_port)
-        .lines()
-        .find(|l| l.starts_with("nexus_admission_cpu_budget_cores "))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok());
+    let budget = gauge(
+        &metrics_text(metrics_port),
+        "nexus_admission_cpu_budget_cores",
+    );
     assert!(
         budget.is_some_and(|b| b > 0.0 && b < 0.1),
         "the budget is the host's cores × 0.001: {budget:?}"
@@ -2330,21 +2312,7 @@ fn a_host_whose_nodes_use_its_cpu_budget_refuses_the_next_start() {
         "the refusal does not say what holds it: {err}"
     );
     // Nothing changed: b is stopped and has no container; a still runs.
-    let got = d.json(&["network", "get", &b]);
-    assert_eq!(got["desired"], "stopped", "{got}");
-    assert_eq!(got["status"], "stopped", "{got}");
-    let containers = common::docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=io.nexus.instance={}", d.instance),
-        "--filter",
-        &format!("name=nexus-{b}-"),
-    ]);
-    assert!(
-        containers.trim().is_empty(),
-        "b has containers: {containers}"
-    );
+    assert_stopped_without_containers(&d, &b);
     assert_eq!(d.json(&["network", "get", &a])["status"], "running");
     assert!(
         metrics_text(metrics_port).contains("nexus_admission_refusals_total{limit=\"cpu\"} 1"),
@@ -2520,6 +2488,33 @@ fn add_through_delegator(d: &Daemon, net: &str, user: &str, data: &str) -> Strin
         .as_str()
         .expect("Hash")
         .to_string()
+}
+
+/// The value of an unlabelled gauge in a `/metrics` text.
+fn gauge(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+/// After a refused start: `net` is still stopped, as meant, and has no container.
+fn assert_stopped_without_containers(d: &Daemon, net: &str) {
+    let got = d.json(&["network", "get", net]);
+    assert_eq!(got["desired"], "stopped", "{got}");
+    assert_eq!(got["status"], "stopped", "{got}");
+    let containers = common::docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=io.nexus.instance={}", d.instance),
+        "--filter",
+        &format!("name=nexus-{net}-"),
+    ]);
+    assert!(
+        containers.trim().is_empty(),
+        "{net} has containers: {containers}"
+    );
 }
 
 /// The daemon's `/metrics` text (empty when it does not answer).

@@ -77,12 +77,7 @@ impl Orchestrator {
     /// Refuses a network that could never start on this host, even alone (at create).
     pub(super) async fn admit_alone(&self, rec: &NetworkRecord) -> Result<()> {
         let cfg = &self.inner.cfg.admission;
-        let host = Host {
-            reported_memory: self.host_memory().await,
-            free_ports: u32::MAX,
-            cpus: self.host_cpus().await,
-            cpu_per_node: self.cpu_per_node(),
-        };
+        let host = self.host(u32::MAX).await;
         let what = format!("network `{}` ({} node(s))", rec.name, rec.replicas);
         admit(
             cfg,
@@ -113,13 +108,18 @@ impl Orchestrator {
 
     async fn admit(&self, name: &NetworkName, adding: Demand, what: &str) -> Result<()> {
         let held = self.held(Some(name)).await?;
-        let host = Host {
+        let host = self.host(self.free_ports()).await;
+        admit(&self.inner.cfg.admission, host, held, adding, what).map_err(|e| self.refused(e))
+    }
+
+    /// What the host has now, with `free_ports` swarm ports free.
+    async fn host(&self, free_ports: u32) -> Host {
+        Host {
             reported_memory: self.host_memory().await,
-            free_ports: self.free_ports(),
+            free_ports,
             cpus: self.host_cpus().await,
             cpu_per_node: self.cpu_per_node(),
-        };
-        admit(&self.inner.cfg.admission, host, held, adding, what).map_err(|e| self.refused(e))
+        }
     }
 
     fn refused(&self, e: AdmissionError) -> super::OrchestratorError {
@@ -161,16 +161,10 @@ impl Orchestrator {
     /// The host's cores as the runtime reports them, asked until it answers once; a runtime
     /// that cannot say leaves CPU unchecked.
     pub(super) async fn host_cpus(&self) -> Option<f64> {
-        if let Some(c) = self.inner.host_cpus.get() {
-            return *c;
-        }
-        match self.inner.runtime.host_cpus().await {
-            Ok(c) => *self.inner.host_cpus.get_or_init(|| c),
-            Err(e) => {
-                tracing::warn!(error = %e, "the runtime did not say how many cores the host has; CPU is not checked at admission");
-                None
-            }
-        }
+        reported_once(&self.inner.host_cpus, "cores", || {
+            self.inner.runtime.host_cpus()
+        })
+        .await
     }
 
     /// The host's memory as the runtime reports it, asked until it answers once; a runtime
@@ -179,15 +173,31 @@ impl Orchestrator {
         if self.inner.cfg.admission.host_memory.is_some() {
             return None;
         }
-        if let Some(m) = self.inner.host_memory.get() {
-            return *m;
-        }
-        match self.inner.runtime.host_memory().await {
-            Ok(m) => *self.inner.host_memory.get_or_init(|| m),
-            Err(e) => {
-                tracing::warn!(error = %e, "the runtime did not say how much memory the host has; memory is not checked at admission");
-                None
-            }
+        reported_once(&self.inner.host_memory, "memory", || {
+            self.inner.runtime.host_memory()
+        })
+        .await
+    }
+}
+
+/// A figure the runtime reports about the host (`what`), from `cell` once it answered, else
+/// asked; a failed answer is logged and asked again next time.
+async fn reported_once<T: Copy, F>(
+    cell: &std::sync::OnceLock<Option<T>>,
+    what: &str,
+    ask: impl FnOnce() -> F,
+) -> Option<T>
+where
+    F: std::future::Future<Output = crate::node::runtime::Result<Option<T>>>,
+{
+    if let Some(v) = cell.get() {
+        return *v;
+    }
+    match ask().await {
+        Ok(v) => *cell.get_or_init(|| v),
+        Err(e) => {
+            tracing::warn!(error = %e, "the runtime did not say the host's {what}; it is not checked at admission");
+            None
         }
     }
 }
