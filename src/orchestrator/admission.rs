@@ -2,8 +2,8 @@
 //! the host has, and the check a start or an update passes before it writes intent.
 //!
 //! Owns gathering the figures for [`super::capacity::admit`] (networks meant to run, from the
-//! store; free swarm ports, from the allocator; the host's memory, asked of the runtime once)
-//! and counting refusals. Callers hold the admission lock ([`Orchestrator::admission_turn`])
+//! store; free swarm ports, from the allocator; the host's memory and cores, asked of the
+//! runtime once; one node's CPU, from [`super::cpu_meter`]) and counting refusals. Callers hold the admission lock ([`Orchestrator::admission_turn`])
 //! from the check until their intent is written, so two starts cannot both take the last
 //! room. It must not change the store or act on nodes.
 

@@ -220,7 +220,6 @@ impl DockerRuntime {
         Some(config)
     }
 
-    /// A point-in-time view of a node's resource use (Docker stats, disk, peers).
     /// The CPU time of a running node's container since its start: one inspect and one
     /// one-shot stats call (Docker does not wait for a second sample).
     pub(super) async fn cpu_of(&self, node: &NodeRef) -> Result<Option<NodeCpu>> {
@@ -247,6 +246,7 @@ impl DockerRuntime {
             }))
     }
 
+    /// A point-in-time view of a node's resource use (Docker stats, disk, peers).
     pub(super) async fn stats_of(&self, node: &NodeRef) -> Result<NodeStats> {
         let info = self.inspect_node(node).await?;
         let name = node.container_name();
