@@ -1265,7 +1265,10 @@ def main():
         log(f"running `{name}`")
         raw, table = funcs[name](a)
         when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        table += f"\n\n*Measured {when} by `scripts/bench/run {name}`; raw samples in `target/bench-results/{name}.json`.*"
+        # The machine goes with the table: machines differ between sessions, and the machine
+        # table above names only the latest run's.
+        table += (f"\n\n*Measured {when} on {os.cpu_count()} cores, {cpu_model()}, by `scripts/bench/run {name}`;"
+                  f" raw samples in `target/bench-results/{name}.json`.*")
         with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
             json.dump(raw, f, indent=1)
         # The machine table names the node image: rewritten only by a run that used one
