@@ -306,40 +306,33 @@ impl Config {
             "" => None,
             m => Some(parse_size(m).map_err(|e| self.invalid("node.host_memory", e.0))?),
         };
-        let text = n.memory_overcommit.trim();
-        let memory_overcommit: f64 = text
-            .parse()
-            .ok()
-            .filter(|r: &f64| r.is_finite() && *r > 0.0 && *r <= 100.0)
-            .ok_or_else(|| {
-                self.invalid(
-                    "node.memory_overcommit",
-                    format!(
-                        "`{}` is not a ratio above 0 and at most 100 (e.g. 1, or 4 for a host of mostly idle nodes)",
-                        clip(text)
-                    ),
-                )
-            })?;
-        let text = n.cpu_budget.trim();
-        let cpu_budget: f64 = text
-            .parse()
-            .ok()
-            .filter(|r: &f64| r.is_finite() && (0.0..=1.0).contains(r))
-            .ok_or_else(|| {
-                self.invalid(
-                    "node.cpu_budget",
-                    format!(
-                        "`{}` is not a share of the host's cores from 0 to 1 (e.g. 0.5; 0 turns the CPU check off)",
-                        clip(text)
-                    ),
-                )
-            })?;
+        let memory_overcommit = self.ratio(
+            "node.memory_overcommit",
+            &n.memory_overcommit,
+            |r| r > 0.0 && r <= 100.0,
+            "a ratio above 0 and at most 100 (e.g. 1, or 4 for a host of mostly idle nodes)",
+        )?;
+        let cpu_budget = self.ratio(
+            "node.cpu_budget",
+            &n.cpu_budget,
+            |r| (0.0..=1.0).contains(&r),
+            "a share of the host's cores from 0 to 1 (e.g. 0.5; 0 turns the CPU check off)",
+        )?;
         Ok(AdmissionConfig {
             host_memory,
             memory_overcommit,
             max_nodes: (n.max_nodes > 0).then_some(u32::from(n.max_nodes)),
             cpu_budget,
         })
+    }
+
+    /// A finite number that `ok` accepts, or an error naming `key` and saying it is not `what`.
+    fn ratio(&self, key: &str, text: &str, ok: impl Fn(f64) -> bool, what: &str) -> Result<f64> {
+        let text = text.trim();
+        text.parse()
+            .ok()
+            .filter(|r: &f64| r.is_finite() && ok(*r))
+            .ok_or_else(|| self.invalid(key, format!("`{}` is not {what}", clip(text))))
     }
 
     /// The subnet pool and prefix, checked against the largest network allowed.
